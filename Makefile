@@ -1,0 +1,70 @@
+# One command to run it all (make demo), one to prove it (make test). `make` alone lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+KAFKA_JARS := .deps/.kafka-jars
+
+CARS ?= 25
+DURATION ?= 120
+RUNTIME ?=
+BENCH_OUT ?= bench-results.json
+PYTEST_ARGS ?=
+
+.PHONY: help setup up down status demo test test-unit test-integration bench lint fmt clean
+
+help: ## Show this help
+	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [BENCH_OUT=path.json]"
+	@echo
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+setup: $(INSTALLED) $(KAFKA_JARS) ## Install everything: .venv with pinned packages, the Kafka jars (idempotent)
+
+$(INSTALLED): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	@touch $@
+
+$(KAFKA_JARS): scripts/kafka/pom.xml | $(INSTALLED)
+	$(PY) -m scripts.local_runtime install
+	@touch $@
+
+up: setup ## Start Kafka (KRaft) and Mosquitto as local processes; returns once both answer
+	$(PY) -m scripts.local_runtime up
+
+down: ## Stop the local Kafka and Mosquitto; leaves no process behind
+	@if [ -x $(PY) ]; then $(PY) -m scripts.local_runtime down; else echo "nothing was running (no .venv)"; fi
+
+status: ## Show whether the local servers run and answer
+	@$(PY) -m scripts.local_runtime status
+
+demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose]
+	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME))
+
+test: setup ## The whole suite, unit and integration, against a real Kafka and a real MQTT broker
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup ## Unit tests only (no servers)
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: setup ## Integration tests only (starts its own Kafka and Mosquitto unless TEST_* name running ones)
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+bench: setup ## Benchmarks: make bench [BENCH_OUT=bench-results.json]
+	$(PY) -m scripts.bench --out $(BENCH_OUT)
+
+lint: setup ## ruff check and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+fmt: setup ## Format the code with ruff
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean: down ## Remove run data, the virtual environment and the Kafka jars
+	rm -rf .run $(VENV) .deps

@@ -1,0 +1,90 @@
+"""Avro on Kafka in the two framings of DESIGN.md, and nothing of our own.
+
+- Confluent wire format (magic byte 0, 4-byte big-endian schema id, body) when a schema registry is configured.
+- Avro single-object encoding (C3 01, 8-byte little-endian CRC-64-AVRO fingerprint, body) when none is.
+
+Every reader accepts both. Without a registry a Confluent-framed record is decoded with the local schema of the
+same name, since this stack only ever writes the schemas in schemas/.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import datetime
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from common import schemas
+from common.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+
+
+def single_object_header(name: str) -> bytes:
+    canonical = to_parsing_canonical_form(schemas.parsed_schema(name))
+    return SINGLE_OBJECT_MAGIC + int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+
+
+def _millis(record: dict[str, Any]) -> dict[str, Any]:
+    """timestamp-millis fields as int milliseconds, as the rest of the stack uses them."""
+    return {k: int(v.timestamp() * 1000) if isinstance(v, datetime) else v for k, v in record.items()}
+
+
+class AvroCodec:
+    """Encodes records of one schema for one topic, and decodes records in either framing."""
+
+    def __init__(self, name: str, topic: str, registry_url: str | None = None) -> None:
+        self.name = name
+        self.topic = topic
+        self._schema = schemas.wire_schema(name)
+        self._header = single_object_header(name)
+        self._registry = None
+        if registry_url:
+            self._init_registry(registry_url)
+
+    def _init_registry(self, url: str) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        self._registry = SchemaRegistryClient({"url": url})
+        self._context = SerializationContext(self.topic, MessageField.VALUE)
+        self._serializer = AvroSerializer(self._registry, schemas.schema_json(self.name))
+        self._deserializer = AvroDeserializer(self._registry)
+
+    @property
+    def framing(self) -> str:
+        return "confluent" if self._registry else "single-object"
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        if self._registry is not None:
+            return self._serializer(record, self._context)
+        body = io.BytesIO()
+        body.write(self._header)
+        fastavro.schemaless_writer(body, self._schema, record)
+        return body.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """Decode one Kafka value; raises DecodeError with the reason when it cannot."""
+        if data is None or len(data) < 5:
+            raise DecodeError(f"value too short for Avro framing ({0 if data is None else len(data)} bytes)")
+        try:
+            if data[:2] == SINGLE_OBJECT_MAGIC:
+                if data[:10] != self._header:
+                    raise DecodeError(f"single-object fingerprint {data[2:10].hex()} is not the {self.name} schema")
+                return fastavro.schemaless_reader(io.BytesIO(data[10:]), self._schema, self._schema)
+            if data[0] == CONFLUENT_MAGIC:
+                if self._registry is not None:
+                    return _millis(self._deserializer(data, self._context))
+                return fastavro.schemaless_reader(io.BytesIO(data[5:]), self._schema, self._schema)
+        except DecodeError:
+            raise
+        except Exception as exc:  # fastavro and the registry client raise many types on corrupt input
+            raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
+        raise DecodeError(f"unknown framing: first bytes {data[:2].hex()} are neither C3 01 nor 00")

@@ -1,0 +1,80 @@
+"""Command lines built from settings classes: every flag falls back to its environment variable.
+
+`--help` shows each flag's default and its `[env: NAME]`. Precedence: flag, then environment, then default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import pydantic
+from pydantic import AliasChoices
+from pydantic.fields import FieldInfo
+
+from common.errors import CarStreamError, ConfigError
+from common.settings import StackSettings
+
+S = TypeVar("S", bound=StackSettings)
+log = logging.getLogger(__name__)
+
+
+def env_name(settings_cls: type[StackSettings], name: str, field: FieldInfo) -> str:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[-1]).upper()
+    if isinstance(alias, str):
+        return alias.upper()
+    return (settings_cls.model_config.get("env_prefix", "") + name).upper()
+
+
+def add_settings_arguments(
+    parser: argparse.ArgumentParser, settings_cls: type[StackSettings], exclude: Iterable[str] = ()
+) -> None:
+    """One `--flag-name` per settings field, defaulting to 'not given' so that the environment can fill it."""
+    skipped = set(exclude)
+    for name, field in settings_cls.model_fields.items():
+        if name in skipped:
+            continue
+        default = "unset" if field.default is None else field.default
+        if hasattr(default, "get_secret_value"):
+            default = "***"
+        help_text = f"{field.description or name} (default: {default}) [env: {env_name(settings_cls, name, field)}]"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if field.annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = name.upper()
+        parser.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
+def settings_from_args(settings_cls: type[S], args: argparse.Namespace, **overrides: Any) -> S:
+    given = {k: v for k, v in vars(args).items() if k in settings_cls.model_fields}
+    given.update(overrides)
+    try:
+        return settings_cls(**given)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"--{'.'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def describe(settings: StackSettings) -> str:
+    """The effective settings on one line, secrets masked (SecretStr prints as ***)."""
+    return ", ".join(f"{k}={v}" for k, v in settings.model_dump().items())
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run an entry point: our own errors become one clear line and exit code 2, Ctrl-C exit code 130."""
+    try:
+        code = main()
+    except CarStreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,85 @@
+"""make bench: run every benchmark section against private servers, write one JSON file, print a table.
+
+Sections live in scripts/bench/<name>.py, each with `run(ctx) -> dict`. Figures are measured, never asserted:
+the machine is shared and noisy, so each section reports its ceiling or peer measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from common.logs import setup_logging
+from scripts.bench.context import BenchContext
+from scripts.local_runtime import KafkaNode, MosquittoNode, free_port
+
+log = logging.getLogger("bench")
+
+SECTIONS = ["machine", "simulator", "bridge", "ml_read", "training", "predictor", "e2e"]
+
+
+def available_sections() -> list[str]:
+    here = Path(__file__).resolve().parent
+    return [name for name in SECTIONS if (here / f"{name}.py").exists()]
+
+
+def print_table(results: dict, console: Console) -> None:
+    table = Table(title="make bench")
+    table.add_column("section")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for section, figures in results.items():
+        for key, value in figures.items():
+            table.add_row(section, key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+            section = ""
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench-results.json", help="where to write the JSON (default: %(default)s)")
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run these sections only (machine always runs)")
+    parser.add_argument("--quick", action="store_true", help="short runs, for trying the harness out")
+    args = parser.parse_args(argv)
+    setup_logging()
+    sections = [s for s in available_sections() if not args.only or s in args.only or s == "machine"]
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        kafka = KafkaNode(work / "runtime", port=free_port(), controller_port=free_port(), heap="2g")
+        mosquitto = MosquittoNode(work / "runtime", port=free_port())
+        try:
+            for node in (kafka, mosquitto):
+                node.start()
+                node.wait_ready()
+            ctx = BenchContext(kafka, mosquitto, work, quick=args.quick, results=results)
+            for name in sections:
+                log.info("bench section %s ...", name)
+                started = time.monotonic()
+                try:
+                    results[name] = importlib.import_module(f"scripts.bench.{name}").run(ctx)
+                except Exception as exc:
+                    log.error("section %s failed: %s\n%s", name, exc, traceback.format_exc())
+                    results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                log.info("bench section %s done in %.0f s", name, time.monotonic() - started)
+        finally:
+            kafka.stop()
+            mosquitto.stop()
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results, Console())
+    print(f"figures written to {args.out}")
+    return 1 if any("error" in figures for figures in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""What every benchmark section gets: private servers on free ports, and a way to measure processes."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts.local_runtime import ROOT, KafkaNode, MosquittoNode
+
+
+@dataclass
+class BenchContext:
+    kafka: KafkaNode
+    mosquitto: MosquittoNode
+    work_dir: Path
+    quick: bool = False
+    results: dict = field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka.bootstrap_servers
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.mosquitto.port
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a service process pointed at this run's servers."""
+        env = dict(os.environ)
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            MQTT_HOST="127.0.0.1",
+            MQTT_PORT=str(self.mqtt_port),
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=str(ROOT),
+        )
+        env.update(extra)
+        return env
+
+
+class ProcessSampler:
+    """Samples a process's RSS and CPU time from /proc while it runs; peak RSS in MB, CPU in percent of one core."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_rss_mb = 0.0
+        self._cpu_start = self._cpu_seconds()
+        self._t_start = time.monotonic()
+        self.cpu_percent = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _cpu_seconds(self) -> float:
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def _rss_mb(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except FileNotFoundError:
+            pass
+        return 0.0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_rss_mb = max(self.peak_rss_mb, self._rss_mb())
+            cpu = self._cpu_seconds()
+            elapsed = time.monotonic() - self._t_start
+            if cpu and elapsed > 0:
+                self.cpu_percent = 100 * (cpu - self._cpu_start) / elapsed
+            self._stop.wait(self.interval)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return {"peak_rss_mb": round(self.peak_rss_mb, 1), "cpu_percent": round(self.cpu_percent, 1)}
+
+
+def self_peak_rss_mb() -> float:
+    """Peak RSS of this Python process (ru_maxrss is in KiB on Linux)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def run_module(
+    ctx: BenchContext, module: str, *args: str, timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        python_module(module, *args),
+        env=ctx.env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )

@@ -1,0 +1,465 @@
+"""The local runtime: a real Apache Kafka (KRaft, single combined node) and a real Mosquitto, as processes.
+
+    python -m scripts.local_runtime install   # resolve the Kafka jars with Maven (make setup does this)
+    python -m scripts.local_runtime up        # start both, return once each answers (make up)
+    python -m scripts.local_runtime down      # stop both, leave no process behind (make down)
+    python -m scripts.local_runtime status
+
+Ports come from KAFKA_BOOTSTRAP_SERVERS (client listener), KAFKA_CONTROLLER_PORT and MQTT_PORT. Data and logs
+live in the git-ignored `.run/` folder (RUNTIME_DIR overrides). The test fixtures use the same classes to start
+private instances on free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from common.errors import CarStreamError, DependencyMissingError, LocalRuntimeError
+from common.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+POM = ROOT / "scripts" / "kafka" / "pom.xml"
+KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text()).group(1)
+KAFKA_LIBS = ROOT / ".deps" / f"kafka-{KAFKA_VERSION}" / "libs"
+DEFAULT_RUN_DIR = ROOT / ".run"
+
+INSTALL_HINTS = {
+    "java": "a Java 17+ runtime: Debian `sudo apt-get install openjdk-17-jre-headless`, "
+    "macOS `brew install openjdk@17`",
+    "mvn": "Apache Maven: Debian `sudo apt-get install maven`, macOS `brew install maven`",
+    "mosquitto": "the Mosquitto MQTT broker: Debian `sudo apt-get install mosquitto`, macOS `brew install mosquitto`",
+}
+
+
+def require(program: str) -> str:
+    """The path of `program`, or a DependencyMissingError that names what to install."""
+    found = shutil.which(program) or (shutil.which(program, path="/usr/sbin:/usr/local/sbin:/opt/homebrew/sbin"))
+    if not found:
+        raise DependencyMissingError(f"`{program}` not found. Install {INSTALL_HINTS[program]}.")
+    return found
+
+
+def install_kafka_jars() -> Path:
+    """Resolve the broker jars from Maven Central once; later calls return at once."""
+    stamp = KAFKA_LIBS / ".complete"
+    if stamp.exists():
+        return KAFKA_LIBS
+    mvn = require("mvn")
+    log.info("resolving Apache Kafka %s jars with Maven into %s", KAFKA_VERSION, KAFKA_LIBS)
+    KAFKA_LIBS.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={KAFKA_LIBS}"],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise LocalRuntimeError(
+            f"Maven could not resolve the Kafka jars:\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
+        )
+    stamp.touch()
+    return KAFKA_LIBS
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); read its state where /proc exists.
+    status = Path(f"/proc/{pid}/status")
+    if status.exists():
+        return "\nState:\tZ" not in status.read_text()
+    return True
+
+
+class ServerProcess(ABC):
+    """A server run as a process of its own session, tracked by a pid file in its run folder."""
+
+    def __init__(self, name: str, run_dir: Path, port: int) -> None:
+        self.name = name
+        self.run_dir = run_dir
+        self.port = port
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "logs" / f"{self.name}.out"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The server's command line."""
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Write configuration, format storage: whatever must exist before the start."""
+
+    @abstractmethod
+    def answers(self) -> bool:
+        """Whether the server serves its protocol now."""
+
+    def start(self) -> bool:
+        """Start the server unless it runs already; returns False when it was already running."""
+        if self.is_running():
+            return False
+        for port in self.ports():
+            if port_in_use(port):
+                raise LocalRuntimeError(
+                    f"port {port} ({self.name}) is already in use by another process. Stop that process, "
+                    f"or choose other ports (KAFKA_BOOTSTRAP_SERVERS, KAFKA_CONTROLLER_PORT, MQTT_PORT)."
+                )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        with open(self.log_file, "ab") as out:
+            process = subprocess.Popen(
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(process.pid))
+        self._process = process  # lets _reap() collect the child when this Python process started it
+        log.info("started %s (pid %d) on port %d, log %s", self.name, process.pid, self.port, self.log_file)
+        return True
+
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise LocalRuntimeError(f"{self.name} exited during start-up; see {self.log_file}:\n{self.tail_log()}")
+            if self.answers():
+                return
+            time.sleep(0.5)
+        raise LocalRuntimeError(f"{self.name} did not answer within {timeout:.0f} s; see {self.log_file}")
+
+    def tail_log(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM, then SIGKILL after `timeout`; returns False when nothing was running."""
+        return self._signal_and_wait(signal.SIGTERM, timeout)
+
+    def kill(self) -> bool:
+        """SIGKILL at once: a crash, for fault tests."""
+        return self._signal_and_wait(signal.SIGKILL, 10.0)
+
+    def _signal_and_wait(self, sig: signal.Signals, timeout: float) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.killpg(pid, sig) if _is_group_leader(pid) else os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.2)
+        if pid_alive(pid):
+            log.warning("%s (pid %d) ignored %s for %.0f s; killing it", self.name, pid, sig.name, timeout)
+            os.killpg(pid, signal.SIGKILL) if _is_group_leader(pid) else os.kill(pid, signal.SIGKILL)
+            while pid_alive(pid):
+                self._reap()
+                time.sleep(0.1)
+        self._reap()
+        self.pid_file.unlink(missing_ok=True)
+        log.info("stopped %s (pid %d)", self.name, pid)
+        return True
+
+    def _reap(self) -> None:
+        if self._process is not None:
+            self._process.poll()
+
+
+def _is_group_leader(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+class KafkaNode(ServerProcess):
+    """A single Apache Kafka node in KRaft mode, broker and controller in one JVM."""
+
+    def __init__(self, run_dir: Path, port: int = 9092, controller_port: int = 9093, heap: str = "1g") -> None:
+        super().__init__("kafka", run_dir, port)
+        self.controller_port = controller_port
+        self.heap = heap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "kafka-data"
+
+    def ports(self) -> list[int]:
+        return [self.port, self.controller_port]
+
+    def properties(self) -> str:
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={self.data_dir}",
+                "num.partitions=4",
+                "default.replication.factor=1",
+                "min.insync.replicas=1",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=true",
+                "log.retention.hours=168",
+                "",
+            ]
+        )
+
+    def _java_command(self, main_class: str, *args: str) -> list[str]:
+        libs = install_kafka_jars()
+        return [
+            require("java"),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.run_dir / 'logs'}",
+            f"-Dlog4j.configuration=file:{self.run_dir / 'log4j.properties'}",
+            "-cp",
+            f"{libs}/*",
+            main_class,
+            *args,
+        ]
+
+    def prepare(self) -> None:
+        config = self.run_dir / "server.properties"
+        config.write_text(self.properties())
+        (self.run_dir / "log4j.properties").write_text(LOG4J_PROPERTIES)
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = uuid.uuid4().hex[:22]
+        command = self._java_command(
+            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--standalone"
+        )
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise LocalRuntimeError(f"formatting Kafka storage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        log.info("formatted KRaft storage in %s (cluster id %s)", self.data_dir, cluster_id)
+
+    def command(self) -> list[str]:
+        return self._java_command("kafka.Kafka", str(self.run_dir / "server.properties"))
+
+    def answers(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        try:
+            metadata = admin.list_topics(timeout=2)
+        except Exception:
+            return False
+        return bool(metadata.brokers)
+
+
+LOG4J_PROPERTIES = """\
+log4j.rootLogger=INFO, kafkaAppender
+log4j.appender.kafkaAppender=org.apache.log4j.RollingFileAppender
+log4j.appender.kafkaAppender.File=${kafka.logs.dir}/server.log
+log4j.appender.kafkaAppender.MaxFileSize=50MB
+log4j.appender.kafkaAppender.MaxBackupIndex=3
+log4j.appender.kafkaAppender.layout=org.apache.log4j.PatternLayout
+log4j.appender.kafkaAppender.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=INFO
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+"""
+
+
+class MosquittoNode(ServerProcess):
+    """Mosquitto with persistence on and queues far above the default 1000 per client."""
+
+    def __init__(self, run_dir: Path, port: int = 1883) -> None:
+        super().__init__("mosquitto", run_dir, port)
+
+    @property
+    def config_file(self) -> Path:
+        return self.run_dir / "mosquitto.conf"
+
+    def prepare(self) -> None:
+        template = (ROOT / "compose" / "mosquitto" / "mosquitto.conf").read_text()
+        data_dir = self.run_dir / "mosquitto-data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # The compose file's config, with the listener and paths of this run folder.
+        config = re.sub(r"(?m)^listener .*$", f"listener {self.port} 127.0.0.1", template)
+        config = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {data_dir}/", config)
+        config = re.sub(r"(?m)^log_dest .*$", f"log_dest file {self.run_dir / 'logs' / 'mosquitto.log'}", config)
+        # Run as the invoking user (Mosquitto started as root otherwise drops to `mosquitto`, who cannot
+        # write into this repository's run folder).
+        config += f"\nuser {getpass.getuser()}\n"
+        self.config_file.write_text(config)
+
+    def command(self) -> list[str]:
+        return [require("mosquitto"), "-c", str(self.config_file)]
+
+    def answers(self) -> bool:
+        return mqtt_round_trip("127.0.0.1", self.port)
+
+
+def mqtt_round_trip(host: str, port: int, timeout: float = 3.0) -> bool:
+    """Publish one message and receive it back on the same connection."""
+    import paho.mqtt.client as mqtt
+
+    topic = f"healthcheck/{uuid.uuid4().hex}"
+    received = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"health-{uuid.uuid4().hex[:8]}")
+    client.on_message = lambda _c, _u, msg: received.append(msg.payload)
+    try:
+        client.connect(host, port, keepalive=10)
+    except OSError:
+        return False
+    try:
+        client.loop_start()
+        client.subscribe(topic, qos=1)[0]
+        time.sleep(0.1)
+        client.publish(topic, b"ping", qos=1)
+        deadline = time.monotonic() + timeout
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return received == [b"ping"]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _host_port(bootstrap: str) -> int:
+    first = bootstrap.split(",")[0]
+    return int(first.rsplit(":", 1)[1])
+
+
+def default_nodes(run_dir: Path | None = None) -> tuple[KafkaNode, MosquittoNode]:
+    run_dir = Path(os.environ.get("RUNTIME_DIR", run_dir or DEFAULT_RUN_DIR))
+    kafka = KafkaNode(
+        run_dir,
+        port=_host_port(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")),
+        controller_port=int(os.environ.get("KAFKA_CONTROLLER_PORT", "9093")),
+    )
+    return kafka, MosquittoNode(run_dir, port=int(os.environ.get("MQTT_PORT", "1883")))
+
+
+def up() -> None:
+    started = time.monotonic()
+    for node in default_nodes():
+        if node.is_running() and node.answers():
+            log.info("%s already running (pid %d) on port %d", node.name, node.pid(), node.port)
+            continue
+        node.start()
+        node.wait_ready()
+    kafka, mosquitto = default_nodes()
+    print(
+        f"Kafka {KAFKA_VERSION} at {kafka.bootstrap_servers} and Mosquitto at 127.0.0.1:{mosquitto.port} are up "
+        f"({time.monotonic() - started:.1f} s).\nLogs: {kafka.run_dir / 'logs'}/ (server.log, kafka.out, mosquitto.log)"
+    )
+
+
+def down() -> None:
+    stopped = [node.name for node in default_nodes() if node.stop()]
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+def status() -> int:
+    code = 0
+    for node in default_nodes():
+        pid = node.pid()
+        state = "not running" if pid is None else ("up" if node.answers() else "running, not answering")
+        code |= 0 if state == "up" else 1
+        print(f"{node.name:10s} {state:25s} port {node.port}" + (f", pid {pid}" if pid else ""))
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.local_runtime",
+        description="Start and stop the local runtime: Apache Kafka (KRaft) and Mosquitto as local processes.",
+    )
+    parser.add_argument("action", choices=["install", "up", "down", "status"], help="what to do")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        if args.action == "install":
+            require("java")
+            print(f"Kafka {KAFKA_VERSION} jars in {install_kafka_jars()}")
+            require("mosquitto")
+        elif args.action == "up":
+            up()
+        elif args.action == "down":
+            down()
+        else:
+            return status()
+    except CarStreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

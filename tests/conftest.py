@@ -1,0 +1,215 @@
+"""Session-wide servers and per-test names.
+
+Kafka and MQTT endpoints are resolved once per session, in this order:
+1. environment variables naming running servers: TEST_KAFKA_BOOTSTRAP_SERVERS, TEST_MQTT_HOST, TEST_MQTT_PORT;
+2. testcontainers (apache/kafka in KRaft mode, eclipse-mosquitto) when a Docker engine answers;
+3. the local runtime (scripts/local_runtime.py) on free ports in a temporary folder, stopped at the end.
+
+Tests under tests/integration/ are marked `integration`; tests under tests/unit/ need no server.
+Fault tests (a broker stopped or killed mid-stream) start private servers with `kafka_node_factory` and
+`mosquitto_node_factory`, so that they never disturb the shared ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from common.kafka import consumer_config
+from scripts.local_runtime import KAFKA_VERSION, KafkaNode, MosquittoNode, free_port
+
+log = logging.getLogger(__name__)
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if (TESTS_DIR / "integration") in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap: str
+    mqtt_host: str
+    mqtt_port: int
+    source: str
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    if os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"):
+        yield Endpoints(
+            os.environ["TEST_KAFKA_BOOTSTRAP_SERVERS"],
+            os.environ.get("TEST_MQTT_HOST", "127.0.0.1"),
+            int(os.environ.get("TEST_MQTT_PORT", "1883")),
+            "environment",
+        )
+    elif _docker_answers():
+        yield from _container_endpoints()
+    else:
+        yield from _local_endpoints(tmp_path_factory.mktemp("runtime"))
+
+
+def _container_endpoints() -> Iterator[Endpoints]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.mqtt import MosquittoContainer
+
+    with KafkaContainer(f"apache/kafka:{KAFKA_VERSION}").with_kraft() as kafka, MosquittoContainer() as mqtt:
+        yield Endpoints(
+            kafka.get_bootstrap_server(),
+            mqtt.get_container_host_ip(),
+            int(mqtt.get_exposed_port(MosquittoContainer.MQTT_PORT)),
+            "testcontainers",
+        )
+
+
+def _local_endpoints(run_dir: Path) -> Iterator[Endpoints]:
+    kafka = KafkaNode(run_dir, port=free_port(), controller_port=free_port(), heap="768m")
+    mosquitto = MosquittoNode(run_dir, port=free_port())
+    try:
+        for node in (kafka, mosquitto):
+            node.start()
+            node.wait_ready()
+        yield Endpoints(kafka.bootstrap_servers, "127.0.0.1", mosquitto.port, "local runtime")
+    finally:
+        kafka.stop()
+        mosquitto.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(endpoints: Endpoints) -> str:
+    return endpoints.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def mqtt_endpoint(endpoints: Endpoints) -> tuple[str, int]:
+    return endpoints.mqtt_host, endpoints.mqtt_port
+
+
+@pytest.fixture
+def group_id() -> str:
+    return unique("test-group")
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1) -> str:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
+    return name
+
+
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    if names:
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for future in admin.delete_topics(names).values():
+            future.result(timeout=30)
+
+
+@pytest.fixture
+def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+    """Create uniquely named topics for one test; they are deleted afterwards."""
+    created: list[str] = []
+
+    def make(prefix: str = "test", partitions: int = 1) -> str:
+        created.append(create_topic(kafka_bootstrap, unique(prefix), partitions))
+        return created[-1]
+
+    yield make
+    delete_topics(kafka_bootstrap, created)
+
+
+@pytest.fixture
+def producer(kafka_bootstrap: str) -> Iterator[Producer]:
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    yield producer
+    producer.flush(30)
+
+
+@pytest.fixture
+def consumer_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Consumer]]:
+    """Consumers in a fresh group each, closed after the test."""
+    consumers: list[Consumer] = []
+
+    def make(*topics: str, **overrides: object) -> Consumer:
+        consumer = Consumer(consumer_config(kafka_bootstrap, unique("test-consumer"), **overrides))
+        if topics:
+            consumer.subscribe(list(topics))
+        consumers.append(consumer)
+        return consumer
+
+    yield make
+    for consumer in consumers:
+        consumer.close()
+
+
+def consume_all(consumer: Consumer, expected: int, timeout: float = 60.0, idle: float = 5.0) -> list:
+    """Poll until `expected` messages arrived, or nothing came for `idle` seconds, or `timeout` passed."""
+    messages = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    while time.monotonic() < deadline and len(messages) < expected:
+        batch = consumer.consume(num_messages=10_000, timeout=0.5)
+        batch = [m for m in batch if m.error() is None]
+        if batch:
+            messages.extend(batch)
+            last = time.monotonic()
+        elif time.monotonic() - last > idle:
+            break
+    return messages
+
+
+@pytest.fixture
+def kafka_node_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaNode]]:
+    """Private Kafka nodes on free ports, for tests that stop or kill the broker; stopped afterwards."""
+    nodes: list[KafkaNode] = []
+
+    def make() -> KafkaNode:
+        node = KafkaNode(tmp_path / f"kafka-{len(nodes)}", port=free_port(), controller_port=free_port(), heap="512m")
+        node.start()
+        node.wait_ready()
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def mosquitto_node_factory(tmp_path: Path) -> Iterator[Callable[[], MosquittoNode]]:
+    """Private Mosquitto brokers on free ports, for tests that restart the broker; stopped afterwards."""
+    nodes: list[MosquittoNode] = []
+
+    def make() -> MosquittoNode:
+        node = MosquittoNode(tmp_path / f"mosquitto-{len(nodes)}", port=free_port())
+        node.start()
+        node.wait_ready()
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.stop()

@@ -1,0 +1,78 @@
+"""The servers themselves: real records through Kafka, real messages through Mosquitto, the runtime's behaviour."""
+
+import os
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from common.errors import LocalRuntimeError
+from scripts.local_runtime import KafkaNode, MosquittoNode, free_port, mqtt_round_trip, pid_alive
+from tests.conftest import consume_all
+
+
+def test_kafka_produces_and_consumes_real_records(topic_factory, producer, consumer_factory):
+    topic = topic_factory("infra", partitions=3)
+    for i in range(500):
+        producer.produce(topic, key=f"car-{i % 7:05d}", value=f"value-{i}".encode())
+    producer.flush(30)
+    messages = consume_all(consumer_factory(topic), expected=500)
+    assert sorted(m.value() for m in messages) == sorted(f"value-{i}".encode() for i in range(500))
+    # One key always lands on one partition: per-car order is kept.
+    partitions_by_key = {}
+    for message in messages:
+        partitions_by_key.setdefault(message.key(), set()).add(message.partition())
+    assert all(len(p) == 1 for p in partitions_by_key.values())
+
+
+def test_mosquitto_delivers_qos1_messages_to_a_subscriber(mqtt_endpoint):
+    host, port = mqtt_endpoint
+    topic = f"test/{uuid.uuid4().hex}"
+    received = []
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}")
+    subscriber.on_message = lambda _c, _u, msg: received.append(msg.payload)
+    subscriber.connect(host, port)
+    subscriber.loop_start()
+    subscriber.subscribe(topic, qos=1)
+    time.sleep(0.3)
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    publisher.connect(host, port)
+    publisher.loop_start()
+    infos = [publisher.publish(topic, f"m{i}".encode(), qos=1) for i in range(200)]
+    for info in infos:
+        info.wait_for_publish(10)
+    deadline = time.monotonic() + 10
+    while len(received) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for client in (publisher, subscriber):
+        client.disconnect()
+        client.loop_stop()
+    assert received == [f"m{i}".encode() for i in range(200)]
+
+
+def test_a_second_start_does_not_start_a_second_broker(kafka_node_factory):
+    node = kafka_node_factory()
+    pid = node.pid()
+    twin = KafkaNode(node.run_dir, port=node.port, controller_port=node.controller_port)
+    assert twin.start() is False
+    assert twin.pid() == pid
+
+
+def test_a_taken_port_gives_an_error_naming_the_port(tmp_path, mosquitto_node_factory):
+    taken = mosquitto_node_factory().port
+    with pytest.raises(LocalRuntimeError, match=f"port {taken} "):
+        MosquittoNode(tmp_path / "other", port=taken).start()
+
+
+def test_stop_leaves_no_process_and_data_survives_a_restart(tmp_path):
+    node = MosquittoNode(tmp_path / "mq", port=free_port())
+    node.start()
+    node.wait_ready()
+    pid = node.pid()
+    assert node.stop() is True
+    assert not pid_alive(pid) and node.pid() is None and not os.path.exists(node.pid_file)
+    assert not mqtt_round_trip("127.0.0.1", node.port, timeout=1)
+    node.start()
+    node.wait_ready()
+    node.stop()

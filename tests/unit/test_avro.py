@@ -1,0 +1,68 @@
+import io
+import struct
+
+import fastavro
+import pytest
+
+from common import schemas
+from common.avro import AvroCodec, single_object_header
+from common.errors import DecodeError
+from common.topics import READINGS_TOPIC
+
+
+def reading(**changes):
+    record = {name: 1.5 for name in schemas.SENSOR_FIELDS}
+    record.update({name: 30 for name in schemas.INT_SENSOR_FIELDS})
+    record.update(car_id="car-00001", seq=7, event_time=1_700_000_000_123, failure_occurred=True)
+    record.update(changes)
+    return record
+
+
+def test_reading_schema_has_the_fields_of_design_md():
+    assert len(schemas.SENSOR_FIELDS) == 18
+    assert schemas.field_names(schemas.READING)[:3] == ["car_id", "seq", "event_time"]
+    assert schemas.field_names(schemas.READING)[-1] == "failure_occurred"
+    assert {
+        "tire_pressure_1_1",
+        "tire_pressure_1_2",
+        "tire_pressure_2_1",
+        "tire_pressure_2_2",
+        "control_unit_firmware",
+    } == schemas.INT_SENSOR_FIELDS
+
+
+def test_single_object_header_matches_the_avro_spec_fingerprint_of_int():
+    # Avro spec: the CRC-64-AVRO fingerprint of "int" is 0x8f5c393f1ad57572, written little-endian.
+    from fastavro.schema import fingerprint
+
+    assert fingerprint('"int"', "CRC-64-AVRO") == "8f5c393f1ad57572"
+    header = single_object_header(schemas.READING)
+    assert header[:2] == b"\xc3\x01" and len(header) == 10
+
+
+def test_single_object_round_trip():
+    codec = AvroCodec(schemas.READING, READINGS_TOPIC)
+    data = codec.encode(reading())
+    assert data[:10] == single_object_header(schemas.READING)
+    assert codec.decode(data) == reading()
+
+
+def test_confluent_framing_decodes_without_registry_using_the_local_schema():
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, schemas.parsed_schema(schemas.READING), reading(seq=99))
+    framed = b"\x00" + struct.pack(">I", 42) + body.getvalue()
+    assert AvroCodec(schemas.READING, READINGS_TOPIC).decode(framed)["seq"] == 99
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "too short"),
+        (b'{"car_id": 1}', "unknown framing"),
+        (single_object_header(schemas.PREDICTION) + b"\x00\x00", "is not the car_sensor_reading schema"),
+        (single_object_header(schemas.READING) + b"\x02", "corrupt Avro body"),
+    ],
+)
+def test_undecodable_values_raise_decode_error_with_the_reason(data, reason):
+    with pytest.raises(DecodeError, match=reason):
+        AvroCodec(schemas.READING, READINGS_TOPIC).decode(data)

@@ -1,0 +1,48 @@
+# One image for the four services of the stack (simulator, bridge, ml train, ml predict); the compose file and
+# the Kubernetes manifests pick the service with the command, e.g. `python -m bridge`.
+#
+#   docker build -t car-stream-ml:0.1.0 .
+#   docker run --rm car-stream-ml:0.1.0 python -m simulator --help
+#
+# Python 3.11: tensorflow-io 0.37.1 (its last release) needs TensorFlow 2.16 and Python < 3.13, and
+# requirements.lock is resolved for 3.11.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /app
+
+# The dependencies first, in their own layer: TensorFlow is large, and this layer is rebuilt only when
+# pyproject.toml or requirements.lock change, not on every code change.
+COPY pyproject.toml requirements.lock README.md ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -c requirements.lock -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY schemas/ schemas/
+COPY common/ common/
+COPY simulator/ simulator/
+COPY bridge/ bridge/
+COPY ml/ ml/
+# The project itself, pinned to the lock file, without the dev extras.
+RUN pip install -c requirements.lock .
+
+# The services import the packages from /app (not from the installed copy) because common/schemas.py reads
+# the Avro schemas from schemas/ next to the packages.
+ENV PYTHONPATH=/app \
+    ML_MODEL_DIR=/models
+
+RUN useradd --create-home --uid 10001 --user-group app \
+    && mkdir -p /models \
+    && chown app:app /models
+USER app
+
+# Prometheus metrics: bridge 9108, predictor 9109.
+EXPOSE 9108 9109
+
+CMD ["python", "-m", "bridge", "--help"]

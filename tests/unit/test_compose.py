@@ -1,0 +1,343 @@
+"""The docker compose stack and the Dockerfile, checked by structure: no Docker engine runs here, so these tests
+parse compose/docker-compose.yml, Dockerfile and .dockerignore and check what a user with Docker relies on."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from graphlib import TopologicalSorter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_DIR = ROOT / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
+POM = ROOT / "scripts" / "kafka" / "pom.xml"
+
+HEALTHY = "service_healthy"
+COMPLETED = "service_completed_successfully"
+ONE_SHOTS = {"topics", "trainer"}
+APP_SERVICES = {"simulator", "bridge", "trainer", "predictor"}
+REQUIRED_SERVICES = {"kafka", "mosquitto", "schema-registry", *ONE_SHOTS, *APP_SERVICES}
+APP_COMMANDS = {
+    "simulator": ["python", "-m", "simulator"],
+    "bridge": ["python", "-m", "bridge"],
+    "trainer": ["python", "-m", "ml", "train"],
+    "predictor": ["python", "-m", "ml", "predict"],
+}
+# Who waits for whom, and for what; a service may wait for more, never for less.
+DEPENDENCIES = {
+    "schema-registry": {"kafka": HEALTHY},
+    "topics": {"kafka": HEALTHY},
+    "bridge": {"kafka": HEALTHY, "mosquitto": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED},
+    "simulator": {"mosquitto": HEALTHY, "bridge": HEALTHY},
+    "trainer": {"kafka": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED, "simulator": HEALTHY},
+    "predictor": {"kafka": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED, "trainer": COMPLETED},
+}
+# Contract 6: the ports a user reaches from the host.
+PUBLISHED_PORTS = {"kafka": 9092, "mosquitto": 1883, "schema-registry": 8081, "bridge": 9108, "predictor": 9109}
+
+VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: Any) -> Any:
+    """What docker compose makes of the file when no variable is set: each ${NAME:-default} becomes its default."""
+    if isinstance(value, str):
+        return VARIABLE.sub(lambda match: match.group(2) or "", value).replace("$$", "$")
+    if isinstance(value, dict):
+        return {key: interpolate(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item) for item in value]
+    return value
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def command(service: dict) -> list[str]:
+    cmd = service.get("command")
+    return shlex.split(cmd) if isinstance(cmd, str) else list(cmd or [])
+
+
+def published(service: dict) -> dict[int, int]:
+    """container port -> host port, from the short `HOST:CONTAINER` syntax."""
+    ports = {}
+    for entry in service.get("ports", []):
+        host, container = str(entry).rsplit(":", 2)[-2:]
+        ports[int(container)] = int(host)
+    return ports
+
+
+def image_tag(image: str) -> str | None:
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def kafka_version_of_local_runtime() -> str:
+    namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
+    return ET.parse(POM).getroot().findtext("m:properties/m:kafka.version", namespaces=namespace)
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def stack(raw: dict) -> dict:
+    return interpolate(raw)
+
+
+@pytest.fixture(scope="module")
+def services(stack: dict) -> dict[str, dict]:
+    return stack["services"]
+
+
+def test_every_service_of_the_stack_is_defined(services):
+    assert REQUIRED_SERVICES <= set(services), f"missing: {REQUIRED_SERVICES - set(services)}"
+
+
+def test_every_image_is_pinned_to_a_version(services):
+    for name, service in services.items():
+        assert "image" in service, f"{name} names no image"
+        tag = image_tag(service["image"])
+        assert tag and tag != "latest" and re.search(r"\d", tag), f"{name}: image {service['image']} is not pinned"
+
+
+def test_kafka_runs_the_version_of_the_local_runtime(services):
+    version = kafka_version_of_local_runtime()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    for name in ("kafka", "topics"):
+        assert services[name]["image"] == f"apache/kafka:{version}", name
+
+
+def test_mosquitto_and_schema_registry_images(services):
+    assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", services["mosquitto"]["image"])
+    assert re.fullmatch(r"confluentinc/cp-schema-registry:\d+\.\d+\.\d+", services["schema-registry"]["image"])
+
+
+def test_app_services_are_built_from_the_repository_dockerfile(services):
+    images = {services[name]["image"] for name in APP_SERVICES}
+    assert len(images) == 1, f"one image for the four services, got {images}"
+    for name in APP_SERVICES:
+        build = services[name]["build"]
+        context = (COMPOSE_DIR / build["context"]).resolve()
+        assert context == ROOT, name
+        assert (context / build.get("dockerfile", "Dockerfile")).resolve() == ROOT / "Dockerfile", name
+
+
+def test_app_services_run_their_modules(services):
+    for name, expected in APP_COMMANDS.items():
+        assert command(services[name]) == expected, name
+
+
+def listeners(value: str) -> dict[str, str]:
+    """`NAME://host:port,...` -> {NAME: host:port}."""
+    return dict(item.split("://", 1) for item in value.split(","))
+
+
+def test_kafka_is_a_single_kraft_node_with_a_container_and_a_host_listener(services):
+    env = environment(services["kafka"])
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    bound, advertised = listeners(env["KAFKA_LISTENERS"]), listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert set(bound) == set(protocols), "every listener needs a security protocol"
+    assert bound[controller].endswith(":9093")
+    assert controller not in advertised, "the controller listener is never advertised to clients"
+    assert sorted(advertised.values()) == ["kafka:19092", "localhost:9092"]
+    for name, address in advertised.items():
+        assert bound[name].rsplit(":", 1)[1] == address.rsplit(":", 1)[1], f"{name} binds another port"
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
+    node_id = env["KAFKA_NODE_ID"]
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node_id}@kafka:9093"
+    host_listener = next(name for name, address in advertised.items() if address.startswith("localhost:"))
+    assert published(services["kafka"])[int(bound[host_listener].rsplit(":", 1)[1])] == 9092
+
+
+def test_services_reach_the_servers_inside_the_stack(services):
+    advertised = listeners(environment(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"]).values()
+    [internal] = [address for address in advertised if address.startswith("kafka:")]
+    assert internal == "kafka:19092"
+    for name in APP_SERVICES:
+        env = environment(services[name])
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == internal, name
+        assert env["MQTT_HOST"] == "mosquitto" and env["MQTT_HOST"] in services, name
+        assert env["MQTT_PORT"] == "1883", name
+        assert env["SCHEMA_REGISTRY_URL"] == "http://schema-registry:8081", name
+    registry = environment(services["schema-registry"])
+    assert registry["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"].endswith(internal)
+
+
+def test_ports_of_the_contract_are_published(services):
+    for name, port in PUBLISHED_PORTS.items():
+        assert published(services[name]).get(port) == port, f"{name} does not publish {port}"
+    assert environment(services["bridge"])["BRIDGE_METRICS_PORT"] == "9108"
+    assert environment(services["predictor"])["ML_METRICS_PORT"] == "9109"
+
+
+def test_every_long_running_service_has_a_healthcheck(services):
+    for name, service in services.items():
+        if name in ONE_SHOTS:
+            assert service.get("restart") == "no", f"{name} is a one-shot and must not restart"
+            continue
+        check = service.get("healthcheck")
+        assert check and not check.get("disable") and check["test"][0] in ("CMD", "CMD-SHELL"), name
+
+
+def healthcheck_text(service: dict) -> str:
+    return " ".join(service["healthcheck"]["test"][1:])
+
+
+def test_healthchecks_probe_what_each_server_serves(services):
+    assert re.search(r"/opt/kafka/bin/kafka-(broker-api-versions|topics)\.sh .*kafka:19092", healthcheck_text(services["kafka"]))
+    assert re.match(r"mosquitto_(sub|pub) ", healthcheck_text(services["mosquitto"]))
+    assert "http://localhost:8081/" in healthcheck_text(services["schema-registry"])
+    for name, port in (("bridge", 9108), ("predictor", 9109)):
+        test = services[name]["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "python", "-c"], f"{name}: the slim image has no curl"
+        assert f"http://localhost:{port}/metrics" in test[3]
+        compile(test[3], name, "exec")
+
+
+def run_simulator_healthcheck(services: dict, mqtt_port: int) -> int:
+    code = services["simulator"]["healthcheck"]["test"][-1]
+    env = {"MQTT_PORT": str(mqtt_port)}
+    return subprocess.run([sys.executable, "-c", code], env=env, timeout=30).returncode
+
+
+def test_simulator_healthcheck_tells_a_connected_simulator_from_a_disconnected_one(services):
+    with socket.create_server(("127.0.0.1", 0)) as broker:
+        port = broker.getsockname()[1]
+        assert run_simulator_healthcheck(services, port) == 1, "healthy without a connection to the broker"
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted = broker.accept()[0]
+            assert run_simulator_healthcheck(services, port) == 0, "unhealthy while connected to the broker"
+            client.close()  # the closed side lingers in TIME_WAIT, which is no connection
+            accepted.close()
+        assert run_simulator_healthcheck(services, port) == 1, "healthy after the connection closed"
+
+
+def test_depends_on_always_names_a_condition(services):
+    for name, service in services.items():
+        for target, spec in (service.get("depends_on") or {}).items():
+            assert isinstance(spec, dict) and "condition" in spec, f"{name} -> {target} without a condition"
+            expected = COMPLETED if target in ONE_SHOTS else HEALTHY
+            assert spec["condition"] == expected, f"{name} -> {target}: {spec['condition']}"
+
+
+def test_dependency_graph_is_complete_and_acyclic(services):
+    for name, needed in DEPENDENCIES.items():
+        declared = {target: spec["condition"] for target, spec in services[name].get("depends_on", {}).items()}
+        for target, condition in needed.items():
+            assert declared.get(target) == condition, f"{name} must wait for {target} ({condition})"
+    graph = {name: set(service.get("depends_on") or {}) for name, service in services.items()}
+    order = list(TopologicalSorter(graph).static_order())
+    assert order.index("trainer") < order.index("predictor")
+
+
+def test_topics_are_created_with_partitions_from_variables(raw, services):
+    script = "\n".join(command(services["topics"]))
+    for topic in (READINGS_TOPIC, PREDICTIONS_TOPIC, DLQ_TOPIC):
+        assert re.search(rf"create {re.escape(topic)} \"\$(\w+)\"", script), topic
+    raw_env = raw["services"]["topics"]["environment"]
+    for variable in re.findall(r"create [\w-]+ \"\$(\w+)\"", script):
+        assert VARIABLE.fullmatch(str(raw_env[variable])), f"{variable} is not a variable with a default"
+        assert int(environment(services["topics"])[variable]) >= 1
+
+
+def test_every_variable_has_a_default():
+    text = COMPOSE_FILE.read_text()
+    without_default = [m.group(0) for m in VARIABLE.finditer(text) if m.group(2) is None]
+    assert not without_default, f"variables without a default: {without_default}"
+
+
+def test_knobs_are_variables(raw):
+    simulator = raw["services"]["simulator"]["environment"]
+    for setting, variable in (("SIMULATOR_CARS", "CARS"), ("SIMULATOR_RATE", "RATE"), ("SIMULATOR_DURATION", "DURATION")):
+        match = VARIABLE.fullmatch(str(simulator[setting]))
+        assert match and match.group(1) == variable and match.group(2), setting
+    assert VARIABLE.fullmatch(raw["volumes"]["models"]["name"])
+
+
+def volume_mounts(service: dict) -> dict[str, tuple[str, bool]]:
+    """target -> (source, read only), from the short `SOURCE:TARGET[:ro]` syntax."""
+    mounts = {}
+    for entry in service.get("volumes", []):
+        source, target, *mode = entry.split(":")
+        mounts[target] = (source, mode == ["ro"])
+    return mounts
+
+
+def test_model_directory_is_a_named_volume_shared_by_trainer_and_predictor(stack, services):
+    sources = {}
+    for name in ("trainer", "predictor"):
+        model_dir = environment(services[name])["ML_MODEL_DIR"]
+        source, read_only = volume_mounts(services[name])[model_dir]
+        assert source in stack["volumes"], f"{name}: {source} is not a named volume"
+        assert read_only == (name == "predictor")
+        sources[name] = source
+    assert sources["trainer"] == sources["predictor"]
+
+
+def test_mosquitto_runs_with_the_repository_config_and_keeps_its_data(services):
+    mounts = volume_mounts(services["mosquitto"])
+    source, _ = mounts["/mosquitto/config/mosquitto.conf"]
+    assert (COMPOSE_DIR / source).resolve() == COMPOSE_DIR / "mosquitto" / "mosquitto.conf"
+    config = dict(line.split(None, 1) for line in (COMPOSE_DIR / source).read_text().splitlines() if line[:1].isalpha())
+    if config.get("persistence") == "true":
+        location = config["persistence_location"].rstrip("/")
+        assert location in mounts and not mounts[location][0].startswith("."), "persistence outside a volume"
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_dockerfile_builds_from_python_311_slim_and_installs_from_the_lock_file():
+    instructions = dockerfile_instructions()
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", instructions[0][1])
+    runs = [arguments for keyword, arguments in instructions if keyword == "RUN"]
+    assert any(re.search(r"pip install -c requirements\.lock \.(\s|$)", run) for run in runs)
+    assert not any(re.search(r"pip install .*\.\[", run) for run in runs), "no extras (dev) in the image"
+
+
+def test_dockerfile_copies_each_package_and_runs_as_a_user():
+    instructions = dockerfile_instructions()
+    copied = {arguments.split()[0].rstrip("/") for keyword, arguments in instructions if keyword == "COPY"}
+    assert {"schemas", "common", "simulator", "bridge", "ml"} <= copied
+    users = [arguments for keyword, arguments in instructions if keyword == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the services must not run as root"
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip().rstrip("/") for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_dockerignore_keeps_local_state_out_and_what_the_build_copies_in():
+    patterns = dockerignore_patterns()
+    assert {".venv", ".run", ".deps", "artifacts", ".git"} <= set(patterns)
+    for keyword, arguments in dockerfile_instructions():
+        if keyword != "COPY":
+            continue
+        for source in arguments.split()[:-1]:
+            path = source.rstrip("/")
+            assert (ROOT / path).exists(), f"COPY {path}: not in the repository"
+            assert not any(fnmatch.fnmatch(path, pattern) for pattern in patterns), f"COPY {path}: ignored"

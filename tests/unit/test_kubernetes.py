@@ -1,0 +1,163 @@
+"""The Kubernetes manifests of compose/kubernetes/, checked by structure (no cluster here): what each workload
+runs, how the cluster probes it, what it may use, and that labels, selectors and references fit together."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST_DIR = ROOT / "compose" / "kubernetes"
+PART_OF = "car-stream-ml"
+DEPLOYMENTS = {
+    "simulator": ["python", "-m", "simulator"],
+    "bridge": ["python", "-m", "bridge"],
+    "predictor": ["python", "-m", "ml", "predict"],
+}
+JOBS = {"trainer": ["python", "-m", "ml", "train"]}
+METRICS = {"bridge": ("BRIDGE_METRICS_PORT", 9108), "predictor": ("ML_METRICS_PORT", 9109)}
+CONNECTION_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS", "MQTT_HOST", "MQTT_PORT", "SCHEMA_REGISTRY_URL"}
+QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|Ki|Mi|Gi)?")
+UNITS = {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def quantity(value: str | int) -> float:
+    match = QUANTITY.fullmatch(str(value))
+    assert match, f"not a quantity: {value}"
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict[tuple[str, str], dict]:
+    documents = {}
+    for path in sorted(MANIFEST_DIR.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for document in yaml.safe_load_all(path.read_text()):
+            key = (document["kind"], document["metadata"]["name"])
+            assert key not in documents, f"{key} defined twice"
+            documents[key] = document
+    return documents
+
+
+def workloads(resources: dict) -> dict[str, dict]:
+    return {name: doc for (kind, name), doc in resources.items() if kind in ("Deployment", "Job")}
+
+
+def containers(workload: dict) -> list[dict]:
+    spec = workload["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def main_container(workload: dict) -> dict:
+    [container] = workload["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def env(container: dict) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container.get("env", [])}
+
+
+def test_kustomization_lists_every_manifest():
+    listed = yaml.safe_load((MANIFEST_DIR / "kustomization.yaml").read_text())["resources"]
+    files = {path.name for path in MANIFEST_DIR.glob("*.yaml")} - {"kustomization.yaml"}
+    assert sorted(listed) == sorted(files)
+
+
+def test_each_service_has_its_workload(resources):
+    for name in DEPLOYMENTS:
+        assert ("Deployment", name) in resources, name
+    for name in JOBS:
+        assert ("Job", name) in resources, name
+        assert resources[("Job", name)]["spec"]["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
+
+
+def test_workloads_run_their_modules(resources):
+    for name, command in {**DEPLOYMENTS, **JOBS}.items():
+        assert main_container(workloads(resources)[name])["command"] == command, name
+
+
+def test_labels_are_consistent_and_selectors_match_their_pods(resources):
+    for (kind, name), doc in resources.items():
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == PART_OF, f"{kind}/{name}"
+    for name, workload in workloads(resources).items():
+        pod_labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels["app.kubernetes.io/name"] == name
+        assert workload["metadata"]["labels"]["app.kubernetes.io/name"] == name
+        if workload["kind"] == "Deployment":
+            selector = workload["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= pod_labels.items(), f"{name}: the selector does not select its pods"
+
+
+def test_every_container_has_requests_within_limits(resources):
+    for name, workload in workloads(resources).items():
+        for container in containers(workload):
+            requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+            for resource in ("cpu", "memory"):
+                assert quantity(requests[resource]) <= quantity(limits[resource]), f"{name}/{container['name']}"
+
+
+def test_every_deployment_is_probed(resources):
+    for name in DEPLOYMENTS:
+        container = main_container(resources[("Deployment", name)])
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert probe in container and ({"httpGet", "exec", "tcpSocket"} & set(container[probe])), f"{name}"
+
+
+def test_metrics_probes_and_services_reach_the_metrics_port(resources):
+    for name, (setting, port) in METRICS.items():
+        container = main_container(resources[("Deployment", name)])
+        ports = {item["name"]: item["containerPort"] for item in container["ports"]}
+        assert int(env(container)[setting]) == port, f"{name} serves its metrics on another port"
+        for probe in ("livenessProbe", "readinessProbe"):
+            http = container[probe]["httpGet"]
+            assert http["path"] == "/metrics" and ports.get(http["port"], http["port"]) == port, f"{name} {probe}"
+        service = resources[("Service", f"{name}-metrics")]
+        pod_labels = resources[("Deployment", name)]["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= pod_labels.items(), f"{name}-metrics selects no pod"
+        [service_port] = service["spec"]["ports"]
+        assert service_port["port"] == port and ports.get(service_port["targetPort"]) == port
+
+
+def test_connection_settings_come_from_the_config_map(resources):
+    config_maps = {name for kind, name in resources if kind == "ConfigMap"}
+    for (kind, name), doc in resources.items():
+        if kind == "ConfigMap":
+            assert set(doc["data"]) >= CONNECTION_SETTINGS, name
+    for name, workload in workloads(resources).items():
+        sources = [item["configMapRef"]["name"] for item in main_container(workload).get("envFrom", [])]
+        assert sources and set(sources) <= config_maps, f"{name} takes its connection settings from nowhere"
+
+
+def test_trainer_and_predictor_share_the_model_volume(resources):
+    claims = set()
+    for name in ("trainer", "predictor"):
+        workload = workloads(resources)[name]
+        volumes = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"] for v in workload["spec"]["template"]["spec"]["volumes"]
+        }
+        container = main_container(workload)
+        model_dir = env(container)["ML_MODEL_DIR"]
+        [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == model_dir]
+        assert mount.get("readOnly", False) == (name == "predictor")
+        claims.add(volumes[mount["name"]])
+    assert len(claims) == 1 and ("PersistentVolumeClaim", claims.pop()) in resources
+
+
+def test_one_pinned_image_shared_with_the_compose_stack(resources):
+    compose = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())
+    compose_image = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", compose["services"]["bridge"]["image"])
+    images = {container["image"] for workload in workloads(resources).values() for container in containers(workload)}
+    assert images == {compose_image}
+    assert not compose_image.endswith(":latest") and ":" in compose_image
+
+
+def test_simulator_probe_is_the_compose_healthcheck(resources):
+    compose = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())
+    healthcheck = compose["services"]["simulator"]["healthcheck"]["test"]
+    container = main_container(resources[("Deployment", "simulator")])
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["exec"]["command"] == healthcheck[1:], probe

@@ -1,0 +1,40 @@
+"""python -m ml: `train`, `predict`, or the seed's form `<bootstrap servers> <topic> <start offset> [result topic]`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = """usage: python -m ml train [options]         train the LSTM on a bounded range of car-sensor, save it
+       python -m ml predict [options]       live predictions from car-sensor to car-sensor-predictions
+       python -m ml SERVERS TOPIC START_OFFSET [RESULT_TOPIC] [options]
+                                            the seed's form: train on the first records from START_OFFSET,
+                                            predict the following ones (to RESULT_TOPIC when given)
+
+`python -m ml <command> --help` explains each command's options and their environment variables."""
+
+
+def main(argv: list[str]) -> int:
+    # TensorFlow's C++ start-up chatter (CUDA probes, CPU features) says nothing about this program.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "predict":
+        from ml.predict import main as predict_main
+
+        return predict_main(rest)
+    if command == "train":
+        from ml.train import main as train_main
+
+        return train_main(rest)
+    from ml.seed_form import main as seed_main
+
+    return seed_main(argv)
+
+
+if __name__ == "__main__":
+    from common.cli import run_main
+
+    run_main(lambda: main(sys.argv[1:]))

@@ -1,0 +1,59 @@
+"""The failure model: raw sensor windows in, the probability of a failure within the horizon out.
+
+Scaling lives inside the model (a Normalization layer with the training data's mean and std), so every consumer
+of the artifact (the predictor, TF Serving, another language) feeds raw sensor values in metadata's feature order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+INPUT_NAME = "windows"
+OUTPUT_NAME = "failure_probability"
+
+
+def build_model(
+    window: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    units: int = 32,
+    dropout: float = 0.2,
+    learning_rate: float = 2e-3,
+) -> keras.Model:
+    """One LSTM layer over a window of W readings x F features; the last state decides."""
+    n_features = len(mean)
+    inputs = keras.Input(shape=(window, n_features), name=INPUT_NAME, dtype="float32")
+    scaled = keras.layers.Normalization(
+        axis=-1, mean=np.asarray(mean, "float32"), variance=np.square(np.asarray(std, "float32")), name="scaling"
+    )(inputs)
+    hidden = keras.layers.LSTM(units, name="lstm")(scaled)
+    hidden = keras.layers.Dropout(dropout)(hidden)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(hidden)
+    model = keras.Model(inputs, outputs, name="failure_lstm")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(curve="PR", name="pr_auc"), keras.metrics.AUC(name="roc_auc")],
+    )
+    return model
+
+
+def export_saved_model(model: keras.Model, path: str, window: int, n_features: int) -> None:
+    """A SavedModel whose `serving_default` takes `windows` [batch, W, F] float32 and returns
+    `failure_probability` [batch] float32: what TF Serving and other languages load."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(windows: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_NAME: tf.reshape(model(windows, training=False), [-1])}
+
+    archive.add_endpoint(
+        name="serving_default",
+        fn=serve,
+        input_signature=[tf.TensorSpec([None, window, n_features], tf.float32, name=INPUT_NAME)],
+    )
+    archive.write_out(path, verbose=False)

@@ -1,0 +1,55 @@
+"""Settings of the ml services: flags and ML_* environment variables (contract 2), Kafka names of DESIGN.md."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import KafkaSettings
+from common.topics import READINGS_TOPIC
+
+ML_CONFIG = SettingsConfigDict(env_prefix="ML_", frozen=True, populate_by_name=True, extra="ignore")
+
+
+class MlSettings(KafkaSettings):
+    """What every ml command shares; the predictor's settings extend this class."""
+
+    model_config = ML_CONFIG
+
+    model_dir: str = Field("artifacts/models", description="Folder of versioned model artifacts")
+    reader: Literal["tfio", "confluent"] = Field(
+        "tfio", description="Kafka reader: tensorflow-io (tfio) or a confluent-kafka consumer (confluent)"
+    )
+    topic: str = Field(READINGS_TOPIC, description="Kafka topic of the readings")
+
+
+class TrainSettings(MlSettings):
+    """`python -m ml train`: a bounded range of the topic, read once, then epochs through tf.data."""
+
+    window: int = Field(24, ge=1, description="Readings per window (W): the model sees W consecutive readings")
+    horizon: int = Field(10, ge=0, description="Label: a failure within the next H readings (0: failure now)")
+    start_offset: int | None = Field(None, ge=0, description="First offset of every partition (default: earliest)")
+    start_time: str | None = Field(
+        None, description="Start at the first record at or after this time (ISO 8601 or epoch ms)"
+    )
+    max_records: int | None = Field(None, ge=1, description="At most this many records per partition")
+    epochs: int = Field(12, ge=1, description="Most training epochs (early stopping may end sooner)")
+    patience: int = Field(3, ge=1, description="Early stopping: epochs without a better validation PR-AUC")
+    batch_size: int = Field(128, ge=1, description="Windows per training batch")
+    units: int = Field(32, ge=1, description="LSTM units")
+    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate")
+    validation_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of cars held out for validation")
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of cars held out for the test report")
+    seed: int = Field(42, description="Seed of the car split, shuffling and initial weights")
+    shuffle_labels: bool = Field(
+        False, description="Shuffle the labels before training (a control run: metrics must fall to chance)"
+    )
+
+
+class SeedFormSettings(TrainSettings):
+    """The seed's `python -m ml <servers> <topic> <start offset> [result topic]`."""
+
+    train_records: int = Field(1000, ge=1, description="Records from the start offset to train on")
+    predict_records: int = Field(200, ge=1, description="Records after those to predict")

@@ -1,0 +1,350 @@
+"""Bounded reads of a Kafka topic into decoded records: the ONLY module that imports tensorflow_io (contract 5).
+
+Two readers, selected by ML_READER / --reader, both feeding tf.data:
+- `tfio`: tensorflow-io's Kafka kernel, the stack's reference path (unmaintained since 0.37.1, so kept here);
+- `confluent`: a confluent-kafka consumer behind `tf.data.Dataset.from_generator`.
+
+Both read the same `TopicRange` (per partition: start offset inclusive, end offset exclusive) and yield elements
+{message, key, partition, offset}; `read_records` decodes them with AvroCodec (both framings). The ranges come from
+confluent-kafka's metadata calls (watermarks, offsets for a time), which tensorflow-io does not offer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from common.avro import AvroCodec
+from common.errors import ConfigError, DecodeError, KafkaError
+from common.kafka import consumer_config
+from common.schemas import READING
+
+log = logging.getLogger(__name__)
+
+READERS = ("tfio", "confluent")
+CHUNK = 4096
+# librdkafka waits fetch.wait.max.ms (500 ms) for more data on every fetch; tensorflow-io's kernel fetches once
+# per chunk, which made a bounded read cost half a second per 1024 records. The range is known: never wait long.
+TFIO_CONFIGURATION = ["fetch.wait.max.ms=10", "enable.auto.commit=false"]
+STALL_TIMEOUT_S = 30.0
+ELEMENT_SPEC = {
+    "message": tf.TensorSpec([], tf.string),
+    "key": tf.TensorSpec([], tf.string),
+    "partition": tf.TensorSpec([], tf.int64),
+    "offset": tf.TensorSpec([], tf.int64),
+}
+
+
+@dataclass(frozen=True)
+class PartitionRange:
+    partition: int
+    start: int
+    end: int
+    """Exclusive: the partition's end (high watermark) when the range was resolved, or an earlier bound."""
+
+    @property
+    def count(self) -> int:
+        return max(0, self.end - self.start)
+
+
+@dataclass(frozen=True)
+class TopicRange:
+    topic: str
+    partitions: tuple[PartitionRange, ...]
+
+    @property
+    def count(self) -> int:
+        return sum(p.count for p in self.partitions)
+
+    def start_offsets(self) -> dict[str, int]:
+        return {str(p.partition): p.start for p in self.partitions}
+
+    def end_offsets(self) -> dict[str, int]:
+        return {str(p.partition): p.end for p in self.partitions}
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: dict[str, Any]
+
+
+@dataclass
+class ReadResult:
+    records: list[SourceRecord]
+    rejected: int
+    seconds: float
+
+
+def _metadata_consumer(bootstrap: str) -> Consumer:
+    return Consumer(consumer_config(bootstrap, f"ml-range-{uuid.uuid4().hex[:8]}"))
+
+
+def resolve_range(
+    bootstrap: str,
+    topic: str,
+    start_offset: int | None = None,
+    start_time_ms: int | None = None,
+    max_per_partition: int | None = None,
+    timeout: float = 30.0,
+) -> TopicRange:
+    """From a start offset (clamped to the retained range; None means the earliest) or the first record at or after
+    `start_time_ms`, to the current end of every partition."""
+    consumer = _metadata_consumer(bootstrap)
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            reason = metadata.error.str() if metadata is not None and metadata.error else "no partitions"
+            raise ConfigError(f"cannot read topic {topic!r}: {reason}")
+        ranges = []
+        for partition in sorted(metadata.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            start = low if start_offset is None else min(max(start_offset, low), high)
+            if start_time_ms is not None:
+                found = consumer.offsets_for_times([TopicPartition(topic, partition, start_time_ms)], timeout=timeout)
+                start = high if found[0].offset < 0 else max(start, found[0].offset)
+            end = high if max_per_partition is None else min(high, start + max_per_partition)
+            ranges.append(PartitionRange(partition, start, end))
+    except KafkaException as exc:
+        error = exc.args[0]
+        raise KafkaError(f"cannot resolve offsets of {topic!r}: {error.str()}", error.code()) from exc
+    finally:
+        consumer.close()
+    result = TopicRange(topic, tuple(ranges))
+    log.info("range of %s: %d records, %s", topic, result.count, [(p.partition, p.start, p.end) for p in ranges])
+    return result
+
+
+def _tfio_partition(bootstrap: str, topic: str, part: PartitionRange) -> tf.data.Dataset:
+    """tensorflow-io's bounded Kafka read of one partition, in chunks.
+
+    `tfio.IODataset.from_kafka(start=...)` builds its chunk indices from offset 0, so it ignores `start` and
+    always reads the partition from its beginning (tensorflow-io 0.37.1). This uses the same kernels with the
+    chunks of [start, end)."""
+    from tensorflow_io.python.ops import core_ops
+
+    # A unique shared_name: eager TensorFlow caches a kernel per set of attributes, and without one a second
+    # partition's init re-initialised the first partition's resource (both read the second partition).
+    resource = core_ops.io_kafka_readable_init(
+        topic,
+        part.partition,
+        offset=0,
+        metadata=[*TFIO_CONFIGURATION, f"bootstrap.servers={bootstrap}"],
+        shared_name=f"ml-source-{uuid.uuid4().hex}",
+    )
+    starts = np.arange(part.start, part.end, CHUNK, dtype=np.int64)
+    bounds = tf.data.Dataset.from_tensor_slices((starts, np.minimum(starts + CHUNK, part.end)))
+
+    def read(start: tf.Tensor, stop: tf.Tensor) -> dict[str, tf.Tensor]:
+        chunk = core_ops.io_kafka_readable_read(resource, start=start, stop=stop)
+        count = tf.shape(chunk.message, out_type=tf.int64)[0]
+        return {
+            "message": chunk.message,
+            "key": chunk.key,
+            "partition": tf.fill([count], tf.constant(part.partition, tf.int64)),
+            "offset": start + tf.range(count, dtype=tf.int64),
+        }
+
+    return bounds.map(read).unbatch()
+
+
+def _confluent_chunks(bootstrap: str, topic_range: TopicRange) -> Iterator[dict[str, np.ndarray]]:
+    """A plain consumer assigned to the range (no group membership, no commits), in chunks of up to CHUNK."""
+    pending = {p.partition: p for p in topic_range.partitions if p.count > 0}
+    if not pending:
+        return
+    consumer = Consumer(consumer_config(bootstrap, f"ml-reader-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 10}))
+    try:
+        consumer.assign([TopicPartition(topic_range.topic, p.partition, p.start) for p in pending.values()])
+        last_progress = time.monotonic()
+        while pending:
+            batch = consumer.consume(num_messages=CHUNK, timeout=1.0)
+            if batch:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                raise KafkaError(
+                    f"read of {topic_range.topic} stalled: no record for {STALL_TIMEOUT_S:.0f} s, "
+                    f"still waiting for partitions {sorted(pending)}"
+                )
+            rows: list[tuple[bytes, bytes, int, int]] = []
+            for message in batch:
+                if message.error() is not None:
+                    raise KafkaError(f"read of {topic_range.topic} failed: {message.error().str()}")
+                part = pending.get(message.partition())
+                if part is None or message.offset() >= part.end:
+                    continue
+                rows.append((message.value() or b"", message.key() or b"", message.partition(), message.offset()))
+                if message.offset() >= part.end - 1:
+                    del pending[message.partition()]
+            if rows:
+                messages, keys, partitions, offsets = zip(*rows, strict=True)
+                yield {
+                    "message": np.array(messages, dtype=object),
+                    "key": np.array(keys, dtype=object),
+                    "partition": np.array(partitions, dtype=np.int64),
+                    "offset": np.array(offsets, dtype=np.int64),
+                }
+    finally:
+        consumer.close()
+
+
+def raw_dataset(bootstrap: str, topic_range: TopicRange, reader: str = "tfio") -> tf.data.Dataset:
+    """The undecoded records of the range as a tf.data pipeline: {message, key, partition, offset} per element."""
+    if reader == "tfio":
+        parts = [_tfio_partition(bootstrap, topic_range.topic, p) for p in topic_range.partitions if p.count > 0]
+        if not parts:
+            return tf.data.Dataset.from_tensor_slices({k: tf.zeros([0], s.dtype) for k, s in ELEMENT_SPEC.items()})
+        dataset = parts[0]
+        for part in parts[1:]:
+            dataset = dataset.concatenate(part)
+        return dataset
+    if reader == "confluent":
+        chunk_spec = {k: tf.TensorSpec([None], s.dtype) for k, s in ELEMENT_SPEC.items()}
+        return tf.data.Dataset.from_generator(
+            lambda: _confluent_chunks(bootstrap, topic_range), output_signature=chunk_spec
+        ).unbatch()
+    raise ConfigError(f"unknown reader {reader!r}: choose one of {', '.join(READERS)}")
+
+
+def decode_chunk(codec: AvroCodec, chunk: dict[str, np.ndarray], topic: str) -> tuple[list[SourceRecord], int]:
+    """Decode one batch of raw elements; a record that does not decode is logged with its position and skipped."""
+    records, rejected = [], 0
+    for message, key, partition, offset in zip(
+        chunk["message"], chunk["key"], chunk["partition"], chunk["offset"], strict=True
+    ):
+        try:
+            value = codec.decode(message)
+        except DecodeError as exc:
+            rejected += 1
+            log.warning("skipping %s[%d]@%d: %s", topic, partition, offset, exc)
+            continue
+        records.append(SourceRecord(int(partition), int(offset), key or None, value))
+    return records, rejected
+
+
+def read_records(
+    bootstrap: str,
+    topic_range: TopicRange,
+    reader: str = "tfio",
+    registry_url: str | None = None,
+    schema: str = READING,
+) -> ReadResult:
+    """Read and decode the whole range (bounded: it ends at the range's end offsets)."""
+    codec = AvroCodec(schema, topic_range.topic, registry_url)
+    started = time.monotonic()
+    records: list[SourceRecord] = []
+    rejected = 0
+    dataset = raw_dataset(bootstrap, topic_range, reader).batch(CHUNK).prefetch(2)
+    for chunk in dataset.as_numpy_iterator():
+        decoded, bad = decode_chunk(codec, chunk, topic_range.topic)
+        records.extend(decoded)
+        rejected += bad
+    seconds = time.monotonic() - started
+    log.info(
+        "read %d records of %s through %s in %.1f s (%d rejected)",
+        len(records),
+        topic_range.topic,
+        reader,
+        seconds,
+        rejected,
+    )
+    return ReadResult(records, rejected, seconds)
+
+
+# -- Streaming reads (the predictor) ----------------------------------------------------------------------------
+# The predictor owns group membership and commits with its own confluent-kafka consumer and reads the data of the
+# partitions it owns batch after batch, [position, high watermark). A reader stays open per owned partition: one
+# librdkafka client seeked for every read instead of a new client (and tf.data pipeline) per batch.
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One undecoded record, so that a record that does not decode can go to the DLQ as it was."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+class TfioPartitionReader:
+    """tensorflow-io's Kafka kernel on one partition, kept open; its librdkafka client never commits."""
+
+    def __init__(self, bootstrap: str, topic: str, partition: int) -> None:
+        from tensorflow_io.python.ops import core_ops
+
+        self._read = core_ops.io_kafka_readable_read
+        self.partition = partition
+        metadata = [*TFIO_CONFIGURATION, f"group.id=ml-reader-{uuid.uuid4().hex[:8]}", f"bootstrap.servers={bootstrap}"]
+        self._resource = core_ops.io_kafka_readable_init(topic, partition, offset=0, metadata=metadata)
+
+    def read(self, start: int, stop: int) -> list[RawRecord]:
+        """Every record with start <= offset < stop (stop at most the high watermark)."""
+        if stop <= start:
+            return []
+        try:
+            chunk = self._read(self._resource, start=start, stop=stop)
+        except tf.errors.OpError as exc:
+            where = f"partition {self.partition} [{start}, {stop})"
+            raise KafkaError(f"tensorflow-io read of {where} failed: {exc}") from exc
+        # The kernel returns no offsets: records are consecutive unless the topic holds transaction markers or
+        # was compacted, where an offset counted too low only makes a DLQ header imprecise.
+        pairs = zip(chunk.key.numpy(), chunk.message.numpy(), strict=True)
+        return [RawRecord(self.partition, start + i, key or None, value) for i, (key, value) in enumerate(pairs)]
+
+    def close(self) -> None:
+        self._resource = None
+
+
+class ConfluentPartitionReader:
+    """A confluent-kafka consumer assigned (not subscribed) to one partition, re-assigned at `start` per read."""
+
+    def __init__(self, bootstrap: str, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self._consumer = Consumer(
+            consumer_config(bootstrap, f"ml-reader-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 10})
+        )
+
+    def read(self, start: int, stop: int) -> list[RawRecord]:
+        """Every record with start <= offset < stop (stop at most the high watermark)."""
+        records: list[RawRecord] = []
+        if stop <= start:
+            return records
+        self._consumer.assign([TopicPartition(self.topic, self.partition, start)])
+        last, waiting_since = start - 1, time.monotonic()
+        while last < stop - 1:
+            messages = self._consumer.consume(num_messages=min(CHUNK, stop - 1 - last), timeout=1.0)
+            if not messages and time.monotonic() - waiting_since > STALL_TIMEOUT_S:
+                raise KafkaError(f"read of {self.topic}[{self.partition}] stalled at offset {last + 1}")
+            for message in messages:
+                if message.error() is not None:
+                    raise KafkaError(f"read of {self.topic}[{self.partition}] failed: {message.error().str()}")
+                last, waiting_since = message.offset(), time.monotonic()
+                if last < stop:
+                    records.append(RawRecord(self.partition, last, message.key(), message.value()))
+        return records
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def partition_reader(
+    bootstrap: str, topic: str, partition: int, reader: str = "tfio"
+) -> TfioPartitionReader | ConfluentPartitionReader:
+    """An open reader of one partition for repeated bounded reads (the predictor's batches)."""
+    if reader == "tfio":
+        return TfioPartitionReader(bootstrap, topic, partition)
+    if reader == "confluent":
+        return ConfluentPartitionReader(bootstrap, topic, partition)
+    raise ConfigError(f"unknown reader {reader!r}: choose one of {', '.join(READERS)}")

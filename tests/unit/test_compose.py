@@ -26,7 +26,7 @@ POM = ROOT / "scripts" / "kafka" / "pom.xml"
 
 HEALTHY = "service_healthy"
 COMPLETED = "service_completed_successfully"
-ONE_SHOTS = {"topics", "trainer"}
+ONE_SHOTS = {"topics", "training-data", "trainer"}
 APP_SERVICES = {"simulator", "bridge", "trainer", "predictor"}
 REQUIRED_SERVICES = {"kafka", "mosquitto", "schema-registry", *ONE_SHOTS, *APP_SERVICES}
 APP_COMMANDS = {
@@ -41,24 +41,33 @@ DEPENDENCIES = {
     "topics": {"kafka": HEALTHY},
     "bridge": {"kafka": HEALTHY, "mosquitto": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED},
     "simulator": {"mosquitto": HEALTHY, "bridge": HEALTHY},
-    "trainer": {"kafka": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED, "simulator": HEALTHY},
+    "training-data": {"topics": COMPLETED, "simulator": HEALTHY},
+    "trainer": {"kafka": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED, "training-data": COMPLETED},
     "predictor": {"kafka": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED, "trainer": COMPLETED},
 }
 # Contract 6: the ports a user reaches from the host.
 PUBLISHED_PORTS = {"kafka": 9092, "mosquitto": 1883, "schema-registry": 8081, "bridge": 9108, "predictor": 9109}
 
-VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+# ${NAME}, ${NAME:-default} (the default when unset), ${NAME:+text} (the text when set, nothing otherwise)
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-+])([^}]*))?\}")
 
 
 def interpolate(value: Any) -> Any:
-    """What docker compose makes of the file when no variable is set: each ${NAME:-default} becomes its default."""
+    """What docker compose makes of the file when no variable is set: ${NAME:-default} becomes its default."""
     if isinstance(value, str):
-        return VARIABLE.sub(lambda match: match.group(2) or "", value).replace("$$", "$")
+        unset = VARIABLE.sub(lambda match: match.group(3) if match.group(2) in ("-", ":-") else "", value)
+        return unset.replace("$$", "$")
     if isinstance(value, dict):
         return {key: interpolate(item) for key, item in value.items()}
     if isinstance(value, list):
         return [interpolate(item) for item in value]
     return value
+
+
+def defaulted_variable(value: Any) -> str | None:
+    """The NAME when `value` is exactly ${NAME:-default} with a default, else None."""
+    match = VARIABLE.fullmatch(str(value))
+    return match.group(1) if match and match.group(2) == ":-" and match.group(3) else None
 
 
 def environment(service: dict) -> dict[str, str]:
@@ -121,7 +130,7 @@ def test_every_image_is_pinned_to_a_version(services):
 def test_kafka_runs_the_version_of_the_local_runtime(services):
     version = kafka_version_of_local_runtime()
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
-    for name in ("kafka", "topics"):
+    for name in ("kafka", "topics", "training-data"):
         assert services[name]["image"] == f"apache/kafka:{version}", name
 
 
@@ -262,23 +271,37 @@ def test_topics_are_created_with_partitions_from_variables(raw, services):
         assert re.search(rf"create {re.escape(topic)} \"\$(\w+)\"", script), topic
     raw_env = raw["services"]["topics"]["environment"]
     for variable in re.findall(r"create [\w-]+ \"\$(\w+)\"", script):
-        assert VARIABLE.fullmatch(str(raw_env[variable])), f"{variable} is not a variable with a default"
+        assert defaulted_variable(raw_env[variable]), f"{variable} is not a variable with a default"
         assert int(environment(services["topics"])[variable]) >= 1
+
+
+def test_training_waits_for_enough_readings(raw, services):
+    script = "\n".join(command(services["training-data"]))
+    assert f"--topic {READINGS_TOPIC}" in script and '"$TRAIN_MIN_RECORDS"' in script
+    assert defaulted_variable(raw["services"]["training-data"]["environment"]["TRAIN_MIN_RECORDS"])
+
+
+def test_one_shot_scripts_are_valid_bash(services):
+    for name in ("topics", "training-data"):
+        entrypoint = services[name]["entrypoint"]
+        assert entrypoint[0] == "/bin/bash", name
+        checked = subprocess.run(["bash", "-n", "-c", command(services[name])[0]], capture_output=True, text=True)
+        assert checked.returncode == 0, f"{name}: {checked.stderr}"
 
 
 def test_every_variable_has_a_default():
     text = COMPOSE_FILE.read_text()
-    without_default = [m.group(0) for m in VARIABLE.finditer(text) if m.group(2) is None]
+    without_default = [m.group(0) for m in VARIABLE.finditer(text) if not m.group(2)]
     assert not without_default, f"variables without a default: {without_default}"
 
 
 def test_knobs_are_variables(raw):
     simulator = raw["services"]["simulator"]["environment"]
-    for variable in ("CARS", "RATE", "DURATION"):
-        setting = f"SIMULATOR_{variable}"
-        match = VARIABLE.fullmatch(str(simulator[setting]))
-        assert match and match.group(1) == variable and match.group(2), setting
-    assert VARIABLE.fullmatch(raw["volumes"]["models"]["name"])
+    for variable in ("CARS", "RATE", "SPEEDUP"):
+        assert defaulted_variable(simulator[f"SIMULATOR_{variable}"]) == variable
+    # Unset, the simulator runs until stopped (its --duration takes no 0); set, it stops after DURATION seconds.
+    assert re.search(r"\$\{DURATION:\+--duration[= ]\$\{?DURATION\b", raw["services"]["simulator"]["command"])
+    assert defaulted_variable(raw["volumes"]["models"]["name"])
 
 
 def volume_mounts(service: dict) -> dict[str, tuple[str, bool]]:

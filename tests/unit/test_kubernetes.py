@@ -147,16 +147,30 @@ def test_trainer_and_predictor_share_the_model_volume(resources):
     assert len(claims) == 1 and ("PersistentVolumeClaim", claims.pop()) in resources
 
 
-def test_one_pinned_image_shared_with_the_compose_stack(resources):
-    compose = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())
+
+
+def test_services_run_the_image_of_the_compose_stack_and_every_image_is_pinned(resources, compose):
     compose_image = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", compose["services"]["bridge"]["image"])
-    images = {container["image"] for workload in workloads(resources).values() for container in containers(workload)}
-    assert images == {compose_image}
-    assert not compose_image.endswith(":latest") and ":" in compose_image
+    app_images = {main_container(workload)["image"] for workload in workloads(resources).values()}
+    assert app_images == {compose_image}
+    for name, workload in workloads(resources).items():
+        for container in containers(workload):
+            tag = container["image"].rsplit("/", 1)[-1].partition(":")[2]
+            assert tag and tag != "latest", f"{name}/{container['name']}: {container['image']} is not pinned"
 
 
-def test_simulator_probe_is_the_compose_healthcheck(resources):
-    compose = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())
+def test_trainer_waits_for_readings_as_in_the_compose_stack(resources, compose):
+    [wait] = resources[("Job", "trainer")]["spec"]["template"]["spec"]["initContainers"]
+    compose_wait = compose["services"]["training-data"]
+    assert wait["image"] == compose_wait["image"]
+    assert wait["command"] == compose_wait["entrypoint"] + [compose_wait["command"][0].replace("$$", "$")]
+    assert int(env(wait)["TRAIN_MIN_RECORDS"]) >= 1
+
+
+def test_simulator_probe_is_the_compose_healthcheck(resources, compose):
     healthcheck = compose["services"]["simulator"]["healthcheck"]["test"]
     container = main_container(resources[("Deployment", "simulator")])
     for probe in ("livenessProbe", "readinessProbe"):

@@ -79,6 +79,8 @@ class FleetStep:
     event_time_ms: np.ndarray
     values: dict[str, np.ndarray]
     failure: np.ndarray
+    new_failure: np.ndarray
+    """True where this reading is the first of a failure episode (for counting episodes)."""
     mode: np.ndarray
     phase: np.ndarray
     severity: np.ndarray
@@ -128,6 +130,7 @@ class Fleet:
         self.coolant = rng.uniform(70.0, 90.0, n)
         self.roughness = np.ones(n)
         self.failures = FailureState.healthy(n)
+        self.was_failed = np.zeros(n, bool)
         # Readings within one step are spread evenly over the interval, car by car: event-time order.
         self.offset_ms = np.arange(n) * (self.config.interval_s * 1000.0 / n)
 
@@ -202,10 +205,12 @@ class Fleet:
             event_time_ms=(cfg.start_time_ms + self.seq * dt * 1000.0 + self.offset_ms).astype(np.int64),
             values=_finish(values),
             failure=failed.copy(),
+            new_failure=failed & ~self.was_failed,
             mode=self.failures.mode.copy(),
             phase=self.failures.phase.copy(),
             severity=severity,
         )
+        self.was_failed = failed.copy()
         self.seq += 1
         return step
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from common.avro import AvroCodec
 from common.errors import ConfigError, DecodeError, KafkaError
@@ -286,24 +286,36 @@ class TfioPartitionReader:
         self._read = core_ops.io_kafka_readable_read
         self.partition = partition
         metadata = [*TFIO_CONFIGURATION, f"group.id=ml-reader-{uuid.uuid4().hex[:8]}", f"bootstrap.servers={bootstrap}"]
-        self._resource = core_ops.io_kafka_readable_init(topic, partition, offset=0, metadata=metadata)
+        # A unique shared_name: in eager mode every init without one returns the SAME resource (the kernel is
+        # cached), so readers of two partitions would silently read one partition twice.
+        self._resource = core_ops.io_kafka_readable_init(
+            topic, partition, offset=0, metadata=metadata, shared_name=f"ml-reader-{uuid.uuid4().hex}"
+        )
 
     def read(self, start: int, stop: int) -> list[RawRecord]:
         """Every record with start <= offset < stop (stop at most the high watermark)."""
         if stop <= start:
             return []
+        # The kernel consumes until it has seen offset stop-1, counting from `start` itself, so a one-record range
+        # [start, start+1) returns nothing: read it with one record of overlap (or from the beginning at offset 0).
+        first = start if stop - start > 1 else (start - 1 if start > 0 else OFFSET_BEGINNING)
         try:
-            chunk = self._read(self._resource, start=start, stop=stop)
+            chunk = self._read(self._resource, start=first, stop=stop)
         except tf.errors.OpError as exc:
             where = f"partition {self.partition} [{start}, {stop})"
             raise KafkaError(f"tensorflow-io read of {where} failed: {exc}") from exc
         # The kernel returns no offsets: records are consecutive unless the topic holds transaction markers or
         # was compacted, where an offset counted too low only makes a DLQ header imprecise.
-        pairs = zip(chunk.key.numpy(), chunk.message.numpy(), strict=True)
+        pairs = list(zip(chunk.key.numpy(), chunk.message.numpy(), strict=True))
+        if first == start - 1:
+            pairs = pairs[1:]
         return [RawRecord(self.partition, start + i, key or None, value) for i, (key, value) in enumerate(pairs)]
 
     def close(self) -> None:
-        self._resource = None
+        """Destroy the kernel's resource (and its librdkafka client): named resources live until destroyed."""
+        if self._resource is not None:
+            tf.raw_ops.DestroyResourceOp(resource=self._resource, ignore_lookup_error=True)
+            self._resource = None
 
 
 class ConfluentPartitionReader:

@@ -1,0 +1,81 @@
+"""Writes one batch of predictions (and DLQ records) and tells whether Kafka confirmed every one of them.
+
+The predictor commits a batch's input offsets only when `deliver()` returned True: a prediction that was not
+confirmed leaves its reading uncommitted, so it is read and predicted again (at-least-once; duplicates carry the
+same (car_id, seq)).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError as ConfluentKafkaError
+from confluent_kafka import Message, Producer
+
+from common import schemas
+from common.avro import AvroCodec
+from common.kafka import producer_config
+from ml.source import RawRecord
+
+log = logging.getLogger(__name__)
+
+
+class PredictionWriter:
+    def __init__(
+        self, servers: str, output_topic: str, dlq_topic: str, source_topic: str, registry_url: str | None = None
+    ) -> None:
+        self.output_topic = output_topic
+        self.dlq_topic = dlq_topic
+        self.source_topic = source_topic
+        self.codec = AvroCodec(schemas.PREDICTION, output_topic, registry_url)
+        self._producer = Producer(producer_config(servers, **{"linger.ms": 2, "queue.buffering.max.messages": 500_000}))
+        self._failed = 0
+
+    def _on_delivery(self, error: ConfluentKafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._failed += 1
+            log.error("delivery to %s failed: %s", message.topic(), error.str())
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list | None = None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it, then retry
+                self._producer.poll(0.1)
+
+    def predictions(self, records: Iterable[dict]) -> None:
+        for record in records:
+            self._produce(self.output_topic, record["car_id"].encode(), self.codec.encode(record))
+
+    def dead_letter(self, record: RawRecord, reason: str) -> None:
+        headers = [
+            ("error", reason.encode()),
+            ("source.topic", self.source_topic.encode()),
+            ("source.partition", str(record.partition).encode()),
+            ("source.offset", str(record.offset).encode()),
+            ("time", str(int(time.time() * 1000)).encode()),
+        ]
+        log.warning(
+            "record %s[%d]@%d cannot be decoded (%s); sent to %s",
+            self.source_topic,
+            record.partition,
+            record.offset,
+            reason,
+            self.dlq_topic,
+        )
+        self._produce(self.dlq_topic, record.key, record.value or b"", headers)
+
+    def deliver(self, timeout: float = 30.0) -> bool:
+        """Wait for every delivery report of what was produced since the last call; True when all succeeded."""
+        remaining = self._producer.flush(timeout)
+        ok = remaining == 0 and self._failed == 0
+        if remaining:
+            log.error("%d record(s) not confirmed by Kafka within %.0f s", remaining, timeout)
+        self._failed = 0
+        return ok
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)

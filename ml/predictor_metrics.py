@@ -1,0 +1,51 @@
+"""The predictor's Prometheus metrics (served on ML_METRICS_PORT, default 9109)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+PREDICTIONS = Counter("predictor_predictions_total", "Predictions delivered to Kafka")
+PREDICTIONS_PER_S = Gauge("predictor_predictions_per_second", "Predictions delivered per second, last batch interval")
+ALERTS = Counter("predictor_alerts_total", "Predictions at or above the model's threshold")
+DLQ = Counter("predictor_dlq_total", "Records that could not be decoded and went to the DLQ")
+BATCH_SIZE = Histogram(
+    "predictor_batch_size", "Readings per model batch", buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10_000, 25_000)
+)
+MODEL_LATENCY = Histogram("predictor_model_latency_seconds", "Model call time per batch", buckets=LATENCY_BUCKETS)
+END_TO_END = Histogram(
+    "predictor_end_to_end_latency_seconds", "event_time of a reading to predicted_at", buckets=LATENCY_BUCKETS
+)
+LAG = Gauge("predictor_consumer_lag", "Records not yet predicted (high watermark - position)", ["partition"])
+ASSIGNED = Gauge("predictor_assigned_partitions", "Partitions this predictor owns")
+MODEL_VERSION = Gauge("predictor_model_info", "The model version being served (value 1)", ["version"])
+
+
+class RateMeter:
+    """predictions/s between two updates, for the gauge (the counter's rate() is the Prometheus way)."""
+
+    def __init__(self) -> None:
+        self._since = time.monotonic()
+
+    def update(self, count: int) -> None:
+        now = time.monotonic()
+        if now > self._since:
+            PREDICTIONS_PER_S.set(count / (now - self._since))
+        self._since = now
+
+
+def serve_metrics(port: int) -> None:
+    if port:
+        start_http_server(port)
+        log.info("metrics on http://0.0.0.0:%d/metrics", port)
+
+
+def set_model_version(version: str) -> None:
+    MODEL_VERSION.clear()
+    MODEL_VERSION.labels(version=version).set(1)

@@ -1,0 +1,34 @@
+"""Settings of `python -m ml predict`: flags, ML_* environment variables, defaults (in that order)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC
+from ml.settings import MlSettings
+
+# The window and horizon come from the model being served (its metadata), never from the predictor's settings.
+NOT_PREDICTOR_SETTINGS = ("window", "horizon")
+
+
+class PredictorSettings(MlSettings):
+    group_id: str = Field(
+        "car-stream-predictor", description="Consumer group; predictors in one group split partitions"
+    )
+    instance_id: str | None = Field(
+        None, description="Static group membership id (e.g. the pod name): a restart takes its partitions back at once"
+    )
+    output_topic: str = Field(PREDICTIONS_TOPIC, description="Topic the predictions go to (Avro, key = car_id)")
+    dlq_topic: str = Field(DLQ_TOPIC, description="Topic for records that cannot be decoded")
+    metrics_port: int = Field(9109, ge=0, description="Port of the Prometheus endpoint (0 = off)")
+    max_batch: int = Field(5000, gt=0, description="Most records read from one partition per batch")
+    rebuild_records: int = Field(
+        20_000, ge=0, description="Records re-read before the committed offset of a newly assigned partition"
+    )
+    reload_interval: float = Field(5.0, gt=0, description="Seconds between looks for a newer model version")
+    idle_wait: float = Field(0.05, gt=0, description="Seconds to wait when no partition has new records")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer group session timeout (ms)")
+    alert_repeat: float = Field(
+        60.0, ge=0, description="Seconds before an alert for a car still above the threshold is logged again"
+    )
+    threshold: float | None = Field(None, description="Decision threshold; unset means the model's own (metadata)")

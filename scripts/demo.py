@@ -1,40 +1,326 @@
-"""make demo: start the infrastructure and send a round trip through it (the services join in later issues)."""
+"""make demo: the whole pipeline in one command, with a live view and a summary at the end.
+
+    python -m scripts.demo [--cars 25] [--duration 120] [--runtime auto|local|compose|external]
+
+1. Start the infrastructure: the compose stack when a Docker engine answers, the local runtime otherwise.
+2. Start the bridge; a history fleet (50 cars x 300 readings) publishes through MQTT -> bridge -> car-sensor.
+3. `python -m ml train` trains the LSTM from that stretch of car-sensor and saves a model version.
+4. `python -m ml predict` serves it while the live fleet (--cars) drives: predictions flow to
+   car-sensor-predictions and the view shows readings/s at each stage, predictions, alerts and the model.
+5. Wait until every live reading has its prediction, stop everything this run started (also on Ctrl-C) and
+   print a summary: readings, predictions, alerts, and the alerts' precision and recall against the
+   simulator's ground truth. Exit code 0 when every live reading got a prediction.
+
+Servers that were running before (`make up`) are used and left running. Logs of every service go to
+.run/demo/<run>/. See scripts/demo_plan.py for how the history and the live speed are sized.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import re
+import signal
 import sys
+import time
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
+from rich.console import Console
 
-from common.kafka import consumer_config
+from common.errors import CarStreamError
+from common.kafka import ensure_topics
 from common.logs import setup_logging
-from scripts import local_runtime
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
+from scripts import demo_runtime
+from scripts.demo_plan import DemoPlan, make_plan
+from scripts.demo_summary import DemoResult, latest_model_metadata, print_summary
+from scripts.demo_view import DemoStatus, DemoView
+from scripts.local_runtime import DEFAULT_RUN_DIR, ROOT
+from scripts.services import Service, ServiceError, ServiceGroup, service_env, wait_for
+from scripts.stream_watch import MqttCounter, StreamWatcher, commit_group_offsets, end_offsets
+
+log = logging.getLogger("demo")
+
+PROGRESS_LINE = re.compile(r" INFO +ml\.\w+: (.*)$")  # the trainer's own log lines, not TensorFlow's chatter
+
+HISTORY_SEED = 7  # another fleet than the live one (seed 42): the model is tested on cars it never saw
+LIVE_SEED = 42
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.demo",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--cars", type=int, default=25, help="cars of the live fleet, 1 to 100,000 (default: 25)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=120,
+        help="seconds from the first reading to the end of the live fleet "
+        "(history and training included; the live fleet gets at least 30 s) (default: 120)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=["auto", "local", "compose", "external"],
+        default="auto",
+        help="auto: compose when a Docker engine answers, local otherwise; external: servers named by "
+        "KAFKA_BOOTSTRAP_SERVERS, MQTT_HOST, MQTT_PORT (default: auto)",
+    )
+    parser.add_argument("--speedup", type=float, help="simulated time speed of the live fleet (default: sized)")
+    parser.add_argument(
+        "--max-rate", type=float, default=2000.0, help="readings/s the live fleet stays under (default: 2000)"
+    )
+    parser.add_argument("--history-cars", type=int, default=50, help="cars of the history fleet (default: 50)")
+    parser.add_argument("--history-readings", type=int, default=300, help="readings per history car (default: 300)")
+    parser.add_argument("--epochs", type=int, help="most training epochs (default: the trainer's)")
+    parser.add_argument("--model-dir", default="artifacts/models", help="model versions (default: %(default)s)")
+    parser.add_argument("--readings-topic", default=READINGS_TOPIC, help="default: %(default)s")
+    parser.add_argument("--predictions-topic", default=PREDICTIONS_TOPIC, help="default: %(default)s")
+    parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the last predictions")
+    parser.add_argument("--plain", action="store_true", help="plain lines instead of the live view (default on no TTY)")
+    return parser
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace, plan: DemoPlan, console: Console) -> None:
+        self.args = args
+        self.plan = plan
+        self.console = console
+        self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
+        self.log_dir = DEFAULT_RUN_DIR / "demo" / self.run_id
+        self.model_dir = Path(args.model_dir) if Path(args.model_dir).is_absolute() else ROOT / args.model_dir
+        self.status = DemoStatus(plan.cars, args.runtime)
+        self.view = DemoView(self.status, None, None, console, plain=args.plain or not console.is_terminal)
+        self.infra: demo_runtime.Infrastructure | None = None
+        self.group: ServiceGroup | None = None
+        self.counter: MqttCounter | None = None
+        self.watcher: StreamWatcher | None = None
+        self.result = DemoResult(cars=plan.cars, plan=plan.describe(), log_dir=str(self.log_dir))
+
+    # -- phases ---------------------------------------------------------------------------------------------------
+
+    def run(self) -> DemoResult:
+        self.view.start()
+        self.status.set_phase("starting the infrastructure")
+        self.infra = demo_runtime.start(self.args.runtime)
+        self.status.runtime = self.infra.runtime
+        log.info("infrastructure: %s", self.infra.describe())
+        log.info("plan: %s", self.plan.describe())
+        bootstrap = self.infra.bootstrap
+        ensure_topics(bootstrap, {self.args.readings_topic: 4, self.args.predictions_topic: 4, DLQ_TOPIC: 1})
+        env = service_env(bootstrap, self.infra.mqtt_host, self.infra.mqtt_port, self.infra.registry_url)
+        self.group = ServiceGroup(env, self.log_dir)
+        self.counter = MqttCounter(self.infra.mqtt_host, self.infra.mqtt_port).start()
+        started = time.monotonic()
+        self._start_bridge()
+        self._history()
+        self._train()
+        self._live(self.plan.live_seconds(time.monotonic() - started))
+        self._drain()
+        return self.result
+
+    def _start_bridge(self) -> None:
+        self.status.set_phase("starting the bridge")
+        bridge = self.group.start(
+            "bridge",
+            "bridge",
+            BRIDGE_CLIENT_ID=f"demo-bridge-{self.run_id}",
+            BRIDGE_SHARED_GROUP=f"demo-{self.run_id}",
+            BRIDGE_SESSION_EXPIRY="300",  # the broker forgets this run's session soon after it ends
+            BRIDGE_METRICS_PORT="0",
+            BRIDGE_KAFKA_TOPIC=self.args.readings_topic,
+        )
+        wait_until_logged(bridge, "subscribing to", 90, self.group)
+        time.sleep(1.0)  # the SUBACK follows the log line; a reading published before it would have no subscriber
+
+    def _watch(self, offsets: dict[tuple[str, int], int]) -> StreamWatcher:
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.watcher = StreamWatcher(
+            self.infra.bootstrap,
+            self.args.readings_topic,
+            self.args.predictions_topic,
+            offsets,
+            self.infra.registry_url,
+        ).start()
+        self.view.attach(self.watcher, self.counter)
+        return self.watcher
+
+    def _offsets(self) -> dict[tuple[str, int], int]:
+        return end_offsets(self.infra.bootstrap, [self.args.readings_topic, self.args.predictions_topic])
+
+    def _history(self) -> None:
+        plan = self.plan
+        watcher = self._watch(self._offsets())
+        self.history_start_ms = int(time.time() * 1000) - 1000
+        self.status.set_phase(
+            "1/4 history",
+            f"{plan.history_cars} cars x {plan.history_readings_per_car} readings -> MQTT -> bridge -> Kafka",
+        )
+        simulator = self.group.start(
+            "simulator-history",
+            "simulator",
+            *simulator_args(plan.history_cars, HISTORY_SEED, f"demo-history-{self.run_id}", self.log_dir),
+            "--count",
+            str(plan.history_count),
+            "--speedup",
+            "100000",
+        )
+        wait_for(lambda: not simulator.running(), 600, what="the history fleet", check=self.group.check)
+        published = read_published(self.log_dir / "simulator-history-summary.json")
+        if not watcher.wait_until(lambda st: len(st.readings) >= published, 120):
+            raise ServiceError(
+                f"only {watcher.read(lambda st: len(st.readings))} of {published} history readings "
+                f"reached {self.args.readings_topic}; see {self.log_dir}/bridge.log"
+            )
+        log.info("history: %d readings on %s", published, self.args.readings_topic)
+
+    def _train(self) -> None:
+        self.status.set_phase("2/4 training", "python -m ml train on the history in car-sensor")
+        args = ["train", "--topic", self.args.readings_topic, "--start-time", str(self.history_start_ms)]
+        args += ["--model-dir", str(self.model_dir)]
+        if self.args.epochs:
+            args += ["--epochs", str(self.args.epochs)]
+        trainer = self.group.start("trainer", "ml", *args)
+        while trainer.running():
+            progress = [m.group(1) for line in trainer.log_lines() if (m := PROGRESS_LINE.search(line))]
+            if progress:
+                self.status.detail = progress[-1][:110]
+            time.sleep(1.0)
+        if trainer.returncode != 0:
+            trainer.check_running()
+        self.status.model = latest_model_metadata(self.model_dir)
+        if self.status.model is None:
+            raise ServiceError(f"the trainer wrote no model into {self.model_dir}; see {trainer.log_file}")
+        self.result.model = self.status.model
+        log.info("model %s trained", self.status.model.get("version"))
+
+    def _live(self, seconds: float) -> None:
+        plan = self.plan
+        offsets = self._offsets()
+        group_id = f"demo-predictor-{self.run_id}"
+        commit_group_offsets(self.infra.bootstrap, group_id, offsets, self.args.readings_topic)
+        self._watch(offsets)
+        self.status.set_phase("3/4 live", "starting the predictor (TensorFlow loads the model)")
+        predictor = self.group.start(
+            "predictor",
+            "ml",
+            "predict",
+            ML_GROUP_ID=group_id,
+            ML_MODEL_DIR=str(self.model_dir),
+            ML_METRICS_PORT="0",
+            ML_INPUT_TOPIC=self.args.readings_topic,
+            ML_OUTPUT_TOPIC=self.args.predictions_topic,
+        )
+        # The live fleet starts once the predictor holds its partitions, so predictions show while it drives.
+        wait_until_logged(predictor, "assigned partition", 300, self.group)
+        self.status.set_phase("3/4 live", f"{plan.cars:,} cars at {plan.live_speedup:g}x for {seconds:.0f} s")
+        simulator = self.group.start(
+            "simulator",
+            "simulator",
+            *simulator_args(plan.cars, LIVE_SEED, f"demo-live-{self.run_id}", self.log_dir),
+            "--speedup",
+            f"{plan.live_speedup:g}",
+            "--duration",
+            f"{seconds:.1f}",
+        )
+        self.live_started = time.monotonic()
+        wait_for(lambda: not simulator.running(), seconds + 120, what="the live fleet", check=self.group.check)
+        self.result.live_seconds = time.monotonic() - self.live_started
+        self.result.published = read_published(self.log_dir / "simulator-summary.json")
+
+    def _drain(self) -> None:
+        published = self.result.published
+        self.status.set_phase("4/4 draining", f"waiting for the predictions of all {published:,} live readings")
+        self.watcher.wait_until(
+            lambda st: len(st.readings) >= published and len(st.predictions) >= len(st.readings) and not st.missing(),
+            self.args.drain_timeout,
+            interval=1.0,
+        )
+
+    # -- the end --------------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.view.stop()
+        if self.group is not None:
+            self.status.set_phase("stopping")
+            self.group.stop_all()
+        if self.watcher is not None:
+            self.result.take(self.watcher)
+            self.watcher.stop()
+        if self.counter is not None:
+            self.result.mqtt_messages = self.counter.count
+            self.counter.stop()
+        if self.infra is not None:
+            self.infra.stop()
+
+
+def simulator_args(cars: int, seed: int, client_id: str, log_dir: Path) -> list[str]:
+    name = "simulator-history" if "history" in client_id else "simulator"
+    return [
+        "--cars", str(cars), "--seed", str(seed), "--qos", "1", "--client-id", client_id,
+        "--summary-file", str(log_dir / f"{name}-summary.json"), "--no-progress",
+    ]  # fmt: skip
+
+
+def read_published(summary_file: Path) -> int:
+    try:
+        return int(json.loads(summary_file.read_text())["published"])
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise ServiceError(f"the simulator left no summary in {summary_file}: {exc}") from exc
+
+
+def wait_until_logged(service: Service, text: str, timeout: float, group: ServiceGroup) -> None:
+    wait_for(
+        lambda: any(text in line for line in service.log_lines()),
+        timeout,
+        what=f"{service.name} to log {text!r} (see {service.log_file})",
+        check=group.check,
+    )
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__)
-    parser.add_argument("--cars", type=int, default=25)
-    parser.add_argument("--duration", type=float, default=120)
-    parser.add_argument("--runtime", choices=["local", "compose"], default="local")
-    parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging()
-    local_runtime.up()
-    kafka, mosquitto = local_runtime.default_nodes()
-    topic = f"demo-roundtrip-{uuid.uuid4().hex[:8]}"
-    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
-    producer.produce(topic, b"hello")
-    producer.flush(30)
-    consumer = Consumer(consumer_config(kafka.bootstrap_servers, topic))
-    consumer.subscribe([topic])
-    message = None
-    while message is None or message.error():
-        message = consumer.poll(1.0)
-    consumer.close()
-    ok = local_runtime.mqtt_round_trip("127.0.0.1", mosquitto.port)
-    print(f"Kafka round trip: {message.value()!r}; MQTT round trip: {'ok' if ok else 'FAILED'}")
-    return 0 if ok else 1
+    console = Console()
+    try:
+        plan = make_plan(
+            args.cars, args.duration, args.max_rate, args.speedup, args.history_cars, args.history_readings
+        )
+    except CarStreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    demo = Demo(args, plan, console)
+    code = 1
+    try:
+        demo.run()
+        code = 0
+    except KeyboardInterrupt:
+        demo.result.interrupted = True
+        code = 130
+        log.warning("interrupted: stopping everything this demo started")
+    except CarStreamError as exc:
+        demo.result.error = str(exc)
+        log.error("%s", exc)
+    finally:
+        demo.stop()
+    print_summary(demo.result, console)
+    (demo.log_dir / "summary.json").parent.mkdir(parents=True, exist_ok=True)
+    (demo.log_dir / "summary.json").write_text(json.dumps(demo.result.as_dict(), indent=2) + "\n")
+    if code == 0 and not demo.result.complete:
+        code = 1
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,120 @@
+"""Where the demo's infrastructure runs: the compose stack when a Docker engine answers, the local runtime otherwise,
+or servers that already run elsewhere (`external`: KAFKA_BOOTSTRAP_SERVERS, MQTT_HOST, MQTT_PORT name them).
+
+Either way the demo stops only what it started itself: servers that were already running (`make up`, a compose
+stack started by hand) are used and left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+from common.errors import LocalRuntimeError
+from common.settings import KafkaSettings, MqttSettings
+from scripts import local_runtime
+from scripts.local_runtime import ROOT, ServerProcess
+
+log = logging.getLogger(__name__)
+
+COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
+COMPOSE_INFRA = ["kafka", "mosquitto", "schema-registry"]
+
+
+def docker_answers(timeout: float = 5.0) -> bool:
+    """Whether a Docker engine answers `docker info` (the CLI is what compose needs anyway)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        return subprocess.run([docker, "info"], capture_output=True, timeout=timeout).returncode == 0
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
+def choose_runtime(requested: str) -> str:
+    """`auto` picks compose when a Docker engine answers, local otherwise; an explicit choice is checked."""
+    if requested == "auto":
+        return "compose" if docker_answers() else "local"
+    if requested == "compose" and not docker_answers():
+        raise LocalRuntimeError("RUNTIME=compose needs a Docker engine, and none answers `docker info`")
+    return requested
+
+
+@dataclass
+class Infrastructure:
+    """Kafka and MQTT endpoints for the services, and how to stop what this run started."""
+
+    runtime: str
+    bootstrap: str
+    mqtt_host: str
+    mqtt_port: int
+    registry_url: str | None = None
+    started: list[str] = field(default_factory=list)
+    _nodes: list[ServerProcess] = field(default_factory=list)
+
+    def describe(self) -> str:
+        reused = "" if self.started else " (already running; left running)"
+        registry = f", schema registry {self.registry_url}" if self.registry_url else ""
+        return f"{self.runtime}: Kafka {self.bootstrap}, MQTT {self.mqtt_host}:{self.mqtt_port}{registry}{reused}"
+
+    def stop(self) -> None:
+        if self.runtime == "compose" and self.started:
+            _compose("stop", *self.started)
+        for node in reversed(self._nodes):
+            node.stop()
+        self._nodes.clear()
+        self.started.clear()
+
+
+def start_local() -> Infrastructure:
+    kafka, mosquitto = local_runtime.default_nodes()
+    infra = Infrastructure("local", kafka.bootstrap_servers, "127.0.0.1", mosquitto.port)
+    for node in (kafka, mosquitto):
+        if node.is_running() and node.answers():
+            log.info("%s already runs on port %d (pid %s): using it as is", node.name, node.port, node.pid())
+            continue
+        node.start()
+        infra._nodes.append(node)
+        infra.started.append(node.name)
+        node.wait_ready(timeout=120)
+    return infra
+
+
+def _compose(*args: str, timeout: float = 600) -> str:
+    docker = shutil.which("docker") or "docker"
+    result = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE_FILE), *args], capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        output = result.stdout[-2000:] + result.stderr[-2000:]
+        raise LocalRuntimeError(f"docker compose {' '.join(args)} failed:\n{output}")
+    return result.stdout
+
+
+def start_compose() -> Infrastructure:
+    running = set(_compose("ps", "--status", "running", "--services").split())
+    missing = [name for name in COMPOSE_INFRA if name not in running]
+    if missing:
+        log.info("starting %s with docker compose (%s)", ", ".join(missing), COMPOSE_FILE)
+        _compose("up", "-d", "--wait", *missing)
+    return Infrastructure(
+        "compose", "localhost:9092", "127.0.0.1", 1883, registry_url="http://localhost:8081", started=missing
+    )
+
+
+def external() -> Infrastructure:
+    """Servers that run already, named by the connection settings of DESIGN.md; nothing to start or stop."""
+    kafka, mqtt = KafkaSettings(), MqttSettings()
+    return Infrastructure(
+        "external", kafka.kafka_bootstrap_servers, mqtt.mqtt_host, mqtt.mqtt_port, kafka.schema_registry_url
+    )
+
+
+def start(requested: str) -> Infrastructure:
+    runtime = choose_runtime(requested)
+    if runtime == "external":
+        return external()
+    return start_compose() if runtime == "compose" else start_local()

@@ -1,0 +1,155 @@
+"""The demo's closing summary: what the live fleet published, what reached Kafka, what got a prediction, and how
+the alerts compare with the simulator's ground truth."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from scripts.alert_quality import AlertQuality, alert_quality
+from scripts.stream_watch import StreamWatcher
+
+VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z$")
+
+
+def latest_model_metadata(model_dir: Path) -> dict[str, Any] | None:
+    """metadata.json of the newest complete version in `model_dir` (versions sort by name; a version being
+    written has a hidden temporary name until it is complete)."""
+    if not model_dir.is_dir():
+        return None
+    versions = sorted(p for p in model_dir.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name))
+    for version in reversed(versions):
+        try:
+            return json.loads((version / "metadata.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+    return None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))])
+
+
+@dataclass
+class DemoResult:
+    cars: int
+    plan: str
+    log_dir: str
+    published: int = 0
+    mqtt_messages: int = 0
+    in_kafka: int = 0
+    predicted: int = 0
+    missing: int = 0
+    duplicates: int = 0
+    alerts: int = 0
+    live_seconds: float = 0.0
+    bridge_to_prediction_p50_ms: float | None = None
+    bridge_to_prediction_p99_ms: float | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] | None = None
+    interrupted: bool = False
+    error: str | None = None
+
+    def take(self, watcher: StreamWatcher) -> None:
+        """Count what the watcher saw of the live fleet and join predictions to the ground truth."""
+
+        def collect(state: Any) -> tuple[Any, ...]:
+            return (
+                len(state.readings),
+                state.truth(),
+                state.alerts_by_reading(),
+                state.duplicates,
+                state.latencies_ms("kafka_time"),
+            )
+
+        self.in_kafka, truth, alerts, self.duplicates, latencies = watcher.read(collect)
+        self.predicted = len(alerts)
+        self.missing = self.in_kafka - self.predicted
+        self.alerts = sum(alerts.values())
+        self.bridge_to_prediction_p50_ms = percentile(latencies, 50)
+        self.bridge_to_prediction_p99_ms = percentile(latencies, 99)
+        horizon = (self.model or {}).get("horizon")
+        if horizon is not None and alerts:
+            self.quality = alert_quality(truth, alerts, int(horizon)).as_dict()
+
+    @property
+    def complete(self) -> bool:
+        """Every live reading reached Kafka and got a prediction, and there was at least one."""
+        return self.error is None and self.predicted > 0 and self.missing == 0 and self.in_kafka >= self.published
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model"] = (
+            None
+            if self.model is None
+            else {k: self.model.get(k) for k in ("version", "window", "horizon", "threshold", "metrics", "baseline")}
+        )
+        data["complete"] = self.complete
+        return data
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 10 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def print_summary(result: DemoResult, console: Console) -> None:
+    table = Table(title="demo summary (live fleet)", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    quality = (
+        AlertQuality(**{k: result.quality[k] for k in AlertQuality.__dataclass_fields__}) if result.quality else None
+    )
+    rows = [
+        ("cars", result.cars),
+        ("live seconds", round(result.live_seconds, 1)),
+        ("readings published by the simulator", result.published),
+        ("readings in car-sensor", result.in_kafka),
+        ("readings with a prediction", result.predicted),
+        ("readings without a prediction", result.missing),
+        ("duplicate predictions", result.duplicates),
+        ("alerts (failure predicted)", result.alerts),
+        ("alert precision vs ground truth", quality.precision if quality else None),
+        ("alert recall vs ground truth", quality.recall if quality else None),
+        (
+            "readings evaluated (failure within horizon)",
+            f"{quality.evaluated:,} ({quality.positives:,})" if quality else None,
+        ),
+        (
+            "bridge -> prediction p50 / p99 ms",
+            f"{_fmt(result.bridge_to_prediction_p50_ms)} / {_fmt(result.bridge_to_prediction_p99_ms)}",
+        ),
+    ]
+    if result.model:
+        metrics = result.model.get("metrics", {})
+        rows.append(("model version", result.model.get("version")))
+        rows.append(
+            (
+                "model test PR-AUC / recall / precision",
+                " / ".join(_fmt(metrics.get(k)) for k in ("pr_auc", "recall", "precision")),
+            )
+        )
+    for name, value in rows:
+        table.add_row(name, _fmt(value))
+    console.print(table)
+    console.print(f"plan: {result.plan}\nlogs: {result.log_dir}/", highlight=False)
+    if result.error:
+        console.print(f"[bold red]error:[/] {result.error}")
+    elif result.interrupted:
+        console.print("[yellow]interrupted: the figures cover what ran until then[/]")
+    elif result.complete:
+        console.print(f"[bold green]every one of the {result.in_kafka:,} live readings got a prediction[/]")
+    else:
+        console.print(f"[bold red]{result.missing:,} live readings got no prediction within the drain timeout[/]")

@@ -1,0 +1,198 @@
+"""The stack's services as child processes: `python -m simulator|bridge|ml ...` with an environment of their own.
+
+Shared by the demo, the end-to-end tests and the end-to-end benchmark. Each service writes its output to a log
+file (tailed into error messages); stopping sends SIGTERM, waits, then SIGKILL, so that a service gets the chance
+to flush and commit before it goes. `ServiceGroup` stops everything it started, in reverse order, also when the
+code around it fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from common.errors import CarStreamError
+from scripts.local_runtime import ROOT
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(CarStreamError):
+    """A service exited when it should not have, or did not finish in time."""
+
+
+def service_env(
+    bootstrap: str, mqtt_host: str, mqtt_port: int, registry_url: str | None = None, **extra: str
+) -> dict[str, str]:
+    """This process's environment pointed at the given servers, with the repository on the Python path."""
+    env = dict(os.environ)
+    env.pop("SCHEMA_REGISTRY_URL", None)
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        MQTT_HOST=mqtt_host,
+        MQTT_PORT=str(mqtt_port),
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(ROOT),
+        TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    )
+    if registry_url:
+        env["SCHEMA_REGISTRY_URL"] = registry_url
+    env.update(extra)
+    return env
+
+
+class Service:
+    """One `python -m <module> <args>` child process, logging to `log_dir/<name>.log`."""
+
+    def __init__(self, name: str, module: str, args: Sequence[str], env: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.command = [sys.executable, "-m", module, *args]
+        self.env = dict(env)
+        self.log_file = log_dir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> Service:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            # A session of its own: Ctrl-C in the terminal reaches the orchestrator only, which then stops the
+            # services in order (the bridge must drain before the broker goes, for instance).
+            self.process = subprocess.Popen(
+                self.command,
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        args = " ".join(self.command[1:])
+        log.info("started %s (pid %d): %s; log %s", self.name, self.process.pid, args, self.log_file)
+        return self
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def check_running(self) -> None:
+        """Raise a ServiceError with the log's tail when the service has exited."""
+        if self.process is not None and not self.running():
+            raise ServiceError(
+                f"{self.name} exited with code {self.returncode}; last lines of {self.log_file}:\n{self.tail()}"
+            )
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the service to finish on its own; its exit code, or a ServiceError after `timeout`."""
+        assert self.process is not None, f"{self.name} was never started"
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise ServiceError(
+                f"{self.name} did not finish within {timeout:.0f} s; last lines of {self.log_file}:\n{self.tail()}"
+            ) from None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; the exit code (None when never started)."""
+        if self.process is None:
+            return None
+        if self.running():
+            self._signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.name, self.pid, timeout)
+                self._signal(signal.SIGKILL)
+                self.process.wait()
+            log.info("stopped %s (pid %d, exit code %s)", self.name, self.pid, self.returncode)
+        return self.returncode
+
+    def kill(self) -> None:
+        """SIGKILL at once: a crash."""
+        if self.running():
+            self._signal(signal.SIGKILL)
+            self.process.wait()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        # The whole process group: a service's own children (none today) go with it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self) -> list[str]:
+        try:
+            return self.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+
+class ServiceGroup:
+    """Services started together and stopped in reverse order on exit, whatever happened in between."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path, stop_timeout: float = 30.0) -> None:
+        self.env = dict(env)
+        self.log_dir = log_dir
+        self.stop_timeout = stop_timeout
+        self.services: list[Service] = []
+
+    def start(self, name: str, module: str, *args: str, **env: str) -> Service:
+        service = Service(name, module, args, {**self.env, **env}, self.log_dir)
+        self.services.append(service)
+        return service.start()
+
+    def check(self) -> None:
+        """Raise when a long-running service of the group has died."""
+        for service in self.services:
+            if service.returncode not in (None, 0):
+                service.check_running()
+
+    def stop_all(self) -> None:
+        for service in reversed(self.services):
+            try:
+                service.stop(self.stop_timeout)
+            except Exception as exc:  # stopping the others matters more than this one's error
+                log.error("could not stop %s: %s", service.name, exc)
+
+    def __enter__(self) -> ServiceGroup:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_all()
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.5,
+    what: str = "condition",
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Poll `condition()` until true; `check()` (e.g. ServiceGroup.check) runs each round to fail fast."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check is not None:
+            check()
+        if condition():
+            return
+        time.sleep(interval)
+    raise ServiceError(f"timed out after {timeout:.0f} s waiting for {what}")

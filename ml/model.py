@@ -30,8 +30,11 @@ def build_model(
     scaled = keras.layers.Normalization(
         axis=-1, mean=np.asarray(mean, "float32"), variance=np.square(np.asarray(std, "float32")), name="scaling"
     )(inputs)
-    hidden = keras.layers.LSTM(units, name="lstm")(scaled)
-    hidden = keras.layers.Dropout(dropout)(hidden)
+    trend = keras.layers.LSTM(units, name="lstm")(scaled)
+    # The last reading also goes straight to the output: the LSTM adds the window's history to what the latest
+    # values already say, instead of having to relearn them through its gates.
+    latest = keras.layers.Flatten(name="last_reading")(keras.layers.Cropping1D((window - 1, 0))(scaled))
+    hidden = keras.layers.Dropout(dropout)(keras.layers.Concatenate()([trend, latest]))
     outputs = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(hidden)
     model = keras.Model(inputs, outputs, name="failure_lstm")
     model.compile(

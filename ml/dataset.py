@@ -1,0 +1,109 @@
+"""Held-out cars and the tf.data pipeline of training windows.
+
+Cars, not readings, are split: validation and test cars are never seen in training, so the report measures how
+the model does on a car it meets for the first time. Windows are gathered from one array of raw readings by their
+end index inside the pipeline, so an epoch streams batches without a copy of every window in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from common.errors import CarStreamError
+from ml.features import Series, gather_windows, horizon_labels, window_ends
+
+
+class TrainingDataError(CarStreamError):
+    """The data in the range cannot train or evaluate a model (too few cars, no failure, no full window)."""
+
+
+@dataclass(frozen=True)
+class CarSplit:
+    train: list[str]
+    validation: list[str]
+    test: list[str]
+
+
+def split_cars(series: Series, validation_fraction: float, test_fraction: float, seed: int) -> CarSplit:
+    """Stratified by whether a car ever failed, so that every split holds failing cars when there are enough."""
+    cars = series.cars
+    if len(cars) < 3:
+        raise TrainingDataError(
+            f"need at least 3 cars to hold cars out for validation and test, the data has {len(cars)}"
+        )
+    failing = set(series.car_ids[series.failure].tolist())
+    rng = np.random.default_rng(seed)
+    split: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+    for group in ([c for c in cars if c in failing], [c for c in cars if c not in failing]):
+        shuffled = [group[i] for i in rng.permutation(len(group))]
+        n_test = round(len(group) * test_fraction)
+        n_validation = round(len(group) * validation_fraction)
+        split["test"] += shuffled[:n_test]
+        split["validation"] += shuffled[n_test : n_test + n_validation]
+        split["train"] += shuffled[n_test + n_validation :]
+    for name in ("test", "validation"):  # rounding may leave a held-out split empty on few cars
+        if not split[name]:
+            split[name].append(split["train"].pop())
+    return CarSplit(*(sorted(split[name]) for name in ("train", "validation", "test")))
+
+
+@dataclass(frozen=True)
+class WindowSet:
+    """The labelled windows of some cars: `ends` index `series` (the last reading of each window)."""
+
+    series: Series
+    ends: np.ndarray
+    labels: np.ndarray
+    window: int
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @property
+    def positives(self) -> int:
+        return int(self.labels.sum())
+
+    def windows(self) -> np.ndarray:
+        return gather_windows(self.series.features, self.ends, self.window)
+
+    def last_readings(self) -> np.ndarray:
+        return self.series.features[self.ends]
+
+
+def window_set(series: Series, window: int, horizon: int) -> WindowSet:
+    label, known = horizon_labels(series, horizon)
+    ends = window_ends(series, window)
+    ends = ends[known[ends]]
+    return WindowSet(series, ends, label[ends].astype(np.float32), window)
+
+
+def class_weights(labels: np.ndarray) -> tuple[float, float]:
+    """Weights (negative, positive) that give both classes the same total weight."""
+    positives = float(labels.sum())
+    negatives = float(len(labels) - positives)
+    if positives == 0 or negatives == 0:
+        return 1.0, 1.0
+    total = positives + negatives
+    return total / (2 * negatives), total / (2 * positives)
+
+
+def tf_dataset(
+    windows: WindowSet, batch_size: int, shuffle_seed: int | None = None, weights: tuple[float, float] | None = None
+) -> tf.data.Dataset:
+    """(windows [B, W, F], labels [B]) or with weights (..., sample weights [B]); reshuffled every epoch."""
+    features = tf.constant(windows.series.features)
+    offsets = tf.range(-windows.window + 1, 1, dtype=tf.int64)
+    columns: tuple[np.ndarray, ...] = (windows.ends.astype(np.int64), windows.labels)
+    if weights is not None:
+        columns += (np.where(windows.labels > 0, weights[1], weights[0]).astype(np.float32),)
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(windows), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def gather(ends: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        return (tf.gather(features, ends[:, None] + offsets), *rest)
+
+    return dataset.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,125 @@
+"""The seed's command line: `python -m ml <bootstrap servers> <topic> <start offset> [result topic]`.
+
+Trains on the first --train-records readings from the start offset (in event-time order over all partitions),
+saves the artifact, predicts each of the following --predict-records readings from the window of W readings of
+its car that ends at it, and writes the predictions as Avro (schemas/car_failure_prediction.avsc, key = car_id)
+to the result topic when one is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import numpy as np
+from confluent_kafka import Producer
+
+from common.avro import AvroCodec
+from common.cli import add_settings_arguments, describe, settings_from_args
+from common.errors import KafkaError
+from common.kafka import ensure_topics, producer_config
+from common.logs import setup_logging
+from common.schemas import PREDICTION
+from ml import artifact
+from ml.dataset import TrainingDataError
+from ml.features import gather_windows, series_from_records
+from ml.settings import SeedFormSettings
+from ml.source import SourceRecord, read_records, resolve_range
+from ml.train import fit_and_evaluate, save_trained, source_description, stop_on_sigterm
+
+log = logging.getLogger(__name__)
+
+
+def predict_following(
+    model: artifact.LoadedModel, history: list[dict], following: list[dict]
+) -> list[tuple[dict, float]]:
+    """(reading, probability) for each reading of `following` that closes a full window of its car."""
+    series = series_from_records(history + following)
+    position = {(car, int(seq)): i for i, (car, seq) in enumerate(zip(series.car_ids, series.seq, strict=True))}
+    indices = np.array([position[(r["car_id"], int(r["seq"]))] for r in following], dtype=np.int64)
+    full = indices - series.run_start[indices] >= model.window - 1
+    probabilities = model.predict(gather_windows(series.features, indices[full], model.window))
+    return list(zip([r for r, ok in zip(following, full, strict=True) if ok], probabilities.tolist(), strict=True))
+
+
+def write_predictions(
+    settings: SeedFormSettings, topic: str, model: artifact.LoadedModel, predictions: list[tuple[dict, float]]
+) -> None:
+    ensure_topics(settings.kafka_bootstrap_servers, {topic: 1})
+    codec = AvroCodec(PREDICTION, topic, settings.schema_registry_url)
+    producer = Producer(producer_config(settings.kafka_bootstrap_servers))
+    failures: list[str] = []
+
+    def delivered(error: object, message: object) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    now = int(time.time() * 1000)
+    for reading, probability in predictions:
+        value = {
+            "car_id": reading["car_id"],
+            "seq": reading["seq"],
+            "event_time": reading["event_time"],
+            "predicted_at": now,
+            "failure_probability": probability,
+            "failure_predicted": probability >= model.threshold,
+            "model_version": model.version,
+            "horizon": model.horizon,
+        }
+        producer.produce(topic, key=reading["car_id"].encode(), value=codec.encode(value), on_delivery=delivered)
+        producer.poll(0)
+    if producer.flush(30) or failures:
+        raise KafkaError(f"{len(failures) or 'some'} predictions were not delivered to {topic}: {failures[:3]}")
+    log.info("wrote %d predictions to %s", len(predictions), topic)
+
+
+def _event_order(records: list[SourceRecord]) -> list[dict]:
+    ordered = sorted(records, key=lambda r: (r.value["event_time"], r.partition, r.offset))
+    return [r.value for r in ordered]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ml",
+        usage="python -m ml SERVERS TOPIC START_OFFSET [RESULT_TOPIC] [options]",
+        description="The seed's form: train on the first records from START_OFFSET, predict the following ones.",
+    )
+    parser.add_argument("kafka_bootstrap_servers", metavar="SERVERS", help="Kafka bootstrap servers")
+    parser.add_argument("topic", metavar="TOPIC", help="topic of the readings (Avro)")
+    parser.add_argument("start_offset", metavar="START_OFFSET", type=int, help="offset to start at, every partition")
+    parser.add_argument("result_topic", metavar="RESULT_TOPIC", nargs="?", help="topic for the predictions (Avro)")
+    excluded = ("kafka_bootstrap_servers", "topic", "start_offset", "start_time", "max_records")
+    add_settings_arguments(parser, SeedFormSettings, exclude=excluded)
+    args = parser.parse_args(argv)
+    settings = settings_from_args(SeedFormSettings, args)
+    setup_logging()
+    stop_on_sigterm()
+    log.info("seed form with %s, result topic %s", describe(settings), args.result_topic or "none")
+
+    wanted = settings.train_records + settings.predict_records
+    topic_range = resolve_range(settings.kafka_bootstrap_servers, settings.topic, settings.start_offset, None, wanted)
+    result = read_records(settings.kafka_bootstrap_servers, topic_range, settings.reader, settings.schema_registry_url)
+    readings = _event_order(result.records)[:wanted]
+    history, following = readings[: settings.train_records], readings[settings.train_records :]
+    if len(history) < settings.train_records:
+        raise TrainingDataError(
+            f"{settings.topic} holds {len(history)} records from offset {settings.start_offset}, "
+            f"fewer than --train-records {settings.train_records}"
+        )
+    source = source_description(topic_range, settings.reader, len(history), result.rejected)
+    trained = fit_and_evaluate(series_from_records(history), settings, source)
+    model = artifact.load(save_trained(trained, settings.model_dir))
+    predictions = predict_following(model, history, following)
+    alerts = sum(p >= model.threshold for _, p in predictions)
+    log.info(
+        "predicted %d of the %d following records (%d lack %d readings of history), %d alerts",
+        len(predictions),
+        len(following),
+        len(following) - len(predictions),
+        model.window,
+        alerts,
+    )
+    if args.result_topic:
+        write_predictions(settings, args.result_topic, model, predictions)
+    return 0

@@ -1,0 +1,253 @@
+"""`python -m ml train`: read a bounded range of car-sensor through the Kafka reader, train the LSTM on some cars,
+choose its threshold on others, report on cars it never saw beside a baseline, save a versioned artifact.
+
+The read is the first pass of the tf.data pipeline (ml/source.py); the decoded range is kept in memory (it is
+bounded) and every epoch streams shuffled windows through tf.data (ml/dataset.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from common.avro import single_object_header
+from common.cli import add_settings_arguments, describe, settings_from_args
+from common.errors import ConfigError
+from common.logs import setup_logging
+from common.schemas import READING, SENSOR_FIELDS
+from ml import artifact
+from ml.baseline import fit_baseline, predict_baseline
+from ml.dataset import CarSplit, TrainingDataError, WindowSet, class_weights, split_cars, tf_dataset, window_set
+from ml.evaluate import choose_threshold, classification_metrics, curves, lead_times
+from ml.features import Series, gather_windows, series_from_records, window_ends
+from ml.model import build_model
+from ml.report import text_table, verdict, write_report
+from ml.settings import TrainSettings
+from ml.source import TopicRange, read_records, resolve_range
+
+log = logging.getLogger(__name__)
+
+LABEL_DEFINITION = "failure_occurred at the window's last reading or within the next `horizon` readings of that car"
+PREDICT_BATCH = 2048
+
+
+@dataclass
+class TrainedModel:
+    model: keras.Model
+    metadata: dict[str, Any]
+    report: dict[str, Any]
+    history: dict[str, list[float]]
+    curves: dict[str, Any]
+
+
+def parse_time(value: str) -> int:
+    """Epoch milliseconds from `1704067200000` or an ISO 8601 time (UTC when it names no zone)."""
+    if value.strip().isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"--start-time {value!r} is neither epoch milliseconds nor an ISO 8601 time") from exc
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def schema_fingerprint() -> str:
+    """CRC-64-AVRO fingerprint of the readings schema, as the single-object header carries it."""
+    return f"{int.from_bytes(single_object_header(READING)[2:], 'little'):016x}"
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _predict(model: keras.Model, windows: np.ndarray) -> np.ndarray:
+    if len(windows) == 0:
+        return np.zeros(0, np.float32)
+    return model.predict(windows, batch_size=PREDICT_BATCH, verbose=0).reshape(-1)
+
+
+def _scaling(train: Series) -> tuple[np.ndarray, np.ndarray]:
+    mean = train.features.mean(axis=0, dtype=np.float64)
+    std = train.features.std(axis=0, dtype=np.float64)
+    return mean, np.where(std < 1e-6, 1.0, std)  # a constant sensor must not divide by zero later
+
+
+def _evaluate(
+    test: Series, labelled: WindowSet, predict: Any, threshold: float, window: int, horizon: int
+) -> tuple[dict, dict | None]:
+    """Metrics on labelled test windows, lead times over every full window of the test cars."""
+    every_end = window_ends(test, window)
+    probabilities = predict(every_end)
+    at_labelled = probabilities[np.searchsorted(every_end, labelled.ends)]
+    metrics = classification_metrics(labelled.labels, at_labelled, threshold)
+    metrics.update(lead_times(test, every_end, probabilities, threshold, horizon))
+    return metrics, curves(labelled.labels, at_labelled)
+
+
+class _EpochLog(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, float))
+        log.info("epoch %d: %s", epoch + 1, shown)
+
+
+def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, Any]) -> TrainedModel:
+    """Split cars, fit scaling, LSTM and baseline on the training cars, choose thresholds on the validation cars,
+    report both on the test cars. `source` describes where the data came from (metadata's `training`)."""
+    window, horizon = settings.window, settings.horizon
+    split: CarSplit = split_cars(series, settings.validation_fraction, settings.test_fraction, settings.seed)
+    parts = {name: series.select_cars(getattr(split, name)) for name in ("train", "validation", "test")}
+    sets = {name: window_set(part, window, horizon) for name, part in parts.items()}
+    for name, windows in sets.items():
+        log.info(
+            "%s: %d cars, %d windows, %d positive", name, len(getattr(split, name)), len(windows), windows.positives
+        )
+        if len(windows) == 0:
+            raise TrainingDataError(f"the {name} cars have no full window of {window} readings (+{horizon} ahead)")
+    train, validation = sets["train"], sets["validation"]
+    if train.positives in (0, len(train)):
+        raise TrainingDataError("the training cars hold a single class: no failure to learn from")
+
+    keras.utils.set_random_seed(settings.seed)
+    mean, std = _scaling(parts["train"])
+    model = build_model(window, mean, std, units=settings.units, learning_rate=settings.learning_rate)
+    weights = class_weights(train.labels)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_pr_auc", mode="max", patience=settings.patience, restore_best_weights=True
+    )
+    started = time.monotonic()
+    history = model.fit(
+        tf_dataset(train, settings.batch_size, shuffle_seed=settings.seed, weights=weights),
+        validation_data=tf_dataset(validation, PREDICT_BATCH),
+        epochs=settings.epochs,
+        callbacks=[stop, _EpochLog()],
+        verbose=0,
+    ).history
+    seconds = time.monotonic() - started
+    epochs_run = len(history["loss"])
+    samples_per_s = epochs_run * len(train) / seconds
+    log.info("trained %d epochs in %.1f s (%.0f windows/s)", epochs_run, seconds, samples_per_s)
+
+    threshold = choose_threshold(validation.labels, _predict(model, validation.windows()))
+    base = fit_baseline(train, settings.seed)
+    base_threshold = choose_threshold(validation.labels, predict_baseline(base, validation.last_readings()))
+    test = parts["test"]
+    metrics, lstm_curves = _evaluate(
+        test,
+        sets["test"],
+        lambda ends: _predict(model, gather_windows(test.features, ends, window)),
+        threshold,
+        window,
+        horizon,
+    )
+    baseline, base_curves = _evaluate(
+        test, sets["test"], lambda ends: predict_baseline(base, test.features[ends]), base_threshold, window, horizon
+    )
+    beats, verdict_text = verdict(metrics, baseline)
+    training = {
+        **source,
+        "time_range": {"first": _iso(int(series.event_time.min())), "last": _iso(int(series.event_time.max()))},
+        "readings": len(series),
+        "cars": len(series.cars),
+        "split": {"train": split.train, "validation": split.validation, "test": split.test},
+        "windows": {name: len(s) for name, s in sets.items()},
+        "positives": {name: s.positives for name, s in sets.items()},
+        "epochs": epochs_run,
+        "seconds": round(seconds, 2),
+        "samples_per_s": round(samples_per_s, 1),
+        "class_weights": {"negative": weights[0], "positive": weights[1]},
+    }
+    metadata = {
+        "created_at": _iso(int(time.time() * 1000)),
+        "window": window,
+        "horizon": horizon,
+        "label": LABEL_DEFINITION,
+        "features": list(SENSOR_FIELDS),
+        "scaling": {"mean": mean.tolist(), "std": std.tolist()},
+        "threshold": threshold,
+        "schema": {"name": "io.carstream.CarSensorReading", "fingerprint": schema_fingerprint()},
+        "model": {"type": "lstm", "units": settings.units, "learning_rate": settings.learning_rate},
+        "training": training,
+        "metrics": metrics,
+        "baseline": {"model": "logistic regression on the last reading", **baseline},
+        "lstm_beats_baseline": beats,
+    }
+    report = {
+        "verdict": verdict_text,
+        "lstm_beats_baseline": beats,
+        "split": training["split"],
+        "metrics": metrics,
+        "baseline": metadata["baseline"],
+        "training": training,
+    }
+    return TrainedModel(model, metadata, report, history, {"LSTM": lstm_curves, "baseline": base_curves})
+
+
+def save_trained(trained: TrainedModel, model_dir: str) -> Path:
+    """The artifact with its report in `report/`, visible only when complete."""
+    history = {k: [float(v) for v in values] for k, values in trained.history.items()}
+    path = artifact.save(
+        trained.model,
+        trained.metadata,
+        model_dir,
+        extras=lambda staging: write_report(staging / "report", trained.report, history, trained.curves),
+    )
+    log.info("evaluation on held-out cars:\n%s", text_table(trained.report))
+    return path
+
+
+def source_description(topic_range: TopicRange, reader: str, records: int, rejected: int) -> dict[str, Any]:
+    return {
+        "topic": topic_range.topic,
+        "reader": reader,
+        "start_offsets": topic_range.start_offsets(),
+        "end_offsets": topic_range.end_offsets(),
+        "records": records,
+        "rejected_records": rejected,
+    }
+
+
+def train(settings: TrainSettings) -> Path:
+    start_time = parse_time(settings.start_time) if settings.start_time else None
+    topic_range = resolve_range(
+        settings.kafka_bootstrap_servers, settings.topic, settings.start_offset, start_time, settings.max_records
+    )
+    if topic_range.count == 0:
+        raise TrainingDataError(f"no records in {settings.topic} from the requested start")
+    result = read_records(settings.kafka_bootstrap_servers, topic_range, settings.reader, settings.schema_registry_url)
+    series = series_from_records([record.value for record in result.records])
+    source = source_description(topic_range, settings.reader, len(result.records), result.rejected)
+    return save_trained(fit_and_evaluate(series, settings, source), settings.model_dir)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops like Ctrl-C: training ends and a half-written artifact is removed."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ml train",
+        description="Train the failure LSTM on a bounded range of the readings topic (its start to the current end "
+        "of every partition) and save a versioned model artifact with its evaluation report.",
+    )
+    add_settings_arguments(parser, TrainSettings)
+    settings = settings_from_args(TrainSettings, parser.parse_args(argv))
+    setup_logging()
+    stop_on_sigterm()
+    log.info("training with %s", describe(settings))
+    path = train(settings)
+    print(path)
+    return 0

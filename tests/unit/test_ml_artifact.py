@@ -1,0 +1,68 @@
+"""The model artifact: written whole or not at all, found by version, loaded for inference through its SavedModel."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ml import artifact
+from ml.model import build_model
+
+FEATURES = ["a", "b", "c"]
+
+
+def metadata() -> dict:
+    return {
+        "window": 4,
+        "horizon": 2,
+        "features": FEATURES,
+        "scaling": {"mean": [1.0, 2.0, 3.0], "std": [1.0, 2.0, 4.0]},
+        "threshold": 0.4,
+        "schema": {"name": "test", "fingerprint": "0"},
+        "training": {},
+        "metrics": {},
+    }
+
+
+def test_saved_artifact_predicts_like_the_keras_model(tmp_path):
+    model = build_model(4, [1.0, 2.0, 3.0], [1.0, 2.0, 4.0], units=4)
+    windows = np.random.default_rng(0).normal(2.0, 2.0, size=(5, 4, 3)).astype(np.float32)
+    path = artifact.save(model, metadata(), tmp_path, extras=lambda staging: (staging / "note.txt").write_text("x"))
+    assert artifact.latest(tmp_path) == path
+    assert artifact.VERSION_PATTERN.match(path.name)
+    assert {p.name for p in path.iterdir()} == {"model.keras", "saved_model", "metadata.json", "note.txt"}
+    loaded = artifact.load(path)
+    assert loaded.version == path.name == json.loads((path / "metadata.json").read_text())["version"]
+    assert (loaded.window, loaded.horizon, loaded.features, loaded.threshold) == (4, 2, FEATURES, 0.4)
+    expected = model.predict(windows, verbose=0).reshape(-1)
+    np.testing.assert_allclose(loaded.predict(windows), expected, rtol=1e-5)
+    np.testing.assert_allclose(loaded.keras_model().predict(windows, verbose=0).reshape(-1), expected, rtol=1e-5)
+    with pytest.raises(artifact.ArtifactError, match="shape"):
+        loaded.predict(windows[:, :3])
+    second = artifact.save(model, metadata(), tmp_path)
+    assert second.name > path.name and artifact.latest(tmp_path) == second
+
+
+def test_unfinished_or_broken_versions_are_not_served(tmp_path):
+    (tmp_path / ".20990101T000000Z-tmp").mkdir()  # a save in progress
+    assert artifact.latest(tmp_path) is None
+    broken = tmp_path / "20990101T000000Z"
+    broken.mkdir()
+    assert artifact.latest(tmp_path) == broken
+    with pytest.raises(artifact.ArtifactError, match="no metadata.json"):
+        artifact.load(broken)
+    (broken / "metadata.json").write_text(json.dumps({"window": 4}))
+    with pytest.raises(artifact.ArtifactError, match="lacks"):
+        artifact.load(broken)
+    assert artifact.latest(tmp_path / "missing") is None
+
+
+def test_a_failed_save_leaves_nothing_behind(tmp_path):
+    model = build_model(4, [0.0] * 3, [1.0] * 3, units=4)
+
+    def fail(staging):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        artifact.save(model, metadata(), tmp_path, extras=fail)
+    assert list(tmp_path.iterdir()) == []

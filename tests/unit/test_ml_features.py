@@ -1,0 +1,69 @@
+"""Per-car windows and labels: a window never spans two cars or a gap, labels look `horizon` readings ahead."""
+
+import numpy as np
+import pytest
+
+from common.schemas import SENSOR_FIELDS
+from ml.dataset import TrainingDataError, class_weights, split_cars, window_set
+from ml.features import failure_onsets, gather_windows, horizon_labels, series_from_records, window_ends
+
+
+def reading(car: str, seq: int, failure: bool = False) -> dict:
+    # Every sensor carries a value that encodes (car, seq), so a window's rows can be traced back.
+    code = int(car[-1]) * 1000 + seq
+    return {"car_id": car, "seq": seq, "event_time": 1_000 * seq, "failure_occurred": failure} | dict.fromkeys(
+        SENSOR_FIELDS, float(code)
+    )
+
+
+def test_windows_hold_consecutive_readings_of_one_car():
+    records = [reading(car, seq) for seq in range(10) for car in ("car-1", "car-2", "car-3")]
+    records = [records[i] for i in np.random.default_rng(0).permutation(len(records))]  # any arrival order
+    records.append(reading("car-2", 4))  # a duplicate (at-least-once delivery)
+    records = [r for r in records if not (r["car_id"] == "car-3" and r["seq"] == 5)]  # a gap
+    series = series_from_records(records)
+    ends = window_ends(series, 4)
+    windows = gather_windows(series.features, ends, 4)[:, :, 0]
+    assert len(windows) == 7 + 7 + (2 + 1)  # car-3: runs 0..4 and 6..9
+    for rows in windows:
+        cars, seqs = rows // 1000, rows % 1000
+        assert (cars == cars[0]).all()
+        assert (np.diff(seqs) == 1).all()
+
+
+def test_labels_look_ahead_within_the_car_only():
+    records = [reading("car-1", s, failure=s == 6) for s in range(8)] + [reading("car-2", s) for s in range(8)]
+    series = series_from_records(records)
+    label, known = horizon_labels(series, 2)
+    assert label[:8].tolist() == [False, False, False, False, True, True, True, False]
+    assert known[:8].tolist() == [True] * 6 + [True, False]  # the failed reading itself is known
+    assert not label[8:].any()  # car-1's failure never leaks into car-2
+    now, _ = horizon_labels(series, 0)
+    assert now.tolist() == series.failure.tolist()
+    assert failure_onsets(series).tolist() == [6]
+
+
+def test_window_set_keeps_only_known_labels():
+    records = [reading("car-1", s, failure=s in (7, 8)) for s in range(12)]
+    windows = window_set(series_from_records(records), window=3, horizon=2)
+    assert windows.ends.tolist() == list(range(2, 10))
+    assert windows.labels.tolist() == [0, 0, 0, 1, 1, 1, 1, 0]
+    assert windows.windows().shape == (8, 3, len(SENSOR_FIELDS))
+
+
+def test_cars_are_split_apart_with_failing_cars_everywhere():
+    records = [reading(f"car-{c}", s, failure=(c < 5 and s == 3)) for c in range(10) for s in range(5)]
+    series = series_from_records(records)
+    split = split_cars(series, 0.2, 0.2, seed=1)
+    parts = [set(split.train), set(split.validation), set(split.test)]
+    assert set().union(*parts) == set(series.cars)
+    assert sum(map(len, parts)) == 10
+    failing = {f"car-{c}" for c in range(5)}
+    assert all(part & failing for part in parts)
+    with pytest.raises(TrainingDataError):
+        split_cars(series.select_cars(["car-1", "car-2"]), 0.2, 0.2, seed=1)
+
+
+def test_class_weights_balance_the_classes():
+    negative, positive = class_weights(np.array([0, 0, 0, 1], dtype=np.float32))
+    assert negative * 3 == pytest.approx(positive * 1)

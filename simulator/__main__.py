@@ -81,14 +81,18 @@ def offline_main(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    setup_logging()
+def dispatch(args: list[str]) -> int:
+    """Run the mode that `args` name (logging already set up)."""
     if args and args[0] == "replay":
         return replay_main(args[1:])
     if args and args[0] == "offline":
         return offline_main(args[1:])
     return live_main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    return dispatch(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

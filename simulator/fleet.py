@@ -84,6 +84,8 @@ class FleetStep:
     mode: np.ndarray
     phase: np.ndarray
     severity: np.ndarray
+    corner: np.ndarray
+    """The tire / suspension corner (0..3) a tire or shock absorber failure acts on."""
 
     def readings(self, car_ids: list[str], start: int = 0, stop: int | None = None) -> Iterator[dict]:
         """Reading dicts (schema field order, plain Python types) for cars [start, stop)."""
@@ -190,7 +192,7 @@ class Fleet:
             "coolant_temp": self.coolant + 0.8 * noise(),
             "intake_air_temp": self.ambient + 10.0 + 0.12 * (self.coolant - 70.0) - 0.03 * self.speed + noise(),
             "intake_air_flow_speed": 3.0 + 160.0 * self.throttle + 0.4 * self.speed + 3.0 * noise(),
-            "battery_percentage": self.soc + 0.3 * noise(),
+            "battery_percentage": self.soc + 0.1 * noise(),
             "battery_voltage": voltage + 0.08 * noise(),
             "current_draw": current + 4.0 * noise(),
             "speed": self.speed + 1.0 * noise() * (self.speed > 0.5),
@@ -209,6 +211,7 @@ class Fleet:
             mode=self.failures.mode.copy(),
             phase=self.failures.phase.copy(),
             severity=severity,
+            corner=self.failures.corner.copy(),
         )
         self.was_failed = failed.copy()
         self.seq += 1

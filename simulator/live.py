@@ -78,7 +78,7 @@ def _publish_on_schedule(fleet: Fleet, settings: LiveSettings, total: int | None
             due = min(due, total)
         if sent >= due:
             session.show()
-            time.sleep(min(MAX_SLEEP_S, stats.started + sent * spacing - now))
+            session.publisher.pump(min(MAX_SLEEP_S, max(0.0, stats.started + sent * spacing - now)))
             continue
         stats.lag_s = max(0.0, now - (stats.started + sent * spacing))
         seq, first = divmod(sent, cars)

@@ -1,22 +1,30 @@
-"""Publishing over a pool of paho-mqtt clients (callback API v2), with a bounded number of messages in flight.
+"""Publishing over a pool of paho-mqtt clients (callback API v2), driven from the caller's thread.
 
 Cars are spread over `--connections` clients (car i on client i mod N): one client per car for small fleets,
-a few clients for 100,000 cars. Each client runs paho's network thread (loop_start).
+a few clients for 100,000 cars.
 
-Flow control is ours, not paho's: paho's own in-flight limit rescans its whole outgoing queue on every
-acknowledgement, which made QoS 1 about three times slower in a measurement here, and its message ids wrap at
-65,535. So paho gets no limit and each connection holds at most `window` messages sent but not yet acknowledged
-(QoS 1) or not yet written to the socket (QoS 0); past that, `publish` waits, and the simulation falls behind
-its schedule instead of piling messages up in memory.
+Two choices, both measured on this project's 2-core machine, make 10,000 msg/s reachable from one process:
+- No network threads (no loop_start): paho then writes each PUBLISH straight to the socket in `publish()`, and
+  `pump()` reads acknowledgements, flushes pending writes, sends keep-alives and reconnects, with one selector
+  over all sockets. With loop_start, every publish wakes the client's thread through a socket pair and the two
+  threads contend for the GIL and paho's locks.
+- Flow control is ours: paho's own in-flight limit rescans its whole outgoing queue on every acknowledgement
+  (about three times slower at QoS 1 here), and its message ids wrap at 65,535. So paho gets no limit and each
+  connection holds at most `window` messages sent but not yet acknowledged (QoS 1) or not yet written (QoS 0);
+  past that, `publish` pumps until there is room, and the caller falls behind its schedule instead of piling
+  messages up in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import selectors
+import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -27,6 +35,9 @@ from simulator.settings import PublishSettings
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+KEEPALIVE_S = 30
+PUMP_EVERY = 256  # publishes between two reads of acknowledgements
+MAX_RECONNECT_DELAY_S = 5.0
 
 
 class PublishError(CarStreamError):
@@ -37,10 +48,13 @@ class PublishError(CarStreamError):
 class _Connection:
     name: str
     client: mqtt.Client
-    connected: threading.Event = field(default_factory=threading.Event)
+    connected: bool = False
     refused: str | None = None
+    sock: socket.socket | None = None
+    retry_at: float = 0.0
+    retry_delay: float = 0.5
     sent: int = 0
-    done: int = 0  # written by paho's network thread only: acknowledged (QoS 1) or written out (QoS 0)
+    done: int = 0  # acknowledged (QoS 1) or written out (QoS 0)
 
     @property
     def outstanding(self) -> int:
@@ -48,13 +62,16 @@ class _Connection:
 
 
 class FleetPublisher:
-    """A pool of MQTT connections. Use as a context manager: connect on enter, drain and disconnect on exit."""
+    """A pool of MQTT connections. Use as a context manager: connect on enter, disconnect on exit."""
 
     def __init__(self, settings: PublishSettings, connections: int, stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.stop = stop or threading.Event()
         self.dropped = 0
         self._closing = False
+        self._since_pump = 0
+        self._next_misc = 0.0
+        self._selector = selectors.DefaultSelector()
         self._pool = [self._make_client(i) for i in range(max(1, connections))]
 
     @property
@@ -64,12 +81,7 @@ class FleetPublisher:
     def _make_client(self, number: int) -> _Connection:
         s = self.settings
         name = f"{s.client_id}-{os.getpid()}-{number}"
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=name,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311)
         client.max_inflight_messages_set(0)  # unlimited: see the module docstring
         client.max_queued_messages_set(0)
         if s.mqtt_username:
@@ -86,17 +98,33 @@ class FleetPublisher:
     def _on_connect(self, connection: _Connection, reason: Any) -> None:
         if reason.is_failure:
             connection.refused = str(reason)
-        else:
-            connection.connected.set()
+            return
+        if connection.retry_delay > 0.5:
+            log.info("MQTT connection %s is back", connection.name)
+        connection.connected = True
+        connection.retry_delay = 0.5
 
     def _on_disconnect(self, connection: _Connection, reason: Any) -> None:
-        connection.connected.clear()
+        connection.connected = False
+        self._unwatch(connection)
         if not self._closing:
-            log.warning("MQTT connection %s lost (%s); paho reconnects", connection.name, reason)
+            log.warning("MQTT connection %s lost (%s); reconnecting", connection.name, reason)
+            connection.retry_at = time.monotonic() + connection.retry_delay
 
     @staticmethod
     def _on_publish(connection: _Connection) -> None:
         connection.done += 1
+
+    def _watch(self, connection: _Connection) -> None:
+        connection.sock = connection.client.socket()  # type: ignore[assignment]
+        if connection.sock is not None:
+            self._selector.register(connection.sock, selectors.EVENT_READ, connection)
+
+    def _unwatch(self, connection: _Connection) -> None:
+        if connection.sock is not None:
+            with contextlib.suppress(KeyError, ValueError):  # already closed by paho
+                self._selector.unregister(connection.sock)
+            connection.sock = None
 
     def __enter__(self) -> FleetPublisher:
         self.connect()
@@ -112,22 +140,21 @@ class FleetPublisher:
         )
         for connection in self._pool:
             try:
-                connection.client.connect(s.mqtt_host, s.mqtt_port, keepalive=30)
+                connection.client.connect(s.mqtt_host, s.mqtt_port, keepalive=KEEPALIVE_S)
             except (OSError, ValueError) as exc:
                 self.close()
                 raise PublishError(
                     f"cannot reach the MQTT broker at {self.address}: {exc} (check MQTT_HOST / MQTT_PORT)"
                 ) from None
-            connection.client.loop_start()
+            self._watch(connection)
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        for connection in self._pool:
-            while not connection.connected.wait(0.05) and connection.refused is None:
-                if time.monotonic() > deadline:
-                    self.close()
-                    raise PublishError(f"the MQTT broker at {self.address} did not accept within {CONNECT_TIMEOUT_S} s")
-            if connection.refused is not None:
+        while not all(c.connected for c in self._pool):
+            refused = next((c.refused for c in self._pool if c.refused), None)
+            if refused or time.monotonic() > deadline:
                 self.close()
-                raise PublishError(f"the MQTT broker at {self.address} refused the connection: {connection.refused}")
+                why = f"refused the connection: {refused}" if refused else f"did not accept in {CONNECT_TIMEOUT_S} s"
+                raise PublishError(f"the MQTT broker at {self.address} {why}")
+            self.pump(0.05)
         log.info("connected to %s", self.address)
 
     def publish(self, connection_index: int, topic: str, payload: bytes) -> bool:
@@ -137,13 +164,56 @@ class FleetPublisher:
         while connection.outstanding >= self.settings.window:
             if self.stop.is_set():
                 return False
-            time.sleep(0.001)
+            self.pump(0.005)
         connection.sent += 1
         info = connection.client.publish(topic, payload, qos=self.settings.qos)
         if self.settings.qos == 0 and info.rc != mqtt.MQTT_ERR_SUCCESS:
             connection.done += 1  # QoS 0 while disconnected: paho drops it and will never call on_publish
             self.dropped += 1
+        self._since_pump += 1
+        if self._since_pump >= PUMP_EVERY:
+            self.pump(0.0)
         return True
+
+    def pump(self, timeout: float = 0.0) -> None:
+        """Network work for every connection: read acknowledgements (waiting up to `timeout` for some), flush
+        pending writes, send keep-alives, reconnect lost connections."""
+        self._since_pump = 0
+        if self._selector.get_map():
+            for key, _events in self._selector.select(timeout):
+                key.data.client.loop_read()
+        elif timeout > 0:
+            time.sleep(timeout)
+        now = time.monotonic()
+        for connection in self._pool:
+            if connection.sock is not None and connection.client.want_write():
+                connection.client.loop_write()
+            elif connection.sock is None and not self._closing and now >= connection.retry_at:
+                self._reconnect(connection, now)
+        if now >= self._next_misc:
+            self._next_misc = now + 1.0
+            for connection in self._pool:
+                if connection.sock is not None:
+                    connection.client.loop_misc()
+
+    def _reconnect(self, connection: _Connection, now: float) -> None:
+        try:
+            connection.client.reconnect()
+        except OSError as exc:
+            connection.retry_delay = min(MAX_RECONNECT_DELAY_S, connection.retry_delay * 2)
+            connection.retry_at = now + connection.retry_delay
+            log.debug("reconnect of %s failed (%s); next try in %.1f s", connection.name, exc, connection.retry_delay)
+            return
+        self._watch(connection)
+
+    def wait(self, seconds: float) -> None:
+        """Keep the connections serviced for `seconds`, or until asked to stop."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.pump(min(left, 0.05))
 
     @property
     def sent(self) -> int:
@@ -158,16 +228,18 @@ class FleetPublisher:
         return sum(c.outstanding for c in self._pool)
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every sent message is acknowledged (QoS 1) or written (QoS 0); False on timeout."""
+        """Pump until every sent message is acknowledged (QoS 1) or written (QoS 0); False on timeout."""
         deadline = time.monotonic() + timeout
         while self.outstanding > 0:
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.01)
+            self.pump(0.01)
         return True
 
     def close(self) -> None:
         self._closing = True
         for connection in self._pool:
-            connection.client.disconnect()
-            connection.client.loop_stop()
+            if connection.sock is not None:
+                connection.client.disconnect()
+            self._unwatch(connection)
+        self._selector.close()

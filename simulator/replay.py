@@ -131,7 +131,7 @@ def run_replay(settings: ReplaySettings, path: Path, stop: threading.Event | Non
         for reading in () if first is None else _chain(first, readings):
             if settings.pace is ReplayPace.RECORDED:
                 offset_s = (reading["event_time"] - first["event_time"]) / 1000.0 / settings.speedup
-                session.stop.wait(max(0.0, stats.started + offset_s - time.monotonic()))
+                session.publisher.wait(stats.started + offset_s - time.monotonic())
             slot = car_slots.setdefault(reading["car_id"], len(car_slots))
             if session.stop.is_set() or not session.publish(
                 slot, mqtt_topic(reading["car_id"]), encode_reading(reading)

@@ -1,0 +1,172 @@
+"""The simulator against the real Mosquitto: every QoS 1 message arrives, replay publishes every row, and a
+SIGTERM stops the run only after its in-flight messages, counted by (car_id, seq)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from common.schemas import READING, SENSOR_FIELDS, field_names
+from common.topics import MQTT_TOPIC_FILTER
+from scripts.local_runtime import ROOT
+
+
+class Collector:
+    """A QoS 1 subscriber to every car's topic that keeps each payload by (car_id, seq)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.messages: list[dict] = []
+        self.topics: list[str] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"collector-{uuid.uuid4().hex[:8]}")
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.connect(host, port)
+        self.client.subscribe(MQTT_TOPIC_FILTER, qos=1)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "subscription not acknowledged"
+
+    def _on_message(self, _client, _userdata, message) -> None:
+        with self._lock:
+            self.messages.append(json.loads(message.payload))
+            self.topics.append(message.topic)
+
+    @property
+    def keys(self) -> set[tuple[str, int]]:
+        with self._lock:
+            return {(m["car_id"], m["seq"]) for m in self.messages}
+
+    def wait_for(self, count: int, timeout: float = 60.0, idle: float = 3.0) -> set[tuple[str, int]]:
+        """Wait until `count` distinct readings arrived, or nothing new came for `idle` seconds."""
+        deadline = time.monotonic() + timeout
+        last, last_change = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            seen = len(self.keys)
+            if seen >= count:
+                break
+            if seen != last:
+                last, last_change = seen, time.monotonic()
+            elif time.monotonic() - last_change > idle:
+                break
+            time.sleep(0.1)
+        return self.keys
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def collector(mqtt_endpoint):
+    subscriber = Collector(*mqtt_endpoint)
+    yield subscriber
+    subscriber.close()
+
+
+def simulator(mqtt_endpoint, *args: str, **popen) -> subprocess.Popen:
+    host, port = mqtt_endpoint
+    env = dict(os.environ, MQTT_HOST=host, MQTT_PORT=str(port), PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "simulator", *args, "--no-progress"]
+    return subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 60) -> str:
+    _, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr
+    return stderr
+
+
+def test_ten_thousand_qos1_messages_all_reach_a_subscriber(mqtt_endpoint, collector, tmp_path):
+    summary_file = tmp_path / "summary.json"
+    # 100 cars, one MQTT client per car, 100 readings each, 10,000 msg/s scheduled.
+    args = ("--cars", "100", "--connections", "100", "--rate", "10", "--speedup", "10", "--count", "10000")
+    finish(simulator(mqtt_endpoint, *args, "--qos", "1", "--summary-file", str(summary_file)))
+    summary = json.loads(summary_file.read_text())
+    assert (summary["published"], summary["acknowledged"], summary["unacknowledged"]) == (10_000, 10_000, 0)
+    received = collector.wait_for(10_000)
+    assert received == {(f"car-{car:05d}", seq) for car in range(1, 101) for seq in range(100)}
+    first = collector.messages[0]
+    assert list(first) == field_names(READING)
+    pairs = zip(collector.topics, collector.messages, strict=True)
+    assert all(topic == f"vehicles/sensor/data/{m['car_id']}" for topic, m in pairs)
+
+
+def write_seed_csv(path: Path, rows: int, gap_s: float) -> list[list]:
+    table = []
+    for index in range(rows):
+        sensors = [float(index + offset) for offset in range(len(SENSOR_FIELDS))]
+        sensors[9:13] = [30 + index % 5] * 4  # tire pressures are ints
+        table.append([1_700_000_000 + index * gap_s, f"car{index % 3 + 1}", *sensors, "true" if index == 7 else ""])
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", "car", *SENSOR_FIELDS, "failure_occurred"])
+        writer.writerows(table)
+    return table
+
+
+def test_replay_of_a_small_csv_publishes_every_row(mqtt_endpoint, collector, tmp_path):
+    path = tmp_path / "recorded.csv"
+    table = write_seed_csv(path, rows=30, gap_s=0.1)
+    summary_file = tmp_path / "summary.json"
+    args = ("--pace", "recorded", "--speedup", "2", "--qos", "1", "--summary-file", str(summary_file))
+    finish(simulator(mqtt_endpoint, "replay", str(path), *args))
+    summary = json.loads(summary_file.read_text())
+    assert (summary["published"], summary["acknowledged"], summary["skipped"]) == (30, 30, 0)
+    assert summary["seconds"] >= 1.4, "recorded pace at 2x: 2.9 s of recording take at least 1.45 s"
+    received = collector.wait_for(30)
+    assert received == {(f"car{car}", seq) for car in (1, 2, 3) for seq in range(10)}
+    by_time = {m["event_time"]: m for m in collector.messages}
+    for row in table:
+        message = by_time[round(row[0] * 1000)]
+        assert message["car_id"] == row[1]
+        assert [message[name] for name in SENSOR_FIELDS] == pytest.approx(row[2:-1])
+        assert message["failure_occurred"] is (row[-1] == "true")
+    arrival = [m["event_time"] for m in collector.messages]
+    assert arrival == sorted(arrival)
+
+
+def test_sigterm_stops_cleanly_after_the_in_flight_messages(mqtt_endpoint, collector, tmp_path):
+    summary_file = tmp_path / "summary.json"
+    process = simulator(
+        mqtt_endpoint,
+        "--cars",
+        "200",
+        "--rate",
+        "1",
+        "--speedup",
+        "20",
+        "--qos",
+        "1",
+        "--summary-file",
+        str(summary_file),
+    )
+    deadline = time.monotonic() + 60
+    while len(collector.keys) < 2000 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    stderr = finish(process, timeout=40)
+    assert "SIGTERM received" in stderr
+    summary = json.loads(summary_file.read_text())
+    assert summary["stopped_by"] == "signal"
+    assert summary["published"] >= 2000 and summary["unacknowledged"] == 0
+    received = collector.wait_for(summary["published"])
+    assert len(received) == summary["published"]
+    # Readings go out car by car in order, so what was sent is a prefix: every car's seqs run 0..n without gaps.
+    per_car: dict[str, list[int]] = {}
+    for car, seq in received:
+        per_car.setdefault(car, []).append(seq)
+    assert all(sorted(seqs) == list(range(len(seqs))) for seqs in per_car.values())

@@ -1,0 +1,261 @@
+"""`python -m ml predict` against the real Kafka, run as its own process (so that SIGKILL is a real crash).
+
+Every claim is counted by (car_id, seq): each reading written to car-sensor must come back as at least one
+prediction on the predictions topic. The model is untrained (ml/untrained_model.py): delivery is what is tested.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from common import schemas
+from common.avro import AvroCodec
+from ml.untrained_model import save_untrained_model
+from scripts.local_runtime import ROOT, free_port
+from simulator.fleet import generate_readings
+
+WAIT_S = 90
+
+
+class Stream:
+    """Topics of one test, readings written to them, predictions read back."""
+
+    def __init__(self, bootstrap: str, topic_factory, consumer_factory, group: str, partitions: int = 2) -> None:
+        self.bootstrap = bootstrap
+        self.input = topic_factory("readings", partitions)
+        self.output = topic_factory("predictions", partitions)
+        self.dlq = topic_factory("dlq", 1)
+        self.group = group
+        self.codec = AvroCodec(schemas.READING, self.input)
+        self.prediction_codec = AvroCodec(schemas.PREDICTION, self.output)
+        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        self.predictions_consumer: Consumer = consumer_factory(self.output)
+        self.predictions: list[dict] = []
+
+    def write(self, readings: list[dict]) -> None:
+        for reading in readings:
+            self.producer.produce(self.input, self.codec.encode(reading), reading["car_id"].encode())
+        self.producer.flush(30)
+
+    def collect(self, until, timeout: float = WAIT_S) -> list[dict]:
+        """Read predictions until until(predictions) holds; returns every prediction read so far."""
+        deadline = time.monotonic() + timeout
+        while not until(self.predictions) and time.monotonic() < deadline:
+            for message in self.predictions_consumer.consume(num_messages=10_000, timeout=0.5):
+                if message.error() is None:
+                    prediction = self.prediction_codec.decode(message.value())
+                    assert message.key() == prediction["car_id"].encode()
+                    self.predictions.append(prediction)
+        return self.predictions
+
+
+def covered(readings: list[dict]):
+    wanted = {(r["car_id"], r["seq"]) for r in readings}
+    return lambda predictions: wanted <= {(p["car_id"], p["seq"]) for p in predictions}
+
+
+class PredictorProcess:
+    def __init__(self, stream: Stream, model_dir: Path, log_file: Path, **env: str) -> None:
+        self.log_file = log_file
+        self.metrics_port = free_port()
+        settings = {
+            "KAFKA_BOOTSTRAP_SERVERS": stream.bootstrap,
+            "ML_MODEL_DIR": str(model_dir),
+            "ML_TOPIC": stream.input,
+            "ML_OUTPUT_TOPIC": stream.output,
+            "ML_DLQ_TOPIC": stream.dlq,
+            "ML_GROUP_ID": stream.group,
+            "ML_METRICS_PORT": str(self.metrics_port),
+            "ML_RELOAD_INTERVAL": "0.5",
+            "ML_SESSION_TIMEOUT_MS": "6000",
+            "ML_MAX_BATCH": "200",
+            **env,
+        }
+        with open(log_file, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ml", "predict"],
+                env={**os.environ, **settings, "PYTHONUNBUFFERED": "1"},
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def metric(self, name: str) -> float:
+        lines = [line for line in self.metrics().splitlines() if line.startswith(name + " ")]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    def wait_for_log(self, text: str, timeout: float = WAIT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            assert self.process.poll() is None, f"predictor exited:\n{self.log()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {text!r} in the predictor's log:\n{self.log()[-3000:]}"
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    save_untrained_model(tmp_path / "models", window=6, threshold=0.3)
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def predictors(tmp_path: Path):
+    started: list[PredictorProcess] = []
+
+    def start(stream: Stream, model_dir: Path, **env: str) -> PredictorProcess:
+        process = PredictorProcess(stream, model_dir, tmp_path / f"predictor-{len(started)}.log", **env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.kill()
+
+
+def test_every_reading_gets_one_prediction_and_a_bad_record_goes_to_the_dlq(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, model_dir, predictors
+):
+    stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=2)
+    readings = list(generate_readings(cars=12, readings_per_car=20, seed=3))
+    stream.write(readings[:100])
+    stream.producer.produce(stream.input, b"\xc3\x01 not an avro reading", b"car-00001")
+    stream.write(readings[100:])
+    predictor = predictors(stream, model_dir)
+
+    predictions = stream.collect(covered(readings))
+    counts = collections.Counter((p["car_id"], p["seq"]) for p in predictions)
+    assert set(counts) == {(r["car_id"], r["seq"]) for r in readings}
+    assert max(counts.values()) == 1, "a run without faults predicts each reading exactly once"
+    version = next(model_dir.iterdir()).name
+    by_key = {(p["car_id"], p["seq"]): p for p in predictions}
+    for reading in readings:
+        prediction = by_key[(reading["car_id"], reading["seq"])]
+        assert prediction["event_time"] == reading["event_time"]
+        assert prediction["model_version"] == version and prediction["horizon"] == 5
+        assert 0.0 <= prediction["failure_probability"] <= 1.0
+        assert prediction["failure_predicted"] == (prediction["failure_probability"] >= 0.3)
+        assert prediction["predicted_at"] >= reading["event_time"]
+
+    dead = _read_messages(consumer_factory(stream.dlq), expected=1)
+    assert [m.value() for m in dead] == [b"\xc3\x01 not an avro reading"]
+    headers = dict(dead[0].headers())
+    assert b"fingerprint" in headers["error"] and headers["source.topic"] == stream.input.encode()
+
+    alerts = [p for p in predictions if p["failure_predicted"]]
+    if alerts:
+        assert "ALERT car" in predictor.log()
+    assert predictor.metric("predictor_predictions_total") == len(readings)
+    assert predictor.metric("predictor_dlq_total") == 1
+    assert "predictor_consumer_lag" in predictor.metrics() and "predictor_model_latency_seconds" in predictor.metrics()
+    assert predictor.stop() == 0
+
+
+def test_sigkill_and_restart_every_reading_still_predicted(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, model_dir, predictors
+):
+    stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=2)
+    readings = list(generate_readings(cars=10, readings_per_car=60, seed=5))
+    stream.write(readings[:200])
+    first = predictors(stream, model_dir, ML_INSTANCE_ID="predictor-a", ML_MAX_BATCH="20")
+    stream.collect(lambda predictions: len(predictions) >= 50)
+
+    writer = threading.Thread(target=lambda: [stream.write(readings[i : i + 20]) for i in range(200, 600, 20)])
+    writer.start()
+    first.kill()  # mid-stream: batches read, predicted, produced but not yet committed are lost with it
+    writer.join()
+    second = predictors(stream, model_dir, ML_INSTANCE_ID="predictor-a")
+
+    predictions = stream.collect(covered(readings))
+    counts = collections.Counter((p["car_id"], p["seq"]) for p in predictions)
+    assert set(counts) == {(r["car_id"], r["seq"]) for r in readings}, "a reading lost its prediction"
+    duplicates = {key: n for key, n in counts.items() if n > 1}
+    for key in duplicates:  # a duplicate is the same reading predicted again: same car, seq and event_time
+        assert len({p["event_time"] for p in predictions if (p["car_id"], p["seq"]) == key}) == 1
+    second.wait_for_log("rebuilt history from")
+    assert second.stop() == 0
+
+
+def test_a_new_model_version_is_served_without_a_restart(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, model_dir, predictors
+):
+    stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=1)
+    readings = list(generate_readings(cars=5, readings_per_car=40, seed=9))
+    predictor = predictors(stream, model_dir)
+    stream.write(readings[:100])
+    old = stream.collect(covered(readings[:100]))
+    assert {p["model_version"] for p in old} == {next(model_dir.iterdir()).name}
+
+    new_version = save_untrained_model(model_dir, window=10, seed=11).name
+    predictor.wait_for_log(f"serving model {new_version}")
+    stream.write(readings[100:])
+    predictions = stream.collect(covered(readings))
+    late = [p for p in predictions if (p["car_id"], p["seq"]) in {(r["car_id"], r["seq"]) for r in readings[100:]}]
+    assert {p["model_version"] for p in late} == {new_version}
+    assert predictor.process.poll() is None, "the predictor must not restart to load a model"
+    assert predictor.stop() == 0
+
+
+def test_two_predictors_in_one_group_split_the_partitions(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, model_dir, predictors
+):
+    stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=4)
+    readings = list(generate_readings(cars=16, readings_per_car=25, seed=13))
+    one = predictors(stream, model_dir, ML_READER="tfio")
+    two = predictors(stream, model_dir, ML_READER="confluent")
+    for process in (one, two):
+        process.wait_for_log("predicting ")
+    deadline = time.monotonic() + WAIT_S
+    while (one.metric("predictor_assigned_partitions"), two.metric("predictor_assigned_partitions")) != (2, 2):
+        assert time.monotonic() < deadline, "the group never settled on two partitions each"
+        time.sleep(0.5)
+    stream.write(readings)
+
+    predictions = stream.collect(covered(readings))
+    assert {(p["car_id"], p["seq"]) for p in predictions} == {(r["car_id"], r["seq"]) for r in readings}
+    owned = [_partitions_with_lag(process) for process in (one, two)]
+    assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == {"0", "1", "2", "3"}
+    assert one.metric("predictor_predictions_total") > 0 and two.metric("predictor_predictions_total") > 0
+    assert one.metric("predictor_predictions_total") + two.metric("predictor_predictions_total") == len(readings)
+    assert one.stop() == 0 and two.stop() == 0
+
+
+def _partitions_with_lag(process: PredictorProcess) -> set[str]:
+    """The partitions a predictor reports lag for: exactly the ones it owns."""
+    prefix = 'predictor_consumer_lag{partition="'
+    return {line[len(prefix) :].split('"')[0] for line in process.metrics().splitlines() if line.startswith(prefix)}
+
+
+def _read_messages(consumer: Consumer, expected: int, timeout: float = 30) -> list:
+    messages: list = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < expected and time.monotonic() < deadline:
+        messages += [m for m in consumer.consume(num_messages=100, timeout=0.5) if m.error() is None]
+    return messages

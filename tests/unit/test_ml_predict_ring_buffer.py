@@ -1,0 +1,70 @@
+"""The per-car windows of the predictor: order, padding of first readings, duplicates, several readings per batch."""
+
+import numpy as np
+
+from ml.ring_buffer import CarWindows
+
+
+def rows(*values: float) -> np.ndarray:
+    return np.array([[v, -v] for v in values], dtype=np.float32)
+
+
+def test_first_readings_are_left_padded_with_the_earliest_reading():
+    windows = CarWindows(window=4, features=2)
+    out = windows.push(["a", "a"], [0, 1], rows(10, 11))
+    assert out[0][:, 0].tolist() == [10, 10, 10, 10]
+    assert out[1][:, 0].tolist() == [10, 10, 10, 11]
+    assert windows.short_cars() == 1
+
+
+def test_windows_hold_the_last_w_readings_in_order_across_batches_and_cars():
+    windows = CarWindows(window=3, features=2, capacity=1)  # capacity 1 forces growth
+    windows.push(["a", "b", "a"], [0, 0, 1], rows(1, 100, 2))
+    out = windows.push(["a", "b", "a", "a"], [2, 1, 3, 4], rows(3, 101, 4, 5))
+    assert out[0][:, 0].tolist() == [1, 2, 3]
+    assert out[1][:, 0].tolist() == [100, 100, 101]
+    assert out[2][:, 0].tolist() == [2, 3, 4]
+    assert out[3][:, 0].tolist() == [3, 4, 5]
+    assert out[3][:, 1].tolist() == [-3, -4, -5]
+    assert windows.readings_of("a") == 5 and len(windows) == 2
+
+
+def test_many_readings_of_one_car_in_one_batch_each_get_their_own_window():
+    windows = CarWindows(window=5, features=2)
+    values = list(range(20))
+    out = windows.push(["a"] * 20, values, rows(*values))
+    for i in range(20):
+        expected = [max(0, j) for j in range(i - 4, i + 1)]
+        assert out[i][:, 0].tolist() == expected
+
+
+def test_duplicates_are_predicted_on_the_current_window_and_not_stored_twice():
+    windows = CarWindows(window=3, features=2)
+    windows.push(["a"] * 3, [0, 1, 2], rows(0, 1, 2))
+    out = windows.push(["a", "a"], [1, 3], rows(99, 3))
+    assert out[0][:, 0].tolist() == [0, 1, 2]
+    assert out[1][:, 0].tolist() == [1, 2, 3]
+    assert windows.readings_of("a") == 4
+
+
+def test_a_sequence_that_starts_again_resets_the_car():
+    windows = CarWindows(window=2, features=2)
+    windows.push(["a"] * 5, [0, 1, 2, 3, 4], rows(0, 1, 2, 3, 4))
+    out = windows.push(["a"], [0], rows(50))
+    assert out[0][:, 0].tolist() == [50, 50]
+
+
+def test_reset_group_forgets_only_that_partitions_cars():
+    windows = CarWindows(window=2, features=2)
+    windows.push(["a"], [0], rows(1), group=0)
+    windows.push(["b"], [0], rows(2), group=1)
+    assert windows.reset_group(1) == 1
+    assert windows.readings_of("a") == 1 and windows.readings_of("b") == 0
+    out = windows.push(["b"], [0], rows(7), group=1)
+    assert out[0][:, 0].tolist() == [7, 7]
+
+
+def test_history_can_be_pushed_without_building_windows():
+    windows = CarWindows(window=2, features=2)
+    assert windows.push(["a", "a"], [0, 1], rows(1, 2), windows=False) is None
+    assert windows.push(["a"], [2], rows(3))[0][:, 0].tolist() == [2, 3]

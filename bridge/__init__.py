@@ -1,0 +1,1 @@
+"""MQTT → Kafka bridge: `python -m bridge`. See bridge/README.md."""

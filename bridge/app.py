@@ -1,0 +1,146 @@
+"""`python -m bridge`: MQTT → Kafka, acknowledging each MQTT message only after Kafka confirmed it.
+
+One loop thread drives both clients: it reads MQTT (producing each message as it arrives), serves Kafka's
+delivery reports (which acknowledge the MQTT messages), retries what waits, and logs progress. SIGTERM or
+SIGINT stop reading, wait for Kafka to confirm what is in flight, acknowledge it, and disconnect; what Kafka
+did not confirm in time stays unacknowledged, so the broker delivers it again to the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+
+from confluent_kafka import KafkaException, Producer
+
+from bridge.kafka_logs import KafkaHealth, librdkafka_logger
+from bridge.metrics import Metrics
+from bridge.mqtt import MqttSource
+from bridge.pipeline import Pipeline, delivery_config
+from bridge.settings import BridgeSettings
+from bridge.validation import TopicRule
+from common import schemas
+from common.avro import AvroCodec
+from common.cli import add_settings_arguments, describe, run_main, settings_from_args
+from common.errors import KafkaError
+from common.kafka import ensure_topics, producer_config
+from common.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+BUSY_POLL_S = 0.002  # MQTT wait while Kafka still owes delivery reports: keeps acknowledgements prompt
+IDLE_POLL_S = 0.1
+
+
+class Bridge:
+    def __init__(self, settings: BridgeSettings) -> None:
+        self.settings = settings
+        self.stop_requested = threading.Event()
+        self.metrics = Metrics(settings.buffer_size)
+        self.stats = self.metrics.stats
+        self.health = KafkaHealth()
+        self.producer = Producer(
+            producer_config(
+                settings.kafka_bootstrap_servers,
+                error_cb=self.health.on_error,
+                logger=librdkafka_logger(),
+                **delivery_config(settings.buffer_size),
+            )
+        )
+        codec = AvroCodec(schemas.READING, settings.kafka_topic, settings.schema_registry_url)
+        self.source: MqttSource
+        self.pipeline = Pipeline(
+            self.producer,
+            codec,
+            self.metrics,
+            TopicRule(settings.topic_filter),
+            readings_topic=settings.kafka_topic,
+            dlq_topic=settings.dlq_topic,
+            max_payload_bytes=settings.max_payload_bytes,
+            acknowledge=lambda mid, qos, generation: self.source.ack(mid, qos, generation),
+        )
+        self.source = MqttSource(settings, self.pipeline.handle, self.stats)
+        log.info("Avro framing: %s", codec.framing)
+
+    def wait_for_topics(self) -> None:
+        """Create the topics; while Kafka does not answer yet, keep trying (until stopped)."""
+        s = self.settings
+        while not self.stop_requested.is_set():
+            try:
+                ensure_topics(s.kafka_bootstrap_servers, {s.kafka_topic: s.partitions, s.dlq_topic: s.partitions}, 10)
+                return
+            except (KafkaException, KafkaError) as exc:
+                log.warning("Kafka at %s not ready (%s); retrying", s.kafka_bootstrap_servers, exc)
+                self.stop_requested.wait(2.0)
+
+    def run(self) -> int:
+        self.metrics.serve(self.settings.metrics_port)
+        self.wait_for_topics()
+        next_log = time.monotonic() + self.settings.log_interval
+        while not self.stop_requested.is_set():
+            self.source.loop(BUSY_POLL_S if self.stats.in_flight else IDLE_POLL_S)
+            confirmed = self.stats.confirmed
+            self.producer.poll(0)
+            if self.health.down_since is not None and self.stats.confirmed != confirmed:
+                self.health.delivered()
+            self.pipeline.pump()
+            if self.pipeline.fatal is not None:
+                log.error(
+                    "Kafka producer failed for good: %s; unacknowledged messages stay with the MQTT broker",
+                    self.pipeline.fatal,
+                )
+                return 1
+            if time.monotonic() >= next_log:
+                log.info("%s", self.stats.line())
+                next_log += self.settings.log_interval
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        """Flush Kafka (its delivery reports acknowledge the MQTT messages), then disconnect."""
+        log.info(
+            "stopping: waiting up to %.0f s for Kafka to confirm %d in flight",
+            self.settings.shutdown_timeout,
+            self.stats.in_flight,
+        )
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while (self.stats.in_flight or self.pipeline.backlog) and time.monotonic() < deadline:
+            self.pipeline.pump()
+            self.producer.poll(0.05)
+        self.source.close()
+        left = self.stats.in_flight
+        log.info("stopped; %s%s", self.stats.line(), f"; {left} unconfirmed stay with the MQTT broker" if left else "")
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge",
+        description="MQTT → Kafka bridge: reads car readings (QoS 1, persistent session, shared subscription), "
+        "validates them, writes Avro to Kafka keyed by car_id, rejects bad input to a DLQ, and acknowledges each "
+        "MQTT message only after Kafka confirmed it.",
+    )
+    add_settings_arguments(parser, BridgeSettings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    settings = settings_from_args(BridgeSettings, args)
+    log.info("bridge starting: %s", describe(settings))
+    bridge = Bridge(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: _request_stop(bridge, signum))
+    return bridge.run()
+
+
+def _request_stop(bridge: Bridge, signum: int) -> None:
+    log.info("%s received", signal.Signals(signum).name)
+    bridge.stop_requested.set()
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,198 @@
+"""The MQTT side: a persistent MQTT 5 session read at QoS 1 with manual acknowledgements.
+
+- Fixed client id, clean start off and a session expiry above 0: while the bridge is away (crash, restart,
+  broker restart with persistence) the broker keeps the subscription and queues the messages.
+- Receive Maximum = the bridge's buffer size: the broker never has more unacknowledged messages out to us, so a
+  Kafka outage fills the buffer and then simply holds messages back in the broker.
+- The connection is driven from the bridge's own loop thread (`loop()`), which also serves Kafka's delivery
+  reports: one thread, no locks. Lost connections are retried with exponential backoff; the subscription is
+  renewed on every connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from bridge.metrics import Stats
+from bridge.settings import BridgeSettings
+
+log = logging.getLogger(__name__)
+
+MIN_RECONNECT_DELAY = 0.25
+READ_CHUNK = 64 * 1024
+MAX_BURST = 200  # packets read from memory per loop() call
+Handler = Callable[[mqtt.MQTTMessage, int], None]
+
+
+class BufferedClient(mqtt.Client):
+    """paho reads every packet with three or more recv() calls (command byte, each length byte, body); at tens of
+    thousands of messages a second those system calls are a large share of the bridge's time. This client reads
+    the socket in 64 KiB chunks and serves paho's reads from memory: the same bytes in the same order.
+
+    `buffered` says how many bytes wait in memory: select() cannot see them, so the owner of the loop reads on
+    (`loop_read`) while it is above 0. The buffer is dropped with the socket, so a new connection starts clean.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunk = b""
+        self._offset = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._chunk) - self._offset
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._offset >= len(self._chunk):
+            self._chunk = super()._sock_recv(READ_CHUNK)  # BlockingIOError when nothing is there, b"" at EOF
+            self._offset = 0
+        data = self._chunk[self._offset : self._offset + bufsize]
+        self._offset += len(data)
+        return data
+
+    def _sock_close(self) -> None:
+        self._chunk, self._offset = b"", 0
+        super()._sock_close()
+
+
+class MqttSource:
+    def __init__(self, settings: BridgeSettings, handler: Handler, stats: Stats) -> None:
+        self.settings = settings
+        self.stats = stats
+        # Bumped on every CONNACK: a message id is only valid on the connection that delivered it.
+        self.generation = 0
+        self._socket_open = False
+        self._ever_connected = False
+        self._delay = MIN_RECONNECT_DELAY
+        self._next_attempt = 0.0
+        self.client = self._client(handler)
+
+    def _client(self, handler: Handler) -> mqtt.Client:
+        s = self.settings
+        client = BufferedClient(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
+        if s.mqtt_username:
+            client.username_pw_set(s.mqtt_username, s.mqtt_password.get_secret_value() if s.mqtt_password else None)
+        if s.mqtt_tls:
+            client.tls_set(ca_certs=s.mqtt_ca_file)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = lambda _client, _userdata, message: handler(message, self.generation)
+        return client
+
+    def _connect_properties(self) -> Properties:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.settings.session_expiry
+        properties.ReceiveMaximum = self.settings.buffer_size
+        return properties
+
+    @property
+    def connected(self) -> bool:
+        return self.stats.connected
+
+    def loop(self, timeout: float) -> None:
+        """Serve the connection for up to `timeout` seconds: read, write, keepalive, or (re)connect."""
+        if not self._socket_open:
+            self._try_connect(timeout)
+            return
+        rc = self._serve(timeout)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            self._socket_open = False
+            self._lost(f"connection lost ({mqtt.error_string(rc)})")
+
+    def _serve(self, timeout: float) -> mqtt.MQTTErrorCode:
+        """paho's external-loop API (loop_read/loop_write/loop_misc) around our own select(): unlike loop(), it
+        needs no wake-up socket pair, so each acknowledgement costs one send() instead of two."""
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return mqtt.MQTT_ERR_NO_CONN
+        readable, _, _ = select.select([sock], [], [], 0 if client.buffered else timeout)
+        rc = mqtt.MQTT_ERR_SUCCESS
+        burst = MAX_BURST  # then back to the caller, which serves Kafka's delivery reports
+        while (readable or client.buffered) and burst and rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = client.loop_read()
+            readable, burst = [], burst - 1
+        if rc == mqtt.MQTT_ERR_SUCCESS and client.want_write():
+            rc = client.loop_write()
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = client.loop_misc()
+        return rc
+
+    def _try_connect(self, timeout: float) -> None:
+        wait = self._next_attempt - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, timeout))
+            return
+        s = self.settings
+        try:
+            self.client.connect(
+                s.mqtt_host, s.mqtt_port, s.keepalive, clean_start=False, properties=self._connect_properties()
+            )
+        except OSError as exc:
+            self._lost(f"cannot reach the MQTT broker at {s.mqtt_host}:{s.mqtt_port} ({exc})")
+            return
+        self._socket_open = True
+
+    def _lost(self, reason: str) -> None:
+        self.stats.connected = False
+        log.warning("MQTT %s; next attempt in %.2f s", reason, self._delay)
+        self._next_attempt = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, self.settings.reconnect_max_delay)
+
+    def _on_connect(self, client: mqtt.Client, _userdata, flags, reason: ReasonCode, _properties) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker refused the connection: %s", reason)
+            return
+        self.generation += 1
+        if self._ever_connected:
+            self.stats.reconnects += 1
+        self._ever_connected = True
+        self.stats.connected = True
+        self._delay = MIN_RECONNECT_DELAY
+        log.info(
+            "MQTT connected to %s:%d as %s (session %s); subscribing to %s at QoS 1",
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            self.settings.client_id,
+            "resumed" if flags.session_present else "new",
+            self.settings.subscription,
+        )
+        client.subscribe(self.settings.subscription, options=SubscribeOptions(qos=1))
+
+    def _on_subscribe(self, _client, _userdata, _mid, reasons: list[ReasonCode], _properties) -> None:
+        for reason in reasons:
+            if reason.is_failure:
+                log.error("MQTT broker refused the subscription to %s: %s", self.settings.subscription, reason)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason: ReasonCode, _properties) -> None:
+        self.stats.connected = False
+        if reason.is_failure:
+            log.warning("MQTT disconnected: %s", reason)
+
+    def ack(self, mid: int, qos: int, generation: int) -> None:
+        """Acknowledge a message on the connection it came from; after a reconnect the broker sends it again."""
+        if generation == self.generation and self.stats.connected:
+            self.client.ack(mid, qos)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send the acknowledgements still queued, then disconnect; the session stays on the broker."""
+        if not self._socket_open:
+            return
+        deadline = time.monotonic() + timeout
+        while self.client.want_write() and time.monotonic() < deadline:
+            if self.client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+                break
+        self.client.disconnect()
+        self._socket_open = False

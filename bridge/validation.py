@@ -1,0 +1,181 @@
+"""Turn one MQTT message (topic + payload bytes) into a reading record of schemas/car_sensor_reading.avsc.
+
+Two JSON shapes are accepted (DESIGN.md):
+- the full reading: `car_id`, `seq`, `event_time`, the 18 sensor fields, optional `failure_occurred`;
+- the seed simulator's shape: the 18 sensor fields (extra keys ignored) and none of `car_id`, `seq`,
+  `event_time`: the car comes from the topic, `seq` and `event_time` are left to the caller (the bridge
+  assigns them), `failure_occurred` is null.
+
+Anything else raises `Rejected` with a short error code (the DLQ's `error` header) and a detail for humans.
+Bounds come from common.schemas.SENSOR_RANGES (the `range` attributes of the .avsc): one place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from paho.mqtt.client import topic_matches_sub
+
+from common import schemas
+from common.errors import ValidationError
+
+PAYLOAD_TOO_LARGE = "payload_too_large"
+NOT_UTF8 = "not_utf8"
+MALFORMED_JSON = "malformed_json"
+WRONG_TYPE = "wrong_type"
+MISSING_FIELD = "missing_field"
+OUT_OF_RANGE = "out_of_range"
+BAD_TOPIC = "bad_topic"
+CAR_ID_MISMATCH = "car_id_mismatch"
+ERROR_CODES = (
+    PAYLOAD_TOO_LARGE,
+    NOT_UTF8,
+    MALFORMED_JSON,
+    WRONG_TYPE,
+    MISSING_FIELD,
+    OUT_OF_RANGE,
+    BAD_TOPIC,
+    CAR_ID_MISMATCH,
+)
+
+CAR_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+IDENTITY_FIELDS = ("car_id", "seq", "event_time")
+# event_time must be a plausible epoch in milliseconds: 1970 .. 2100.
+EVENT_TIME_RANGE = (0, 4_102_444_800_000)
+_SENSORS = tuple(
+    (name, name in schemas.INT_SENSOR_FIELDS, *schemas.SENSOR_RANGES[name]) for name in schemas.SENSOR_FIELDS
+)
+
+
+class Rejected(ValidationError):
+    """A message the bridge will not forward; `code` is one of ERROR_CODES."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_JSON = json.JSONDecoder(parse_constant=_no_constants)  # built once: json.loads(parse_constant=...) builds one per call
+
+
+def _decode(payload: bytes, max_bytes: int) -> Any:
+    if len(payload) > max_bytes:
+        raise Rejected(PAYLOAD_TOO_LARGE, f"{len(payload)} bytes, the limit is {max_bytes}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(NOT_UTF8, f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        return _JSON.decode(text)
+    except ValueError as exc:  # JSONDecodeError and the NaN/Infinity refusal
+        raise Rejected(MALFORMED_JSON, str(exc)) from None
+
+
+def _integer(name: str, value: Any) -> int:
+    """JSON integers, and floats with an integral value (some encoders write 34.0)."""
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is float and value.is_integer():
+        return int(value)
+    raise Rejected(WRONG_TYPE, f"{name} must be an integer, got {_json_type(value)} {value!r:.40}")
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", str: "string", list: "array", dict: "object", float: "number", int: "integer"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
+
+
+def _sensors(obj: dict[str, Any], record: dict[str, Any]) -> None:
+    for name, is_int, low, high in _SENSORS:
+        try:
+            value = obj[name]
+        except KeyError:
+            raise Rejected(MISSING_FIELD, f"{name} is missing") from None
+        kind = type(value)
+        if is_int:
+            value = _integer(name, value)
+        elif kind is int:
+            value = float(value)
+        elif kind is not float:
+            raise Rejected(WRONG_TYPE, f"{name} must be a number, got {_json_type(value)} {value!r:.40}")
+        if not low <= value <= high:
+            raise Rejected(OUT_OF_RANGE, f"{name}={value} is outside [{low}, {high}]")
+        record[name] = value
+
+
+class TopicRule:
+    """Which MQTT topics carry readings: those matching the subscription filter whose last level is a car id.
+
+    Results are cached per topic (a fleet has a bounded set of topics), so the check costs a dict look-up.
+    """
+
+    def __init__(self, topic_filter: str, cache_size: int = 100_000) -> None:
+        self.topic_filter = topic_filter
+        self._cache: dict[str, str | None] = {}
+        self._cache_size = cache_size
+
+    def car_id(self, topic: str) -> str:
+        try:
+            car = self._cache[topic]
+        except KeyError:
+            car = self._check(topic)
+            if len(self._cache) < self._cache_size:
+                self._cache[topic] = car
+        if car is None:
+            raise Rejected(BAD_TOPIC, f"topic {topic!r:.200} does not match {self.topic_filter} with a car id last")
+        return car
+
+    def _check(self, topic: str) -> str | None:
+        car = topic.rpartition("/")[2]
+        if not topic_matches_sub(self.topic_filter, topic) or not CAR_ID_PATTERN.fullmatch(car):
+            return None
+        return car
+
+
+def parse_reading(topic_car: str, payload: bytes, max_bytes: int) -> dict[str, Any]:
+    """The reading in `payload`; for the seed shape `seq` and `event_time` are None (the caller assigns them).
+
+    Raises Rejected when the payload is not a valid reading.
+    """
+    obj = _decode(payload, max_bytes)
+    if type(obj) is not dict:
+        raise Rejected(WRONG_TYPE, f"payload must be a JSON object, got {_json_type(obj)}")
+    record: dict[str, Any] = {"car_id": topic_car, "seq": None, "event_time": None}
+    present = [name for name in IDENTITY_FIELDS if name in obj]
+    if present:
+        _identity(obj, present, record)
+    _sensors(obj, record)
+    failure = obj.get("failure_occurred") if present else None
+    if failure is not None and type(failure) is not bool:
+        raise Rejected(WRONG_TYPE, f"failure_occurred must be a boolean or null, got {_json_type(failure)}")
+    record["failure_occurred"] = failure
+    return record
+
+
+def _identity(obj: dict[str, Any], present: list[str], record: dict[str, Any]) -> None:
+    """The full shape: car_id, seq and event_time all given, the car agreeing with the topic."""
+    missing = [name for name in IDENTITY_FIELDS if name not in present]
+    if missing:
+        raise Rejected(MISSING_FIELD, f"{', '.join(missing)} missing (a reading with {present[0]} needs all three)")
+    car = obj["car_id"]
+    if type(car) is not str:
+        raise Rejected(WRONG_TYPE, f"car_id must be a string, got {_json_type(car)}")
+    if car != record["car_id"]:
+        raise Rejected(CAR_ID_MISMATCH, f"car_id {car!r:.80} differs from the topic's car {record['car_id']!r}")
+    seq = _integer("seq", obj["seq"])
+    if seq < 0 or seq >= 2**63:
+        raise Rejected(OUT_OF_RANGE, f"seq={seq} must be between 0 and 2^63-1")
+    event_time = _integer("event_time", obj["event_time"])
+    if not EVENT_TIME_RANGE[0] <= event_time <= EVENT_TIME_RANGE[1]:
+        raise Rejected(OUT_OF_RANGE, f"event_time={event_time} is not epoch milliseconds between 1970 and 2100")
+    record["seq"] = seq
+    record["event_time"] = event_time

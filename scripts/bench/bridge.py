@@ -1,0 +1,266 @@
+"""The `bridge` section: MQTT → Kafka throughput and latency of `python -m bridge`, beside a bare paho receiver.
+
+Throughput (`msgs_per_s`): a backlog of N readings is queued in Mosquitto for the bridge's persistent session,
+then the bridge (a child process) drains it at QoS 1, acknowledging each message after Kafka's delivery report;
+the rate is N over the span between the first and the last record's Kafka append time (LogAppendTime).
+`baseline_msgs_per_s`: a bare paho QoS 1 receive loop (auto-ack, no work) drains the same backlog the same way,
+so the publisher never competes for the 2 cores in either figure.
+Latency (`p50_ms`, `p99_ms`): with the bridge running, readings are published live at a fixed rate, stamped with
+their publish time in `event_time`; latency = Kafka append time - publish time.
+
+Run alone: `python -m scripts.bench --only bridge [--quick]`. `python -m scripts.bench.bridge receive ...` is the
+bare receiver's child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from common.kafka import consumer_config
+from common.topics import MQTT_TOPIC_FILTER, mqtt_topic
+from scripts.bench.context import BenchContext, ProcessSampler, python_module
+from scripts.local_runtime import ROOT, free_port
+from simulator.fleet import generate_readings
+
+log = logging.getLogger(__name__)
+
+CARS = 100
+PUBLISH_CONNECTIONS = 4
+SESSION_EXPIRY = 3600
+
+
+def payloads(count: int) -> list[tuple[str, bytes]]:
+    per_car = -(-count // CARS)
+    return [(mqtt_topic(r["car_id"]), json.dumps(r).encode()) for r in generate_readings(CARS, per_car)][:count]
+
+
+def session_client(port: int, client_id: str, receive_maximum: int = 10_000) -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = SESSION_EXPIRY
+    properties.ReceiveMaximum = receive_maximum
+    client.connect("127.0.0.1", port, clean_start=False, properties=properties)
+    return client
+
+
+def create_session(port: int, client_id: str, subscription: str) -> None:
+    """Connect once and subscribe, so that the broker queues what is published while the client is away."""
+    client = session_client(port, client_id)
+    client.loop_start()
+    client.subscribe(subscription, qos=1)[1]
+    time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish(port: int, messages: list[tuple[str, bytes]], rate: float | None = None) -> float:
+    """Publish at QoS 1 over several connections, until the broker acknowledged all; returns messages/s."""
+    connections = 1 if rate else PUBLISH_CONNECTIONS
+    started = time.monotonic()
+    threads = [
+        threading.Thread(target=_publish_share, args=(port, messages[i::connections], rate and rate / connections))
+        for i in range(connections)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(messages) / (time.monotonic() - started)
+
+
+def _publish_share(port: int, messages: list[tuple[str, bytes]], rate: float | None) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(1000)
+    acknowledged = threading.Semaphore(0)
+    client.on_publish = lambda *_args: acknowledged.release()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    started = time.monotonic()
+    for sent, (topic, payload) in enumerate(messages, 1):
+        if rate:
+            payload = _stamped(payload)
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        client.publish(topic, payload, qos=1)
+    for _ in messages:
+        acknowledged.acquire(timeout=60)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _stamped(payload: bytes) -> bytes:
+    """The reading with event_time = now, so that Kafka's append time minus event_time is the latency."""
+    reading = json.loads(payload)
+    reading["event_time"] = int(time.time() * 1000)
+    return json.dumps(reading).encode()
+
+
+def create_topics(bootstrap: str, *names: str) -> None:
+    """Topics that take the broker's clock as record time (LogAppendTime): the moment Kafka appended it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"message.timestamp.type": "LogAppendTime"}
+    for future in admin.create_topics([NewTopic(n, 4, 1, config=config) for n in names]).values():
+        future.result(timeout=30)
+
+
+def append_times(bootstrap: str, topic: str, count: int, timeout: float = 120.0) -> list[tuple[int, int]]:
+    """(append time ms, event_time ms) of the first `count` records of `topic`."""
+    from common import schemas
+    from common.avro import AvroCodec
+
+    codec = AvroCodec(schemas.READING, topic)
+    consumer = Consumer(consumer_config(bootstrap, f"bench-{uuid.uuid4().hex[:8]}"))
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
+    out: list[tuple[int, int]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=10_000, timeout=1.0):
+                if message.error() is None:
+                    out.append((message.timestamp()[1], codec.decode(message.value())["event_time"]))
+    finally:
+        consumer.close()
+    if len(out) < count:
+        raise RuntimeError(f"only {len(out)} of {count} records reached {topic}")
+    return out
+
+
+def rate_from_append_times(times: list[tuple[int, int]]) -> float:
+    appended = [t for t, _ in times]
+    return (len(appended) - 1) / max((max(appended) - min(appended)) / 1000, 1e-3)
+
+
+def bare_receiver(ctx: BenchContext, messages: list[tuple[str, bytes]]) -> dict:
+    client_id = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    create_session(ctx.mqtt_port, client_id, MQTT_TOPIC_FILTER)
+    publish(ctx.mqtt_port, messages)
+    command = python_module("scripts.bench.bridge", "receive", "--port", str(ctx.mqtt_port), "--client-id", client_id)
+    process = subprocess.Popen(
+        [*command, "--count", str(len(messages))], env=ctx.env(), cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    sampler = ProcessSampler(process.pid)
+    out, _ = process.communicate(timeout=600)
+    return {**json.loads(out), **sampler.stop()}
+
+
+def bridge_drain(ctx: BenchContext, messages: list[tuple[str, bytes]], topic: str, dlq: str) -> tuple[dict, dict]:
+    """Queue the backlog for the bridge's session, then start the bridge and time the drain into Kafka."""
+    client_id = f"bench-bridge-{uuid.uuid4().hex[:6]}"
+    group = f"bench-{uuid.uuid4().hex[:6]}"
+    create_session(ctx.mqtt_port, client_id, f"$share/{group}/{MQTT_TOPIC_FILTER}")
+    publish_rate = publish(ctx.mqtt_port, messages)
+    env = ctx.env(
+        BRIDGE_CLIENT_ID=client_id,
+        BRIDGE_SHARED_GROUP=group,
+        BRIDGE_KAFKA_TOPIC=topic,
+        BRIDGE_DLQ_TOPIC=dlq,
+        BRIDGE_METRICS_PORT=str(free_port()),
+        BRIDGE_LOG_INTERVAL="5",
+    )
+    log_path = ctx.work_dir / f"{client_id}.log"
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(python_module("bridge"), env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    sampler = ProcessSampler(process.pid)
+    times = append_times(ctx.bootstrap, topic, len(messages), timeout=600)
+    drain = {"msgs_per_s": rate_from_append_times(times), "publish_msgs_per_s": publish_rate}
+    return drain, {"process": process, "sampler": sampler, "log": log_path}
+
+
+def latency(ctx: BenchContext, topic: str, count: int, rate: float, skip: int) -> dict:
+    """Publish live at `rate` while the bridge runs; Kafka append time - publish time, per reading."""
+    publish(ctx.mqtt_port, payloads(count), rate=rate)
+    times = append_times(ctx.bootstrap, topic, skip + count)
+    live = sorted(times, key=lambda t: t[0])[skip:]
+    delays = np.array([appended - published for appended, published in live], dtype=float)
+    return {"p50_ms": float(np.percentile(delays, 50)), "p99_ms": float(np.percentile(delays, 99)), "rate": rate}
+
+
+def run(ctx: BenchContext) -> dict:
+    count = 30_000 if ctx.quick else 150_000
+    live_count, live_rate = (5_000, 2_500.0) if ctx.quick else (30_000, 5_000.0)
+    messages = payloads(count)
+    suffix = uuid.uuid4().hex[:8]
+    topic, dlq = f"bench-readings-{suffix}", f"bench-dlq-{suffix}"
+    create_topics(ctx.bootstrap, topic, dlq)
+
+    baseline = bare_receiver(ctx, messages)
+    log.info("bare paho receiver: %.0f msg/s", baseline["msgs_per_s"])
+    drain, running = bridge_drain(ctx, messages, topic, dlq)
+    log.info("bridge drain: %.0f msg/s", drain["msgs_per_s"])
+    try:
+        lat = latency(ctx, topic, live_count, live_rate, skip=count)
+    finally:
+        running["process"].send_signal(signal.SIGTERM)
+        code = running["process"].wait(timeout=60)
+        resources = running["sampler"].stop()
+    if code != 0:
+        raise RuntimeError(f"bridge exited with {code}; see {running['log']}")
+    return {
+        "msgs_per_s": round(drain["msgs_per_s"], 1),
+        "baseline_msgs_per_s": round(baseline["msgs_per_s"], 1),
+        "ratio": round(drain["msgs_per_s"] / baseline["msgs_per_s"], 3),
+        "p50_ms": lat["p50_ms"],
+        "p99_ms": lat["p99_ms"],
+        "latency_at_msgs_per_s": lat["rate"],
+        "peak_rss_mb": resources["peak_rss_mb"],
+        "cpu_percent": resources["cpu_percent"],
+        "baseline_peak_rss_mb": baseline["peak_rss_mb"],
+        "baseline_cpu_percent": baseline["cpu_percent"],
+        "messages": count,
+        "publish_msgs_per_s": round(drain["publish_msgs_per_s"], 1),
+    }
+
+
+def receive(port: int, client_id: str, count: int) -> dict:
+    """The bare paho receive loop: resume the session, count messages (auto-ack), time first to last."""
+    received = 0
+    first = last = 0.0
+    done = threading.Event()
+
+    def on_message(_client, _userdata, _message) -> None:
+        nonlocal received, first, last
+        last = time.monotonic()
+        if not received:
+            first = last
+        received += 1
+        if received >= count:
+            done.set()
+
+    client = session_client(port, client_id)
+    client.on_message = on_message
+    client.loop_start()
+    done.wait(600)
+    client.disconnect()
+    client.loop_stop()
+    return {"msgs_per_s": (received - 1) / max(last - first, 1e-3), "received": received}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench.bridge", description="the bare paho receiver")
+    parser.add_argument("action", choices=["receive"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    args = parser.parse_args(argv)
+    print(json.dumps(receive(args.port, args.client_id, args.count)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""The bridge's guarantees, each proven by counting (car_id, seq) end to end through a real Mosquitto and Kafka.
+
+Every test runs `python -m bridge` as its own process (so SIGKILL is real) against a private Mosquitto and
+per-test Kafka topics; the Kafka outage test uses a private Kafka it can stop and restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from confluent_kafka import Consumer
+
+from common import schemas
+from common.avro import AvroCodec
+from common.kafka import consumer_config
+from common.topics import mqtt_topic
+from scripts.local_runtime import ROOT, free_port
+from simulator.fleet import generate_readings
+
+pytestmark = pytest.mark.timeout(240)
+
+
+class BridgeProcess:
+    """`python -m bridge` as a child process with its own metrics port and log file."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str], client_id: str) -> None:
+        self.metrics_port = free_port()
+        self.log_path = log_dir / f"bridge-{client_id}-{uuid.uuid4().hex[:6]}.log"
+        self.env = {
+            **os.environ,
+            **env,
+            "BRIDGE_CLIENT_ID": client_id,
+            "BRIDGE_METRICS_PORT": str(self.metrics_port),
+            "BRIDGE_LOG_INTERVAL": "2",
+            "PYTHONPATH": str(ROOT),
+        }
+        with open(self.log_path, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bridge"], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.wait_for(lambda m: m.get("bridge_mqtt_connected") == 1.0, "the MQTT connection")
+
+    def metrics(self) -> dict[str, float]:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return {}
+        samples = {}
+        for line in text.splitlines():
+            match = re.fullmatch(r"([a-z_]+)(?:\{[^}]*\})? ([-0-9.e+]+)", line)
+            if match and not line.startswith("#"):
+                samples[match.group(1)] = samples.get(match.group(1), 0.0) + float(match.group(2))
+        return samples
+
+    def wait_for(self, condition, what: str, timeout: float = 60.0) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"bridge exited ({self.process.returncode}):\n{self.log()}"
+            metrics = self.metrics()
+            if metrics and condition(metrics):
+                return metrics
+            time.sleep(0.2)
+        raise AssertionError(f"bridge: no {what} within {timeout:.0f} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def bridge_factory(tmp_path: Path) -> Iterator:
+    started: list[BridgeProcess] = []
+
+    def start(kafka: str, mqtt_port: int, topics: tuple[str, str], client_id: str = "bridge-a", **env: str):
+        bridge = BridgeProcess(
+            tmp_path,
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": kafka,
+                "MQTT_HOST": "127.0.0.1",
+                "MQTT_PORT": str(mqtt_port),
+                "BRIDGE_KAFKA_TOPIC": topics[0],
+                "BRIDGE_DLQ_TOPIC": topics[1],
+                **env,
+            },
+            client_id,
+        )
+        started.append(bridge)
+        return bridge
+
+    yield start
+    for bridge in started:
+        if bridge.process.poll() is None:
+            bridge.kill()
+
+
+@pytest.fixture
+def bridge_topics() -> tuple[str, str]:
+    """Unique names; the bridge creates the topics itself."""
+    suffix = uuid.uuid4().hex[:10]
+    return f"bridge-readings-{suffix}", f"bridge-dlq-{suffix}"
+
+
+def readings(cars: int, per_car: int, seed: int = 7) -> list[dict]:
+    return list(generate_readings(cars, per_car, seed=seed))
+
+
+class Publisher:
+    """A paho QoS 1 publisher in a background thread; paho re-sends what the broker did not acknowledge."""
+
+    def __init__(self, port: int, messages: Iterable[tuple[str, bytes]], rate: float | None = None) -> None:
+        self.messages = list(messages)
+        self.rate = rate
+        self.sent = 0
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+        )
+        self.client.max_inflight_messages_set(200)
+        self.acknowledged = 0  # PUBACKs; publishes made while the broker was away are sent on reconnect
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _on_publish(self, *_args) -> None:
+        self.acknowledged += 1
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for topic, payload in self.messages:
+            self.client.publish(topic, payload, qos=1)
+            self.sent += 1
+            if self.rate:
+                ahead = self.sent / self.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Until the broker acknowledged every message."""
+        self.thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self.acknowledged < len(self.messages):
+            assert time.monotonic() < deadline, "the broker did not acknowledge every publish"
+            time.sleep(0.1)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def as_messages(records: Iterable[dict]) -> list[tuple[str, bytes]]:
+    return [(mqtt_topic(r["car_id"]), json.dumps(r).encode()) for r in records]
+
+
+def collect(kafka: str, topic: str, want: int, timeout: float = 90.0, linger: float = 3.0) -> list:
+    """Every record of `topic` until `want` distinct (key, value) pairs came, then `linger` s for late duplicates."""
+    consumer = Consumer(consumer_config(kafka, f"test-{uuid.uuid4().hex[:10]}"))
+    consumer.subscribe([topic])
+    messages, distinct = [], set()
+    deadline = time.monotonic() + timeout
+    stop_at = None
+    try:
+        while time.monotonic() < (stop_at or deadline):
+            for message in consumer.consume(num_messages=5000, timeout=0.5):
+                if message.error() is None:
+                    messages.append(message)
+                    distinct.add((message.key(), message.value()))
+            if stop_at is None and len(distinct) >= want:
+                stop_at = time.monotonic() + linger
+    finally:
+        consumer.close()
+    return messages
+
+
+def decoded(messages: list) -> list[dict]:
+    codec = AvroCodec(schemas.READING, "test")
+    records = []
+    for message in messages:
+        record = codec.decode(message.value())
+        assert message.key() == record["car_id"].encode()
+        records.append(record)
+    return records
+
+
+def assert_none_missing(sent: list[dict], records: list[dict]) -> Counter:
+    """Every sent (car_id, seq) is in Kafka with the values sent; returns the duplicate counts."""
+    counts = Counter((r["car_id"], r["seq"]) for r in records)
+    expected = {(r["car_id"], r["seq"]) for r in sent}
+    missing = expected - set(counts)
+    assert not missing, f"{len(missing)} readings missing, e.g. {sorted(missing)[:5]}"
+    assert set(counts) == expected, f"unexpected readings: {sorted(set(counts) - expected)[:5]}"
+    by_id = {(r["car_id"], r["seq"]): r for r in sent}
+    for record in records:
+        assert record == by_id[(record["car_id"], record["seq"])]
+    return Counter({key: n - 1 for key, n in counts.items() if n > 1})
+
+
+def test_10000_readings_arrive_exactly_once_decodable_and_keyed_by_car(
+    kafka_bootstrap, mosquitto_node_factory, bridge_factory, bridge_topics
+):
+    broker = mosquitto_node_factory()
+    bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
+    sent = readings(cars=20, per_car=500)
+    Publisher(broker.port, as_messages(sent)).wait()
+    messages = collect(kafka_bootstrap, bridge_topics[0], want=10_000)
+    records = decoded(messages)
+    assert len(records) == 10_000
+    assert not assert_none_missing(sent, records)
+    # One car, one partition, in the order sent.
+    for car in {r["car_id"] for r in sent}:
+        mine = [m for m in messages if m.key() == car.encode()]
+        assert len({m.partition() for m in mine}) == 1
+        assert [m.offset() for m in mine] == sorted(m.offset() for m in mine)
+        assert [r["seq"] for r in decoded(mine)] == list(range(500))
+    metrics = bridge.wait_for(lambda m: m.get("bridge_produced_total") == 10_000, "produced count")
+    assert metrics["bridge_in_flight"] == 0
+    assert bridge.terminate() == 0
+    assert "stopped;" in bridge.log()
+
+
+def test_kafka_stopped_for_20_s_mid_stream_loses_nothing(kafka_node_factory, mosquitto_node_factory, bridge_factory):
+    kafka = kafka_node_factory()
+    broker = mosquitto_node_factory()
+    topics = ("outage-readings", "outage-dlq")
+    bridge = bridge_factory(kafka.bootstrap_servers, broker.port, topics, BRIDGE_BUFFER_SIZE="300")
+    sent = readings(cars=10, per_car=300)
+    publisher = Publisher(broker.port, as_messages(sent), rate=100)
+    bridge.wait_for(lambda m: m.get("bridge_produced_total", 0) >= 500, "readings before the outage")
+    kafka.stop()
+    peak_in_flight, deadline = 0.0, time.monotonic() + 20
+    while time.monotonic() < deadline:
+        peak_in_flight = max(peak_in_flight, bridge.metrics().get("bridge_in_flight", 0.0))
+        time.sleep(0.5)
+    kafka.start()
+    kafka.wait_ready()
+    publisher.wait()
+    # The buffer filled and then held: the broker kept the rest for the session, nothing beyond 300 was taken.
+    assert peak_in_flight == 300
+    records = decoded(collect(kafka.bootstrap_servers, topics[0], want=len(sent), timeout=120))
+    duplicates = assert_none_missing(sent, records)
+    print(f"Kafka outage: {len(sent)} sent, {len(records)} in Kafka, {sum(duplicates.values())} duplicates")
+    metrics = bridge.wait_for(lambda m: m.get("bridge_in_flight") == 0, "an empty buffer")
+    assert metrics["bridge_produced_total"] == len(records)
+
+
+def test_bridge_killed_mid_stream_and_restarted_loses_nothing(
+    kafka_bootstrap, mosquitto_node_factory, bridge_factory, bridge_topics, record_property
+):
+    broker = mosquitto_node_factory()
+    first = bridge_factory(kafka_bootstrap, broker.port, bridge_topics, BRIDGE_BUFFER_SIZE="500")
+    sent = readings(cars=10, per_car=400)
+    publisher = Publisher(broker.port, as_messages(sent), rate=1000)
+    first.wait_for(lambda m: m.get("bridge_produced_total", 0) >= 1000, "readings before the kill")
+    first.kill()
+    time.sleep(1.0)
+    bridge_factory(kafka_bootstrap, broker.port, bridge_topics, BRIDGE_BUFFER_SIZE="500")
+    publisher.wait()
+    records = decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(sent)))
+    duplicates = assert_none_missing(sent, records)
+    # Only what was in flight at the kill (delivered to Kafka, not yet acknowledged) can come twice.
+    record_property("duplicates", sum(duplicates.values()))
+    print(f"SIGKILL: {len(sent)} sent, {len(records)} in Kafka, {sum(duplicates.values())} duplicates")
+    assert sum(duplicates.values()) <= 500
+
+
+def test_mosquitto_restarted_mid_stream_loses_nothing(
+    kafka_bootstrap, mosquitto_node_factory, bridge_factory, bridge_topics
+):
+    broker = mosquitto_node_factory()
+    bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
+    sent = readings(cars=10, per_car=300)
+    publisher = Publisher(broker.port, as_messages(sent), rate=600)
+    bridge.wait_for(lambda m: m.get("bridge_produced_total", 0) >= 800, "readings before the restart")
+    broker.stop()
+    time.sleep(1.0)
+    broker.start()
+    broker.wait_ready()
+    publisher.wait()
+    records = decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(sent)))
+    duplicates = assert_none_missing(sent, records)
+    print(f"Mosquitto restart: {len(sent)} sent, {len(records)} in Kafka, {sum(duplicates.values())} duplicates")
+    metrics = bridge.wait_for(lambda m: m.get("bridge_mqtt_reconnects_total", 0) >= 1, "a reconnect")
+    assert metrics["bridge_mqtt_connected"] == 1
+    assert "(session resumed)" in bridge.log()  # the broker kept the session across its restart
+
+
+def bad_payloads(good: dict) -> list[tuple[str, bytes, str]]:
+    """(topic, payload, expected error) for each kind of bad input; every payload is distinct."""
+    topic = mqtt_topic(good["car_id"])
+
+    def variant(n: int, **changes) -> dict:
+        return {**good, "seq": 10_000 + n, **changes}
+
+    missing = variant(3)
+    del missing["battery_voltage"]
+    partial_identity = variant(4)
+    del partial_identity["seq"]
+    return [
+        (topic, b'{"coolant_temp": 80.5, "speed":', "malformed_json"),
+        (topic, json.dumps(variant(1, speed=float("nan"))).encode(), "malformed_json"),
+        (topic, json.dumps(variant(2, speed="fast")).encode(), "wrong_type"),
+        (topic, json.dumps([good]).encode(), "wrong_type"),
+        (topic, json.dumps(missing).encode(), "missing_field"),
+        (topic, json.dumps(partial_identity).encode(), "missing_field"),
+        (topic, json.dumps(variant(5, tire_pressure_1_1=250)).encode(), "out_of_range"),
+        (topic, json.dumps(variant(6, padding="x" * 5000)).encode(), "payload_too_large"),
+        (topic, b"\xff\xfe{not utf-8 \xc3\x28}", "not_utf8"),
+        ("vehicles/sensor/data/bad car!", json.dumps(variant(7)).encode(), "bad_topic"),
+        (topic, json.dumps(variant(8, car_id="car-99999")).encode(), "car_id_mismatch"),
+    ]
+
+
+def test_bad_payloads_go_to_the_dlq_with_their_error_and_the_good_ones_around_them_arrive(
+    kafka_bootstrap, mosquitto_node_factory, bridge_factory, bridge_topics
+):
+    broker = mosquitto_node_factory()
+    bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics, BRIDGE_MAX_PAYLOAD_BYTES="4096")
+    good = readings(cars=1, per_car=20)
+    bad = bad_payloads(good[0])
+    # The seed simulator's shape: sensor fields and extra keys, no car_id/seq/event_time/failure_occurred.
+    seed_car = "car-09001"
+    seed = [{**{k: r[k] for k in schemas.SENSOR_FIELDS}, "timestamp": "2019-10-01T12:00:00", "vin": "X"} for r in good]
+    messages = []
+    for i, (topic, payload, _error) in enumerate(bad):
+        messages += [as_messages([good[i]])[0], (topic, payload), (mqtt_topic(seed_car), json.dumps(seed[i]).encode())]
+    messages += as_messages(good[len(bad) :])
+    before = int(time.time() * 1000)
+    Publisher(broker.port, messages).wait()
+
+    dead = collect(kafka_bootstrap, bridge_topics[1], want=len(bad))
+    assert len(dead) == len(bad)
+    by_payload = {m.value(): m for m in dead}
+    for topic, payload, error in bad:
+        message = by_payload[payload]  # the original bytes, untouched
+        headers = {k: v.decode() for k, v in message.headers()}
+        assert headers["error"] == error, headers
+        assert headers["error_detail"]
+        assert headers["mqtt_topic"] == topic
+        assert datetime.fromisoformat(headers["received_at"]).timestamp() * 1000 >= before - 1000
+        assert message.key() == (None if error == "bad_topic" else good[0]["car_id"].encode())
+
+    records = decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(good) + len(bad)))
+    assert not assert_none_missing(good, [r for r in records if r["car_id"] != seed_car])
+    from_seed = [r for r in records if r["car_id"] == seed_car]
+    assert [r["seq"] for r in from_seed] == list(range(len(bad)))
+    assert all(r["failure_occurred"] is None and r["event_time"] >= before for r in from_seed)
+    assert [{k: r[k] for k in schemas.SENSOR_FIELDS} for r in from_seed] == [
+        {k: s[k] for k in schemas.SENSOR_FIELDS} for s in seed[: len(bad)]
+    ]
+    metrics = bridge.wait_for(lambda m: m.get("bridge_dead_lettered_total") == len(bad), "the DLQ count")
+    assert metrics["bridge_rejected_total"] == len(bad)
+    assert bridge.process.poll() is None
+
+
+def test_two_bridges_on_one_shared_subscription_split_the_load_and_deliver_everything(
+    kafka_bootstrap, mosquitto_node_factory, bridge_factory, bridge_topics
+):
+    broker = mosquitto_node_factory()
+    bridges = [bridge_factory(kafka_bootstrap, broker.port, bridge_topics, client_id=f"bridge-{n}") for n in "ab"]
+    sent = readings(cars=20, per_car=200)
+    Publisher(broker.port, as_messages(sent)).wait()
+    records = decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(sent)))
+    assert not assert_none_missing(sent, records)
+    assert len(records) == len(sent)
+    shares = [b.wait_for(lambda m: m.get("bridge_in_flight") == 0, "an empty buffer") for b in bridges]
+    produced = [m["bridge_produced_total"] for m in shares]
+    assert sum(produced) == len(sent)
+    assert all(p > 0 for p in produced), produced

@@ -1,0 +1,118 @@
+import json
+
+import pytest
+
+from bridge.validation import ERROR_CODES, Rejected, TopicRule, parse_reading
+from common import schemas
+from common.topics import MQTT_TOPIC_FILTER
+from simulator.fleet import generate_readings
+
+LIMIT = 4096
+
+
+@pytest.fixture(scope="module")
+def reading() -> dict:
+    return next(iter(generate_readings(1, 1)))
+
+
+def payload(record: dict) -> bytes:
+    return json.dumps(record).encode()
+
+
+def rejection(record_or_bytes, car: str = "car-00001") -> Rejected:
+    data = record_or_bytes if isinstance(record_or_bytes, bytes) else payload(record_or_bytes)
+    with pytest.raises(Rejected) as caught:
+        parse_reading(car, data, LIMIT)
+    assert caught.value.code in ERROR_CODES
+    return caught.value
+
+
+def test_a_full_reading_comes_back_as_sent(reading):
+    assert parse_reading(reading["car_id"], payload(reading), LIMIT) == reading
+
+
+def test_integral_floats_become_ints_and_ints_become_floats(reading):
+    record = parse_reading(reading["car_id"], payload({**reading, "tire_pressure_1_1": 33.0, "speed": 80}), LIMIT)
+    assert record["tire_pressure_1_1"] == 33 and type(record["tire_pressure_1_1"]) is int
+    assert record["speed"] == 80.0 and type(record["speed"]) is float
+
+
+def test_the_seed_simulators_shape_takes_the_car_from_the_topic_and_leaves_seq_to_the_bridge(reading):
+    seed = {name: reading[name] for name in schemas.SENSOR_FIELDS} | {"timestamp": "2019-10-01", "vin": "WVW"}
+    record = parse_reading("car-00042", payload(seed), LIMIT)
+    assert record["car_id"] == "car-00042"
+    assert record["seq"] is None and record["event_time"] is None
+    assert record["failure_occurred"] is None
+    assert {k: record[k] for k in schemas.SENSOR_FIELDS} == {k: reading[k] for k in schemas.SENSOR_FIELDS}
+
+
+def test_the_seed_shape_ignores_a_failure_label_it_cannot_trust(reading):
+    seed = {name: reading[name] for name in schemas.SENSOR_FIELDS} | {"failure_occurred": "yes"}
+    assert parse_reading("car-00042", payload(seed), LIMIT)["failure_occurred"] is None
+
+
+@pytest.mark.parametrize("name", schemas.SENSOR_FIELDS)
+def test_range_bounds_are_inclusive_and_one_step_outside_is_rejected(reading, name):
+    low, high = schemas.SENSOR_RANGES[name]
+    for edge in (low, high):
+        assert parse_reading(reading["car_id"], payload({**reading, name: edge}), LIMIT)[name] == edge
+    step = 1 if name in schemas.INT_SENSOR_FIELDS else 0.001
+    for outside in (low - step, high + step):
+        error = rejection({**reading, name: outside})
+        assert (error.code, name in error.detail) == ("out_of_range", True)
+
+
+def _without(record: dict, *names: str) -> dict:
+    return {k: v for k, v in record.items() if k not in names}
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "detail"),
+    [
+        (lambda r: b'{"speed": 1', "malformed_json", "Expecting"),
+        (lambda r: payload(r).replace(b'"speed": ', b'"speed": NaN, "x": '), "malformed_json", "NaN"),
+        (lambda r: payload({**r, "speed": 12345.5}).replace(b"12345.5", b"1e400"), "out_of_range", "speed=inf"),
+        (lambda r: b"[1, 2]", "wrong_type", "JSON object, got array"),
+        (lambda r: b'"text"', "wrong_type", "got string"),
+        (lambda r: payload({**r, "speed": "fast"}), "wrong_type", "speed must be a number, got string"),
+        (lambda r: payload({**r, "speed": True}), "wrong_type", "got boolean"),
+        (lambda r: payload({**r, "tire_pressure_2_2": 31.5}), "wrong_type", "tire_pressure_2_2 must be an integer"),
+        (lambda r: payload({**r, "seq": "7"}), "wrong_type", "seq must be an integer"),
+        (lambda r: payload({**r, "car_id": 12}), "wrong_type", "car_id must be a string"),
+        (lambda r: payload({**r, "failure_occurred": 1}), "wrong_type", "failure_occurred"),
+        (lambda r: payload(_without(r, "coolant_temp")), "missing_field", "coolant_temp is missing"),
+        (lambda r: payload(_without(r, "seq")), "missing_field", "seq"),
+        (lambda r: payload(_without(r, "car_id", "seq")), "missing_field", "car_id, seq"),
+        (lambda r: payload({**r, "seq": -1}), "out_of_range", "seq=-1"),
+        (lambda r: payload({**r, "event_time": 10**17}), "out_of_range", "event_time"),
+        (lambda r: payload({**r, "car_id": "car-00002"}), "car_id_mismatch", "car-00002"),
+        (lambda r: payload({**r, "pad": "x" * LIMIT}), "payload_too_large", f"the limit is {LIMIT}"),
+        (lambda r: b'{"speed": "\xff"}', "not_utf8", "invalid UTF-8 at byte 11"),
+    ],
+)
+def test_each_kind_of_bad_payload_is_rejected_with_its_code_and_a_detail(reading, change, code, detail):
+    error = rejection(change(reading), car=reading["car_id"])
+    assert error.code == code
+    assert detail in error.detail
+
+
+def test_topic_rule_takes_the_car_from_the_last_level_of_a_matching_topic():
+    rule = TopicRule(MQTT_TOPIC_FILTER)
+    assert rule.car_id("vehicles/sensor/data/car-00007") == "car-00007"
+    assert rule.car_id("vehicles/sensor/data/car-00007") == "car-00007"  # second time from the cache
+    for topic in (
+        "vehicles/sensor/data/",
+        "vehicles/sensor/data/bad car!",
+        "vehicles/sensor/data/car-1/extra",
+        "other/sensor/data/car-1",
+        "vehicles/sensor/data/" + "x" * 65,
+    ):
+        with pytest.raises(Rejected, match="bad_topic"):
+            rule.car_id(topic)
+
+
+def test_topic_rule_follows_a_configured_filter():
+    rule = TopicRule("fleet/+/telemetry/+")
+    assert rule.car_id("fleet/eu/telemetry/truck-9") == "truck-9"
+    with pytest.raises(Rejected):
+        rule.car_id("vehicles/sensor/data/car-00001")

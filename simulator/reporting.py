@@ -31,6 +31,7 @@ class RunStats:
     skipped: int = 0
     lag_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    cpu_started: float = field(default_factory=time.process_time)
 
     @property
     def elapsed_s(self) -> float:
@@ -54,12 +55,15 @@ class RunSummary:
     skipped: int
     seconds: float
     msgs_per_s: float
+    cpu_us_per_msg: float
+    """CPU time of this process per published reading: simulation, encoding and MQTT together."""
     stopped_by: str
 
     def line(self) -> str:
         return (
             f"{self.mode}: published {self.published:,} readings of {self.cars:,} cars in {self.seconds:.1f} s "
-            f"({self.msgs_per_s:,.0f} msg/s, qos {self.qos}); acknowledged {self.acknowledged:,}, "
+            f"({self.msgs_per_s:,.0f} msg/s, qos {self.qos}, {self.cpu_us_per_msg:.0f} us CPU each); "
+            f"acknowledged {self.acknowledged:,}, "
             f"unacknowledged {self.unacknowledged:,}, dropped {self.dropped:,}; failures {self.failures:,} "
             f"({self.failure_readings:,} failure readings); skipped rows {self.skipped:,}; stopped by {self.stopped_by}"
         )

@@ -35,7 +35,8 @@ class PublishSession:
             self.progress = ProgressLine(self.settings.progress, self.label)
             stack.callback(self.progress.close)
             self._exit = stack.pop_all()
-        self.stats.started = time.monotonic()  # rates count from the first message, not from connecting
+        # Rates count from the first message, not from connecting.
+        self.stats.started, self.stats.cpu_started = time.monotonic(), time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -63,6 +64,7 @@ class PublishSession:
         assert self.progress is not None
         self.progress.update(stats, publisher.outstanding, force=True)
         seconds = stats.elapsed_s
+        cpu_s = time.process_time() - stats.cpu_started
         return RunSummary(
             mode=self.label,
             qos=self.settings.qos,
@@ -76,5 +78,6 @@ class PublishSession:
             skipped=stats.skipped,
             seconds=round(seconds, 3),
             msgs_per_s=round(stats.published / seconds, 1) if seconds > 0 else 0.0,
+            cpu_us_per_msg=round(cpu_s / stats.published * 1e6, 1) if stats.published else 0.0,
             stopped_by=stopped_by,
         )

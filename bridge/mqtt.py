@@ -169,7 +169,9 @@ class MqttSource:
             "resumed" if flags.session_present else "new",
             self.settings.subscription,
         )
-        client.subscribe(self.settings.subscription, options=SubscribeOptions(qos=1))
+        # Retained messages are a "last value" cache, not new readings: never replay them on (re)subscribe.
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        client.subscribe(self.settings.subscription, options=options)
 
     def _on_subscribe(self, _client, _userdata, _mid, reasons: list[ReasonCode], _properties) -> None:
         for reason in reasons:

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--readings-topic", default=READINGS_TOPIC, help="default: %(default)s")
     parser.add_argument("--predictions-topic", default=PREDICTIONS_TOPIC, help="default: %(default)s")
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the last predictions")
+    parser.add_argument("--log-dir", type=Path, help="service logs and summary.json (default: .run/demo/<run>)")
     parser.add_argument("--plain", action="store_true", help="plain lines instead of the live view (default on no TTY)")
     return parser
 
@@ -93,7 +94,7 @@ class Demo:
         self.plan = plan
         self.console = console
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
-        self.log_dir = DEFAULT_RUN_DIR / "demo" / self.run_id
+        self.log_dir = args.log_dir or DEFAULT_RUN_DIR / "demo" / self.run_id
         self.model_dir = Path(args.model_dir) if Path(args.model_dir).is_absolute() else ROOT / args.model_dir
         self.status = DemoStatus(plan.cars, args.runtime)
         self.view = DemoView(self.status, None, None, console, plain=args.plain or not console.is_terminal)
@@ -206,6 +207,8 @@ class Demo:
         offsets = self._offsets()
         group_id = f"demo-predictor-{self.run_id}"
         commit_group_offsets(self.infra.bootstrap, group_id, offsets, self.args.readings_topic)
+        readings = self.args.readings_topic
+        self.result.live_start_offsets = {str(p): offset for (t, p), offset in offsets.items() if t == readings}
         self._watch(offsets)
         self.status.set_phase("3/4 live", "starting the predictor (TensorFlow loads the model)")
         predictor = self.group.start(
@@ -215,11 +218,11 @@ class Demo:
             ML_GROUP_ID=group_id,
             ML_MODEL_DIR=str(self.model_dir),
             ML_METRICS_PORT="0",
-            ML_INPUT_TOPIC=self.args.readings_topic,
+            ML_TOPIC=self.args.readings_topic,
             ML_OUTPUT_TOPIC=self.args.predictions_topic,
         )
         # The live fleet starts once the predictor holds its partitions, so predictions show while it drives.
-        wait_until_logged(predictor, "assigned partition", 300, self.group)
+        wait_until_logged(predictor, "assigned partition", 180, self.group)
         self.status.set_phase("3/4 live", f"{plan.cars:,} cars at {plan.live_speedup:g}x for {seconds:.0f} s")
         simulator = self.group.start(
             "simulator",

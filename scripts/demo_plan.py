@@ -42,8 +42,9 @@ class DemoPlan:
         return self.cars * READINGS_PER_SIMULATED_SECOND * self.live_speedup
 
     def live_seconds(self, elapsed: float) -> float:
-        """What is left of the duration after `elapsed` seconds of history and training; at least 30 s."""
-        return max(MIN_LIVE_SECONDS, self.duration - elapsed)
+        """What is left of the duration after `elapsed` seconds of history and training; at least 30 s (or half
+        the duration, when that is shorter)."""
+        return max(min(MIN_LIVE_SECONDS, self.duration / 2), self.duration - elapsed)
 
     def describe(self) -> str:
         per_car = 1 / (READINGS_PER_SIMULATED_SECOND * self.live_speedup)

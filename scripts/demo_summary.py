@@ -55,6 +55,8 @@ class DemoResult:
     bridge_to_prediction_p50_ms: float | None = None
     bridge_to_prediction_p99_ms: float | None = None
     quality: dict[str, Any] = field(default_factory=dict)
+    live_start_offsets: dict[str, int] = field(default_factory=dict)
+    """Partition -> first offset of the live fleet's readings on the readings topic."""
     model: dict[str, Any] | None = None
     interrupted: bool = False
     error: str | None = None

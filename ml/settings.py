@@ -30,7 +30,7 @@ class TrainSettings(MlSettings):
 
     window: int = Field(24, ge=1, description="Readings per window (W): the model sees W consecutive readings")
     horizon: int = Field(10, ge=0, description="Label: a failure within the next H readings (0: failure now)")
-    start_offset: int | None = Field(None, ge=0, description="First offset of every partition (default: earliest)")
+    start_offset: int | None = Field(None, ge=0, description="First offset of every partition; unset: the earliest")
     start_time: str | None = Field(
         None, description="Start at the first record at or after this time (ISO 8601 or epoch ms)"
     )

@@ -1,0 +1,69 @@
+"""The `ml_read` section: records/s read AND decoded through the tensorflow-io reader beside the confluent-kafka
+reader, on the same bounded range in the same run (both feed tf.data; ml/source.py), plus the raw read rates."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import Producer
+
+from common.avro import AvroCodec
+from common.errors import KafkaError
+from common.kafka import ensure_topics, producer_config
+from common.schemas import READING
+from scripts.bench.context import BenchContext
+from simulator.fleet import generate_readings
+
+log = logging.getLogger(__name__)
+
+PARTITIONS = 3
+
+
+def write_readings(bootstrap: str, topic: str, readings: Iterable[dict], partitions: int = PARTITIONS) -> int:
+    """Readings to `topic` as the bridge writes them: Avro single-object encoding, key = car_id."""
+    ensure_topics(bootstrap, {topic: partitions})
+    codec = AvroCodec(READING, topic)
+    producer = Producer(producer_config(bootstrap, **{"linger.ms": 20}))
+    count = 0
+    for reading in readings:
+        producer.produce(topic, key=reading["car_id"].encode(), value=codec.encode(reading))
+        count += 1
+        if count % 5000 == 0:
+            producer.poll(0)
+    if producer.flush(60):
+        raise KafkaError(f"readings for {topic} were not all delivered")
+    return count
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+def run(ctx: BenchContext) -> dict:
+    from ml.source import CHUNK, raw_dataset, read_records, resolve_range
+
+    cars, per_car = (50, 200) if ctx.quick else (100, 500)
+    topic = "bench-ml-read"
+    written = write_readings(ctx.bootstrap, topic, generate_readings(cars, per_car))
+    topic_range = resolve_range(ctx.bootstrap, topic)
+    best: dict[str, float] = {}
+    for _ in range(2):  # alternate the readers, keep each one's best run: the machine is shared
+        for reader in ("confluent", "tfio"):
+            started = time.monotonic()
+            raw = sum(len(chunk["message"]) for chunk in raw_dataset(ctx.bootstrap, topic_range, reader).batch(CHUNK))
+            best[f"{reader}_raw"] = max(best.get(f"{reader}_raw", 0.0), _rate(raw, time.monotonic() - started))
+            result = read_records(ctx.bootstrap, topic_range, reader)
+            if len(result.records) != written:
+                raise KafkaError(f"{reader} read {len(result.records)} of {written} records")
+            best[reader] = max(best.get(reader, 0.0), _rate(written, result.seconds))
+    return {
+        "records": written,
+        "partitions": PARTITIONS,
+        "tfio_records_per_s": best["tfio"],
+        "confluent_records_per_s": best["confluent"],
+        "tfio_to_confluent_ratio": round(best["tfio"] / best["confluent"], 3),
+        "tfio_raw_records_per_s": best["tfio_raw"],
+        "confluent_raw_records_per_s": best["confluent_raw"],
+    }

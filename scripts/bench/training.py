@@ -1,0 +1,54 @@
+"""The `training` section: `python -m ml train` on simulator data in Kafka, as the demo runs it; training
+samples/s (windows per second of model.fit, all epochs), the wall time of the whole command, and the model's
+and the baseline's PR-AUC on held-out cars."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from scripts.bench.context import ProcessSampler, python_module
+from scripts.bench.ml_read import write_readings
+from scripts.local_runtime import ROOT
+from simulator.fleet import generate_readings
+
+TARGET_SECONDS = 180
+
+
+def run(ctx) -> dict:
+    cars, per_car = (30, 200) if ctx.quick else (60, 400)
+    topic = "bench-training"
+    readings = write_readings(ctx.bootstrap, topic, generate_readings(cars, per_car))
+    model_dir = Path(ctx.work_dir) / "bench-models"
+    started = time.monotonic()
+    process = subprocess.Popen(
+        python_module("ml", "train", "--topic", topic, "--model-dir", str(model_dir)),
+        env=ctx.env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    sampler = ProcessSampler(process.pid)
+    output, _ = process.communicate(timeout=900)
+    seconds = time.monotonic() - started
+    usage = sampler.stop()
+    if process.returncode != 0:
+        raise RuntimeError(f"ml train failed ({process.returncode}): {output[-2000:]}")
+    version = sorted(p for p in model_dir.iterdir() if not p.name.startswith("."))[-1]
+    metadata = json.loads((version / "metadata.json").read_text())
+    training = metadata["training"]
+    return {
+        "readings": readings,
+        "cars": cars,
+        "epochs": training["epochs"],
+        "samples_per_s": training["samples_per_s"],
+        "fit_seconds": training["seconds"],
+        "seconds": round(seconds, 1),
+        "target_seconds": TARGET_SECONDS,
+        "pr_auc": metadata["metrics"]["pr_auc"],
+        "baseline_pr_auc": metadata["baseline"]["pr_auc"],
+        **usage,
+    }

@@ -14,10 +14,14 @@ flight: a revoked partition has nothing left to commit.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
+import operator
+import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 alerts = logging.getLogger("ml.alerts")
 
 MODEL_BATCH = 8192  # windows per model call: bounds the memory of one call, big enough to amortise its overhead
+LATENCY_SAMPLES = 200  # end-to-end latency observations per batch
 
 
 @dataclass
@@ -58,6 +63,39 @@ class Batch:
     ends: dict[int, int] = field(default_factory=dict)
 
 
+class Progress:
+    """Where the time of the batches goes, logged every `every` seconds: the first thing to read when lag grows."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._since = time.monotonic()
+        self._seconds: dict[str, float] = collections.defaultdict(float)
+        self._predictions = self._batches = 0
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._seconds[name] += time.perf_counter() - started
+
+    def batch_done(self, predictions: int) -> None:
+        self._predictions += predictions
+        self._batches += 1
+        elapsed = time.monotonic() - self._since
+        if elapsed < self.every:
+            return
+        phases = ", ".join(f"{name} {1000 * s / self._batches:.0f}" for name, s in self._seconds.items())
+        log.info(
+            "%d predictions in %.0f s (%.0f/s), %d batches of %.0f on average; ms per batch: %s",
+            self._predictions, elapsed, self._predictions / elapsed, self._batches,
+            self._predictions / self._batches, phases,
+        )  # fmt: skip
+        self._since, self._predictions, self._batches = time.monotonic(), 0, 0
+        self._seconds.clear()
+
+
 class Predictor:
     def __init__(self, settings: PredictorSettings, stop: threading.Event) -> None:
         self.settings = settings
@@ -72,6 +110,7 @@ class Predictor:
         self.horizon = 0
         self.last_alert: dict[str, float] = {}
         self.rate = metrics.RateMeter()
+        self.progress = Progress()
         self.watcher = ModelWatcher(settings.model_dir, settings.reload_interval)
         overrides = {"session.timeout.ms": settings.session_timeout_ms}
         if settings.instance_id:
@@ -114,7 +153,8 @@ class Predictor:
         for state in list(self.partitions.values()):
             if not state.rebuilt:
                 self._rebuild(state)
-        batch = self._read()
+        with self.progress.phase("read"):
+            batch = self._read()
         if batch.records:
             self._predict(batch)
         elif batch.ends:
@@ -258,21 +298,25 @@ class Predictor:
         return decoded
 
     def _columns(self, readings: list[dict]) -> tuple[list[str], list[int], np.ndarray]:
-        rows = np.array([[reading[f] for f in self.features] for reading in readings], dtype=np.float32)
+        values = operator.itemgetter(*self.features)
+        rows = np.array([values(reading) for reading in readings], dtype=np.float32)
         rows = rows.reshape(len(readings), len(self.features))
         return [r["car_id"] for r in readings], [r["seq"] for r in readings], rows
 
     def _predict(self, batch: Batch) -> None:
         assert self.windows is not None and self.model is not None
-        decoded = self._decode(batch.records)
+        with self.progress.phase("decode"):
+            decoded = self._decode(batch.records)
         readings = [reading for _, reading in decoded]
         by_partition: dict[int, list[int]] = {}
         for i, (record, _) in enumerate(decoded):
             by_partition.setdefault(record.partition, []).append(i)
-        windows = np.empty((len(readings), self.windows.window, self.windows.features), dtype=np.float32)
-        for partition, indices in by_partition.items():
-            windows[indices] = self.windows.push(*self._columns([readings[i] for i in indices]), group=partition)
-        probabilities = self._call_model(windows)
+        with self.progress.phase("windows"):
+            windows = np.empty((len(readings), self.windows.window, self.windows.features), dtype=np.float32)
+            for partition, indices in by_partition.items():
+                windows[indices] = self.windows.push(*self._columns([readings[i] for i in indices]), group=partition)
+        with self.progress.phase("model"):
+            probabilities = self._call_model(windows)
         predicted_at = int(time.time() * 1000)
         predictions = [
             {
@@ -287,12 +331,17 @@ class Predictor:
             }
             for reading, probability in zip(readings, probabilities, strict=True)
         ]
-        self.writer.predictions(predictions)
-        if not self.writer.deliver():
+        with self.progress.phase("produce"):
+            self.writer.predictions(predictions)
+        with self.progress.phase("deliver"):
+            delivered = self.writer.deliver()
+        if not delivered:
             self._rewind(batch.ends)
             return
-        self._commit(batch.ends)
+        with self.progress.phase("commit"):
+            self._commit(batch.ends)
         self._account(predictions)
+        self.progress.batch_done(len(predictions))
 
     def _call_model(self, windows: np.ndarray) -> np.ndarray:
         assert self.model is not None
@@ -328,22 +377,20 @@ class Predictor:
     def _account(self, predictions: list[dict]) -> None:
         metrics.PREDICTIONS.inc(len(predictions))
         self.rate.update(len(predictions))
-        now = time.monotonic()
-        for p in predictions:
+        # A bounded sample per batch keeps the histogram unbiased without a Python call per prediction.
+        for p in random.sample(predictions, min(len(predictions), LATENCY_SAMPLES)):
             metrics.END_TO_END.observe((p["predicted_at"] - p["event_time"]) / 1000)
+        now = time.monotonic()
+        alerting = [p for p in predictions if p["failure_predicted"]]
+        metrics.ALERTS.inc(len(alerting))
+        if self.last_alert:  # a car back under the threshold alerts again at its next crossing
+            for car in {p["car_id"] for p in predictions if not p["failure_predicted"]} & self.last_alert.keys():
+                del self.last_alert[car]
+        for p in alerting:
             car = p["car_id"]
-            if not p["failure_predicted"]:
-                self.last_alert.pop(car, None)
-                continue
-            metrics.ALERTS.inc()
             if now - self.last_alert.get(car, -np.inf) >= self.settings.alert_repeat:
                 self.last_alert[car] = now
                 alerts.warning(
                     "ALERT car %s: failure probability %.3f >= %.3f (seq %d, model %s, horizon %d readings)",
-                    car,
-                    p["failure_probability"],
-                    self.threshold,
-                    p["seq"],
-                    p["model_version"],
-                    p["horizon"],
-                )
+                    car, p["failure_probability"], self.threshold, p["seq"], p["model_version"], p["horizon"],
+                )  # fmt: skip

@@ -15,8 +15,11 @@ from ml import artifact
 from ml.model import build_model
 
 
-def save_untrained_model(model_dir: str | Path, window: int = 8, horizon: int = 5, seed: int = 7, **extra) -> Path:
-    """Save a new version with random weights; `extra` goes into metadata.json (e.g. a threshold)."""
+def save_untrained_model(
+    model_dir: str | Path, window: int = 8, horizon: int = 5, units: int = 32, seed: int = 7, **extra
+) -> Path:
+    """Save a new version with random weights, the training defaults' size (32 LSTM units) unless told;
+    `extra` goes into metadata.json (e.g. a threshold)."""
     keras.utils.set_random_seed(seed)
     features = list(SENSOR_FIELDS)
     mean = [sum(SENSOR_RANGES[f]) / 2 for f in features]
@@ -34,4 +37,4 @@ def save_untrained_model(model_dir: str | Path, window: int = 8, horizon: int = 
         "baseline": no_skill,
         **extra,
     }
-    return artifact.save(build_model(window, mean, std, units=16), metadata, model_dir)
+    return artifact.save(build_model(window, mean, std, units=units), metadata, model_dir)

@@ -1,0 +1,202 @@
+"""The `predictor` section: `python -m ml predict` at the seed's largest load, beside the bare batched model.
+
+A producer writes 10,000 readings/s of 100,000 cars (one reading per car every 10 s) into `car-sensor` for 60 s
+(--quick: 10 s, 10,000 cars) while the predictor runs as its own process with an untrained model of the training
+defaults' size (window 24, 32 LSTM units; ml/untrained_model.py), its alert threshold set so that alerts stay rare.
+Both topics stamp records with the broker's append time, so latency is "reading on Kafka -> prediction on Kafka":
+the prediction's append time minus the reading's event_time, which the producer sets when it hands the reading to
+Kafka (so the figure also holds the producer's own batching, a few ms). Lag (high watermark - committed offset of
+the predictor's group) is sampled every second: it must not grow while the load runs. The same model is then
+timed alone in this process on batches of windows (model_windows_per_s): the ceiling the predictor is compared with.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+
+import numpy as np
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from common import schemas
+from common.avro import AvroCodec
+from common.kafka import producer_config
+from ml import artifact
+from ml.untrained_model import save_untrained_model
+from scripts.bench.context import BenchContext, ProcessSampler, python_module
+from scripts.local_runtime import ROOT, free_port
+from simulator.fleet import generate_readings
+
+log = logging.getLogger("bench.predictor")
+
+PARTITIONS = 4
+RATE = 10_000
+WINDOW = 24
+TICK_S = 0.02
+ALERT_THRESHOLD = 0.99  # the untrained model hovers near 0.5: alerts as rare as a trained model's on a healthy fleet
+LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+
+
+def _create_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = [NewTopic(name, PARTITIONS, 1, config=LOG_APPEND_TIME) for name in names]
+    for future in admin.create_topics(topics).values():
+        future.result(30)
+
+
+class LoadWriter(threading.Thread):
+    """Writes `rate` readings/s round-robin over `cars` cars; event_time is the moment of produce()."""
+
+    def __init__(self, bootstrap: str, topic: str, cars: int, rate: int, seconds: float) -> None:
+        super().__init__(name="load-writer", daemon=True)
+        self.topic, self.cars, self.rate, self.seconds = topic, cars, rate, seconds
+        self.codec = AvroCodec(schemas.READING, topic)
+        self.producer = Producer(producer_config(bootstrap, **{"queue.buffering.max.messages": 1_000_000}))
+        self.templates = list(generate_readings(cars=50, readings_per_car=4, seed=1))
+        self.car_ids = [f"car-{i + 1:05d}" for i in range(cars)]
+        self.sent = 0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        total = int(self.rate * self.seconds)
+        while self.sent < total:
+            due = min(total, int((time.monotonic() - started) * self.rate))
+            now_ms = int(time.time() * 1000)
+            for i in range(self.sent, due):
+                car = self.car_ids[i % self.cars]
+                reading = {**self.templates[i % len(self.templates)], "car_id": car, "seq": i // self.cars}
+                reading["event_time"] = now_ms
+                self.producer.produce(self.topic, self.codec.encode(reading), car.encode())
+            self.sent = due
+            self.producer.poll(0)
+            time.sleep(TICK_S)
+        self.producer.flush(60)
+
+
+def _lag(consumer: Consumer, topic: str) -> int:
+    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    lag = 0
+    for tp in consumer.committed(partitions, timeout=10):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+        lag += high - (tp.offset if tp.offset >= 0 else low)
+    return lag
+
+
+def _wait_assigned(port: int, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the predictor exited during start-up")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                text = response.read().decode()
+            if f"predictor_assigned_partitions {PARTITIONS}.0" in text:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the predictor did not own the {PARTITIONS} partitions within {timeout:.0f} s")
+
+
+def _latencies(bootstrap: str, topic: str, expected: int) -> tuple[np.ndarray, set[tuple[str, int]]]:
+    codec = AvroCodec(schemas.PREDICTION, topic)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    latencies, keys = [], set()
+    idle_since = time.monotonic()
+    try:
+        while len(latencies) < expected and time.monotonic() - idle_since < 10:
+            messages = consumer.consume(num_messages=10_000, timeout=1.0)
+            if messages:
+                idle_since = time.monotonic()
+            for message in messages:
+                if message.error() is None:
+                    prediction = codec.decode(message.value())
+                    latencies.append(message.timestamp()[1] - prediction["event_time"])
+                    keys.add((prediction["car_id"], prediction["seq"]))
+    finally:
+        consumer.close()
+    return np.asarray(latencies, dtype=np.float64), keys
+
+
+def _bare_model_windows_per_s(model: artifact.LoadedModel, seconds: float, batch: int = 1024) -> float:
+    rng = np.random.default_rng(0)
+    low = np.array([schemas.SENSOR_RANGES[f][0] for f in model.features], dtype=np.float32)
+    high = np.array([schemas.SENSOR_RANGES[f][1] for f in model.features], dtype=np.float32)
+    windows = (low + (high - low) * rng.random((batch, model.window, len(low)))).astype(np.float32)
+    model.predict(windows)  # the first call traces the signature
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        model.predict(windows)
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
+def run(ctx: BenchContext) -> dict:
+    cars, seconds = (10_000, 10.0) if ctx.quick else (100_000, 60.0)
+    readings_topic, predictions_topic = "bench-predictor-readings", "bench-predictor-predictions"
+    _create_topics(ctx.bootstrap, [readings_topic, predictions_topic])
+    model_dir = ctx.work_dir / "predictor-models"
+    model = artifact.load(save_untrained_model(model_dir, window=WINDOW, threshold=ALERT_THRESHOLD))
+    port, group = free_port(), "bench-predictor"
+    env = ctx.env(
+        ML_MODEL_DIR=str(model_dir),
+        ML_TOPIC=readings_topic,
+        ML_OUTPUT_TOPIC=predictions_topic,
+        ML_DLQ_TOPIC="bench-predictor-dlq",
+        ML_GROUP_ID=group,
+        ML_METRICS_PORT=str(port),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    log_file = ctx.work_dir / "predictor.log"
+    with open(log_file, "wb") as out:
+        process = subprocess.Popen(python_module("ml", "predict"), env=env, cwd=ROOT, stdout=out, stderr=out)
+    lag_reader = Consumer({"bootstrap.servers": ctx.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        _wait_assigned(port, process)
+        sampler = ProcessSampler(process.pid)
+        writer = LoadWriter(ctx.bootstrap, readings_topic, cars, RATE, seconds)
+        started = time.monotonic()
+        writer.start()
+        lags: list[int] = []
+        while writer.is_alive():
+            time.sleep(1.0)
+            lags.append(_lag(lag_reader, readings_topic))
+        produced_s = time.monotonic() - started
+        while _lag(lag_reader, readings_topic) > 0 and time.monotonic() - started < seconds + 120:
+            time.sleep(0.5)
+        drained_s = time.monotonic() - started
+        usage = sampler.stop()
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    finally:
+        lag_reader.close()
+        if process.poll() is None:
+            process.kill()
+    latencies, predicted = _latencies(ctx.bootstrap, predictions_topic, writer.sent)
+    windows_per_s = _bare_model_windows_per_s(model, 3.0 if ctx.quick else 10.0)
+    predictions_per_s = len(latencies) / drained_s
+    return {
+        "cars": cars,
+        "offered_readings_per_s": round(writer.sent / produced_s, 1),
+        "readings": writer.sent,
+        "predictions": len(latencies),
+        "unpredicted_readings": writer.sent - len(predicted),
+        "predictions_per_s": round(predictions_per_s, 1),
+        "model_windows_per_s": round(windows_per_s, 1),
+        "ratio_to_bare_model": round(predictions_per_s / windows_per_s, 3),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 1),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 1),
+        "max_ms": round(float(latencies.max()), 1),
+        "lag_start": lags[min(2, len(lags) - 1)],
+        "lag_end": lags[-1],
+        "lag_max": max(lags),
+        "drain_s_after_load": round(drained_s - produced_s, 1),
+        **usage,
+        "window": WINDOW,
+    }

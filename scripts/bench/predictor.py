@@ -178,6 +178,9 @@ def run(ctx: BenchContext) -> dict:
         lag_reader.close()
         if process.poll() is None:
             process.kill()
+    for line in log_file.read_text(errors="replace").splitlines():
+        if " predictions in " in line:  # the predictor's own account of where each batch's time went
+            log.info("predictor: %s", line.split(": ", 1)[-1])
     latencies, predicted = _latencies(ctx.bootstrap, predictions_topic, writer.sent)
     windows_per_s = _bare_model_windows_per_s(model, 3.0 if ctx.quick else 10.0)
     predictions_per_s = len(latencies) / drained_s

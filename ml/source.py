@@ -4,7 +4,7 @@ Two readers, selected by ML_READER / --reader, both feeding tf.data:
 - `tfio`: tensorflow-io's Kafka kernel, the stack's reference path (unmaintained since 0.37.1, so kept here);
 - `confluent`: a confluent-kafka consumer behind `tf.data.Dataset.from_generator`.
 
-Both read the same `TopicRange` (per partition: start offset inclusive, end offset exclusive) and yield elements
+Both read the same `TopicRange` (per partition: start offset inclusive, end offset exclusive) and yield chunks
 {message, key, partition, offset}; `read_records` decodes them with AvroCodec (both framings). The ranges come from
 confluent-kafka's metadata calls (watermarks, offsets for a time), which tensorflow-io does not offer.
 """
@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,11 +36,11 @@ CHUNK = 4096
 # per chunk, which made a bounded read cost half a second per 1024 records. The range is known: never wait long.
 TFIO_CONFIGURATION = ["fetch.wait.max.ms=10", "enable.auto.commit=false"]
 STALL_TIMEOUT_S = 30.0
-ELEMENT_SPEC = {
-    "message": tf.TensorSpec([], tf.string),
-    "key": tf.TensorSpec([], tf.string),
-    "partition": tf.TensorSpec([], tf.int64),
-    "offset": tf.TensorSpec([], tf.int64),
+CHUNK_SPEC = {
+    "message": tf.TensorSpec([None], tf.string),
+    "key": tf.TensorSpec([None], tf.string),
+    "partition": tf.TensorSpec([None], tf.int64),
+    "offset": tf.TensorSpec([None], tf.int64),
 }
 
 
@@ -125,7 +126,25 @@ def resolve_range(
     return result
 
 
-def _tfio_partition(bootstrap: str, topic: str, part: PartitionRange) -> tf.data.Dataset:
+def _tfio_chunks(part: PartitionRange) -> tuple[np.ndarray, ...]:
+    """(start, first offset to ask for, stop, records to drop) per chunk of [start, end).
+
+    The kernel reads until it has seen offset stop-1 counting from `start` itself, so it returns nothing for a
+    one-record range: a one-record tail joins the chunk before it, and a lone record is asked for with the record
+    before it (dropped) or, at offset 0, from the beginning of the partition."""
+    starts = list(range(part.start, part.end, CHUNK))
+    stops = [*starts[1:], part.end]
+    if len(starts) > 1 and stops[-1] - starts[-1] == 1:
+        starts.pop()
+        stops.pop(-2)
+    firsts, skips = list(starts), [0] * len(starts)
+    for i, (start, stop) in enumerate(zip(starts, stops, strict=True)):
+        if stop - start == 1:
+            firsts[i], skips[i] = (start - 1, 1) if start > 0 else (OFFSET_BEGINNING, 0)
+    return tuple(np.array(column, dtype=np.int64) for column in (starts, firsts, stops, skips))
+
+
+def _tfio_partition(bootstrap: str, topic: str, part: PartitionRange, resources: list) -> tf.data.Dataset:
     """tensorflow-io's bounded Kafka read of one partition, in chunks.
 
     `tfio.IODataset.from_kafka(start=...)` builds its chunk indices from offset 0, so it ignores `start` and
@@ -142,20 +161,21 @@ def _tfio_partition(bootstrap: str, topic: str, part: PartitionRange) -> tf.data
         metadata=[*TFIO_CONFIGURATION, f"bootstrap.servers={bootstrap}"],
         shared_name=f"ml-source-{uuid.uuid4().hex}",
     )
-    starts = np.arange(part.start, part.end, CHUNK, dtype=np.int64)
-    bounds = tf.data.Dataset.from_tensor_slices((starts, np.minimum(starts + CHUNK, part.end)))
+    resources.append(resource)
+    bounds = tf.data.Dataset.from_tensor_slices(_tfio_chunks(part))
 
-    def read(start: tf.Tensor, stop: tf.Tensor) -> dict[str, tf.Tensor]:
-        chunk = core_ops.io_kafka_readable_read(resource, start=start, stop=stop)
-        count = tf.shape(chunk.message, out_type=tf.int64)[0]
+    def read(start: tf.Tensor, first: tf.Tensor, stop: tf.Tensor, skip: tf.Tensor) -> dict[str, tf.Tensor]:
+        chunk = core_ops.io_kafka_readable_read(resource, start=first, stop=stop)
+        message, key = chunk.message[skip:], chunk.key[skip:]
+        count = tf.shape(message, out_type=tf.int64)[0]
         return {
-            "message": chunk.message,
-            "key": chunk.key,
+            "message": message,
+            "key": key,
             "partition": tf.fill([count], tf.constant(part.partition, tf.int64)),
             "offset": start + tf.range(count, dtype=tf.int64),
         }
 
-    return bounds.map(read).unbatch()
+    return bounds.map(read)
 
 
 def _confluent_chunks(bootstrap: str, topic_range: TopicRange) -> Iterator[dict[str, np.ndarray]]:
@@ -198,22 +218,28 @@ def _confluent_chunks(bootstrap: str, topic_range: TopicRange) -> Iterator[dict[
         consumer.close()
 
 
-def raw_dataset(bootstrap: str, topic_range: TopicRange, reader: str = "tfio") -> tf.data.Dataset:
-    """The undecoded records of the range as a tf.data pipeline: {message, key, partition, offset} per element."""
-    if reader == "tfio":
-        parts = [_tfio_partition(bootstrap, topic_range.topic, p) for p in topic_range.partitions if p.count > 0]
-        if not parts:
-            return tf.data.Dataset.from_tensor_slices({k: tf.zeros([0], s.dtype) for k, s in ELEMENT_SPEC.items()})
-        dataset = parts[0]
-        for part in parts[1:]:
-            dataset = dataset.concatenate(part)
-        return dataset
+@contextmanager
+def raw_dataset(bootstrap: str, topic_range: TopicRange, reader: str = "tfio") -> Iterator[tf.data.Dataset]:
+    """The undecoded records of the range as a tf.data pipeline of chunks: each element holds up to CHUNK records
+    as vectors {message, key, partition, offset} (`.unbatch()` gives one record per element). The readers'
+    Kafka clients are closed when the block ends."""
     if reader == "confluent":
-        chunk_spec = {k: tf.TensorSpec([None], s.dtype) for k, s in ELEMENT_SPEC.items()}
-        return tf.data.Dataset.from_generator(
-            lambda: _confluent_chunks(bootstrap, topic_range), output_signature=chunk_spec
-        ).unbatch()
-    raise ConfigError(f"unknown reader {reader!r}: choose one of {', '.join(READERS)}")
+        yield tf.data.Dataset.from_generator(
+            lambda: _confluent_chunks(bootstrap, topic_range), output_signature=CHUNK_SPEC
+        )
+        return
+    if reader != "tfio":
+        raise ConfigError(f"unknown reader {reader!r}: choose one of {', '.join(READERS)}")
+    resources: list = []
+    try:
+        parts = [_tfio_partition(bootstrap, topic_range.topic, p, resources) for p in topic_range.partitions if p.count]
+        dataset = tf.data.Dataset.from_tensors({k: tf.zeros([0], s.dtype) for k, s in CHUNK_SPEC.items()}).take(0)
+        for part in parts:
+            dataset = dataset.concatenate(part)
+        yield dataset
+    finally:
+        for resource in resources:  # named resources (and their librdkafka clients) live until destroyed
+            tf.raw_ops.DestroyResourceOp(resource=resource, ignore_lookup_error=True)
 
 
 def decode_chunk(codec: AvroCodec, chunk: dict[str, np.ndarray], topic: str) -> tuple[list[SourceRecord], int]:
@@ -244,11 +270,11 @@ def read_records(
     started = time.monotonic()
     records: list[SourceRecord] = []
     rejected = 0
-    dataset = raw_dataset(bootstrap, topic_range, reader).batch(CHUNK).prefetch(2)
-    for chunk in dataset.as_numpy_iterator():
-        decoded, bad = decode_chunk(codec, chunk, topic_range.topic)
-        records.extend(decoded)
-        rejected += bad
+    with raw_dataset(bootstrap, topic_range, reader) as dataset:
+        for chunk in dataset.prefetch(2).as_numpy_iterator():
+            decoded, bad = decode_chunk(codec, chunk, topic_range.topic)
+            records.extend(decoded)
+            rejected += bad
     seconds = time.monotonic() - started
     log.info(
         "read %d records of %s through %s in %.1f s (%d rejected)",

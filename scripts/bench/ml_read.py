@@ -42,7 +42,7 @@ def _rate(count: int, seconds: float) -> float:
 
 
 def run(ctx: BenchContext) -> dict:
-    from ml.source import CHUNK, raw_dataset, read_records, resolve_range
+    from ml.source import raw_dataset, read_records, resolve_range
 
     cars, per_car = (50, 200) if ctx.quick else (100, 500)
     topic = "bench-ml-read"
@@ -52,7 +52,8 @@ def run(ctx: BenchContext) -> dict:
     for _ in range(2):  # alternate the readers, keep each one's best run: the machine is shared
         for reader in ("confluent", "tfio"):
             started = time.monotonic()
-            raw = sum(len(chunk["message"]) for chunk in raw_dataset(ctx.bootstrap, topic_range, reader).batch(CHUNK))
+            with raw_dataset(ctx.bootstrap, topic_range, reader) as dataset:
+                raw = sum(len(chunk["message"]) for chunk in dataset.as_numpy_iterator())
             best[f"{reader}_raw"] = max(best.get(f"{reader}_raw", 0.0), _rate(raw, time.monotonic() - started))
             result = read_records(ctx.bootstrap, topic_range, reader)
             if len(result.records) != written:

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from paho.mqtt.client import MQTTMessage
 
 from bridge.metrics import Metrics
-from bridge.validation import BAD_TOPIC, Rejected, TopicRule, parse_reading
+from bridge.validation import BAD_TOPIC, UNPROCESSABLE, Rejected, TopicRule, parse_reading
 from common.avro import AvroCodec
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,10 @@ class Pipeline:
             record = parse_reading(car, message.payload, self.max_payload_bytes)
         except Rejected as rejected:
             self._dead_letter(message, rejected, car, generation)
+            return
+        except Exception as exc:  # a validator bug must not crash-loop the bridge on one payload
+            log.exception("validating a message on %r failed unexpectedly; sending it to the DLQ", message._topic)
+            self._dead_letter(message, Rejected(UNPROCESSABLE, f"{type(exc).__name__}: {exc}"), car, generation)
             return
         if record["seq"] is None:
             record["seq"] = self._next_seq[car]

@@ -29,6 +29,7 @@ MISSING_FIELD = "missing_field"
 OUT_OF_RANGE = "out_of_range"
 BAD_TOPIC = "bad_topic"
 CAR_ID_MISMATCH = "car_id_mismatch"
+UNPROCESSABLE = "unprocessable"  # the validator itself failed on it: a bug to report, never a reason to stop
 ERROR_CODES = (
     PAYLOAD_TOO_LARGE,
     NOT_UTF8,
@@ -38,6 +39,7 @@ ERROR_CODES = (
     OUT_OF_RANGE,
     BAD_TOPIC,
     CAR_ID_MISMATCH,
+    UNPROCESSABLE,
 )
 
 CAR_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -76,6 +78,8 @@ def _decode(payload: bytes, max_bytes: int) -> Any:
         return _JSON.decode(text)
     except ValueError as exc:  # JSONDecodeError and the NaN/Infinity refusal
         raise Rejected(MALFORMED_JSON, str(exc)) from None
+    except RecursionError:
+        raise Rejected(MALFORMED_JSON, "nested too deeply") from None
 
 
 def _integer(name: str, value: Any) -> int:

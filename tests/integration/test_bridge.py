@@ -283,6 +283,23 @@ def test_bridge_killed_mid_stream_and_restarted_loses_nothing(
     assert sum(duplicates.values()) <= 500
 
 
+def test_sigterm_mid_stream_flushes_and_acknowledges_so_a_restart_repeats_nothing(
+    kafka_bootstrap, mosquitto_node_factory, bridge_factory, bridge_topics
+):
+    broker = mosquitto_node_factory()
+    first = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
+    sent = readings(cars=10, per_car=300)
+    publisher = Publisher(broker.port, as_messages(sent), rate=1000)
+    first.wait_for(lambda m: m.get("bridge_produced_total", 0) >= 800, "readings before the stop")
+    assert first.terminate() == 0
+    assert "stopped;" in first.log()
+    bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
+    publisher.wait()
+    records = decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(sent)))
+    # Everything produced before the stop was acknowledged: the broker re-sends none of it.
+    assert not assert_none_missing(sent, records)
+
+
 def test_mosquitto_restarted_mid_stream_loses_nothing(
     kafka_bootstrap, mosquitto_node_factory, bridge_factory, bridge_topics
 ):

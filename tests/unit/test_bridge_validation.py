@@ -72,6 +72,7 @@ def _without(record: dict, *names: str) -> dict:
         (lambda r: b'{"speed": 1', "malformed_json", "Expecting"),
         (lambda r: payload(r).replace(b'"speed": ', b'"speed": NaN, "x": '), "malformed_json", "NaN"),
         (lambda r: payload({**r, "speed": 12345.5}).replace(b"12345.5", b"1e400"), "out_of_range", "speed=inf"),
+        (lambda r: b"[" * 2000 + b"]" * 2000, "malformed_json", "nested too deeply"),
         (lambda r: b"[1, 2]", "wrong_type", "JSON object, got array"),
         (lambda r: b'"text"', "wrong_type", "got string"),
         (lambda r: payload({**r, "speed": "fast"}), "wrong_type", "speed must be a number, got string"),

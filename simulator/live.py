@@ -61,18 +61,28 @@ def run_live(settings: LiveSettings, stop: threading.Event | None = None) -> Run
     )
     with PublishSession(settings, min(settings.connections, settings.cars), "live", stop) as session:
         _publish_on_schedule(fleet, settings, total, session)
-        stopped_by = "signal" if session.stop.is_set() else ("count" if total == settings.count else "duration")
+        if session.stop.is_set():
+            stopped_by = "signal"
+        elif settings.count is not None and session.stats.published >= settings.count:
+            stopped_by = "count"
+        else:
+            stopped_by = "duration"
         return session.finish(settings.cars, stopped_by)
 
 
 def _publish_on_schedule(fleet: Fleet, settings: LiveSettings, total: int | None, session: PublishSession) -> None:
+    """Publish until `total` readings went out, the duration's deadline passed, or a stop came. A run that falls
+    behind its schedule still ends at the deadline: --duration is wall-clock time."""
     cars, stats, stop = fleet.cars, session.stats, session.stop
     topics = [mqtt_topic(car) for car in fleet.car_ids]
     spacing = wall_spacing_s(settings)
+    deadline = stats.started + settings.duration if settings.duration is not None else math.inf
     step: FleetStep | None = None
-    while (total is None or stats.published < total) and not stop.is_set():
+    while total is None or stats.published < total:
         sent = stats.published
         now = time.monotonic()
+        if stop.is_set() or now >= deadline:
+            return
         due = int((now - stats.started) / spacing) + 1
         if total is not None:
             due = min(due, total)

@@ -49,6 +49,7 @@ class _Connection:
     name: str
     client: mqtt.Client
     connected: bool = False
+    lost: bool = False
     refused: str | None = None
     sock: socket.socket | None = None
     retry_at: float = 0.0
@@ -99,15 +100,16 @@ class FleetPublisher:
         if reason.is_failure:
             connection.refused = str(reason)
             return
-        if connection.retry_delay > 0.5:
+        if connection.lost:
             log.info("MQTT connection %s is back", connection.name)
-        connection.connected = True
+        connection.connected, connection.lost = True, False
         connection.retry_delay = 0.5
 
     def _on_disconnect(self, connection: _Connection, reason: Any) -> None:
         connection.connected = False
         self._unwatch(connection)
         if not self._closing:
+            connection.lost = True
             log.warning("MQTT connection %s lost (%s); reconnecting", connection.name, reason)
             connection.retry_at = time.monotonic() + connection.retry_delay
 

@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # logs and CI: wide enough for the summary's lines, never a guessed 80
     try:
         plan = make_plan(
             args.cars, args.duration, args.max_rate, args.speedup, args.history_cars, args.history_readings

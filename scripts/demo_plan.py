@@ -48,9 +48,10 @@ class DemoPlan:
 
     def describe(self) -> str:
         per_car = 1 / (READINGS_PER_SIMULATED_SECOND * self.live_speedup)
+        cars = f"{self.cars:,} car{'s' if self.cars != 1 else ''}"
         return (
             f"history: {self.history_cars} cars x {self.history_readings_per_car} readings for training; "
-            f"live: {self.cars:,} car{'s' if self.cars != 1 else ''} at {self.live_speedup:g}x simulated time (a reading per car every "
+            f"live: {cars} at {self.live_speedup:g}x simulated time (a reading per car every "
             f"{per_car:.2g} s, {self.live_rate:,.0f} readings/s)"
         )
 

@@ -8,6 +8,7 @@ stack started by hand) are used and left running.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -72,14 +73,18 @@ class Infrastructure:
 def start_local() -> Infrastructure:
     kafka, mosquitto = local_runtime.default_nodes()
     infra = Infrastructure("local", kafka.bootstrap_servers, "127.0.0.1", mosquitto.port)
-    for node in (kafka, mosquitto):
-        if node.is_running() and node.answers():
-            log.info("%s already runs on port %d (pid %s): using it as is", node.name, node.port, node.pid())
-            continue
-        node.start()
-        infra._nodes.append(node)
-        infra.started.append(node.name)
-        node.wait_ready(timeout=120)
+    try:
+        for node in (kafka, mosquitto):
+            if node.is_running() and node.answers():
+                log.info("%s already runs on port %d (pid %s): using it as is", node.name, node.port, node.pid())
+                continue
+            node.start()
+            infra._nodes.append(node)
+            infra.started.append(node.name)
+            node.wait_ready(timeout=120)
+    except BaseException:  # Ctrl-C or a failed start: stop what this call started before giving up
+        infra.stop()
+        raise
     return infra
 
 
@@ -97,12 +102,22 @@ def _compose(*args: str, timeout: float = 600) -> str:
 def start_compose() -> Infrastructure:
     running = set(_compose("ps", "--status", "running", "--services").split())
     missing = [name for name in COMPOSE_INFRA if name not in running]
+    infra = Infrastructure(
+        "compose",
+        f"localhost:{os.environ.get('KAFKA_HOST_PORT', '9092')}",
+        "127.0.0.1",
+        int(os.environ.get("MQTT_HOST_PORT", "1883")),
+        registry_url=f"http://localhost:{os.environ.get('SCHEMA_REGISTRY_HOST_PORT', '8081')}",
+        started=missing,
+    )
     if missing:
         log.info("starting %s with docker compose (%s)", ", ".join(missing), COMPOSE_FILE)
-        _compose("up", "-d", "--wait", *missing)
-    return Infrastructure(
-        "compose", "localhost:9092", "127.0.0.1", 1883, registry_url="http://localhost:8081", started=missing
-    )
+        try:
+            _compose("up", "-d", "--wait", *missing)
+        except BaseException:
+            infra.stop()
+            raise
+    return infra
 
 
 def external() -> Infrastructure:

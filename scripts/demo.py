@@ -320,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
     finally:
         demo.stop()
+    if demo.watcher is None:  # it ended before any reading flowed: the error says all there is
+        print(f"error: {demo.result.error}" if demo.result.error else "stopped before any reading flowed")
+        return code
     print_summary(demo.result, console)
     (demo.log_dir / "summary.json").parent.mkdir(parents=True, exist_ok=True)
     (demo.log_dir / "summary.json").write_text(json.dumps(demo.result.as_dict(), indent=2) + "\n")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from common.avro import AvroCodec
@@ -34,27 +35,38 @@ def run_ml(bootstrap: str, *args: str, timeout: float = 400) -> subprocess.Compl
     return result
 
 
-@pytest.fixture(scope="module")
-def data_topics(kafka_bootstrap: str):
-    created: list[str] = []
+class Topics:
+    """Topics of this module's tests, deleted at the end."""
 
-    def make(name: str, readings: list[dict], partitions: int = 3) -> str:
-        topic = f"{name}-{os.urandom(4).hex()}"
-        write_readings(kafka_bootstrap, topic, readings, partitions)
-        created.append(topic)
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.created: list[str] = []
+
+    def name(self, prefix: str) -> str:
+        self.created.append(f"{prefix}-{os.urandom(4).hex()}")
+        return self.created[-1]
+
+    def with_readings(self, prefix: str, readings: list[dict], partitions: int = 3) -> str:
+        topic = self.name(prefix)
+        write_readings(self.bootstrap, topic, readings, partitions)
         return topic
 
-    yield make
-    if created:
-        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-        for future in admin.delete_topics(created).values():
-            future.result(timeout=30)
+
+@pytest.fixture(scope="module")
+def topics(kafka_bootstrap: str):
+    made = Topics(kafka_bootstrap)
+    yield made
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    existing = set(admin.list_topics(timeout=30).topics)
+    names = [name for name in made.created if name in existing]
+    for future in admin.delete_topics(names).values() if names else ():
+        future.result(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def trained(kafka_bootstrap, data_topics, tmp_path_factory) -> Path:
+def trained(kafka_bootstrap, topics, tmp_path_factory) -> Path:
     """One training run through tensorflow-io on 60 simulated cars x 400 readings (24,000 records, 3 partitions)."""
-    topic = data_topics("ml-train", list(generate_readings(60, 400, seed=42)))
+    topic = topics.with_readings("ml-train", list(generate_readings(60, 400, seed=42)))
     model_dir = tmp_path_factory.mktemp("models")
     result = run_ml(kafka_bootstrap, "train", "--topic", topic, "--model-dir", str(model_dir), "--reader", "tfio")
     path = artifact.latest(model_dir)
@@ -121,15 +133,15 @@ def test_artifact_predicts_identically_in_a_fresh_process(trained, tmp_path):
     np.testing.assert_allclose(loaded.keras_model().predict(windows, verbose=0).reshape(-1), fresh, atol=1e-6)
 
 
-def test_labels_without_signal_score_near_chance(kafka_bootstrap, data_topics, tmp_path):
+def test_labels_without_signal_score_near_chance(kafka_bootstrap, topics, tmp_path):
     """failure_occurred shuffled across all readings: nothing to learn, so held-out metrics must sit at chance.
     Read through the confluent-kafka reader, the second implementation."""
-    readings = list(generate_readings(40, 300, seed=7))
+    readings = list(generate_readings(30, 300, seed=7))
     labels = np.random.default_rng(0).permutation([r["failure_occurred"] for r in readings])
     for reading, label in zip(readings, labels, strict=True):
         reading["failure_occurred"] = bool(label)
-    topic = data_topics("ml-noise", readings)
-    args = ("--topic", topic, "--model-dir", str(tmp_path), "--reader", "confluent", "--epochs", "4", "--patience", "2")
+    topic = topics.with_readings("ml-noise", readings)
+    args = ("--topic", topic, "--model-dir", str(tmp_path), "--reader", "confluent", "--epochs", "3", "--patience", "1")
     run_ml(kafka_bootstrap, "train", *args)
     meta = json.loads((artifact.latest(tmp_path) / "metadata.json").read_text())
     for section in ("metrics", "baseline"):
@@ -138,17 +150,18 @@ def test_labels_without_signal_score_near_chance(kafka_bootstrap, data_topics, t
         assert metrics["pr_auc"] < metrics["prevalence"] + 0.1, (section, metrics)
 
 
-def test_seed_form_trains_then_writes_avro_predictions(kafka_bootstrap, data_topics, tmp_path, consumer_factory):
+def test_seed_form_trains_then_writes_avro_predictions(kafka_bootstrap, topics, tmp_path, consumer_factory):
     """`python -m ml SERVERS TOPIC START_OFFSET RESULT_TOPIC`: train on the first 1000 records from the offset,
     one Avro prediction (key = car_id) for each of the following 200."""
     readings = list(generate_readings(10, 130, seed=11, failure_rate=6.0))
-    topic = data_topics("ml-seed", readings, partitions=1)
-    result_topic = f"ml-seed-result-{os.urandom(4).hex()}"
+    topic = topics.with_readings("ml-seed", readings, partitions=1)
+    result_topic = topics.name("ml-seed-result")
     options = ("--model-dir", str(tmp_path), "--window", "12", "--horizon", "5", "--epochs", "2")
     run_ml(kafka_bootstrap, kafka_bootstrap, topic, "100", result_topic, *options)
     version = artifact.latest(tmp_path)
     assert json.loads((version / "metadata.json").read_text())["training"]["records"] == 1000
-    consumer = consumer_factory(result_topic)
+    consumer = consumer_factory()
+    consumer.assign([TopicPartition(result_topic, 0, 0)])  # no group rebalance to wait for
     codec = AvroCodec(PREDICTION, result_topic)
     values = []
     while len(values) < 200:

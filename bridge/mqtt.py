@@ -74,6 +74,8 @@ class MqttSource:
         self._ever_connected = False
         self._delay = MIN_RECONNECT_DELAY
         self._next_attempt = 0.0
+        self._closing = False
+        self._barrier_passed = False
         self.client = self._client(handler)
 
     def _client(self, handler: Handler) -> mqtt.Client:
@@ -85,10 +87,19 @@ class MqttSource:
             client.username_pw_set(s.mqtt_username, s.mqtt_password.get_secret_value() if s.mqtt_password else None)
         if s.mqtt_tls:
             client.tls_set(ca_certs=s.mqtt_ca_file)
+        paho_log = logging.getLogger("paho.mqtt")
+        if paho_log.isEnabledFor(logging.DEBUG):  # every packet, for LOG_LEVEL=DEBUG only: it costs per message
+            client.enable_logger(paho_log)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        client.on_message = lambda _client, _userdata, message: handler(message, self.generation)
+        client.on_unsubscribe = self._on_unsubscribe
+
+        def on_message(_client, _userdata, message: mqtt.MQTTMessage) -> None:
+            if not self._closing:  # while closing, leave messages unacknowledged: the broker sends them again
+                handler(message, self.generation)
+
+        client.on_message = on_message
         return client
 
     def _connect_properties(self) -> Properties:
@@ -189,12 +200,26 @@ class MqttSource:
             self.client.ack(mid, qos)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send the acknowledgements still queued, then disconnect; the session stays on the broker."""
+        """Make sure the broker has taken our acknowledgements, then disconnect; the session stays on the broker.
+
+        Closing a socket that still holds unread data (the broker keeps sending up to Receive Maximum) makes the
+        kernel send a reset, and the broker may drop the acknowledgements it had not read yet: those messages
+        would come again. So first a round trip as a barrier: the broker answers an UNSUBSCRIBE (of a filter we
+        never subscribed, so nothing changes) only after it processed every packet sent before it.
+        """
         if not self._socket_open:
             return
-        deadline = time.monotonic() + timeout
-        while self.client.want_write() and time.monotonic() < deadline:
-            if self.client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
-                break
+        self._closing = True
+        if self.stats.connected:
+            self.client.unsubscribe(f"bridge-barrier/{self.settings.client_id}")
+            deadline = time.monotonic() + timeout
+            while not self._barrier_passed and time.monotonic() < deadline:
+                if self._serve(0.05) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            if not self._barrier_passed:
+                log.warning("MQTT broker did not confirm the last acknowledgements; it may send those messages again")
         self.client.disconnect()
         self._socket_open = False
+
+    def _on_unsubscribe(self, _client, _userdata, _mid, _reasons, _properties) -> None:
+        self._barrier_passed = True

@@ -4,7 +4,9 @@ every stage, each its own process: simulator -> Mosquitto -> bridge -> Kafka -> 
 Counted after the run by reading both topics whole (scripts/stream_watch.py): `published` (the simulator's
 summary), `in_kafka` (distinct (car_id, seq) on the readings topic), `predicted` (readings with a prediction that
 names their event_time). At speedup 1 a reading's event_time is the moment the simulator was due to publish
-it, so predicted_at - event_time is the latency from publish to prediction (`p50_ms`, `p99_ms`).
+it, so predicted_at - event_time is the latency from publish to prediction (`p50_ms`, `p99_ms`); split into
+`due_to_kafka_*` (event_time to the bridge's Kafka timestamp, including any lag of the simulator behind its
+schedule, `simulator_behind_schedule_s`) and `kafka_to_prediction_*`.
 `readings_per_s` is end-to-end throughput: predicted readings over the span from the first reading's event_time
 to the last prediction. Targets: 10,000 readings/s sustained, nothing lost, p99 under 1 s.
 
@@ -91,6 +93,8 @@ def run(ctx: BenchContext) -> dict:
     result = _count(ctx, readings_topic, predictions_topic, published, seconds, usage)
     result["publish_msgs_per_s"] = simulator_summary["msgs_per_s"]
     result["publish_seconds"] = simulator_summary["seconds"]
+    # A simulator that cannot keep its schedule publishes late: that lag is part of due_to_kafka and p50/p99.
+    result["simulator_behind_schedule_s"] = round(simulator_summary["seconds"] - seconds, 1)
     log.info("e2e: %s", result)
     return result
 
@@ -142,8 +146,8 @@ def _count(
                 "p50_ms": percentile(latencies, 50),
                 "p99_ms": percentile(latencies, 99),
                 "max_ms": max(latencies, default=None),
-                "publish_to_kafka_p50_ms": percentile(to_kafka, 50),
-                "publish_to_kafka_p99_ms": percentile(to_kafka, 99),
+                "due_to_kafka_p50_ms": percentile(to_kafka, 50),
+                "due_to_kafka_p99_ms": percentile(to_kafka, 99),
                 "kafka_to_prediction_p50_ms": percentile(from_kafka, 50),
                 "kafka_to_prediction_p99_ms": percentile(from_kafka, 99),
             }

@@ -235,9 +235,9 @@ def latency(ctx: BenchContext, topic: str, count: int, rate: float, skip: int) -
 
 
 def run(ctx: BenchContext) -> dict:
-    count = 30_000 if ctx.quick else 150_000
+    count = 20_000 if ctx.quick else 100_000
     # Latency at a steady rate well inside what this shared 2-core machine carries (the publisher runs beside it).
-    live_count, live_rate = (5_000, 1_000.0) if ctx.quick else (20_000, 1_000.0)
+    live_count, live_rate = (3_000, 1_000.0) if ctx.quick else (15_000, 1_000.0)
     messages = payloads(count)
     suffix = uuid.uuid4().hex[:8]
     topic, dlq = f"bench-readings-{suffix}", f"bench-dlq-{suffix}"

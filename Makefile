@@ -34,11 +34,21 @@ $(KAFKA_JARS): scripts/kafka/pom.xml | $(INSTALLED)
 	$(PY) -m scripts.local_runtime install
 	@touch $@
 
-up: setup ## Start Kafka (KRaft) and Mosquitto as local processes; returns once both answer
-	$(PY) -m scripts.local_runtime up
+COMPOSE := docker compose -f compose/docker-compose.yml
 
-down: ## Stop the local Kafka and Mosquitto; leaves no process behind
+up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes; RUNTIME=compose: containers)
+ifeq ($(RUNTIME),compose)
+	$(COMPOSE) up -d --wait kafka mosquitto schema-registry
+else
+	$(PY) -m scripts.local_runtime up
+endif
+
+down: ## Stop the infrastructure; leaves no process behind
+ifeq ($(RUNTIME),compose)
+	$(COMPOSE) down
+else
 	@if [ -x $(PY) ]; then $(PY) -m scripts.local_runtime down; else echo "nothing was running (no .venv)"; fi
+endif
 
 status: ## Show whether the local servers run and answer
 	@$(PY) -m scripts.local_runtime status

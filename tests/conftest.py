@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.kafka import consumer_config
-from scripts.local_runtime import KAFKA_VERSION, KafkaNode, MosquittoNode, free_port
+from scripts.local_runtime import KAFKA_VERSION, KafkaNode, MosquittoNode, ServerProcess, free_port
 
 log = logging.getLogger(__name__)
 TESTS_DIR = Path(__file__).resolve().parent
@@ -181,13 +181,12 @@ def consume_all(consumer: Consumer, expected: int, timeout: float = 60.0, idle: 
     return messages
 
 
-@pytest.fixture
-def kafka_node_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaNode]]:
-    """Private Kafka nodes on free ports, for tests that stop or kill the broker; stopped afterwards."""
-    nodes: list[KafkaNode] = []
+def _private_nodes(make_node: Callable[[int], ServerProcess]) -> Iterator[Callable[[], ServerProcess]]:
+    """Start nodes on demand (each answering before it is handed out); stop every one afterwards."""
+    nodes: list[ServerProcess] = []
 
-    def make() -> KafkaNode:
-        node = KafkaNode(tmp_path / f"kafka-{len(nodes)}", port=free_port(), controller_port=free_port(), heap="512m")
+    def make() -> ServerProcess:
+        node = make_node(len(nodes))
         node.start()
         node.wait_ready()
         nodes.append(node)
@@ -196,20 +195,17 @@ def kafka_node_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaNode]]:
     yield make
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def kafka_node_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaNode]]:
+    """Private Kafka nodes on free ports, for tests that stop or kill the broker; stopped afterwards."""
+    yield from _private_nodes(
+        lambda i: KafkaNode(tmp_path / f"kafka-{i}", port=free_port(), controller_port=free_port(), heap="512m")
+    )
 
 
 @pytest.fixture
 def mosquitto_node_factory(tmp_path: Path) -> Iterator[Callable[[], MosquittoNode]]:
     """Private Mosquitto brokers on free ports, for tests that restart the broker; stopped afterwards."""
-    nodes: list[MosquittoNode] = []
-
-    def make() -> MosquittoNode:
-        node = MosquittoNode(tmp_path / f"mosquitto-{len(nodes)}", port=free_port())
-        node.start()
-        node.wait_ready()
-        nodes.append(node)
-        return node
-
-    yield make
-    for node in nodes:
-        node.stop()
+    yield from _private_nodes(lambda i: MosquittoNode(tmp_path / f"mosquitto-{i}", port=free_port()))

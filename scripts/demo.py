@@ -3,7 +3,7 @@
     python -m scripts.demo [--cars 25] [--duration 120] [--runtime auto|local|compose|external]
 
 1. Start the infrastructure: the compose stack when a Docker engine answers, the local runtime otherwise.
-2. Start the bridge; a history fleet (50 cars x 300 readings) publishes through MQTT -> bridge -> car-sensor.
+2. Start the bridge; a history fleet (150 cars x 300 readings) publishes through MQTT -> bridge -> car-sensor.
 3. `python -m ml train` trains the LSTM from that stretch of car-sensor and saves a model version.
 4. `python -m ml predict` serves it while the live fleet (--cars) drives: predictions flow to
    car-sensor-predictions and the view shows readings/s at each stage, predictions, alerts and the model.
@@ -35,7 +35,7 @@ from common.kafka import ensure_topics
 from common.logs import setup_logging
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
 from scripts import demo_runtime
-from scripts.demo_plan import DemoPlan, make_plan
+from scripts.demo_plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
 from scripts.demo_summary import DemoResult, latest_model_metadata, print_summary
 from scripts.demo_view import DemoStatus, DemoView
 from scripts.local_runtime import DEFAULT_RUN_DIR, ROOT
@@ -76,8 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-rate", type=float, default=2000.0, help="readings/s the live fleet stays under (default: 2000)"
     )
-    parser.add_argument("--history-cars", type=int, default=50, help="cars of the history fleet (default: 50)")
-    parser.add_argument("--history-readings", type=int, default=300, help="readings per history car (default: 300)")
+    parser.add_argument(
+        "--history-cars", type=int, default=HISTORY_CARS, help="cars of the history fleet (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--history-readings",
+        type=int,
+        default=HISTORY_READINGS_PER_CAR,
+        help="readings per history car (default: %(default)s)",
+    )
     parser.add_argument("--epochs", type=int, help="most training epochs (default: the trainer's)")
     parser.add_argument("--model-dir", default="artifacts/models", help="model versions (default: %(default)s)")
     parser.add_argument("--readings-topic", default=READINGS_TOPIC, help="default: %(default)s")

@@ -1,4 +1,4 @@
-"""The `training` section: `python -m ml train` on the demo's history (50 cars x 300 readings) in Kafka; training
+"""The `training` section: `python -m ml train` on the demo's history (150 cars x 300 readings) in Kafka; training
 samples/s (windows per second of model.fit, all epochs), the wall time of the whole command, and the model's
 and the baseline's PR-AUC on held-out cars."""
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from scripts.bench.context import ProcessSampler, python_module
 from scripts.bench.ml_read import write_readings
+from scripts.demo_plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR
 from scripts.local_runtime import ROOT
 from simulator.fleet import generate_readings
 
@@ -18,7 +19,7 @@ TARGET_SECONDS = 180
 
 
 def run(ctx) -> dict:
-    cars, per_car = (30, 200) if ctx.quick else (50, 300)  # the demo's history fleet
+    cars, per_car = (30, 200) if ctx.quick else (HISTORY_CARS, HISTORY_READINGS_PER_CAR)  # the demo's history fleet
     topic = "bench-training"
     readings = write_readings(ctx.bootstrap, topic, generate_readings(cars, per_car))
     model_dir = Path(ctx.work_dir) / "bench-models"

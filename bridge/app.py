@@ -60,6 +60,7 @@ class Bridge:
             readings_topic=settings.kafka_topic,
             dlq_topic=settings.dlq_topic,
             max_payload_bytes=settings.max_payload_bytes,
+            range_policy=settings.range_policy,
             acknowledge=lambda mid, qos, generation: self.source.ack(mid, qos, generation),
         )
         self.source = MqttSource(settings, self.pipeline.handle, self.stats)

@@ -32,6 +32,8 @@ class Stats:
     in_flight: int = 0
     connected: bool = False
     rejected: Counter[str] = field(default_factory=Counter)
+    flagged: int = 0
+    out_of_range: Counter[str] = field(default_factory=Counter)
 
     @property
     def confirmed(self) -> int:
@@ -45,7 +47,7 @@ class Stats:
     def line(self) -> str:
         rejected = sum(self.rejected.values())
         return (
-            f"received {self.received}, produced {self.produced}, rejected {rejected} "
+            f"received {self.received}, produced {self.produced} ({self.flagged} out of range), rejected {rejected} "
             f"({', '.join(f'{k} {v}' for k, v in sorted(self.rejected.items())) or 'none'}), "
             f"in flight {self.in_flight} ({self.buffer_fill:.0%} of {self.buffer_size}), "
             f"redelivered {self.redelivered}, retries {self.retries}, mqtt {'up' if self.connected else 'DOWN'}"
@@ -61,6 +63,7 @@ class StatsCollector(Collector):
         for name, value, doc in (
             ("bridge_received", s.received, "MQTT messages received (redeliveries included)"),
             ("bridge_produced", s.produced, "Readings Kafka confirmed on the readings topic"),
+            ("bridge_flagged", s.flagged, "Readings forwarded with a value outside its plausibility range"),
             ("bridge_dead_lettered", s.dead_lettered, "Rejected payloads Kafka confirmed on the DLQ topic"),
             ("bridge_redelivered", s.redelivered, "MQTT messages the broker delivered again (DUP flag)"),
             ("bridge_produce_retries", s.retries, "Kafka deliveries that failed and were produced again"),
@@ -71,6 +74,12 @@ class StatsCollector(Collector):
         for error, count in sorted(s.rejected.items()):
             rejected.add_metric([error], count)
         yield rejected
+        outside = CounterMetricFamily(
+            "bridge_out_of_range", "Values outside their plausibility range, by sensor field", labels=["field"]
+        )
+        for name, count in sorted(s.out_of_range.items()):
+            outside.add_metric([name], count)
+        yield outside
         yield GaugeMetricFamily("bridge_in_flight", "Messages received, not yet confirmed by Kafka", value=s.in_flight)
         yield GaugeMetricFamily("bridge_buffer_fill", "In flight / buffer size (1 = MQTT held back)", s.buffer_fill)
         yield GaugeMetricFamily("bridge_mqtt_connected", "1 while connected to the MQTT broker", int(s.connected))

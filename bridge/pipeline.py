@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from paho.mqtt.client import MQTTMessage
 
 from bridge.metrics import Metrics
-from bridge.validation import BAD_TOPIC, UNPROCESSABLE, Rejected, TopicRule, parse_reading
+from bridge.validation import BAD_TOPIC, UNPROCESSABLE, RangePolicy, Rejected, TopicRule, parse_reading
 from common.avro import AvroCodec
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Pipeline:
         dlq_topic: str,
         max_payload_bytes: int,
         acknowledge: Acknowledge,
+        range_policy: RangePolicy = RangePolicy.FLAG,
     ) -> None:
         self.producer = producer
         self.codec = codec
@@ -73,10 +74,9 @@ class Pipeline:
         self.dlq_topic = dlq_topic
         self.max_payload_bytes = max_payload_bytes
         self.acknowledge = acknowledge
+        self.range_policy = range_policy
         self.fatal: KafkaError | None = None
         self._backlog: deque[Job] = deque()
-        # seq for payloads in the seed simulator's shape (they carry none): per car, from 0 at each bridge start.
-        self._next_seq: defaultdict[str, int] = defaultdict(int)
 
     def handle(self, message: MQTTMessage, generation: int) -> None:
         """Validate, convert and produce one MQTT message; rejected input goes to the DLQ."""
@@ -88,7 +88,7 @@ class Pipeline:
         car = None
         try:
             car = self.topics.car_id(_topic(message))
-            record = parse_reading(car, message.payload, self.max_payload_bytes)
+            record = parse_reading(car, message.payload, self.max_payload_bytes, self.range_policy)
         except Rejected as rejected:
             self._dead_letter(message, rejected, car, generation)
             return
@@ -96,10 +96,11 @@ class Pipeline:
             log.exception("validating a message on %r failed unexpectedly; sending it to the DLQ", message._topic)
             self._dead_letter(message, Rejected(UNPROCESSABLE, f"{type(exc).__name__}: {exc}"), car, generation)
             return
-        if record["seq"] is None:
-            record["seq"] = self._next_seq[car]
-            self._next_seq[car] += 1
+        if record["event_time"] is None:  # a payload without identity: seq is its content hash
             record["event_time"] = int(time.time() * 1000)
+        if record["out_of_range"]:
+            stats.flagged += 1
+            stats.out_of_range.update(record["out_of_range"])
         pending = Pending(message.mid, message.qos, generation, time.monotonic(), False)
         self._produce(self.readings_topic, car.encode(), self.codec.encode(record), None, pending)
 

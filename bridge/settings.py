@@ -7,6 +7,7 @@ import socket
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from bridge.validation import RangePolicy
 from common.settings import KafkaSettings, MqttSettings
 from common.topics import DLQ_TOPIC, MQTT_TOPIC_FILTER, READINGS_TOPIC
 
@@ -43,6 +44,12 @@ class BridgeSettings(KafkaSettings, MqttSettings):
     )
     keepalive: int = Field(30, ge=5, description="MQTT keepalive, seconds")
     max_payload_bytes: int = Field(65_536, ge=64, description="Larger payloads are rejected to the DLQ")
+    range_policy: RangePolicy = Field(
+        RangePolicy.FLAG,
+        description="A well-formed reading with a value outside its plausibility range (the schema's 'range', in "
+        "the simulator's units): flag = forward it, naming the fields in out_of_range; reject = send it to the DLQ "
+        "(out_of_range); off = forward it, check no range",
+    )
     kafka_topic: str = Field(READINGS_TOPIC, description="Kafka topic for valid readings (key = car_id, Avro)")
     dlq_topic: str = Field(DLQ_TOPIC, description="Kafka topic for rejected payloads (original bytes, error headers)")
     partitions: int = Field(4, ge=1, description="Partitions for the Kafka topics when the bridge creates them")

@@ -2,18 +2,25 @@
 
 Two JSON shapes are accepted (DESIGN.md):
 - the full reading: `car_id`, `seq`, `event_time`, the 18 sensor fields, optional `failure_occurred`;
-- the seed simulator's shape: the 18 sensor fields (extra keys ignored) and none of `car_id`, `seq`,
-  `event_time`: the car comes from the topic, `seq` and `event_time` are left to the caller (the bridge
-  assigns them), `failure_occurred` is null.
+- the seed simulator's shape: the 18 sensor fields (extra keys, such as its camelCase duplicates, ignored) and
+  none of `car_id`, `seq`, `event_time`: the car comes from the topic, `seq` is the content hash of the payload
+  (`content_seq`, seq_origin CONTENT_HASH), `event_time` is left to the caller (the bridge's receive time),
+  `failure_occurred` is null.
 
-Anything else raises `Rejected` with a short error code (the DLQ's `error` header) and a detail for humans.
-Bounds come from common.schemas.SENSOR_RANGES (the `range` attributes of the .avsc): one place.
+Structure is strict: anything malformed raises `Rejected` with a short error code (the DLQ's `error` header) and
+a detail for humans. Plausibility is a signal: a well-formed value outside its bound in common.schemas.SENSOR_RANGES
+(the `range` attributes of the .avsc, one place) is listed in the record's `out_of_range` (RangePolicy.FLAG), or
+rejected (REJECT), or not looked at (OFF). The bounds describe the simulator's units, and a real fleet may send
+other units: its readings are data, not garbage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
+from enum import StrEnum
 from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
@@ -27,6 +34,7 @@ MALFORMED_JSON = "malformed_json"
 WRONG_TYPE = "wrong_type"
 MISSING_FIELD = "missing_field"
 OUT_OF_RANGE = "out_of_range"
+NOT_FINITE = "not_finite"
 BAD_TOPIC = "bad_topic"
 CAR_ID_MISMATCH = "car_id_mismatch"
 UNPROCESSABLE = "unprocessable"  # the validator itself failed on it: a bug to report, never a reason to stop
@@ -37,15 +45,29 @@ ERROR_CODES = (
     WRONG_TYPE,
     MISSING_FIELD,
     OUT_OF_RANGE,
+    NOT_FINITE,
     BAD_TOPIC,
     CAR_ID_MISMATCH,
     UNPROCESSABLE,
 )
 
+
+class RangePolicy(StrEnum):
+    """What the bridge does with a well-formed reading outside the plausibility ranges."""
+
+    FLAG = "flag"  # forward it, naming the fields in out_of_range
+    REJECT = "reject"  # dead-letter it (out_of_range)
+    OFF = "off"  # forward it, look at no range
+
+
+SENDER = "SENDER"
+CONTENT_HASH = "CONTENT_HASH"
 CAR_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 IDENTITY_FIELDS = ("car_id", "seq", "event_time")
 # event_time must be a plausible epoch in milliseconds: 1970 .. 2100.
 EVENT_TIME_RANGE = (0, 4_102_444_800_000)
+INT32_RANGE = (-(2**31), 2**31 - 1)  # Avro int
+SEQ_MASK = 2**63 - 1
 _SENSORS = tuple(
     (name, name in schemas.INT_SENSOR_FIELDS, *schemas.SENSOR_RANGES[name]) for name in schemas.SENSOR_FIELDS
 )
@@ -98,7 +120,8 @@ def _json_type(value: Any) -> str:
     )
 
 
-def _sensors(obj: dict[str, Any], record: dict[str, Any]) -> None:
+def _sensors(obj: dict[str, Any], record: dict[str, Any], policy: RangePolicy) -> None:
+    outside: list[str] = []
     for name, is_int, low, high in _SENSORS:
         try:
             value = obj[name]
@@ -107,13 +130,20 @@ def _sensors(obj: dict[str, Any], record: dict[str, Any]) -> None:
         kind = type(value)
         if is_int:
             value = _integer(name, value)
+            if not INT32_RANGE[0] <= value <= INT32_RANGE[1]:
+                raise Rejected(WRONG_TYPE, f"{name}={value} does not fit a 32-bit integer")
         elif kind is int:
-            value = float(value)
+            value = float(value) if -1e308 < value < 1e308 else math.inf  # float() raises beyond a double
         elif kind is not float:
             raise Rejected(WRONG_TYPE, f"{name} must be a number, got {_json_type(value)} {value!r:.40}")
-        if not low <= value <= high:
-            raise Rejected(OUT_OF_RANGE, f"{name}={value} is outside [{low}, {high}]")
+        if not math.isfinite(value):  # 1e400 parses as inf
+            raise Rejected(NOT_FINITE, f"{name}={value} is not a finite number")
+        if not low <= value <= high and policy is not RangePolicy.OFF:
+            if policy is RangePolicy.REJECT:
+                raise Rejected(OUT_OF_RANGE, f"{name}={value} is outside [{low}, {high}]")
+            outside.append(name)
         record[name] = value
+    record["out_of_range"] = outside
 
 
 class TopicRule:
@@ -145,19 +175,31 @@ class TopicRule:
         return car
 
 
-def parse_reading(topic_car: str, payload: bytes, max_bytes: int) -> dict[str, Any]:
-    """The reading in `payload`; for the seed shape `seq` and `event_time` are None (the caller assigns them).
+def content_seq(car: str, payload: bytes) -> int:
+    """The seq of a payload that carries none: the same bytes from the same car give the same seq on any bridge,
+    before and after a restart or a redelivery. 63 bits, so that Avro's signed long holds it."""
+    digest = hashlib.blake2b(car.encode() + b"\0" + payload, digest_size=8).digest()
+    return int.from_bytes(digest, "big") & SEQ_MASK
+
+
+def parse_reading(
+    topic_car: str, payload: bytes, max_bytes: int, policy: RangePolicy = RangePolicy.FLAG
+) -> dict[str, Any]:
+    """The reading in `payload`; for the seed shape `event_time` is None (the caller assigns its receive time).
 
     Raises Rejected when the payload is not a valid reading.
     """
     obj = _decode(payload, max_bytes)
     if type(obj) is not dict:
         raise Rejected(WRONG_TYPE, f"payload must be a JSON object, got {_json_type(obj)}")
-    record: dict[str, Any] = {"car_id": topic_car, "seq": None, "event_time": None}
+    record: dict[str, Any] = {"car_id": topic_car, "seq": None, "event_time": None, "seq_origin": SENDER}
     present = [name for name in IDENTITY_FIELDS if name in obj]
     if present:
         _identity(obj, present, record)
-    _sensors(obj, record)
+    else:
+        record["seq"] = content_seq(topic_car, payload)
+        record["seq_origin"] = CONTENT_HASH
+    _sensors(obj, record, policy)
     failure = obj.get("failure_occurred") if present else None
     if failure is not None and type(failure) is not bool:
         raise Rejected(WRONG_TYPE, f"failure_occurred must be a boolean or null, got {_json_type(failure)}")

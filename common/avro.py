@@ -3,8 +3,11 @@
 - Confluent wire format (magic byte 0, 4-byte big-endian schema id, body) when a schema registry is configured.
 - Avro single-object encoding (C3 01, 8-byte little-endian CRC-64-AVRO fingerprint, body) when none is.
 
-Every reader accepts both. Without a registry a Confluent-framed record is decoded with the local schema of the
-same name, since this stack only ever writes the schemas in schemas/.
+Every reader accepts both, and every version of the schema (common/schemas.py): a record written with an earlier
+version is resolved to the current one, its new fields taking their defaults. The single-object header names the
+writer's version by its fingerprint; with a registry the schema id does. Without a registry a Confluent-framed
+record is decoded with the newest local version that reads it exactly, since this stack only ever writes the
+schemas in schemas/.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
 
 
-def single_object_header(name: str) -> bytes:
-    canonical = to_parsing_canonical_form(schemas.parsed_schema(name))
+def single_object_header(name: str, version: str = "") -> bytes:
+    canonical = to_parsing_canonical_form(schemas.parsed_schema(name, version))
     return SINGLE_OBJECT_MAGIC + int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
 
 
@@ -44,6 +47,9 @@ class AvroCodec:
         self.topic = topic
         self._schema = schemas.wire_schema(name)
         self._header = single_object_header(name)
+        # every version a record may have been written with, newest first: header -> writer schema
+        versions = ["", *reversed(schemas.previous_versions(name))]
+        self._writers = {single_object_header(name, v): schemas.wire_schema(name, v) for v in versions}
         self._registry = None
         if registry_url:
             self._init_registry(registry_url)
@@ -56,7 +62,8 @@ class AvroCodec:
         self._registry = SchemaRegistryClient({"url": url})
         self._context = SerializationContext(self.topic, MessageField.VALUE)
         self._serializer = AvroSerializer(self._registry, schemas.schema_json(self.name))
-        self._deserializer = AvroDeserializer(self._registry)
+        # the current schema as reader schema: records of earlier versions are resolved to it
+        self._deserializer = AvroDeserializer(self._registry, schemas.schema_json(self.name))
 
     @property
     def framing(self) -> str:
@@ -76,15 +83,32 @@ class AvroCodec:
             raise DecodeError(f"value too short for Avro framing ({0 if data is None else len(data)} bytes)")
         try:
             if data[:2] == SINGLE_OBJECT_MAGIC:
-                if data[:10] != self._header:
-                    raise DecodeError(f"single-object fingerprint {data[2:10].hex()} is not the {self.name} schema")
-                return fastavro.schemaless_reader(io.BytesIO(data[10:]), self._schema, self._schema)
+                writer = self._writers.get(data[:10])
+                if writer is None:
+                    raise DecodeError(
+                        f"single-object fingerprint {data[2:10].hex()} is no version of the {self.name} schema"
+                    )
+                return fastavro.schemaless_reader(io.BytesIO(data[10:]), writer, self._schema)
             if data[0] == CONFLUENT_MAGIC:
                 if self._registry is not None:
                     return _millis(self._deserializer(data, self._context))
-                return fastavro.schemaless_reader(io.BytesIO(data[5:]), self._schema, self._schema)
+                return self._decode_unregistered(data[5:])
         except DecodeError:
             raise
         except Exception as exc:  # fastavro and the registry client raise many types on corrupt input
             raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
         raise DecodeError(f"unknown framing: first bytes {data[:2].hex()} are neither C3 01 nor 00")
+
+    def _decode_unregistered(self, body: bytes) -> dict[str, Any]:
+        """A Confluent-framed body without a registry to name its schema: the newest version that reads it whole."""
+        failure: Exception | None = None
+        for writer in self._writers.values():
+            stream = io.BytesIO(body)
+            try:
+                record = fastavro.schemaless_reader(stream, writer, self._schema)
+            except Exception as exc:
+                failure = exc
+                continue
+            if stream.tell() == len(body):
+                return record
+        raise DecodeError(f"no version of the {self.name} schema reads this Confluent-framed body ({failure})")

@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Iterable
+from enum import Enum
 from typing import Any, TypeVar
 
 import pydantic
@@ -46,6 +47,8 @@ def add_settings_arguments(
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if field.annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, Enum):
+            kwargs["metavar"] = "{" + ",".join(str(member.value) for member in field.annotation) + "}"
         else:
             kwargs["metavar"] = name.upper()
         parser.add_argument("--" + name.replace("_", "-"), **kwargs)

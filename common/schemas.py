@@ -1,4 +1,10 @@
-"""The Avro schemas of schemas/*.avsc, loaded once and shared by every service."""
+"""The Avro schemas of schemas/*.avsc, loaded once and shared by every service.
+
+`schemas/<name>.avsc` is the current version, the one every service writes. Earlier versions stay, unchanged, in
+`schemas/previous/<name>.v<N>.avsc`: records written with them are still on Kafka, and readers resolve them to the
+current version (new fields take their defaults). A new version must be able to read every earlier one
+(backward compatible): tests/unit/test_schema_versions.py proves it with fastavro's schema resolution.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +16,32 @@ from typing import Any
 import fastavro
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+PREVIOUS_DIR = SCHEMA_DIR / "previous"
 READING = "car_sensor_reading"
 PREDICTION = "car_failure_prediction"
 
 
 @cache
-def raw_schema(name: str) -> dict[str, Any]:
-    """The schema as written in `schemas/<name>.avsc`, custom attributes (such as `range`) included."""
-    return json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+def raw_schema(name: str, version: str = "") -> dict[str, Any]:
+    """The schema as written in its .avsc file, custom attributes (such as `range`) included; `version` names an
+    earlier one (`v1` reads `schemas/previous/<name>.v1.avsc`), empty the current one."""
+    path = PREVIOUS_DIR / f"{name}.{version}.avsc" if version else SCHEMA_DIR / f"{name}.avsc"
+    return json.loads(path.read_text())
+
+
+def previous_versions(name: str) -> list[str]:
+    """The earlier versions of a schema that are kept, oldest first (`v1`, `v2`, ...)."""
+    found = (path.name[len(name) + 1 : -len(".avsc")] for path in PREVIOUS_DIR.glob(f"{name}.v*.avsc"))
+    return sorted(found, key=lambda version: int(version[1:]))
 
 
 @cache
-def parsed_schema(name: str) -> dict[str, Any]:
-    return fastavro.parse_schema(raw_schema(name))
+def parsed_schema(name: str, version: str = "") -> dict[str, Any]:
+    return fastavro.parse_schema(raw_schema(name, version))
 
 
 @cache
-def wire_schema(name: str) -> dict[str, Any]:
+def wire_schema(name: str, version: str = "") -> dict[str, Any]:
     """The schema without logical types: the same bytes on the wire, but timestamps stay int milliseconds
     in Python (the stack computes with them) instead of becoming datetime objects."""
 
@@ -37,15 +52,24 @@ def wire_schema(name: str) -> dict[str, Any]:
             return [strip(v) for v in node]
         return node
 
-    return fastavro.parse_schema(strip(raw_schema(name)))
+    return fastavro.parse_schema(strip(raw_schema(name, version)))
 
 
-def schema_json(name: str) -> str:
-    return json.dumps(raw_schema(name))
+def schema_json(name: str, version: str = "") -> str:
+    return json.dumps(raw_schema(name, version))
 
 
 def field_names(name: str) -> list[str]:
     return [field["name"] for field in raw_schema(name)["fields"]]
+
+
+BRIDGE_FIELDS = ("out_of_range", "seq_origin")
+"""Reading fields the bridge fills in; a JSON payload carries the others."""
+
+
+def payload_fields() -> list[str]:
+    """The fields of a reading's JSON payload (the full shape), in schema order."""
+    return [name for name in field_names(READING) if name not in BRIDGE_FIELDS]
 
 
 def _sensor_fields() -> list[dict[str, Any]]:
@@ -58,4 +82,7 @@ SENSOR_FIELDS: tuple[str, ...] = tuple(field["name"] for field in _sensor_fields
 INT_SENSOR_FIELDS: frozenset[str] = frozenset(f["name"] for f in _sensor_fields() if f["type"] == "int")
 
 SENSOR_RANGES: dict[str, tuple[float, float]] = {f["name"]: tuple(f["range"]) for f in _sensor_fields()}
-"""Inclusive physical bounds per sensor field; the bridge rejects readings outside them."""
+"""Inclusive plausibility bounds per sensor field, in the simulator's units (SENSOR_UNITS); the bridge flags
+readings outside them (or rejects them, with range_policy=reject)."""
+
+SENSOR_UNITS: dict[str, str] = {f["name"]: f["unit"] for f in _sensor_fields()}

@@ -12,7 +12,7 @@ import logging
 import math
 
 from common.errors import ConfigError
-from common.schemas import READING, SENSOR_FIELDS, field_names
+from common.schemas import SENSOR_FIELDS, payload_fields
 from simulator.fleet import Fleet
 from simulator.payload import encode_step
 from simulator.settings import OfflineFormat, OfflineSettings
@@ -43,7 +43,7 @@ def write_offline(settings: OfflineSettings) -> int:
         with partial.open("w", newline="" if file_format is OfflineFormat.CSV else None) as handle:
             csv_out = csv.writer(handle) if file_format is OfflineFormat.CSV else None
             if csv_out is not None:
-                csv_out.writerow(field_names(READING))
+                csv_out.writerow(payload_fields())
             while written < total:
                 step = fleet.step()
                 stop = min(fleet.cars, total - written)

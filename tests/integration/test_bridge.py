@@ -7,199 +7,23 @@ per-test Kafka topics; the Kafka outage test uses a private Kafka it can stop an
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
-import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from datetime import datetime
-from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from confluent_kafka import Consumer
+from bridge_process import Publisher, as_messages, collect, decoded
 
+from bridge.validation import content_seq
 from common import schemas
-from common.avro import AvroCodec
-from common.kafka import consumer_config
 from common.topics import mqtt_topic
-from scripts.local_runtime import ROOT, free_port
 from simulator.fleet import generate_readings
 
 pytestmark = pytest.mark.timeout(240)
 
 
-class BridgeProcess:
-    """`python -m bridge` as a child process with its own metrics port and log file."""
-
-    def __init__(self, log_dir: Path, env: dict[str, str], client_id: str) -> None:
-        self.metrics_port = free_port()
-        self.log_path = log_dir / f"bridge-{client_id}-{uuid.uuid4().hex[:6]}.log"
-        self.env = {
-            **os.environ,
-            **env,
-            "BRIDGE_CLIENT_ID": client_id,
-            "BRIDGE_METRICS_PORT": str(self.metrics_port),
-            "BRIDGE_LOG_INTERVAL": "2",
-            "PYTHONPATH": str(ROOT),
-        }
-        with open(self.log_path, "wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bridge"], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-            )
-        self.wait_for(lambda m: m.get("bridge_mqtt_connected") == 1.0, "the MQTT connection")
-
-    def metrics(self) -> dict[str, float]:
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read().decode()
-        except OSError:
-            return {}
-        samples = {}
-        for line in text.splitlines():
-            match = re.fullmatch(r"([a-z_]+)(?:\{[^}]*\})? ([-0-9.e+]+)", line)
-            if match and not line.startswith("#"):
-                samples[match.group(1)] = samples.get(match.group(1), 0.0) + float(match.group(2))
-        return samples
-
-    def wait_for(self, condition, what: str, timeout: float = 60.0) -> dict[str, float]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"bridge exited ({self.process.returncode}):\n{self.log()}"
-            metrics = self.metrics()
-            if metrics and condition(metrics):
-                return metrics
-            time.sleep(0.2)
-        raise AssertionError(f"bridge: no {what} within {timeout:.0f} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=30)
-
-
-@pytest.fixture
-def bridge_factory(tmp_path: Path) -> Iterator:
-    started: list[BridgeProcess] = []
-
-    def start(kafka: str, mqtt_port: int, topics: tuple[str, str], client_id: str = "bridge-a", **env: str):
-        bridge = BridgeProcess(
-            tmp_path,
-            {
-                "KAFKA_BOOTSTRAP_SERVERS": kafka,
-                "MQTT_HOST": "127.0.0.1",
-                "MQTT_PORT": str(mqtt_port),
-                "BRIDGE_KAFKA_TOPIC": topics[0],
-                "BRIDGE_DLQ_TOPIC": topics[1],
-                **env,
-            },
-            client_id,
-        )
-        started.append(bridge)
-        return bridge
-
-    yield start
-    for bridge in started:
-        if bridge.process.poll() is None:
-            bridge.kill()
-
-
-@pytest.fixture
-def bridge_topics() -> tuple[str, str]:
-    """Unique names; the bridge creates the topics itself."""
-    suffix = uuid.uuid4().hex[:10]
-    return f"bridge-readings-{suffix}", f"bridge-dlq-{suffix}"
-
-
 def readings(cars: int, per_car: int, seed: int = 7) -> list[dict]:
     return list(generate_readings(cars, per_car, seed=seed))
-
-
-class Publisher:
-    """A paho QoS 1 publisher in a background thread; paho re-sends what the broker did not acknowledge."""
-
-    def __init__(self, port: int, messages: Iterable[tuple[str, bytes]], rate: float | None = None) -> None:
-        self.messages = list(messages)
-        self.rate = rate
-        self.sent = 0
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
-        )
-        self.client.max_inflight_messages_set(200)
-        self.acknowledged = 0  # PUBACKs; publishes made while the broker was away are sent on reconnect
-        self.client.on_publish = self._on_publish
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _on_publish(self, *_args) -> None:
-        self.acknowledged += 1
-
-    def _run(self) -> None:
-        started = time.monotonic()
-        for topic, payload in self.messages:
-            self.client.publish(topic, payload, qos=1)
-            self.sent += 1
-            if self.rate:
-                ahead = self.sent / self.rate - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
-
-    def wait(self, timeout: float = 120.0) -> None:
-        """Until the broker acknowledged every message."""
-        self.thread.join(timeout)
-        deadline = time.monotonic() + timeout
-        while self.acknowledged < len(self.messages):
-            assert time.monotonic() < deadline, "the broker did not acknowledge every publish"
-            time.sleep(0.1)
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def as_messages(records: Iterable[dict]) -> list[tuple[str, bytes]]:
-    return [(mqtt_topic(r["car_id"]), json.dumps(r).encode()) for r in records]
-
-
-def collect(kafka: str, topic: str, want: int, timeout: float = 90.0, linger: float = 3.0) -> list:
-    """Every record of `topic` until `want` distinct (key, value) pairs came, then `linger` s for late duplicates."""
-    consumer = Consumer(consumer_config(kafka, f"test-{uuid.uuid4().hex[:10]}"))
-    consumer.subscribe([topic])
-    messages, distinct = [], set()
-    deadline = time.monotonic() + timeout
-    stop_at = None
-    try:
-        while time.monotonic() < (stop_at or deadline):
-            for message in consumer.consume(num_messages=5000, timeout=0.5):
-                if message.error() is None:
-                    messages.append(message)
-                    distinct.add((message.key(), message.value()))
-            if stop_at is None and len(distinct) >= want:
-                stop_at = time.monotonic() + linger
-    finally:
-        consumer.close()
-    return messages
-
-
-def decoded(messages: list) -> list[dict]:
-    codec = AvroCodec(schemas.READING, "test")
-    records = []
-    for message in messages:
-        record = codec.decode(message.value())
-        assert message.key() == record["car_id"].encode()
-        records.append(record)
-    return records
 
 
 def assert_none_missing(sent: list[dict], records: list[dict]) -> Counter:
@@ -210,8 +34,8 @@ def assert_none_missing(sent: list[dict], records: list[dict]) -> Counter:
     assert not missing, f"{len(missing)} readings missing, e.g. {sorted(missing)[:5]}"
     assert set(counts) == expected, f"unexpected readings: {sorted(set(counts) - expected)[:5]}"
     by_id = {(r["car_id"], r["seq"]): r for r in sent}
-    for record in records:
-        assert record == by_id[(record["car_id"], record["seq"])]
+    for record in records:  # as sent, and the bridge's own fields say: in range, seq from the sender
+        assert record == {**by_id[(record["car_id"], record["seq"])], "out_of_range": [], "seq_origin": "SENDER"}
     return Counter({key: n - 1 for key, n in counts.items() if n > 1})
 
 
@@ -339,7 +163,7 @@ def bad_payloads(good: dict) -> list[tuple[str, bytes, str]]:
         (topic, json.dumps([good]).encode(), "wrong_type"),
         (topic, json.dumps(missing).encode(), "missing_field"),
         (topic, json.dumps(partial_identity).encode(), "missing_field"),
-        (topic, json.dumps(variant(5, tire_pressure_1_1=250)).encode(), "out_of_range"),
+        (topic, json.dumps(variant(5, speed=1.5)).encode().replace(b"1.5", b"1e400"), "not_finite"),
         (topic, json.dumps(variant(6, padding="x" * 5000)).encode(), "payload_too_large"),
         (topic, b"\xff\xfe{not utf-8 \xc3\x28}", "not_utf8"),
         ("vehicles/sensor/data/bad car!", json.dumps(variant(7)).encode(), "bad_topic"),
@@ -379,7 +203,8 @@ def test_bad_payloads_go_to_the_dlq_with_their_error_and_the_good_ones_around_th
     records = decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(good) + len(bad)))
     assert not assert_none_missing(good, [r for r in records if r["car_id"] != seed_car])
     from_seed = [r for r in records if r["car_id"] == seed_car]
-    assert [r["seq"] for r in from_seed] == list(range(len(bad)))
+    assert [r["seq"] for r in from_seed] == [content_seq(seed_car, json.dumps(s).encode()) for s in seed[: len(bad)]]
+    assert all(r["seq_origin"] == "CONTENT_HASH" for r in from_seed)
     assert all(r["failure_occurred"] is None and r["event_time"] >= before for r in from_seed)
     assert [{k: r[k] for k in schemas.SENSOR_FIELDS} for r in from_seed] == [
         {k: s[k] for k in schemas.SENSOR_FIELDS} for s in seed[: len(bad)]
@@ -387,6 +212,35 @@ def test_bad_payloads_go_to_the_dlq_with_their_error_and_the_good_ones_around_th
     metrics = bridge.wait_for(lambda m: m.get("bridge_dead_lettered_total") == len(bad), "the DLQ count")
     assert metrics["bridge_rejected_total"] == len(bad)
     assert bridge.process.poll() is None
+
+
+@pytest.mark.parametrize("policy", ["flag", "reject", "off"])
+def test_range_policy_decides_whether_a_reading_in_other_units_is_flagged_rejected_or_passed(
+    kafka_bootstrap, mosquitto_node_factory, bridge_factory, bridge_topics, policy
+):
+    broker = mosquitto_node_factory()
+    bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics, BRIDGE_RANGE_POLICY=policy)
+    sent = readings(cars=2, per_car=5)
+    for reading in sent[::2]:  # volts and degrees of another vendor's scale
+        reading.update(battery_voltage=2989.37, coolant_temp=262.27)
+    Publisher(broker.port, as_messages(sent)).wait()
+    foreign = len(sent[::2])
+    if policy == "reject":
+        dead = collect(kafka_bootstrap, bridge_topics[1], want=foreign)
+        assert sorted(dict(m.headers())["error"] for m in dead) == [b"out_of_range"] * foreign
+        assert len(decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(sent) - foreign))) == len(sent) - foreign
+        return
+    records = decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(sent)))
+    assert len(records) == len(sent)
+    flagged = [r for r in records if r["out_of_range"]]
+    if policy == "off":
+        assert not flagged
+        return
+    assert {(r["car_id"], r["seq"]) for r in flagged} == {(r["car_id"], r["seq"]) for r in sent[::2]}
+    assert all(r["out_of_range"] == ["coolant_temp", "battery_voltage"] for r in flagged)
+    assert all(r["battery_voltage"] == 2989.37 for r in flagged)  # forwarded as sent
+    metrics = bridge.wait_for(lambda m: m.get("bridge_flagged_total") == foreign, "the flagged count")
+    assert metrics["bridge_out_of_range_total"] == 2 * foreign  # two fields per reading, labelled by field
 
 
 def test_two_bridges_on_one_shared_subscription_split_the_load_and_deliver_everything(

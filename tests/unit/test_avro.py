@@ -14,6 +14,7 @@ def reading(**changes):
     record = {name: 1.5 for name in schemas.SENSOR_FIELDS}
     record.update({name: 30 for name in schemas.INT_SENSOR_FIELDS})
     record.update(car_id="car-00001", seq=7, event_time=1_700_000_000_123, failure_occurred=True)
+    record.update(out_of_range=[], seq_origin="SENDER")
     record.update(changes)
     return record
 
@@ -21,7 +22,7 @@ def reading(**changes):
 def test_reading_schema_has_the_fields_of_design_md():
     assert len(schemas.SENSOR_FIELDS) == 18
     assert schemas.field_names(schemas.READING)[:3] == ["car_id", "seq", "event_time"]
-    assert schemas.field_names(schemas.READING)[-1] == "failure_occurred"
+    assert schemas.field_names(schemas.READING)[-3:] == ["failure_occurred", "out_of_range", "seq_origin"]
     assert {
         "tire_pressure_1_1",
         "tire_pressure_1_2",
@@ -59,7 +60,7 @@ def test_confluent_framing_decodes_without_registry_using_the_local_schema():
     [
         (b"", "too short"),
         (b'{"car_id": 1}', "unknown framing"),
-        (single_object_header(schemas.PREDICTION) + b"\x00\x00", "is not the car_sensor_reading schema"),
+        (single_object_header(schemas.PREDICTION) + b"\x00\x00", "is no version of the car_sensor_reading schema"),
         (single_object_header(schemas.READING) + b"\x02", "corrupt Avro body"),
     ],
 )

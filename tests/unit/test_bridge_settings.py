@@ -57,7 +57,7 @@ def test_progress_line_and_buffer_fill():
     stats.rejected["malformed_json"] += 2
     assert stats.buffer_fill == 0.25
     line = stats.line()
-    assert "received 120, produced 100, rejected 2 (malformed_json 2)" in line
+    assert "received 120, produced 100 (0 out of range), rejected 2 (malformed_json 2)" in line
     assert "in flight 50 (25% of 200)" in line
 
 

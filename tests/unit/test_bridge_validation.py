@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from bridge.validation import ERROR_CODES, Rejected, TopicRule, parse_reading
+from bridge.validation import ERROR_CODES, RangePolicy, Rejected, TopicRule, content_seq, parse_reading
 from common import schemas
 from common.topics import MQTT_TOPIC_FILTER
 from simulator.fleet import generate_readings
@@ -19,16 +19,17 @@ def payload(record: dict) -> bytes:
     return json.dumps(record).encode()
 
 
-def rejection(record_or_bytes, car: str = "car-00001") -> Rejected:
+def rejection(record_or_bytes, car: str = "car-00001", policy: RangePolicy = RangePolicy.FLAG) -> Rejected:
     data = record_or_bytes if isinstance(record_or_bytes, bytes) else payload(record_or_bytes)
     with pytest.raises(Rejected) as caught:
-        parse_reading(car, data, LIMIT)
+        parse_reading(car, data, LIMIT, policy)
     assert caught.value.code in ERROR_CODES
     return caught.value
 
 
 def test_a_full_reading_comes_back_as_sent(reading):
-    assert parse_reading(reading["car_id"], payload(reading), LIMIT) == reading
+    parsed = parse_reading(reading["car_id"], payload(reading), LIMIT)
+    assert parsed == {**reading, "out_of_range": [], "seq_origin": "SENDER"}
 
 
 def test_integral_floats_become_ints_and_ints_become_floats(reading):
@@ -37,13 +38,34 @@ def test_integral_floats_become_ints_and_ints_become_floats(reading):
     assert record["speed"] == 80.0 and type(record["speed"]) is float
 
 
-def test_the_seed_simulators_shape_takes_the_car_from_the_topic_and_leaves_seq_to_the_bridge(reading):
+def test_the_seed_simulators_shape_takes_the_car_from_the_topic_and_its_seq_from_the_content(reading):
     seed = {name: reading[name] for name in schemas.SENSOR_FIELDS} | {"timestamp": "2019-10-01", "vin": "WVW"}
     record = parse_reading("car-00042", payload(seed), LIMIT)
     assert record["car_id"] == "car-00042"
-    assert record["seq"] is None and record["event_time"] is None
+    assert record["seq"] == content_seq("car-00042", payload(seed)) and record["seq_origin"] == "CONTENT_HASH"
+    assert record["event_time"] is None  # the bridge's receive time
     assert record["failure_occurred"] is None
     assert {k: record[k] for k in schemas.SENSOR_FIELDS} == {k: reading[k] for k in schemas.SENSOR_FIELDS}
+
+
+def test_content_seq_is_the_same_for_the_same_bytes_and_differs_for_other_bytes_or_cars(reading):
+    data = payload({name: reading[name] for name in schemas.SENSOR_FIELDS})
+    seq = content_seq("car-00001", data)
+    assert seq == content_seq("car-00001", data)  # a redelivery, another bridge, after a restart
+    assert 0 <= seq < 2**63  # fits Avro's signed long
+    assert seq != content_seq("car-00002", data)
+    assert seq != content_seq("car-00001", data.replace(b"}", b', "x": 1}'))
+    seqs = {content_seq("car-00001", b'{"n": %d}' % n) for n in range(10_000)}
+    assert len(seqs) == 10_000  # no collision among distinct payloads
+
+
+def test_the_seed_shape_with_camel_case_duplicates_and_foreign_units_is_forwarded_and_flagged(reading):
+    seed = {name: reading[name] for name in schemas.SENSOR_FIELDS}
+    seed.update(battery_voltage=2989.37, coolant_temp=262.27, current_draw=2730.0)
+    seed |= {"batteryVoltage": 2989.37, "coolantTemp": 262.27, "currentDraw": 2730.0, "tirePressure11": 33}
+    record = parse_reading("car7", payload(seed), LIMIT)
+    assert record["out_of_range"] == ["coolant_temp", "battery_voltage", "current_draw"]  # schema order
+    assert record["battery_voltage"] == 2989.37
 
 
 def test_the_seed_shape_ignores_a_failure_label_it_cannot_trust(reading):
@@ -52,13 +74,20 @@ def test_the_seed_shape_ignores_a_failure_label_it_cannot_trust(reading):
 
 
 @pytest.mark.parametrize("name", schemas.SENSOR_FIELDS)
-def test_range_bounds_are_inclusive_and_one_step_outside_is_rejected(reading, name):
+def test_range_bounds_are_inclusive_and_one_step_outside_is_flagged_or_rejected_by_policy(reading, name):
     low, high = schemas.SENSOR_RANGES[name]
+    car = reading["car_id"]
     for edge in (low, high):
-        assert parse_reading(reading["car_id"], payload({**reading, name: edge}), LIMIT)[name] == edge
+        for policy in RangePolicy:
+            parsed = parse_reading(car, payload({**reading, name: edge}), LIMIT, policy)
+            assert (parsed[name], parsed["out_of_range"]) == (edge, [])
     step = 1 if name in schemas.INT_SENSOR_FIELDS else 0.001
     for outside in (low - step, high + step):
-        error = rejection({**reading, name: outside})
+        flagged = parse_reading(car, payload({**reading, name: outside}), LIMIT, RangePolicy.FLAG)
+        assert (flagged[name], flagged["out_of_range"]) == (outside, [name])
+        unchecked = parse_reading(car, payload({**reading, name: outside}), LIMIT, RangePolicy.OFF)
+        assert (unchecked[name], unchecked["out_of_range"]) == (outside, [])
+        error = rejection({**reading, name: outside}, car, RangePolicy.REJECT)
         assert (error.code, name in error.detail) == ("out_of_range", True)
 
 
@@ -71,7 +100,9 @@ def _without(record: dict, *names: str) -> dict:
     [
         (lambda r: b'{"speed": 1', "malformed_json", "Expecting"),
         (lambda r: payload(r).replace(b'"speed": ', b'"speed": NaN, "x": '), "malformed_json", "NaN"),
-        (lambda r: payload({**r, "speed": 12345.5}).replace(b"12345.5", b"1e400"), "out_of_range", "speed=inf"),
+        (lambda r: payload({**r, "speed": 12345.5}).replace(b"12345.5", b"1e400"), "not_finite", "speed=inf"),
+        (lambda r: payload({**r, "speed": 10**400}), "not_finite", "speed=inf"),
+        (lambda r: payload({**r, "tire_pressure_1_1": 2**31}), "wrong_type", "does not fit a 32-bit integer"),
         (lambda r: b"[" * 2000 + b"]" * 2000, "malformed_json", "nested too deeply"),
         (lambda r: b"[1, 2]", "wrong_type", "JSON object, got array"),
         (lambda r: b'"text"', "wrong_type", "got string"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from common.schemas import READING, SENSOR_FIELDS, field_names
+from common.schemas import SENSOR_FIELDS, payload_fields
 from scripts.local_runtime import ROOT, free_port
 from simulator.__main__ import dispatch
 from simulator.fleet import generate_readings
@@ -84,7 +84,7 @@ def test_offline_csv_equals_generate_readings_and_replay_reads_it_back(tmp_path:
     out = tmp_path / "fleet.csv"
     assert dispatch(["offline", "--cars", "4", "--count", "40", "--seed", "9", "--out", str(out)]) == 0
     with out.open() as handle:
-        assert next(csv.reader(handle)) == field_names(READING)
+        assert next(csv.reader(handle)) == payload_fields()
     assert list(read_readings(out)) == list(generate_readings(4, 10, seed=9))
 
 

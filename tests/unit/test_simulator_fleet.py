@@ -6,7 +6,7 @@ from collections import defaultdict
 import pytest
 
 from common.errors import ConfigError
-from common.schemas import INT_SENSOR_FIELDS, READING, SENSOR_FIELDS, SENSOR_RANGES, field_names
+from common.schemas import INT_SENSOR_FIELDS, SENSOR_FIELDS, SENSOR_RANGES, payload_fields
 from simulator.fleet import generate_readings
 
 
@@ -35,7 +35,7 @@ def episodes(readings: list[dict]) -> dict[str, list[tuple[int, int]]]:
 def test_readings_are_complete_typed_and_in_range(default_data):
     assert len(default_data) == 50 * 300
     for reading in default_data:
-        assert list(reading) == field_names(READING)
+        assert list(reading) == payload_fields()
         for name in SENSOR_FIELDS:
             value = reading[name]
             assert type(value) is (int if name in INT_SENSOR_FIELDS else float), name

@@ -2,7 +2,7 @@
 
 import json
 
-from common.schemas import READING, field_names
+from common.schemas import payload_fields
 from simulator.fleet import Fleet, FleetConfig
 from simulator.payload import encode_reading, encode_step
 
@@ -16,7 +16,7 @@ def test_encoded_step_parses_to_the_reading_dicts():
         for payload, reading in zip(payloads, readings, strict=True):
             decoded = json.loads(payload)
             assert decoded == reading
-            assert list(decoded) == field_names(READING)
+            assert list(decoded) == payload_fields()
             assert {type(v) for v in decoded.values()} == {type(v) for v in reading.values()}
     assert any(r["failure_occurred"] for r in readings), "labels true and false both covered"
 

@@ -2,8 +2,9 @@
 
 Two layouts are read, told apart by the header:
 - the seed's: `time,car,<18 sensor fields>` with `time` in epoch seconds and `car` like `car1` (kept as the car id);
-  seq is counted per car from 0 in file order. An optional `failure_occurred` column is the label; rows without
-  one carry no failure (false).
+  seq is counted per car from 0 in file order. An optional `failure_occurred` column is the label; a file without
+  that column is unlabelled: its readings carry failure_occurred null (unknown, not "no failure"), and training
+  refuses such data with a clear error.
 - the offline mode's (`python -m simulator offline --out x.csv`): `car_id,seq,event_time,...,failure_occurred`.
 
 A row that cannot be read (a missing or non-numeric value) is logged with its line number and skipped; the rest
@@ -110,8 +111,10 @@ def _sensors(row: dict[str, str | None]) -> dict[str, int | float]:
     }
 
 
-def _label(row: dict[str, str | None]) -> bool:
-    text = (row.get("failure_occurred") or "").strip().lower()
+def _label(row: dict[str, str | None]) -> bool | None:
+    if "failure_occurred" not in row:
+        return None  # an unlabelled recording
+    text = (row["failure_occurred"] or "").strip().lower()
     if text in TRUE_WORDS:
         return True
     if text in FALSE_WORDS:
@@ -137,7 +140,7 @@ def run_replay(settings: ReplaySettings, path: Path, stop: threading.Event | Non
                 slot, mqtt_topic(reading["car_id"]), encode_reading(reading)
             ):
                 break
-            stats.failure_readings += reading["failure_occurred"]
+            stats.failure_readings += bool(reading["failure_occurred"])
             stats.skipped = len(skipped)
             session.show()
         stats.skipped = len(skipped)

@@ -119,7 +119,7 @@ def test_replay_reads_the_seed_layout(tmp_path: Path):
         ("car2", 0, 1_600_000_010_000),
         ("car1", 1, 1_600_000_020_000),
     ]
-    assert all(r["failure_occurred"] is False for r in readings), "rows without a label carry no failure"
+    assert all(r["failure_occurred"] is None for r in readings), "a file without a label column is unlabelled"
     assert type(readings[0]["tire_pressure_1_1"]) is int and type(readings[0]["speed"]) is float
 
 

@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 KAFKA_JARS := .deps/.kafka-jars
+SCHEMA_REGISTRY := .deps/.schema-registry
 
 CARS ?= 25
 DURATION ?= 120
@@ -21,7 +22,7 @@ help: ## Show this help
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-setup: $(INSTALLED) $(KAFKA_JARS) ## Install everything: .venv with pinned packages, the Kafka jars (idempotent)
+setup: $(INSTALLED) $(KAFKA_JARS) $(SCHEMA_REGISTRY) ## Install everything: .venv with pinned packages, the Kafka jars, the test schema registry (idempotent)
 
 $(INSTALLED): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 2; }
@@ -32,6 +33,10 @@ $(INSTALLED): pyproject.toml requirements.lock
 
 $(KAFKA_JARS): scripts/kafka/pom.xml | $(INSTALLED)
 	$(PY) -m scripts.local_runtime install
+	@touch $@
+
+$(SCHEMA_REGISTRY): scripts/schema_registry.py | $(INSTALLED)
+	$(PY) -m scripts.schema_registry install
 	@touch $@
 
 COMPOSE := docker compose -f compose/docker-compose.yml
@@ -76,5 +81,5 @@ fmt: setup ## Format the code with ruff
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-clean: down ## Remove run data, the virtual environment and the Kafka jars
+clean: down ## Remove run data, the virtual environment, the Kafka jars and the schema registry
 	rm -rf .run $(VENV) .deps

@@ -8,6 +8,10 @@ Kafka and MQTT endpoints are resolved once per session, in this order:
 Tests under tests/integration/ are marked `integration`; tests under tests/unit/ need no server.
 Fault tests (a broker stopped or killed mid-stream) start private servers with `kafka_node_factory` and
 `mosquitto_node_factory`, so that they never disturb the shared ones.
+
+A schema registry with the Confluent REST API (`schema_registry_url`) is started only when a test asks for it,
+once per session: TEST_SCHEMA_REGISTRY_URL names a running one, otherwise Apicurio Registry
+(scripts/schema_registry.py) runs as a local process on a free port, keeping its schemas in the session's Kafka.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.kafka import consumer_config
 from scripts.local_runtime import KAFKA_VERSION, KafkaNode, MosquittoNode, ServerProcess, free_port
+from scripts.schema_registry import SchemaRegistryNode
 
 log = logging.getLogger(__name__)
 TESTS_DIR = Path(__file__).resolve().parent
@@ -108,6 +113,38 @@ def kafka_bootstrap(endpoints: Endpoints) -> str:
 @pytest.fixture(scope="session")
 def mqtt_endpoint(endpoints: Endpoints) -> tuple[str, int]:
     return endpoints.mqtt_host, endpoints.mqtt_port
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a real schema registry with the Confluent REST API (SCHEMA_REGISTRY_URL for the stack's clients).
+
+    TEST_SCHEMA_REGISTRY_URL when set; otherwise Apicurio Registry started on a free port against the session's
+    Kafka (its schemas in a topic of its own, deleted afterwards) and stopped at the end of the session.
+    """
+    if os.environ.get("TEST_SCHEMA_REGISTRY_URL"):
+        yield os.environ["TEST_SCHEMA_REGISTRY_URL"].rstrip("/")
+        return
+    node = SchemaRegistryNode(
+        tmp_path_factory.mktemp("schema-registry"),
+        port=free_port(),
+        kafka_bootstrap=kafka_bootstrap,
+        journal_topic=unique("_schemas-test"),
+    )
+    try:
+        node.start()
+        node.wait_ready(timeout=120)
+        yield node.url
+    finally:
+        node.stop()
+        try:
+            delete_topics(kafka_bootstrap, [t for t in node.topics if t in _topic_names(kafka_bootstrap)])
+        except Exception as exc:  # the broker may be gone already; the topics then go with it
+            log.warning("could not delete the registry's topics %s: %s", node.topics, exc)
+
+
+def _topic_names(bootstrap: str) -> set[str]:
+    return set(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from common.schemas import READING, SENSOR_FIELDS, field_names
+from common.schemas import SENSOR_FIELDS, payload_fields
 from common.topics import MQTT_TOPIC_FILTER
 from scripts.local_runtime import ROOT
 
@@ -106,7 +106,7 @@ def test_ten_thousand_qos1_messages_all_reach_a_subscriber(mqtt_endpoint, collec
     received = collector.wait_for(10_000)
     assert received == {(f"car-{car:05d}", seq) for car in range(1, 101) for seq in range(100)}
     first = collector.messages[0]
-    assert list(first) == field_names(READING)
+    assert list(first) == payload_fields()
     pairs = zip(collector.topics, collector.messages, strict=True)
     assert all(topic == f"vehicles/sensor/data/{m['car_id']}" for topic, m in pairs)
 

@@ -1,4 +1,5 @@
-"""python -m ml: `train`, `predict`, or the seed's form `<bootstrap servers> <topic> <start offset> [result topic]`."""
+"""python -m ml: `train`, `predict`, `drift`, or the seed's form
+`<bootstrap servers> <topic> <start offset> [result topic]`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 
 USAGE = """usage: python -m ml train [options]         train the LSTM on a bounded range of car-sensor, save it
        python -m ml predict [options]       live predictions from car-sensor to car-sensor-predictions
+       python -m ml drift [options]         recent car-sensor data against the serving model's training data:
+                                            an HTML report per feature (PSI, KS, share outside the training range)
        python -m ml SERVERS TOPIC START_OFFSET [RESULT_TOPIC] [options]
                                             the seed's form: train on the first records from START_OFFSET,
                                             predict the following ones (to RESULT_TOPIC when given)
@@ -29,6 +32,10 @@ def main(argv: list[str]) -> int:
         from ml.train import main as train_main
 
         return train_main(rest)
+    if command == "drift":
+        from ml.drift import main as drift_main
+
+        return drift_main(rest)
     from ml.seed_form import main as seed_main
 
     return seed_main(argv)

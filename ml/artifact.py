@@ -3,7 +3,9 @@
     <model_dir>/<version>/          version = UTC time YYYYMMDDTHHMMSSZ, sortable
         model.keras                 the Keras model (scaling included)
         saved_model/                serving_default: windows [batch, W, F] float32 -> failure_probability [batch]
-        metadata.json               window, horizon, features, scaling, threshold, schema, training, metrics, baseline
+        metadata.json               window, horizon, features, scaling, threshold, schema, training, metrics, baseline,
+                                    feature_stats (per feature: min, max, mean, std, quantiles of the training cars)
+        training_sample.npy         up to 2000 raw training readings [n, F] (drift report; absent in old versions)
         report/                     the evaluation report (when training wrote one)
 
 A version is written under a hidden temporary name in the same folder and renamed into place when complete.
@@ -33,6 +35,7 @@ VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z$")
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 METADATA_FILE = "metadata.json"
+TRAINING_SAMPLE_FILE = "training_sample.npy"
 REQUIRED_METADATA = ("window", "horizon", "features", "scaling", "threshold", "schema", "training", "metrics")
 
 
@@ -166,6 +169,17 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{path / METADATA_FILE} lacks {', '.join(missing)}")
     metadata.setdefault("version", path.name)
     return metadata
+
+
+def write_training_sample(folder: Path, sample: np.ndarray) -> None:
+    """Raw training readings [n, F] in metadata's feature order, for comparing recent data with them."""
+    np.save(folder / TRAINING_SAMPLE_FILE, np.asarray(sample, dtype=np.float32), allow_pickle=False)
+
+
+def read_training_sample(path: str | Path) -> np.ndarray | None:
+    """The training sample of a version directory, or None for a version written before samples were kept."""
+    file = Path(path) / TRAINING_SAMPLE_FILE
+    return np.load(file, allow_pickle=False) if file.is_file() else None
 
 
 def load(path: str | Path) -> LoadedModel:

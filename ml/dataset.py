@@ -20,6 +20,20 @@ class TrainingDataError(CarStreamError):
     """The data in the range cannot train or evaluate a model (too few cars, no failure, no full window)."""
 
 
+LABELS_NEEDED = (
+    "the readings carry no failure label (every failure_occurred is null or false), and training needs labelled "
+    "failures: the label is each reading's failure_occurred field (true while a failure happens); the simulator "
+    "labels its readings, and recorded data must carry a failure_occurred column (python -m simulator replay FILE.csv)"
+)
+
+
+def require_labels(series: Series) -> None:
+    """Stop before a model is fitted to a single class: unlabelled data (a recording without labels, the seed
+    simulator's payloads) would otherwise end in a model that never alerts, or in an obscure error later."""
+    if not series.failure.any():
+        raise TrainingDataError(f"{len(series)} readings: {LABELS_NEEDED}")
+
+
 @dataclass(frozen=True)
 class CarSplit:
     train: list[str]

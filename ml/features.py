@@ -1,7 +1,16 @@
 """Readings as arrays, and windows of consecutive readings of ONE car: shared by training and the predictor.
 
-A `Series` holds many cars' readings sorted by (car, seq), duplicates of (car_id, seq) dropped (at-least-once
-delivery), and cut into runs of consecutive seq: a window never spans two cars, nor a gap in one car's readings.
+A `Series` holds many cars' readings in each car's order, duplicates of (car_id, seq) dropped (at-least-once
+delivery, the first to arrive kept), and cut into runs: a window never spans two cars, nor a gap in one car's
+readings. A car's order depends on where its seq came from (the reading's `seq_origin`):
+
+- SENDER: seq is the sender's sequence number; readings are sorted by seq and runs are cut where seq skips.
+- CONTENT_HASH (payloads that carry no seq): the bridge set seq to a hash of the payload, an identity and not an
+  order. Such readings keep the order they arrived in on Kafka (the order of the records given, which the
+  readers yield per partition by offset, and a car lives in one partition) and are consecutive: there is no
+  gap to see. A redelivered payload has the same hash, so it is a duplicate like any other.
+
+A car's SENDER and CONTENT_HASH readings never share a run: the two orders cannot be merged.
 """
 
 from __future__ import annotations
@@ -13,6 +22,9 @@ from typing import Any
 import numpy as np
 
 from common.schemas import SENSOR_FIELDS
+
+CONTENT_HASH = "CONTENT_HASH"
+"""seq_origin of a reading whose seq is a hash of its payload (readings schema version 2)."""
 
 
 def feature_matrix(records: Sequence[dict[str, Any]], features: Sequence[str] = SENSOR_FIELDS) -> np.ndarray:
@@ -29,6 +41,10 @@ class Series:
     event_time: np.ndarray
     features: np.ndarray
     failure: np.ndarray
+    hashed: np.ndarray
+    """True where seq is a content hash (seq_origin CONTENT_HASH): ordered by `arrival`, not by seq."""
+    arrival: np.ndarray
+    """Position of each reading in the records as they arrived (the order CONTENT_HASH readings follow)."""
     run_start: np.ndarray
     """Index of the first reading of the run of consecutive seq each reading belongs to."""
     run_end: np.ndarray
@@ -45,34 +61,54 @@ class Series:
         return _build(*(column[np.isin(self.car_ids, list(cars))] for column in self._columns()))
 
     def _columns(self) -> tuple[np.ndarray, ...]:
-        return self.car_ids, self.seq, self.event_time, self.features, self.failure
+        return self.car_ids, self.seq, self.event_time, self.features, self.failure, self.hashed, self.arrival
 
 
 def series_from_records(records: Sequence[dict[str, Any]], features: Sequence[str] = SENSOR_FIELDS) -> Series:
+    """`records` in the order they arrived from Kafka (see the module's doc: CONTENT_HASH readings keep it)."""
     car_ids = np.array([r["car_id"] for r in records], dtype=object)
     seq = np.array([r["seq"] for r in records], dtype=np.int64)
     event_time = np.array([r["event_time"] for r in records], dtype=np.int64)
     # failure_occurred is null for the seed simulator's payloads (DESIGN.md): no failure known.
     failure = np.array([bool(r.get("failure_occurred")) for r in records], dtype=bool)
-    return _build(car_ids, seq, event_time, feature_matrix(records, features), failure)
+    # seq_origin is absent from readings decoded before schema version 2 existed: those are SENDER readings.
+    hashed = np.array([r.get("seq_origin") == CONTENT_HASH for r in records], dtype=bool)
+    arrival = np.arange(len(records), dtype=np.int64)
+    return _build(car_ids, seq, event_time, feature_matrix(records, features), failure, hashed, arrival)
 
 
-def _build(car_ids: np.ndarray, seq: np.ndarray, event_time: np.ndarray, feats: np.ndarray, fail: np.ndarray) -> Series:
-    order = np.lexsort((seq, car_ids.astype(str)))
-    car_ids, seq, event_time, feats, fail = car_ids[order], seq[order], event_time[order], feats[order], fail[order]
-    same_car = car_ids[1:] == car_ids[:-1]
-    keep = np.ones(len(seq), dtype=bool)
-    keep[1:] = ~(same_car & (seq[1:] == seq[:-1]))
-    car_ids, seq, event_time, feats, fail = car_ids[keep], seq[keep], event_time[keep], feats[keep], fail[keep]
+def _build(*columns: np.ndarray) -> Series:
+    """Series from columns in `_columns()` order: duplicates dropped, each car in its order, runs found."""
+    car_ids, seq, _, _, _, hashed, arrival = columns
+    cars = car_ids.astype(str)
+    # Duplicates of (car, seq) sit next to each other in this order, the first to arrive first: keep that one.
+    order = np.lexsort((arrival, seq, hashed, cars))
+    same = (cars[order][1:] == cars[order][:-1]) & (hashed[order][1:] == hashed[order][:-1])
+    repeated = np.zeros(len(order), dtype=bool)
+    repeated[1:] = same & (seq[order][1:] == seq[order][:-1])
+    kept = order[~repeated]
+    # Each car's order: by seq for SENDER readings, by arrival for CONTENT_HASH ones (a hash is no order).
+    position = np.where(hashed[kept], arrival[kept], seq[kept])
+    kept = kept[np.lexsort((position, hashed[kept], cars[kept]))]
+    car_ids, seq, event_time, feats, fail, hashed, arrival = (column[kept] for column in columns)
     n = len(seq)
     new_run = np.ones(n, dtype=bool)
     if n > 1:
-        new_run[1:] = (car_ids[1:] != car_ids[:-1]) | (seq[1:] != seq[:-1] + 1)
+        gap = ~hashed[1:] & (seq[1:] != seq[:-1] + 1)
+        new_run[1:] = (car_ids[1:] != car_ids[:-1]) | (hashed[1:] != hashed[:-1]) | gap
     starts = np.flatnonzero(new_run)
     ends = np.append(starts[1:] - 1, n - 1) if n else starts
     lengths = np.diff(np.append(starts, n))
     return Series(
-        car_ids, seq, event_time, feats, fail, np.repeat(starts, lengths), np.repeat(ends, lengths).astype(np.int64)
+        car_ids=car_ids,
+        seq=seq,
+        event_time=event_time,
+        features=feats,
+        failure=fail,
+        hashed=hashed,
+        arrival=arrival,
+        run_start=np.repeat(starts, lengths),
+        run_end=np.repeat(ends, lengths).astype(np.int64),
     )
 
 

@@ -21,7 +21,7 @@ import operator
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +33,9 @@ from common.errors import DecodeError
 from common.kafka import consumer_config, ensure_topics
 from ml import predictor_metrics as metrics
 from ml.artifact import LoadedModel
+from ml.features import CONTENT_HASH
 from ml.model_watcher import ModelWatcher
+from ml.ood import OodScorer, OodScores, describe, out_of_range
 from ml.prediction_writer import PredictionWriter
 from ml.predictor_settings import PredictorSettings
 from ml.ring_buffer import CarWindows
@@ -96,6 +98,27 @@ class Progress:
         self._seconds.clear()
 
 
+class Repeats:
+    """Which cars to log now: a car is logged when it enters a state (an alert, data out of distribution), then
+    every `repeat` seconds while it stays in it. A log line for every reading of such a car would drown the log."""
+
+    def __init__(self, repeat: float) -> None:
+        self.repeat = repeat
+        self._last: dict[str, float] = {}
+
+    def due(self, car: str, now: float) -> bool:
+        if now - self._last.get(car, -np.inf) < self.repeat:
+            return False
+        self._last[car] = now
+        return True
+
+    def left(self, cars: Iterable[str]) -> None:
+        """These cars are out of the state: their next entry is logged at once."""
+        if self._last:
+            for car in set(cars) & self._last.keys():
+                del self._last[car]
+
+
 class Predictor:
     def __init__(self, settings: PredictorSettings, stop: threading.Event) -> None:
         self.settings = settings
@@ -108,7 +131,9 @@ class Predictor:
         self.features: list[str] = []
         self.threshold = 0.5
         self.horizon = 0
-        self.last_alert: dict[str, float] = {}
+        self.ood = OodScorer(self.features, None, None)
+        self.alerting = Repeats(settings.alert_repeat)
+        self.out_of_distribution = Repeats(settings.alert_repeat)
         self.rate = metrics.RateMeter()
         self.progress = Progress()
         self.watcher = ModelWatcher(settings.model_dir, settings.reload_interval)
@@ -190,6 +215,7 @@ class Predictor:
         self.model = model
         self.threshold = self.settings.threshold if self.settings.threshold is not None else float(meta["threshold"])
         self.horizon = int(meta["horizon"])
+        self.ood = OodScorer.from_metadata(meta, self.settings.ood_threshold)
         metrics.set_model_version(model.version)
         log.info(
             "serving model %s (window %d, horizon %d, threshold %.3f)",
@@ -297,11 +323,14 @@ class Predictor:
                     metrics.DLQ.inc()
         return decoded
 
-    def _columns(self, readings: list[dict]) -> tuple[list[str], list[int], np.ndarray]:
+    def _columns(self, readings: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """(car ids, seqs, feature rows, whether seq is a content hash) of decoded readings."""
         values = operator.itemgetter(*self.features)
         rows = np.array([values(reading) for reading in readings], dtype=np.float32)
         rows = rows.reshape(len(readings), len(self.features))
-        return [r["car_id"] for r in readings], [r["seq"] for r in readings], rows
+        seqs = np.array([r["seq"] for r in readings], dtype=np.int64)
+        hashed = np.array([r.get("seq_origin") == CONTENT_HASH for r in readings], dtype=bool)
+        return [r["car_id"] for r in readings], seqs, rows, hashed
 
     def _predict(self, batch: Batch) -> None:
         assert self.windows is not None and self.model is not None
@@ -312,11 +341,16 @@ class Predictor:
         for i, (record, _) in enumerate(decoded):
             by_partition.setdefault(record.partition, []).append(i)
         with self.progress.phase("windows"):
+            cars, seqs, rows, hashed = self._columns(readings)
             windows = np.empty((len(readings), self.windows.window, self.windows.features), dtype=np.float32)
             for partition, indices in by_partition.items():
-                windows[indices] = self.windows.push(*self._columns([readings[i] for i in indices]), group=partition)
+                windows[indices] = self.windows.push(
+                    [cars[i] for i in indices], seqs[indices], rows[indices], hashed[indices], group=partition
+                )
         with self.progress.phase("model"):
             probabilities = self._call_model(windows)
+        with self.progress.phase("ood"):
+            ood = self.ood.score(rows, out_of_range(readings))
         predicted_at = int(time.time() * 1000)
         predictions = [
             {
@@ -328,8 +362,13 @@ class Predictor:
                 "failure_predicted": bool(probability >= self.threshold),
                 "model_version": self.model.version,
                 "horizon": self.horizon,
+                "ood_score": score,
+                "out_of_distribution": flagged,
+                "ood_features": ood.features_of(i) if flagged else [],
             }
-            for reading, probability in zip(readings, probabilities, strict=True)
+            for i, (reading, probability, score, flagged) in enumerate(
+                zip(readings, probabilities, ood.score.tolist(), ood.flagged.tolist(), strict=True)
+            )
         ]
         with self.progress.phase("produce"):
             self.writer.predictions(predictions)
@@ -340,7 +379,7 @@ class Predictor:
             return
         with self.progress.phase("commit"):
             self._commit(batch.ends)
-        self._account(predictions)
+        self._account(predictions, ood)
         self.progress.batch_done(len(predictions))
 
     def _call_model(self, windows: np.ndarray) -> np.ndarray:
@@ -374,23 +413,37 @@ class Predictor:
                 log.warning("partition %d: predictions not confirmed; re-reading from offset %d", p, state.committed)
                 state.position = state.committed
 
-    def _account(self, predictions: list[dict]) -> None:
+    def _account(self, predictions: list[dict], ood: OodScores) -> None:
         metrics.PREDICTIONS.inc(len(predictions))
         self.rate.update(len(predictions))
-        # A bounded sample per batch keeps the histogram unbiased without a Python call per prediction.
+        # A bounded sample per batch keeps the histograms unbiased without a Python call per prediction.
         for p in random.sample(predictions, min(len(predictions), LATENCY_SAMPLES)):
             metrics.END_TO_END.observe((p["predicted_at"] - p["event_time"]) / 1000)
+            metrics.OOD_SCORE.observe(p["ood_score"])
+        flagged = int(ood.flagged.sum())
+        if flagged:
+            metrics.OOD.inc(flagged)
+            for name, count in zip(ood.names, ood.outside.sum(axis=0).tolist(), strict=True):
+                if count:
+                    metrics.OOD_FEATURES.labels(feature=name).inc(count)
         now = time.monotonic()
         alerting = [p for p in predictions if p["failure_predicted"]]
         metrics.ALERTS.inc(len(alerting))
-        if self.last_alert:  # a car back under the threshold alerts again at its next crossing
-            for car in {p["car_id"] for p in predictions if not p["failure_predicted"]} & self.last_alert.keys():
-                del self.last_alert[car]
+        # a car back under the threshold (back in distribution) is logged again at its next crossing
+        self.alerting.left(p["car_id"] for p in predictions if not p["failure_predicted"])
+        self.out_of_distribution.left(p["car_id"] for p in predictions if not p["out_of_distribution"])
         for p in alerting:
-            car = p["car_id"]
-            if now - self.last_alert.get(car, -np.inf) >= self.settings.alert_repeat:
-                self.last_alert[car] = now
+            if self.alerting.due(p["car_id"], now):
+                note = f" ({describe(p['ood_features'])})" if p["out_of_distribution"] else ""
                 alerts.warning(
-                    "ALERT car %s: failure probability %.3f >= %.3f (seq %d, model %s, horizon %d readings)",
-                    car, p["failure_probability"], self.threshold, p["seq"], p["model_version"], p["horizon"],
+                    "ALERT car %s: failure probability %.3f >= %.3f (seq %d, model %s, horizon %d readings)%s",
+                    p["car_id"], p["failure_probability"], self.threshold, p["seq"], p["model_version"], p["horizon"],
+                    note,
+                )  # fmt: skip
+        for p in predictions if flagged else ():
+            if p["out_of_distribution"] and self.out_of_distribution.due(p["car_id"], now):
+                alerts.warning(
+                    "car %s: %s (ood score %.2f > %.2f, seq %d, model %s): its failure probability %.3f means little",
+                    p["car_id"], describe(p["ood_features"]), p["ood_score"], self.settings.ood_threshold, p["seq"],
+                    p["model_version"], p["failure_probability"],
                 )  # fmt: skip

@@ -10,6 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+OOD_BUCKETS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 50.0, 100.0)
 
 PREDICTIONS = Counter("predictor_predictions_total", "Predictions delivered to Kafka")
 PREDICTIONS_PER_S = Gauge("predictor_predictions_per_second", "Predictions delivered per second, last batch interval")
@@ -21,6 +22,17 @@ BATCH_SIZE = Histogram(
 MODEL_LATENCY = Histogram("predictor_model_latency_seconds", "Model call time per batch", buckets=LATENCY_BUCKETS)
 END_TO_END = Histogram(
     "predictor_end_to_end_latency_seconds", "event_time of a reading to predicted_at", buckets=LATENCY_BUCKETS
+)
+OOD = Counter(
+    "predictor_ood_predictions_total", "Predictions whose reading lies outside the model's training range (ml/ood.py)"
+)
+OOD_FEATURES = Counter(
+    "predictor_ood_features_total", "Out-of-distribution readings by a feature that made them so", ["feature"]
+)
+OOD_SCORE = Histogram(
+    "predictor_ood_score",
+    "OOD score of predictions (up to 200 sampled per batch): training-range widths outside the training range",
+    buckets=OOD_BUCKETS,
 )
 LAG = Gauge("predictor_consumer_lag", "Records not yet predicted (high watermark - position)", ["partition"])
 ASSIGNED = Gauge("predictor_assigned_partitions", "Partitions this predictor owns")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC
+from ml.ood import DEFAULT_THRESHOLD
 from ml.settings import MlSettings
 
 # The window and horizon come from the model being served (its metadata), never from the predictor's settings.
@@ -32,3 +33,9 @@ class PredictorSettings(MlSettings):
         60.0, ge=0, description="Seconds before an alert for a car still above the threshold is logged again"
     )
     threshold: float | None = Field(None, description="Decision threshold; unset means the model's own (metadata)")
+    ood_threshold: float = Field(
+        DEFAULT_THRESHOLD,
+        ge=0,
+        description="Out of distribution when a feature lies more than this many training-range widths outside "
+        "the training range (ml/ood.py)",
+    )

@@ -10,6 +10,11 @@ from its first one on; the model sees a "flat" history for the missing part.
 Duplicates (a reading whose seq is not newer than the car's last one, e.g. re-delivered by Kafka after a
 restart) are predicted on the car's current window and do not enter the ring twice. A seq far below the last one
 (more than W back) means the car's sequence started again (its sender restarted): the car's history is reset.
+
+Readings whose seq is a hash of their content (seq_origin CONTENT_HASH, `hashed=True`) carry an identity, not an
+order: they enter the ring in arrival order, a hash equal to one of the car's last W seqs (kept beside the rows,
+so memory stays W per car) is a redelivery and is treated as a duplicate, and a hash never resets the car (a
+random hash is "far below the last one" half of the time).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class CarWindows:
         self.features = features
         self._index: dict[str, int] = {}
         self._rows = np.zeros((capacity, window, features), dtype=np.float32)
+        self._seqs = np.zeros((capacity, window), dtype=np.int64)  # the seq of each row: duplicates of hashes
         self._count = np.zeros(capacity, dtype=np.int64)
         self._last_seq = np.full(capacity, -1, dtype=np.int64)
         self._group = np.full(capacity, -1, dtype=np.int64)
@@ -77,40 +83,56 @@ class CarWindows:
         rows = np.zeros((capacity, self.window, self.features), dtype=np.float32)
         rows[: len(self._rows)] = self._rows
         self._rows = rows
+        self._seqs = np.concatenate([self._seqs, np.zeros((capacity - len(self._seqs), self.window), np.int64)])
         self._count = np.concatenate([self._count, np.zeros(capacity - len(self._count), dtype=np.int64)])
         self._last_seq = np.concatenate([self._last_seq, np.full(capacity - len(self._last_seq), -1, np.int64)])
         self._group = np.concatenate([self._group, np.full(capacity - len(self._group), -1, np.int64)])
 
     def push(
-        self, cars: Sequence[str], seqs: Sequence[int], rows: np.ndarray, group: int = 0, windows: bool = True
+        self,
+        cars: Sequence[str],
+        seqs: Sequence[int],
+        rows: np.ndarray,
+        hashed: Sequence[bool] | np.ndarray | None = None,
+        group: int = 0,
+        windows: bool = True,
     ) -> np.ndarray | None:
         """Append readings in arrival order and return the window ending at each: float32 [N, window, features]
-        (None with windows=False, for re-reading history)."""
+        (None with windows=False, for re-reading history). `hashed` marks readings whose seq is a content hash."""
         slots = np.fromiter((self._slot(car, group) for car in cars), dtype=np.int64, count=len(cars))
         seqs = np.asarray(seqs, dtype=np.int64)
+        hashed = np.zeros(len(seqs), dtype=bool) if hashed is None else np.asarray(hashed, dtype=bool)
         out = np.empty((len(cars), self.window, self.features), dtype=np.float32) if windows else None
         # A car may have several readings in one batch: take them in rounds, each car at most once per round,
         # so that a later reading never overwrites a slot that an earlier reading's window still needs.
         occurrence = _occurrence(slots)
         for round_ in range(int(occurrence.max(initial=-1)) + 1):
             picked = np.flatnonzero(occurrence == round_)
-            self._append(slots[picked], seqs[picked], rows[picked])
+            self._append(slots[picked], seqs[picked], rows[picked], hashed[picked])
             if out is not None:
                 out[picked] = self._gather(slots[picked])
         return out
 
-    def _append(self, slots: np.ndarray, seqs: np.ndarray, rows: np.ndarray) -> None:
+    def _append(self, slots: np.ndarray, seqs: np.ndarray, rows: np.ndarray, hashed: np.ndarray) -> None:
         last = self._last_seq[slots]
-        restarted = seqs <= last - self.window
+        restarted = ~hashed & (seqs <= last - self.window)
         if restarted.any():
             log.info("%d car(s) started their sequence again; their history is reset", int(restarted.sum()))
             self._count[slots[restarted]] = 0
             last = np.where(restarted, -1, last)
-        new = seqs > last
-        slots, rows, seqs = slots[new], rows[new], seqs[new]
-        self._rows[slots, self._count[slots] % self.window] = rows
+        new = np.where(hashed, ~self._recent(slots, seqs), seqs > last)
+        slots, rows, seqs, hashed = slots[new], rows[new], seqs[new], hashed[new]
+        ring = self._count[slots] % self.window
+        self._rows[slots, ring] = rows
+        self._seqs[slots, ring] = seqs
         self._count[slots] += 1
-        self._last_seq[slots] = seqs
+        sender = ~hashed  # a hash says nothing about where the sender's sequence is
+        self._last_seq[slots[sender]] = seqs[sender]
+
+    def _recent(self, slots: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+        """Whether each seq equals one of its car's last `window` seqs (the rows the ring still holds)."""
+        held = self._offsets[None, :] < self._count[slots, None]
+        return ((self._seqs[slots] == seqs[:, None]) & held).any(axis=1)
 
     def _gather(self, slots: np.ndarray) -> np.ndarray:
         # reading numbers n-W .. n-1, clipped at 0: the left padding with the car's first reading

@@ -23,7 +23,8 @@ from common.logs import setup_logging
 from common.schemas import PREDICTION
 from ml import artifact
 from ml.dataset import TrainingDataError
-from ml.features import gather_windows, series_from_records
+from ml.features import feature_matrix, gather_windows, series_from_records
+from ml.ood import OodScorer, out_of_range
 from ml.settings import SeedFormSettings
 from ml.source import SourceRecord, read_records, resolve_range
 from ml.train import fit_and_evaluate, save_trained, source_description, stop_on_sigterm
@@ -56,7 +57,10 @@ def write_predictions(
             failures.append(str(error))
 
     now = int(time.time() * 1000)
-    for reading, probability in predictions:
+    scorer = OodScorer.from_metadata(model.metadata, settings.ood_threshold)
+    readings = [reading for reading, _ in predictions]
+    ood = scorer.score(feature_matrix(readings, model.features), out_of_range(readings))
+    for i, (reading, probability) in enumerate(predictions):
         value = {
             "car_id": reading["car_id"],
             "seq": reading["seq"],
@@ -66,6 +70,9 @@ def write_predictions(
             "failure_predicted": probability >= model.threshold,
             "model_version": model.version,
             "horizon": model.horizon,
+            "ood_score": float(ood.score[i]),
+            "out_of_distribution": bool(ood.flagged[i]),
+            "ood_features": ood.features_of(i),
         }
         producer.produce(topic, key=reading["car_id"].encode(), value=codec.encode(value), on_delivery=delivered)
         producer.poll(0)

@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from common.settings import KafkaSettings
 from common.topics import READINGS_TOPIC
+from ml.ood import DEFAULT_THRESHOLD
 
 ML_CONFIG = SettingsConfigDict(env_prefix="ML_", frozen=True, populate_by_name=True, extra="ignore")
 
@@ -50,3 +51,6 @@ class SeedFormSettings(TrainSettings):
 
     train_records: int = Field(1000, ge=1, description="Records from the start offset to train on")
     predict_records: int = Field(200, ge=1, description="Records after those to predict")
+    ood_threshold: float = Field(
+        DEFAULT_THRESHOLD, ge=0, description="Out of distribution beyond this many training-range widths (ml/ood.py)"
+    )

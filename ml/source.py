@@ -98,9 +98,11 @@ def resolve_range(
     start_time_ms: int | None = None,
     max_per_partition: int | None = None,
     timeout: float = 30.0,
+    last_per_partition: int | None = None,
 ) -> TopicRange:
     """From a start offset (clamped to the retained range; None means the earliest) or the first record at or after
-    `start_time_ms`, to the current end of every partition."""
+    `start_time_ms`, to the current end of every partition; `last_per_partition` starts each partition at most
+    that many records before its end (the recent stretch `python -m ml drift` reads)."""
     consumer = _metadata_consumer(bootstrap)
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
@@ -114,6 +116,8 @@ def resolve_range(
             if start_time_ms is not None:
                 found = consumer.offsets_for_times([TopicPartition(topic, partition, start_time_ms)], timeout=timeout)
                 start = high if found[0].offset < 0 else max(start, found[0].offset)
+            if last_per_partition is not None:
+                start = max(start, high - last_per_partition)
             end = high if max_per_partition is None else min(high, start + max_per_partition)
             ranges.append(PartitionRange(partition, start, end))
     except KafkaException as exc:

@@ -24,9 +24,18 @@ from common.cli import add_settings_arguments, describe, settings_from_args
 from common.errors import ConfigError
 from common.logs import setup_logging
 from common.schemas import READING, SENSOR_FIELDS
-from ml import artifact
+from ml import artifact, ood
 from ml.baseline import fit_baseline, predict_baseline
-from ml.dataset import CarSplit, TrainingDataError, WindowSet, class_weights, split_cars, tf_dataset, window_set
+from ml.dataset import (
+    CarSplit,
+    TrainingDataError,
+    WindowSet,
+    class_weights,
+    require_labels,
+    split_cars,
+    tf_dataset,
+    window_set,
+)
 from ml.evaluate import choose_threshold, classification_metrics, curves, lead_times
 from ml.features import Series, gather_windows, series_from_records, window_ends
 from ml.model import build_model
@@ -47,6 +56,8 @@ class TrainedModel:
     report: dict[str, Any]
     history: dict[str, list[float]]
     curves: dict[str, Any]
+    sample: np.ndarray
+    """Raw readings of the training cars kept in the artifact (ml/ood.py)."""
 
 
 def parse_time(value: str) -> int:
@@ -103,6 +114,7 @@ def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, 
     """Split cars, fit scaling, LSTM and baseline on the training cars, choose thresholds on the validation cars,
     report both on the test cars. `source` describes where the data came from (metadata's `training`)."""
     window, horizon = settings.window, settings.horizon
+    require_labels(series)
     split: CarSplit = split_cars(series, settings.validation_fraction, settings.test_fraction, settings.seed)
     parts = {name: series.select_cars(getattr(split, name)) for name in ("train", "validation", "test")}
     sets = {name: window_set(part, window, horizon) for name, part in parts.items()}
@@ -179,6 +191,7 @@ def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, 
         "metrics": metrics,
         "baseline": {"model": "logistic regression on the last reading", **baseline},
         "lstm_beats_baseline": beats,
+        ood.STATS_KEY: ood.training_statistics(parts["train"].features, SENSOR_FIELDS),
     }
     report = {
         "verdict": verdict_text,
@@ -188,18 +201,19 @@ def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, 
         "baseline": metadata["baseline"],
         "training": training,
     }
-    return TrainedModel(model, metadata, report, history, {"LSTM": lstm_curves, "baseline": base_curves})
+    sample = ood.training_sample(parts["train"].features, settings.seed)
+    return TrainedModel(model, metadata, report, history, {"LSTM": lstm_curves, "baseline": base_curves}, sample)
 
 
 def save_trained(trained: TrainedModel, model_dir: str) -> Path:
-    """The artifact with its report in `report/`, visible only when complete."""
+    """The artifact with its report in `report/` and its training sample, visible only when complete."""
     history = {k: [float(v) for v in values] for k, values in trained.history.items()}
-    path = artifact.save(
-        trained.model,
-        trained.metadata,
-        model_dir,
-        extras=lambda staging: write_report(staging / "report", trained.report, history, trained.curves),
-    )
+
+    def extras(staging: Path) -> None:
+        write_report(staging / "report", trained.report, history, trained.curves)
+        artifact.write_training_sample(staging, trained.sample)
+
+    path = artifact.save(trained.model, trained.metadata, model_dir, extras=extras)
     log.info("evaluation on held-out cars:\n%s", text_table(trained.report))
     return path
 
@@ -223,7 +237,9 @@ def train(settings: TrainSettings) -> Path:
     if topic_range.count == 0:
         raise TrainingDataError(f"no records in {settings.topic} from the requested start")
     result = read_records(settings.kafka_bootstrap_servers, topic_range, settings.reader, settings.schema_registry_url)
-    series = series_from_records([record.value for record in result.records])
+    # Arrival order (per partition, by offset): the order of readings whose seq is a content hash (ml/features.py).
+    arrived = sorted(result.records, key=lambda record: (record.partition, record.offset))
+    series = series_from_records([record.value for record in arrived])
     source = source_description(topic_range, settings.reader, len(result.records), result.rejected)
     return save_trained(fit_and_evaluate(series, settings, source), settings.model_dir)
 

@@ -6,13 +6,20 @@ import pytest
 from confluent_kafka import Producer
 
 from common.avro import AvroCodec
-from common.schemas import READING, SENSOR_FIELDS
+from common.schemas import READING, SENSOR_FIELDS, raw_schema
 from ml.features import gather_windows, series_from_records, window_ends
 from ml.source import read_records, resolve_range
 from scripts.bench.ml_read import write_readings
 from simulator.fleet import generate_readings
 
 CONFLUENT_SCHEMA_ID = (7).to_bytes(4, "big")
+DEFAULTS = {field["name"]: field["default"] for field in raw_schema(READING)["fields"] if "default" in field}
+
+
+def generated(cars: int, per_car: int, seed: int) -> list[dict]:
+    """Simulated readings as a reader returns them: the fields the simulator does not write (out_of_range and
+    seq_origin, since the readings schema's version 2) at their defaults."""
+    return [DEFAULTS | reading for reading in generate_readings(cars, per_car, seed=seed)]
 
 
 def confluent_framed(codec: AvroCodec, reading: dict) -> bytes:
@@ -25,7 +32,7 @@ def mixed_topic(kafka_bootstrap, topic_factory):
     """3 partitions of 80 readings; every third reading in the Confluent framing, one record that is not Avro at all."""
     topic = topic_factory("ml-reader", partitions=3)
     codec = AvroCodec(READING, topic)
-    readings = list(generate_readings(6, 40, seed=3))
+    readings = generated(6, 40, seed=3)
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     for i, reading in enumerate(readings):
         value = confluent_framed(codec, reading) if i % 3 == 0 else codec.encode(reading)
@@ -71,7 +78,7 @@ def test_a_start_time_starts_at_the_first_record_at_or_after_it(kafka_bootstrap,
     topic = topic_factory("ml-reader-time", partitions=1)
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     codec = AvroCodec(READING, topic)
-    readings = list(generate_readings(2, 10, seed=1))
+    readings = generated(2, 10, seed=1)
     for i, reading in enumerate(readings):
         producer.produce(topic, key=reading["car_id"].encode(), value=codec.encode(reading), timestamp=1000 * (i + 1))
     producer.flush(30)
@@ -107,7 +114,7 @@ def test_windows_from_kafka_never_mix_cars(kafka_bootstrap, topic_factory):
 def test_one_record_ranges_are_read(kafka_bootstrap, topic_factory, reader):
     """tensorflow-io's kernel returns nothing for a one-record read; the reader must still return the record."""
     topic = topic_factory("ml-reader-one", partitions=2)
-    readings = list(generate_readings(1, 5, seed=2))
+    readings = generated(1, 5, seed=2)
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     codec = AvroCodec(READING, topic)
     producer.produce(topic, value=codec.encode(readings[0]), partition=0)

@@ -172,3 +172,5 @@ def test_seed_form_trains_then_writes_avro_predictions(kafka_bootstrap, topics, 
     assert {(p["car_id"], p["seq"]) for _, p in values} == expected and len(values) == 200
     assert all(key == p["car_id"] and p["model_version"] == version.name and p["horizon"] == 5 for key, p in values)
     assert all(0 <= p["failure_probability"] <= 1 for _, p in values)
+    # schema version 2: the training range's verdict on each reading (ml/ood.py)
+    assert all(p["ood_score"] >= 0 and p["out_of_distribution"] == bool(p["ood_features"]) for _, p in values)

@@ -66,3 +66,25 @@ def test_a_failed_save_leaves_nothing_behind(tmp_path):
     with pytest.raises(RuntimeError):
         artifact.save(model, metadata(), tmp_path, extras=fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_training_statistics_and_sample_travel_with_the_artifact_and_old_versions_still_load(tmp_path):
+    from ml import ood
+
+    model = build_model(4, [1.0, 2.0, 3.0], [1.0, 2.0, 4.0], units=4)
+    old = artifact.save(model, metadata(), tmp_path)  # as written before feature_stats existed
+    loaded = artifact.load(old)
+    assert artifact.read_training_sample(old) is None
+    assert not ood.OodScorer.from_metadata(loaded.metadata).enabled
+
+    readings = np.random.default_rng(1).normal(2.0, 1.0, size=(50, 3))
+    stats = ood.training_statistics(readings, FEATURES)
+    new = artifact.save(
+        model,
+        {**metadata(), ood.STATS_KEY: stats},
+        tmp_path,
+        extras=lambda staging: artifact.write_training_sample(staging, readings),
+    )
+    np.testing.assert_array_equal(artifact.read_training_sample(new), readings.astype(np.float32))
+    scorer = ood.OodScorer.from_metadata(artifact.load(new).metadata)
+    assert scorer.enabled and scorer.low.tolist() == [stats["features"][f]["min"] for f in FEATURES]

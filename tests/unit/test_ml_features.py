@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from common.schemas import SENSOR_FIELDS
-from ml.dataset import TrainingDataError, class_weights, split_cars, window_set
+from ml.dataset import TrainingDataError, class_weights, require_labels, split_cars, window_set
 from ml.features import failure_onsets, gather_windows, horizon_labels, series_from_records, window_ends
 
 
@@ -67,3 +67,40 @@ def test_cars_are_split_apart_with_failing_cars_everywhere():
 def test_class_weights_balance_the_classes():
     negative, positive = class_weights(np.array([0, 0, 0, 1], dtype=np.float32))
     assert negative * 3 == pytest.approx(positive * 1)
+
+
+def hashed_reading(car: str, content_hash: int, value: float) -> dict:
+    """A reading of a device that sends no seq: the bridge made seq a hash of the payload (seq_origin
+    CONTENT_HASH). Every sensor carries `value`, so a window's rows can be traced back."""
+    record = reading(car, 0) | dict.fromkeys(SENSOR_FIELDS, float(value))
+    return record | {"seq": content_hash, "seq_origin": "CONTENT_HASH"}
+
+
+def test_content_hash_readings_keep_arrival_order_and_drop_redeliveries():
+    hashes = [int(h) for h in np.random.default_rng(3).integers(0, 2**63 - 1, size=10)]  # random: no order
+    records = [hashed_reading("car-1", h, value=i) for i, h in enumerate(hashes)]
+    records.insert(6, hashed_reading("car-1", hashes[2], value=99))  # the third payload delivered again
+    records.insert(9, hashed_reading("car-1", hashes[0], value=98))
+    series = series_from_records(records)
+    assert series.features[:, 0].tolist() == list(range(10)), "arrival order, the first delivery kept"
+    assert series.hashed.all() and (series.run_start == 0).all(), "one run: a hash has no gap to cut at"
+    windows = gather_windows(series.features, window_ends(series, 4), 4)[:, :, 0]
+    assert windows.tolist() == [[i, i + 1, i + 2, i + 3] for i in range(7)]
+
+
+def test_sender_and_content_hash_readings_of_one_car_never_share_a_window():
+    records = [reading("car-1", s) for s in (0, 1, 2, 4, 5)]  # sender seq: sorted, cut at the gap
+    records += [hashed_reading("car-1", h, value=500 + i) for i, h in enumerate((9, 3, 7))]
+    records += [hashed_reading("car-2", 5, value=600)]
+    series = series_from_records([records[i] for i in (5, 0, 6, 4, 1, 7, 3, 2, 8)])
+    ends = window_ends(series, 3)
+    windows = gather_windows(series.features, ends, 3)[:, :, 0]
+    assert windows.tolist() == [[1000, 1001, 1002], [500, 501, 502]]  # hashed car-1 in arrival order 9, 3, 7
+    assert series.hashed[ends].tolist() == [False, True]
+
+
+def test_unlabelled_readings_stop_training_with_one_clear_line():
+    records = [reading(f"car-{c}", s) | {"failure_occurred": None} for c in range(5) for s in range(30)]
+    with pytest.raises(TrainingDataError, match="failure_occurred column") as caught:
+        require_labels(series_from_records(records))
+    assert "\n" not in str(caught.value) and "simulator labels" in str(caught.value)

@@ -68,3 +68,39 @@ def test_history_can_be_pushed_without_building_windows():
     windows = CarWindows(window=2, features=2)
     assert windows.push(["a", "a"], [0, 1], rows(1, 2), windows=False) is None
     assert windows.push(["a"], [2], rows(3))[0][:, 0].tolist() == [2, 3]
+
+
+def test_a_redelivered_content_hash_is_predicted_on_the_current_window_and_not_stored_twice():
+    windows = CarWindows(window=3, features=2)
+    hashes = [8_123_456_789, 17, 4_000_000_000_000]  # an identity, not an order
+    windows.push(["a"] * 3, hashes, rows(1, 2, 3), hashed=[True] * 3)
+    out = windows.push(["a", "a", "a"], [17, 5, 5], rows(99, 4, 98), hashed=[True] * 3)
+    assert out[0][:, 0].tolist() == [1, 2, 3], "a redelivery: the window as it was"
+    assert out[1][:, 0].tolist() == [2, 3, 4], "a new hash below the others is appended, in arrival order"
+    assert out[2][:, 0].tolist() == [2, 3, 4], "redelivered within the same batch"
+    assert windows.readings_of("a") == 4
+
+
+def test_random_content_hashes_never_reset_a_cars_history():
+    windows = CarWindows(window=4, features=2)
+    hashes = np.random.default_rng(0).integers(0, 2**63 - 1, size=1000)  # half of them "far below the last"
+    values = np.arange(1000, dtype=np.float32)
+    for start in range(0, 1000, 100):
+        part = slice(start, start + 100)
+        out = windows.push(["a"] * 100, hashes[part], rows(*values[part]), hashed=np.ones(100, bool))
+    assert windows.readings_of("a") == 1000
+    assert out[-1][:, 0].tolist() == [996, 997, 998, 999]
+
+
+def test_only_the_last_w_hashes_of_a_car_are_remembered():
+    windows = CarWindows(window=2, features=2)
+    windows.push(["a"] * 3, [30, 10, 20], rows(1, 2, 3), hashed=[True] * 3)
+    out = windows.push(["a"], [30], rows(4), hashed=[True])  # fell out of the ring: memory stays W per car
+    assert out[0][:, 0].tolist() == [3, 4] and windows.readings_of("a") == 4
+
+
+def test_sender_readings_after_content_hashes_keep_the_sequence_rules():
+    windows = CarWindows(window=2, features=2)
+    windows.push(["a"] * 2, [2**62, 2**61], rows(1, 2), hashed=[True, True])
+    out = windows.push(["a"] * 3, [0, 1, 1], rows(3, 4, 5))
+    assert [o[:, 0].tolist() for o in out] == [[2, 3], [3, 4], [3, 4]]  # no reset; seq 1 again is a duplicate

@@ -32,6 +32,17 @@ def env_name(settings_cls: type[StackSettings], name: str, field: FieldInfo) -> 
     return (settings_cls.model_config.get("env_prefix", "") + name).upper()
 
 
+def doc_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A parser that says what its module's docstring says: the first paragraph as the description, the rest as
+    the epilog, line breaks kept."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def add_settings_arguments(
     parser: argparse.ArgumentParser, settings_cls: type[StackSettings], exclude: Iterable[str] = ()
 ) -> None:

@@ -25,18 +25,18 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "predict":
-        from ml.predict import main as predict_main
+        from ml.serving.cli import main as predict_main
 
         return predict_main(rest)
     if command == "train":
-        from ml.train import main as train_main
+        from ml.training.train import main as train_main
 
         return train_main(rest)
     if command == "drift":
-        from ml.drift import main as drift_main
+        from ml.training.drift import main as drift_main
 
         return drift_main(rest)
-    from ml.seed_form import main as seed_main
+    from ml.training.seed_form import main as seed_main
 
     return seed_main(argv)
 

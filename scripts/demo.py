@@ -30,6 +30,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from common.cli import doc_parser
 from common.errors import CarStreamError
 from common.kafka import ensure_topics
 from common.logs import setup_logging
@@ -44,19 +45,14 @@ from scripts.stream_watch import MqttCounter, StreamWatcher, commit_group_offset
 
 log = logging.getLogger("demo")
 
-PROGRESS_LINE = re.compile(r" INFO +ml\.\w+: (.*)$")  # the trainer's own log lines, not TensorFlow's chatter
+PROGRESS_LINE = re.compile(r" INFO +ml\.[\w.]+: (.*)$")  # the trainer's own log lines, not TensorFlow's chatter
 
 HISTORY_SEED = 7  # another fleet than the live one (seed 42): the model is tested on cars it never saw
 LIVE_SEED = 42
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m scripts.demo",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = doc_parser("python -m scripts.demo", __doc__)
     parser.add_argument("--cars", type=int, default=25, help="cars of the live fleet, 1 to 100,000 (default: 25)")
     parser.add_argument(
         "--duration",

@@ -2,7 +2,8 @@
 
 A producer writes 10,000 readings/s of 100,000 cars (one reading per car every 10 s) into `car-sensor` for 60 s
 (--quick: 10 s, 10,000 cars) while the predictor runs as its own process with an untrained model of the training
-defaults' size (window 24, 32 LSTM units; ml/untrained_model.py), its alert threshold set so that alerts stay rare.
+defaults' size (window 24, 32 LSTM units; ml/training/untrained_model.py), its alert threshold set so that alerts
+stay rare.
 Both topics stamp records with the broker's append time, so latency is "reading on Kafka -> prediction on Kafka":
 the prediction's append time minus the reading's event_time, which the producer sets when it hands the reading to
 Kafka (so the figure also holds the producer's own batching, a few ms). Lag (high watermark - committed offset of
@@ -27,7 +28,7 @@ from common import schemas
 from common.avro import AvroCodec
 from common.kafka import producer_config
 from ml import artifact
-from ml.untrained_model import save_untrained_model
+from ml.training.untrained_model import save_untrained_model
 from scripts.bench.context import BenchContext, ProcessSampler, python_module
 from scripts.local_runtime import ROOT, free_port
 from simulator.fleet import generate_readings

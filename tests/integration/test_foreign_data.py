@@ -21,7 +21,7 @@ from bridge_process import Publisher, collect, decoded
 from bridge.validation import content_seq
 from common.schemas import SENSOR_FIELDS, SENSOR_RANGES
 from common.topics import mqtt_topic
-from ml.ring_buffer import CarWindows
+from ml.serving.ring_buffer import CarWindows
 from scripts.local_runtime import ROOT
 
 pytestmark = pytest.mark.timeout(300)
@@ -155,7 +155,7 @@ def test_seq_less_stream_through_two_bridges_and_a_sigkill_keeps_one_identity_pe
 
     # The predictor's view: the ring fed in Kafka order. A redelivery within the car's last 24 readings is
     # recognised; one further back (the restarted bridge got it seconds later) enters the window once more, a
-    # bounded-memory trade-off (ml/PREDICTOR.md). What must never happen is a reset: the count only grows.
+    # bounded-memory trade-off (ml/serving/README.md). What must never happen is a reset: the count only grows.
     windows = CarWindows(window=24, features=len(SENSOR_FIELDS))
     ordered = decoded(sorted(messages, key=lambda m: (m.partition(), m.offset())))
     for record in ordered:

@@ -1,7 +1,8 @@
 """`python -m ml predict` against the real Kafka, run as its own process (so that SIGKILL is a real crash).
 
 Every claim is counted by (car_id, seq): each reading written to car-sensor must come back as at least one
-prediction on the predictions topic. The model is untrained (ml/untrained_model.py): delivery is what is tested.
+prediction on the predictions topic. The model is untrained (ml/training/untrained_model.py): delivery is what is
+tested.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from confluent_kafka import Consumer, Producer
 
 from common import schemas
 from common.avro import AvroCodec
-from ml.untrained_model import save_untrained_model
+from ml.training.untrained_model import save_untrained_model
 from scripts.local_runtime import ROOT, free_port
 from simulator.fleet import generate_readings
 

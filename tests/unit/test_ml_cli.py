@@ -8,7 +8,7 @@ from common.cli import add_settings_arguments, settings_from_args
 from common.errors import ConfigError
 from ml.__main__ import main
 from ml.settings import SeedFormSettings, TrainSettings
-from ml.train import parse_time
+from ml.training.train import parse_time
 
 
 def test_usage_names_every_command(capsys):

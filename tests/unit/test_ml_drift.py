@@ -8,8 +8,8 @@ import pytest
 from common.errors import ConfigError
 from ml import ood
 from ml.__main__ import main
-from ml.drift import DRIFT, OK, OUT_OF_RANGE, DriftSettings, compare, headline, psi
-from ml.drift_report import write_drift_report
+from ml.training.drift import DRIFT, OK, OUT_OF_RANGE, DriftSettings, compare, headline, psi
+from ml.training.drift_report import write_drift_report
 
 NAMES = ["steady", "other_units", "shifted"]
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from common.schemas import SENSOR_FIELDS
-from ml.evaluate import choose_threshold, classification_metrics, lead_times
 from ml.features import series_from_records
+from ml.training.evaluate import choose_threshold, classification_metrics, lead_times
 
 
 def test_perfect_and_useless_rankings():

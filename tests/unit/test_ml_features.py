@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from common.schemas import SENSOR_FIELDS
-from ml.dataset import TrainingDataError, class_weights, require_labels, split_cars, window_set
 from ml.features import failure_onsets, gather_windows, horizon_labels, series_from_records, window_ends
+from ml.training.dataset import TrainingDataError, class_weights, require_labels, split_cars, window_set
 
 
 def reading(car: str, seq: int, failure: bool = False) -> dict:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ml.ring_buffer import CarWindows
+from ml.serving.ring_buffer import CarWindows
 
 
 def rows(*values: float) -> np.ndarray:

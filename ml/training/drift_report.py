@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.drift import DRIFT, OUT_OF_RANGE, FeatureDrift
+from ml.training.drift import DRIFT, OUT_OF_RANGE, FeatureDrift
 
 log = logging.getLogger(__name__)
 

@@ -150,9 +150,9 @@ def headline(features: list[FeatureDrift]) -> str:
 def run(settings: DriftSettings) -> Path:
     """Read the recent records, compare, write the report; returns the HTML file."""
     from ml import artifact  # TensorFlow loads here, after --help and the settings check
-    from ml.drift_report import write_drift_report
     from ml.features import feature_matrix
     from ml.source import read_records, resolve_range
+    from ml.training.drift_report import write_drift_report
 
     version = Path(settings.model_path) if settings.model_path else artifact.latest(settings.model_dir)
     if version is None:

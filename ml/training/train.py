@@ -2,7 +2,7 @@
 choose its threshold on others, report on cars it never saw beside a baseline, save a versioned artifact.
 
 The read is the first pass of the tf.data pipeline (ml/source.py); the decoded range is kept in memory (it is
-bounded) and every epoch streams shuffled windows through tf.data (ml/dataset.py).
+bounded) and every epoch streams shuffled windows through tf.data (ml/training/dataset.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ from common.errors import ConfigError
 from common.logs import setup_logging
 from common.schemas import READING, SENSOR_FIELDS
 from ml import artifact, ood
-from ml.baseline import fit_baseline, predict_baseline
-from ml.dataset import (
+from ml.features import Series, gather_windows, series_from_records, window_ends
+from ml.model import build_model
+from ml.settings import TrainSettings
+from ml.source import TopicRange, read_records, resolve_range
+from ml.training.baseline import fit_baseline, predict_baseline
+from ml.training.dataset import (
     CarSplit,
     TrainingDataError,
     WindowSet,
@@ -36,12 +40,8 @@ from ml.dataset import (
     tf_dataset,
     window_set,
 )
-from ml.evaluate import choose_threshold, classification_metrics, curves, lead_times
-from ml.features import Series, gather_windows, series_from_records, window_ends
-from ml.model import build_model
-from ml.report import text_table, verdict, write_report
-from ml.settings import TrainSettings
-from ml.source import TopicRange, read_records, resolve_range
+from ml.training.evaluate import choose_threshold, classification_metrics, curves, lead_times
+from ml.training.report import text_table, verdict, write_report
 
 log = logging.getLogger(__name__)
 

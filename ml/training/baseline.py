@@ -7,7 +7,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ml.dataset import TrainingDataError, WindowSet
+from ml.training.dataset import TrainingDataError, WindowSet
 
 
 def fit_baseline(train: WindowSet, seed: int) -> Pipeline:

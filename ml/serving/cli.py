@@ -3,7 +3,8 @@ per reading to `car-sensor-predictions` (key = car_id).
 
 Several predictors in one consumer group (ML_GROUP_ID) split the partitions. Offsets are committed only after
 the predictions they caused were confirmed by Kafka; a newer model version in ML_MODEL_DIR is picked up between
-batches; predictions at or above the threshold are logged as alerts; metrics on ML_METRICS_PORT. See ml/README.md.
+batches; predictions at or above the threshold are logged as alerts; metrics on ML_METRICS_PORT. See
+ml/serving/README.md.
 """
 
 from __future__ import annotations
@@ -14,21 +15,16 @@ import signal
 import sys
 import threading
 
-from common.cli import add_settings_arguments, describe, settings_from_args
+from common.cli import add_settings_arguments, describe, doc_parser, settings_from_args
 from common.errors import CarStreamError
 from common.logs import setup_logging
-from ml.predictor_settings import NOT_PREDICTOR_SETTINGS, PredictorSettings
+from ml.serving.settings import NOT_PREDICTOR_SETTINGS, PredictorSettings
 
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ml predict",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = doc_parser("python -m ml predict", __doc__)
     add_settings_arguments(parser, PredictorSettings, exclude=NOT_PREDICTOR_SETTINGS)
     return parser
 
@@ -47,7 +43,7 @@ def main(argv: list[str]) -> int:
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
-        from ml.predictor import Predictor  # TensorFlow loads here, after --help and the settings check
+        from ml.serving.loop import Predictor  # TensorFlow loads here, after --help and the settings check
 
         return Predictor(settings, stop).run()
     except CarStreamError as exc:

@@ -31,14 +31,14 @@ from common import schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError
 from common.kafka import consumer_config, ensure_topics
-from ml import predictor_metrics as metrics
 from ml.artifact import LoadedModel
 from ml.features import CONTENT_HASH
-from ml.model_watcher import ModelWatcher
 from ml.ood import OodScorer, OodScores, describe, out_of_range
-from ml.prediction_writer import PredictionWriter
-from ml.predictor_settings import PredictorSettings
-from ml.ring_buffer import CarWindows
+from ml.serving import metrics
+from ml.serving.model_watcher import ModelWatcher
+from ml.serving.ring_buffer import CarWindows
+from ml.serving.settings import PredictorSettings
+from ml.serving.writer import PredictionWriter
 from ml.source import ConfluentPartitionReader, RawRecord, TfioPartitionReader, partition_reader
 
 log = logging.getLogger(__name__)

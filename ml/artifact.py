@@ -9,6 +9,8 @@
         report/                     the evaluation report (when training wrote one)
 
 A version is written under a hidden temporary name in the same folder and renamed into place when complete.
+The SavedModel signature (`INPUT_NAME` -> `OUTPUT_NAME`) is the contract between training, which exports it, and
+every program that loads a version: it is defined here, once, for both sides.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from common.errors import CarStreamError
-from ml.model import INPUT_NAME, OUTPUT_NAME, export_saved_model
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ SAVED_MODEL_DIR = "saved_model"
 METADATA_FILE = "metadata.json"
 TRAINING_SAMPLE_FILE = "training_sample.npy"
 REQUIRED_METADATA = ("window", "horizon", "features", "scaling", "threshold", "schema", "training", "metrics")
+INPUT_NAME = "windows"
+OUTPUT_NAME = "failure_probability"
 
 
 class ArtifactError(CarStreamError):
@@ -70,7 +73,7 @@ def save(
     try:
         window, n_features = int(metadata["window"]), len(metadata["features"])
         model.save(staging / KERAS_FILE)
-        export_saved_model(model, str(staging / SAVED_MODEL_DIR), window, n_features)
+        _export_saved_model(model, str(staging / SAVED_MODEL_DIR), window, n_features)
         full = {"version": version, **metadata}
         (staging / METADATA_FILE).write_text(json.dumps(full, indent=2, default=_json_default) + "\n")
         if extras is not None:
@@ -82,6 +85,26 @@ def save(
         raise
     log.info("model artifact saved: %s", target)
     return target
+
+
+def _export_saved_model(model: Any, path: str, window: int, n_features: int) -> None:
+    """A SavedModel whose `serving_default` takes `windows` [batch, W, F] float32 and returns
+    `failure_probability` [batch] float32: what the predictor, TF Serving and other languages load."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(windows: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_NAME: tf.reshape(model(windows, training=False), [-1])}
+
+    archive.add_endpoint(
+        name="serving_default",
+        fn=serve,
+        input_signature=[tf.TensorSpec([None, window, n_features], tf.float32, name=INPUT_NAME)],
+    )
+    archive.write_out(path, verbose=False)
 
 
 def _json_default(value: Any) -> Any:

@@ -1,4 +1,6 @@
-"""Settings of the ml services: flags and ML_* environment variables (contract 2), Kafka names of DESIGN.md."""
+"""What every ml command's settings share: flags and ML_* environment variables (contract 2), Kafka names of
+DESIGN.md. Training (ml/training/settings.py), the drift report and the predictor (ml/serving/settings.py) extend
+`MlSettings`, so `--model-dir`, `--reader` and `--topic` mean the same in each."""
 
 from __future__ import annotations
 
@@ -9,13 +11,12 @@ from pydantic_settings import SettingsConfigDict
 
 from common.settings import KafkaSettings
 from common.topics import READINGS_TOPIC
-from ml.ood import DEFAULT_THRESHOLD
 
 ML_CONFIG = SettingsConfigDict(env_prefix="ML_", frozen=True, populate_by_name=True, extra="ignore")
 
 
 class MlSettings(KafkaSettings):
-    """What every ml command shares; the predictor's settings extend this class."""
+    """What every ml command shares; each command's settings extend this class."""
 
     model_config = ML_CONFIG
 
@@ -24,33 +25,3 @@ class MlSettings(KafkaSettings):
         "tfio", description="Kafka reader: tensorflow-io (tfio) or a confluent-kafka consumer (confluent)"
     )
     topic: str = Field(READINGS_TOPIC, description="Kafka topic of the readings")
-
-
-class TrainSettings(MlSettings):
-    """`python -m ml train`: a bounded range of the topic, read once, then epochs through tf.data."""
-
-    window: int = Field(24, ge=1, description="Readings per window (W): the model sees W consecutive readings")
-    horizon: int = Field(10, ge=0, description="Label: a failure within the next H readings (0: failure now)")
-    start_offset: int | None = Field(None, ge=0, description="First offset of every partition; unset: the earliest")
-    start_time: str | None = Field(
-        None, description="Start at the first record at or after this time (ISO 8601 or epoch ms)"
-    )
-    max_records: int | None = Field(None, ge=1, description="At most this many records per partition")
-    epochs: int = Field(15, ge=1, description="Most training epochs (early stopping may end sooner)")
-    patience: int = Field(5, ge=1, description="Early stopping: epochs without a better validation PR-AUC")
-    batch_size: int = Field(128, ge=1, description="Windows per training batch")
-    units: int = Field(32, ge=1, description="LSTM units")
-    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate")
-    validation_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of cars held out for validation")
-    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of cars held out for the test report")
-    seed: int = Field(42, description="Seed of the car split, shuffling and initial weights")
-
-
-class SeedFormSettings(TrainSettings):
-    """The seed's `python -m ml <servers> <topic> <start offset> [result topic]`."""
-
-    train_records: int = Field(1000, ge=1, description="Records from the start offset to train on")
-    predict_records: int = Field(200, ge=1, description="Records after those to predict")
-    ood_threshold: float = Field(
-        DEFAULT_THRESHOLD, ge=0, description="Out of distribution beyond this many training-range widths (ml/ood.py)"
-    )

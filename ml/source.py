@@ -7,6 +7,9 @@ Two readers, selected by ML_READER / --reader, both feeding tf.data:
 Both read the same `TopicRange` (per partition: start offset inclusive, end offset exclusive) and yield chunks
 {message, key, partition, offset}; `read_records` decodes them with AvroCodec (both framings). The ranges come from
 confluent-kafka's metadata calls (watermarks, offsets for a time), which tensorflow-io does not offer.
+
+The predictor reads the same two ways, one partition at a time and batch after batch (`partition_reader`). Every
+workaround for tensorflow-io's kernel lives in one class, `TfioPartitionReader`, which both kinds of read use.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ READERS = ("tfio", "confluent")
 CHUNK = 4096
 # librdkafka waits fetch.wait.max.ms (500 ms) for more data on every fetch; tensorflow-io's kernel fetches once
 # per chunk, which made a bounded read cost half a second per 1024 records. The range is known: never wait long.
-TFIO_CONFIGURATION = ["fetch.wait.max.ms=10", "enable.auto.commit=false"]
+FETCH_WAIT_MS = 10
+TFIO_CONFIGURATION = [f"fetch.wait.max.ms={FETCH_WAIT_MS}", "enable.auto.commit=false"]
 STALL_TIMEOUT_S = 30.0
 CHUNK_SPEC = {
     "message": tf.TensorSpec([None], tf.string),
@@ -87,8 +91,25 @@ class ReadResult:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One undecoded record, so that a record that does not decode can go to the DLQ as it was."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
 def _metadata_consumer(bootstrap: str) -> Consumer:
     return Consumer(consumer_config(bootstrap, f"ml-range-{uuid.uuid4().hex[:8]}"))
+
+
+def _reader_consumer(bootstrap: str) -> Consumer:
+    """A consumer to assign (never subscribe) to ranges: no group membership, no commits, short fetch waits."""
+    return Consumer(
+        consumer_config(bootstrap, f"ml-reader-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": FETCH_WAIT_MS})
+    )
 
 
 def resolve_range(
@@ -130,47 +151,96 @@ def resolve_range(
     return result
 
 
-def _tfio_chunks(part: PartitionRange) -> tuple[np.ndarray, ...]:
-    """(start, first offset to ask for, stop, records to drop) per chunk of [start, end).
+# -- tensorflow-io ------------------------------------------------------------------------------------------------
+# What tensorflow-io 0.37.1 (unmaintained) gets wrong, worked around once, for both the bounded reads (training,
+# drift, the seed's form) and the predictor's partition reads: `TfioPartitionReader` and `_lone_record`.
+
+
+def _lone_record(start: int, stop: int) -> tuple[int, int]:
+    """(offset to ask the kernel for, records to drop from what it returns) to read [start, stop).
 
     The kernel reads until it has seen offset stop-1 counting from `start` itself, so it returns nothing for a
-    one-record range: a one-record tail joins the chunk before it, and a lone record is asked for with the record
-    before it (dropped) or, at offset 0, from the beginning of the partition."""
+    one-record range: a lone record is asked for with the record before it (dropped) or, at offset 0, from the
+    beginning of the partition."""
+    if stop - start != 1:
+        return start, 0
+    return (start - 1, 1) if start > 0 else (OFFSET_BEGINNING, 0)
+
+
+def _tfio_chunks(part: PartitionRange) -> tuple[np.ndarray, ...]:
+    """(start, first offset to ask for, stop, records to drop) per chunk of [start, end); a one-record tail joins
+    the chunk before it, so only a one-record range is read with `_lone_record`'s overlap."""
     starts = list(range(part.start, part.end, CHUNK))
     stops = [*starts[1:], part.end]
     if len(starts) > 1 and stops[-1] - starts[-1] == 1:
         starts.pop()
         stops.pop(-2)
-    firsts, skips = list(starts), [0] * len(starts)
-    for i, (start, stop) in enumerate(zip(starts, stops, strict=True)):
-        if stop - start == 1:
-            firsts[i], skips[i] = (start - 1, 1) if start > 0 else (OFFSET_BEGINNING, 0)
+    asked = [_lone_record(start, stop) for start, stop in zip(starts, stops, strict=True)]
+    firsts, skips = [first for first, _ in asked], [skip for _, skip in asked]
     return tuple(np.array(column, dtype=np.int64) for column in (starts, firsts, stops, skips))
 
 
-def _tfio_partition(bootstrap: str, topic: str, part: PartitionRange, resources: list) -> tf.data.Dataset:
+class TfioPartitionReader:
+    """tensorflow-io's Kafka kernel on one partition, kept open until `close()`; its librdkafka client never
+    commits. `tensors` reads inside a tf.data pipeline (the bounded reads), `read` eagerly (the predictor).
+
+    - A unique shared_name: eager TensorFlow caches a kernel per set of attributes, so without one every init
+      returns the SAME resource, and readers of two partitions would silently read one partition twice.
+    - `fetch.wait.max.ms` is short (TFIO_CONFIGURATION): the kernel fetches once per chunk.
+    - A one-record range is read with one record of overlap (`_lone_record`).
+    - A named resource (and its librdkafka client) lives until it is destroyed: `close()` destroys it.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partition: int) -> None:
+        from tensorflow_io.python.ops import core_ops
+
+        self._read = core_ops.io_kafka_readable_read
+        self.partition = partition
+        metadata = [*TFIO_CONFIGURATION, f"group.id=ml-reader-{uuid.uuid4().hex[:8]}", f"bootstrap.servers={bootstrap}"]
+        self._resource = core_ops.io_kafka_readable_init(
+            topic, partition, offset=0, metadata=metadata, shared_name=f"ml-reader-{uuid.uuid4().hex}"
+        )
+
+    def tensors(self, first: Any, stop: Any, skip: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """(messages, keys) from offset `first` up to `stop`, less the first `skip` (`_lone_record` gives both);
+        integers or tensors, so that a tf.data map can call it."""
+        chunk = self._read(self._resource, start=first, stop=stop)
+        return chunk.message[skip:], chunk.key[skip:]
+
+    def read(self, start: int, stop: int) -> list[RawRecord]:
+        """Every record with start <= offset < stop (stop at most the high watermark)."""
+        if stop <= start:
+            return []
+        first, skip = _lone_record(start, stop)
+        try:
+            messages, keys = self.tensors(first, stop, skip)
+        except tf.errors.OpError as exc:
+            where = f"partition {self.partition} [{start}, {stop})"
+            raise KafkaError(f"tensorflow-io read of {where} failed: {exc}") from exc
+        # The kernel returns no offsets: records are consecutive unless the topic holds transaction markers or
+        # was compacted, where an offset counted too low only makes a DLQ header imprecise.
+        pairs = zip(keys.numpy(), messages.numpy(), strict=True)
+        return [RawRecord(self.partition, start + i, key or None, value) for i, (key, value) in enumerate(pairs)]
+
+    def close(self) -> None:
+        if self._resource is not None:
+            tf.raw_ops.DestroyResourceOp(resource=self._resource, ignore_lookup_error=True)
+            self._resource = None
+
+
+# -- bounded reads (training, drift, the seed's form) ----------------------------------------------------------
+
+
+def _tfio_partition(reader: TfioPartitionReader, part: PartitionRange) -> tf.data.Dataset:
     """tensorflow-io's bounded Kafka read of one partition, in chunks.
 
     `tfio.IODataset.from_kafka(start=...)` builds its chunk indices from offset 0, so it ignores `start` and
     always reads the partition from its beginning (tensorflow-io 0.37.1). This uses the same kernels with the
     chunks of [start, end)."""
-    from tensorflow_io.python.ops import core_ops
-
-    # A unique shared_name: eager TensorFlow caches a kernel per set of attributes, and without one a second
-    # partition's init re-initialised the first partition's resource (both read the second partition).
-    resource = core_ops.io_kafka_readable_init(
-        topic,
-        part.partition,
-        offset=0,
-        metadata=[*TFIO_CONFIGURATION, f"bootstrap.servers={bootstrap}"],
-        shared_name=f"ml-source-{uuid.uuid4().hex}",
-    )
-    resources.append(resource)
     bounds = tf.data.Dataset.from_tensor_slices(_tfio_chunks(part))
 
     def read(start: tf.Tensor, first: tf.Tensor, stop: tf.Tensor, skip: tf.Tensor) -> dict[str, tf.Tensor]:
-        chunk = core_ops.io_kafka_readable_read(resource, start=first, stop=stop)
-        message, key = chunk.message[skip:], chunk.key[skip:]
+        message, key = reader.tensors(first, stop, skip)
         count = tf.shape(message, out_type=tf.int64)[0]
         return {
             "message": message,
@@ -187,7 +257,7 @@ def _confluent_chunks(bootstrap: str, topic_range: TopicRange) -> Iterator[dict[
     pending = {p.partition: p for p in topic_range.partitions if p.count > 0}
     if not pending:
         return
-    consumer = Consumer(consumer_config(bootstrap, f"ml-reader-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 10}))
+    consumer = _reader_consumer(bootstrap)
     try:
         consumer.assign([TopicPartition(topic_range.topic, p.partition, p.start) for p in pending.values()])
         last_progress = time.monotonic()
@@ -234,16 +304,16 @@ def raw_dataset(bootstrap: str, topic_range: TopicRange, reader: str = "tfio") -
         return
     if reader != "tfio":
         raise ConfigError(f"unknown reader {reader!r}: choose one of {', '.join(READERS)}")
-    resources: list = []
+    readers: list[TfioPartitionReader] = []
     try:
-        parts = [_tfio_partition(bootstrap, topic_range.topic, p, resources) for p in topic_range.partitions if p.count]
         dataset = tf.data.Dataset.from_tensors({k: tf.zeros([0], s.dtype) for k, s in CHUNK_SPEC.items()}).take(0)
-        for part in parts:
-            dataset = dataset.concatenate(part)
+        for part in (p for p in topic_range.partitions if p.count):
+            readers.append(TfioPartitionReader(bootstrap, topic_range.topic, part.partition))
+            dataset = dataset.concatenate(_tfio_partition(readers[-1], part))
         yield dataset
     finally:
-        for resource in resources:  # named resources (and their librdkafka clients) live until destroyed
-            tf.raw_ops.DestroyResourceOp(resource=resource, ignore_lookup_error=True)
+        for reader in readers:
+            reader.close()
 
 
 def decode_chunk(codec: AvroCodec, chunk: dict[str, np.ndarray], topic: str) -> tuple[list[SourceRecord], int]:
@@ -291,61 +361,11 @@ def read_records(
     return ReadResult(records, rejected, seconds)
 
 
-# -- Streaming reads (the predictor) ----------------------------------------------------------------------------
+# -- the predictor's reads ----------------------------------------------------------------------------------------
 # The predictor owns group membership and commits with its own confluent-kafka consumer and reads the data of the
 # partitions it owns batch after batch, [position, high watermark). A reader stays open per owned partition: one
-# librdkafka client seeked for every read instead of a new client (and tf.data pipeline) per batch.
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One undecoded record, so that a record that does not decode can go to the DLQ as it was."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-
-class TfioPartitionReader:
-    """tensorflow-io's Kafka kernel on one partition, kept open; its librdkafka client never commits."""
-
-    def __init__(self, bootstrap: str, topic: str, partition: int) -> None:
-        from tensorflow_io.python.ops import core_ops
-
-        self._read = core_ops.io_kafka_readable_read
-        self.partition = partition
-        metadata = [*TFIO_CONFIGURATION, f"group.id=ml-reader-{uuid.uuid4().hex[:8]}", f"bootstrap.servers={bootstrap}"]
-        # A unique shared_name: in eager mode every init without one returns the SAME resource (the kernel is
-        # cached), so readers of two partitions would silently read one partition twice.
-        self._resource = core_ops.io_kafka_readable_init(
-            topic, partition, offset=0, metadata=metadata, shared_name=f"ml-reader-{uuid.uuid4().hex}"
-        )
-
-    def read(self, start: int, stop: int) -> list[RawRecord]:
-        """Every record with start <= offset < stop (stop at most the high watermark)."""
-        if stop <= start:
-            return []
-        # The kernel consumes until it has seen offset stop-1, counting from `start` itself, so a one-record range
-        # [start, start+1) returns nothing: read it with one record of overlap (or from the beginning at offset 0).
-        first = start if stop - start > 1 else (start - 1 if start > 0 else OFFSET_BEGINNING)
-        try:
-            chunk = self._read(self._resource, start=first, stop=stop)
-        except tf.errors.OpError as exc:
-            where = f"partition {self.partition} [{start}, {stop})"
-            raise KafkaError(f"tensorflow-io read of {where} failed: {exc}") from exc
-        # The kernel returns no offsets: records are consecutive unless the topic holds transaction markers or
-        # was compacted, where an offset counted too low only makes a DLQ header imprecise.
-        pairs = list(zip(chunk.key.numpy(), chunk.message.numpy(), strict=True))
-        if first == start - 1:
-            pairs = pairs[1:]
-        return [RawRecord(self.partition, start + i, key or None, value) for i, (key, value) in enumerate(pairs)]
-
-    def close(self) -> None:
-        """Destroy the kernel's resource (and its librdkafka client): named resources live until destroyed."""
-        if self._resource is not None:
-            tf.raw_ops.DestroyResourceOp(resource=self._resource, ignore_lookup_error=True)
-            self._resource = None
+# librdkafka client seeked for every read instead of a new client (and tf.data pipeline) per batch: a
+# TfioPartitionReader (above) or a ConfluentPartitionReader.
 
 
 class ConfluentPartitionReader:
@@ -354,9 +374,7 @@ class ConfluentPartitionReader:
     def __init__(self, bootstrap: str, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
-        self._consumer = Consumer(
-            consumer_config(bootstrap, f"ml-reader-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 10})
-        )
+        self._consumer = _reader_consumer(bootstrap)
 
     def read(self, start: int, stop: int) -> list[RawRecord]:
         """Every record with start <= offset < stop (stop at most the high watermark)."""

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from ml.ood import OodScores
+
 log = logging.getLogger(__name__)
+
+LATENCY_SAMPLES = 200  # end-to-end latency and OOD score observations per batch
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 OOD_BUCKETS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 50.0, 100.0)
@@ -50,6 +55,22 @@ class RateMeter:
         if now > self._since:
             PREDICTIONS_PER_S.set(count / (now - self._since))
         self._since = now
+
+
+def count_delivered(predictions: list[dict], ood: OodScores, rate: RateMeter) -> None:
+    """The metrics of a batch whose predictions Kafka confirmed (`ood`: their OOD scores)."""
+    PREDICTIONS.inc(len(predictions))
+    rate.update(len(predictions))
+    # A bounded sample per batch keeps the histograms unbiased without a Python call per prediction.
+    for p in random.sample(predictions, min(len(predictions), LATENCY_SAMPLES)):
+        END_TO_END.observe((p["predicted_at"] - p["event_time"]) / 1000)
+        OOD_SCORE.observe(p["ood_score"])
+    flagged = int(ood.flagged.sum())
+    if flagged:
+        OOD.inc(flagged)
+        for name, count in zip(ood.names, ood.outside.sum(axis=0).tolist(), strict=True):
+            if count:
+                OOD_FEATURES.labels(feature=name).inc(count)
 
 
 def serve_metrics(port: int) -> None:

@@ -149,7 +149,8 @@ def headline(features: list[FeatureDrift]) -> str:
 
 def run(settings: DriftSettings) -> Path:
     """Read the recent records, compare, write the report; returns the HTML file."""
-    from ml import artifact  # TensorFlow loads here, after --help and the settings check
+    # TensorFlow loads here (ml/source.py), after --help and the settings check
+    from ml import artifact
     from ml.features import feature_matrix
     from ml.source import read_records, resolve_range
     from ml.training.drift_report import write_drift_report

@@ -24,9 +24,9 @@ from common.schemas import PREDICTION
 from ml import artifact
 from ml.features import feature_matrix, gather_windows, series_from_records
 from ml.ood import OodScorer, out_of_range
-from ml.settings import SeedFormSettings
 from ml.source import SourceRecord, read_records, resolve_range
 from ml.training.dataset import TrainingDataError
+from ml.training.settings import SeedFormSettings
 from ml.training.train import fit_and_evaluate, save_trained, source_description, stop_on_sigterm
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,6 @@ from common.logs import setup_logging
 from common.schemas import READING, SENSOR_FIELDS
 from ml import artifact, ood
 from ml.features import Series, gather_windows, series_from_records, window_ends
-from ml.model import build_model
-from ml.settings import TrainSettings
 from ml.source import TopicRange, read_records, resolve_range
 from ml.training.baseline import fit_baseline, predict_baseline
 from ml.training.dataset import (
@@ -41,7 +39,9 @@ from ml.training.dataset import (
     window_set,
 )
 from ml.training.evaluate import choose_threshold, classification_metrics, curves, lead_times
+from ml.training.model import build_model
 from ml.training.report import text_table, verdict, write_report
+from ml.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 

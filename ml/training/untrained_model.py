@@ -1,6 +1,6 @@
 """A complete model artifact with untrained weights, for plumbing tests and benchmarks of the predictor.
 
-Its probabilities mean nothing; what it exercises is delivery: the same architecture (ml/model.py), the same
+Its probabilities mean nothing; what it exercises is delivery: the same architecture (ml/training/model.py), the same
 artifact layout and SavedModel signature (ml/artifact.py) as a trained model, in a second instead of minutes.
 """
 
@@ -12,7 +12,7 @@ import keras
 
 from common.schemas import READING, SENSOR_FIELDS, SENSOR_RANGES
 from ml import artifact
-from ml.model import build_model
+from ml.training.model import build_model
 
 
 def save_untrained_model(

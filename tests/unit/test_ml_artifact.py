@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ml import artifact
-from ml.model import build_model
+from ml.training.model import build_model
 
 FEATURES = ["a", "b", "c"]
 

@@ -7,7 +7,7 @@ import pytest
 from common.cli import add_settings_arguments, settings_from_args
 from common.errors import ConfigError
 from ml.__main__ import main
-from ml.settings import SeedFormSettings, TrainSettings
+from ml.training.settings import SeedFormSettings, TrainSettings
 from ml.training.train import parse_time
 
 

@@ -1,7 +1,8 @@
-"""The failure model: raw sensor windows in, the probability of a failure within the horizon out.
+"""The failure model's architecture: raw sensor windows in, the probability of a failure within the horizon out.
 
 Scaling lives inside the model (a Normalization layer with the training data's mean and std), so every consumer
 of the artifact (the predictor, TF Serving, another language) feeds raw sensor values in metadata's feature order.
+Only training builds a model; every other program loads the artifact's SavedModel signature (ml/artifact.py).
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-INPUT_NAME = "windows"
-OUTPUT_NAME = "failure_probability"
+from ml.artifact import INPUT_NAME, OUTPUT_NAME
 
 
 def build_model(
@@ -43,20 +42,3 @@ def build_model(
         metrics=[keras.metrics.AUC(curve="PR", name="pr_auc"), keras.metrics.AUC(name="roc_auc")],
     )
     return model
-
-
-def export_saved_model(model: keras.Model, path: str, window: int, n_features: int) -> None:
-    """A SavedModel whose `serving_default` takes `windows` [batch, W, F] float32 and returns
-    `failure_probability` [batch] float32: what TF Serving and other languages load."""
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-
-    def serve(windows: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: tf.reshape(model(windows, training=False), [-1])}
-
-    archive.add_endpoint(
-        name="serving_default",
-        fn=serve,
-        input_signature=[tf.TensorSpec([None, window, n_features], tf.float32, name=INPUT_NAME)],
-    )
-    archive.write_out(path, verbose=False)

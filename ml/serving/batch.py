@@ -1,0 +1,173 @@
+"""One batch of records in, one prediction per reading out: the served model, every car's window, OOD scores.
+
+The records are decoded (one that does not decode goes to `dead_letter`, the DLQ, and the next one flows), each
+reading enters its car's ring (ml/serving/ring_buffer.py) and gets the window that ends at it, the model is called
+in slices of MODEL_BATCH windows, and each reading is scored against the served model's training range
+(ml/ood.py). Nothing here talks to Kafka: the loop (ml/serving/loop.py) delivers the predictions and commits.
+
+The windows are sized by the served model (its metadata's window and features), never by the settings. A model
+with another window or feature list starts them empty, and the loop has every partition's history rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from common import schemas
+from common.avro import AvroCodec
+from common.errors import DecodeError
+from ml.artifact import LoadedModel
+from ml.features import CONTENT_HASH
+from ml.ood import OodScorer, OodScores, out_of_range
+from ml.serving import metrics
+from ml.serving.progress import Progress
+from ml.serving.ring_buffer import CarWindows
+from ml.serving.settings import PredictorSettings
+from ml.source import RawRecord
+
+log = logging.getLogger(__name__)
+
+MODEL_BATCH = 8192  # windows per model call: bounds the memory of one call, big enough to amortise its overhead
+
+
+class BatchPredictor:
+    """The served model and the last W readings of every car of the owned partitions (a car's partition is its
+    group in the windows, so that a revoked partition's cars can be forgotten together)."""
+
+    def __init__(
+        self, settings: PredictorSettings, progress: Progress, dead_letter: Callable[[RawRecord, str], None]
+    ) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.dead_letter = dead_letter
+        self.codec = AvroCodec(schemas.READING, settings.topic, settings.schema_registry_url)
+        self.model: LoadedModel | None = None
+        self.windows: CarWindows | None = None
+        self.features: list[str] = []
+        self.threshold = 0.5
+        self.horizon = 0
+        self.ood = OodScorer(self.features, None, None)
+
+    def use_model(self, model: LoadedModel) -> bool:
+        """Serve `model` from the next batch on. True when the windows start empty (the first model, or one with
+        another window or feature list): every owned partition's history must be rebuilt."""
+        meta = model.metadata
+        features, window = list(meta["features"]), int(meta["window"])
+        renewed = self.windows is None or features != self.features or window != self.windows.window
+        if renewed:
+            if self.windows is not None:
+                log.info("model %s has another window or features: rebuilding every car's history", model.version)
+            self.windows = CarWindows(window, len(features))
+            self.features = features
+        self.model = model
+        self.threshold = self.settings.threshold if self.settings.threshold is not None else float(meta["threshold"])
+        self.horizon = int(meta["horizon"])
+        self.ood = OodScorer.from_metadata(meta, self.settings.ood_threshold)
+        metrics.set_model_version(model.version)
+        log.info(
+            "serving model %s (window %d, horizon %d, threshold %.3f)",
+            model.version,
+            window,
+            self.horizon,
+            self.threshold,
+        )
+        return renewed
+
+    @property
+    def window(self) -> int:
+        assert self.windows is not None
+        return self.windows.window
+
+    def forget(self, partition: int) -> None:
+        """Drop the history of a partition's cars (revoked, lost, or about to be rebuilt)."""
+        if self.windows is not None:
+            self.windows.reset_group(partition)
+
+    def refill(self, partition: int, records: list[RawRecord]) -> int:
+        """Push the readings of a partition's records into their cars' windows without predicting them (a
+        rebuild); a record that does not decode is skipped. Returns how many readings it pushed."""
+        assert self.windows is not None
+        readings = [reading for _, reading in self._decode(records, dead_letter=False)]
+        self.windows.push(*self._columns(readings), group=partition, windows=False)
+        return len(readings)
+
+    def short_cars(self, partition: int) -> int:
+        """Cars of the partition with fewer than W readings: their windows are padded."""
+        assert self.windows is not None
+        return self.windows.short_cars(partition)
+
+    def predict(self, records: list[RawRecord]) -> tuple[list[dict], OodScores]:
+        """The prediction records (prediction schema) of every decodable reading, in the order read, and their
+        OOD scores."""
+        assert self.windows is not None and self.model is not None
+        with self.progress.phase("decode"):
+            decoded = self._decode(records)
+        readings = [reading for _, reading in decoded]
+        by_partition: dict[int, list[int]] = {}
+        for i, (record, _) in enumerate(decoded):
+            by_partition.setdefault(record.partition, []).append(i)
+        with self.progress.phase("windows"):
+            cars, seqs, rows, hashed = self._columns(readings)
+            windows = np.empty((len(readings), self.windows.window, self.windows.features), dtype=np.float32)
+            for partition, indices in by_partition.items():
+                windows[indices] = self.windows.push(
+                    [cars[i] for i in indices], seqs[indices], rows[indices], hashed[indices], group=partition
+                )
+        with self.progress.phase("model"):
+            probabilities = self._call_model(windows)
+        with self.progress.phase("ood"):
+            ood = self.ood.score(rows, out_of_range(readings))
+        predicted_at = int(time.time() * 1000)
+        predictions = [
+            {
+                "car_id": reading["car_id"],
+                "seq": reading["seq"],
+                "event_time": reading["event_time"],
+                "predicted_at": predicted_at,
+                "failure_probability": float(probability),
+                "failure_predicted": bool(probability >= self.threshold),
+                "model_version": self.model.version,
+                "horizon": self.horizon,
+                "ood_score": score,
+                "out_of_distribution": flagged,
+                "ood_features": ood.features_of(i) if flagged else [],
+            }
+            for i, (reading, probability, score, flagged) in enumerate(
+                zip(readings, probabilities, ood.score.tolist(), ood.flagged.tolist(), strict=True)
+            )
+        ]
+        return predictions, ood
+
+    def _decode(self, records: list[RawRecord], dead_letter: bool = True) -> list[tuple[RawRecord, dict]]:
+        decoded = []
+        for record in records:
+            try:
+                decoded.append((record, self.codec.decode(record.value)))
+            except DecodeError as exc:
+                if dead_letter:
+                    self.dead_letter(record, str(exc))
+        return decoded
+
+    def _columns(self, readings: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """(car ids, seqs, feature rows, whether seq is a content hash) of decoded readings."""
+        values = operator.itemgetter(*self.features)
+        rows = np.array([values(reading) for reading in readings], dtype=np.float32)
+        rows = rows.reshape(len(readings), len(self.features))
+        seqs = np.array([r["seq"] for r in readings], dtype=np.int64)
+        hashed = np.array([r.get("seq_origin") == CONTENT_HASH for r in readings], dtype=bool)
+        return [r["car_id"] for r in readings], seqs, rows, hashed
+
+    def _call_model(self, windows: np.ndarray) -> np.ndarray:
+        assert self.model is not None
+        if not len(windows):
+            return np.empty(0, dtype=np.float32)
+        started = time.perf_counter()
+        parts = [self.model.predict(windows[i : i + MODEL_BATCH]) for i in range(0, len(windows), MODEL_BATCH)]
+        metrics.MODEL_LATENCY.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(windows))
+        return np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1) for p in parts])

@@ -1,0 +1,204 @@
+"""The partitions one predictor owns in its consumer group: membership, positions, rebuilds, reads, commits.
+
+Why this shape: tensorflow-io's group dataset can neither commit nor seek, so it cannot give at-least-once
+delivery. Here a confluent-kafka consumer owns the group: it subscribes, every partition it is given is paused at
+once (poll() then keeps the membership alive without fetching), and the data of the owned partitions is read
+with bounded reads [position, high watermark) through ml/source.py's partition readers. A batch's end offsets are
+committed only after the loop (ml/serving/loop.py) saw all of its predictions confirmed by Kafka; otherwise the
+batch is rewound and read again.
+
+Rebalance callbacks run inside poll(), which the loop only calls between batches, when nothing is in flight: a
+revoked partition has nothing left to commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from common.kafka import consumer_config
+from ml.serving import metrics
+from ml.serving.batch import BatchPredictor
+from ml.serving.settings import PredictorSettings
+from ml.source import ConfluentPartitionReader, RawRecord, TfioPartitionReader, partition_reader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartitionState:
+    partition: int
+    reader: TfioPartitionReader | ConfluentPartitionReader
+    committed: int
+    position: int
+    rebuilt: bool = False
+
+
+@dataclass
+class Batch:
+    """Records read from the owned partitions, and the offset each partition is read up to."""
+
+    records: list[RawRecord] = field(default_factory=list)
+    ends: dict[int, int] = field(default_factory=dict)
+
+
+class Partitions:
+    """The owned partitions. `on_revoke(partition)` runs for each partition taken away (revoked, or lost when
+    the session expired), after its reader is closed: the windows forget that partition's cars."""
+
+    def __init__(self, settings: PredictorSettings, on_revoke: Callable[[int], None]) -> None:
+        self.settings = settings
+        self.topic = settings.topic
+        self.on_revoke = on_revoke
+        self.owned: dict[int, PartitionState] = {}
+        overrides = {"session.timeout.ms": settings.session_timeout_ms}
+        if settings.instance_id:
+            overrides["group.instance.id"] = settings.instance_id
+        self.consumer = Consumer(consumer_config(settings.kafka_bootstrap_servers, settings.group_id, **overrides))
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._lost)
+
+    def poll(self) -> None:
+        """Rebalance callbacks and errors; the partitions are paused, so no record comes back."""
+        message = self.consumer.poll(0)
+        if message is not None and message.error() is not None:
+            log.warning("consumer: %s", message.error().str())
+
+    def topic_partitions(self) -> int:
+        """How many partitions the topic has (1 when the broker does not say): the output topic gets as many."""
+        metadata = self.consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
+        return len(metadata.partitions) if metadata and metadata.partitions else 1
+
+    def close(self) -> None:
+        for state in self.owned.values():
+            state.reader.close()
+        self.consumer.close()
+
+    # -- ownership ---------------------------------------------------------------------------------------------
+
+    def _watermarks(self, partition: int) -> tuple[int, int]:
+        return self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=30)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.assign(partitions)
+        consumer.pause(partitions)  # data is read by the partition readers; poll() only keeps the membership
+        for tp in consumer.committed(partitions, timeout=30):
+            low, _ = self._watermarks(tp.partition)
+            start = tp.offset if tp.offset >= 0 else low
+            reader = partition_reader(
+                self.settings.kafka_bootstrap_servers, self.topic, tp.partition, self.settings.reader
+            )
+            self.owned[tp.partition] = PartitionState(tp.partition, reader, committed=start, position=start)
+            log.info("assigned partition %d, resuming at offset %d", tp.partition, start)
+        metrics.ASSIGNED.set(len(self.owned))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            state = self.owned.pop(tp.partition, None)
+            if state is None:
+                continue
+            state.reader.close()
+            self.on_revoke(tp.partition)
+            with contextlib.suppress(KeyError):
+                metrics.LAG.remove(str(tp.partition))
+            log.info("partition %d revoked at committed offset %d", tp.partition, state.committed)
+        metrics.ASSIGNED.set(len(self.owned))
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning(
+            "partitions %s lost (session expired); another predictor may own them now",
+            [p.partition for p in partitions],
+        )
+        self._on_revoke(consumer, partitions)
+
+    # -- history -----------------------------------------------------------------------------------------------
+
+    def forget_history(self) -> None:
+        """Every owned partition's cars need their history again (the windows started empty)."""
+        for state in self.owned.values():
+            state.rebuilt = False
+
+    def rebuild(self, predictor: BatchPredictor) -> None:
+        """Refill the windows of every newly assigned partition's cars (and of all of them after
+        `forget_history`) from up to `rebuild_records` records just before the partition's committed offset."""
+        for state in list(self.owned.values()):
+            if not state.rebuilt:
+                self._rebuild(state, predictor)
+
+    def _rebuild(self, state: PartitionState, predictor: BatchPredictor) -> None:
+        predictor.forget(state.partition)
+        low, _ = self._watermarks(state.partition)
+        start = max(low, state.committed - self.settings.rebuild_records)
+        used = 0
+        for chunk_start in range(start, state.committed, self.settings.max_batch):
+            chunk = state.reader.read(chunk_start, min(chunk_start + self.settings.max_batch, state.committed))
+            used += predictor.refill(state.partition, chunk)
+        state.rebuilt = True
+        if state.committed > start:
+            log.info(
+                "partition %d: rebuilt history from %d records [%d, %d); %d car(s) have fewer than %d readings "
+                "(their windows are padded)",
+                state.partition,
+                used,
+                start,
+                state.committed,
+                predictor.short_cars(state.partition),
+                predictor.window,
+            )
+        else:
+            log.info(
+                "partition %d: no records before offset %d; cars start with padded windows", state.partition, start
+            )
+
+    # -- batches -----------------------------------------------------------------------------------------------
+
+    def read(self) -> Batch:
+        """Up to `max_batch` records of every owned partition from its position on; positions move past them."""
+        batch = Batch()
+        for state in self.owned.values():
+            low, high = self._watermarks(state.partition)
+            if state.position < low:
+                log.error(
+                    "partition %d: offsets %d..%d were deleted by retention before they were predicted",
+                    state.partition,
+                    state.position,
+                    low - 1,
+                )
+                state.position = low
+            metrics.LAG.labels(partition=str(state.partition)).set(high - state.position)
+            if high <= state.position:
+                continue
+            stop = min(high, state.position + self.settings.max_batch)
+            batch.records.extend(state.reader.read(state.position, stop))
+            batch.ends[state.partition] = stop
+            state.position = stop
+        return batch
+
+    def commit(self, ends: dict[int, int]) -> None:
+        """Commit a delivered batch's end offsets of the partitions still owned; a failed commit (e.g. a rebalance
+        started) is logged: the next owner reads those records again (duplicates, no loss)."""
+        owned = {p: end for p, end in ends.items() if p in self.owned}
+        if not owned:
+            return
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, p, end) for p, end in owned.items()], asynchronous=False
+            )
+        except KafkaException as exc:
+            log.warning("commit of %s failed: %s", owned, exc.args[0].str())
+            return
+        for p, end in owned.items():
+            self.owned[p].committed = end
+
+    def rewind(self, ends: dict[int, int]) -> None:
+        """A batch was not delivered: its partitions are read again from their committed offsets."""
+        for p in ends:
+            if p in self.owned:
+                state = self.owned[p]
+                log.warning("partition %d: predictions not confirmed; re-reading from offset %d", p, state.committed)
+                state.position = state.committed

@@ -8,8 +8,8 @@
 4. `python -m ml predict` serves it while the live fleet (--cars) drives: predictions flow to
    car-sensor-predictions and the view shows readings/s at each stage, predictions, alerts and the model.
 5. Wait until every live reading has its prediction, stop everything this run started (also on Ctrl-C) and
-   print a summary: readings, predictions, alerts, and the alerts' precision and recall against the
-   simulator's ground truth. Exit code 0 when every live reading got a prediction.
+   print a summary: readings, predictions, alerts, and the failure episodes of the simulator's ground truth
+   that the alerts warned ahead or missed (ml/episodes.py). Exit code 0 when every live reading got a prediction.
 
 Servers that were running before (`make up`) are used and left running. Logs of every service go to
 .run/demo/<run>/. See scripts/demo_plan.py for how the history and the live speed are sized.
@@ -105,7 +105,9 @@ class Demo:
         self.group: ServiceGroup | None = None
         self.counter: MqttCounter | None = None
         self.watcher: StreamWatcher | None = None
-        self.result = DemoResult(cars=plan.cars, plan=plan.describe(), log_dir=str(self.log_dir))
+        self.result = DemoResult(
+            cars=plan.cars, plan=plan.describe(), log_dir=str(self.log_dir), speedup=plan.live_speedup
+        )
 
     # -- phases ---------------------------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
-"""The demo's closing summary: what the live fleet published, what reached Kafka, what got a prediction, and how
-the alerts compare with the simulator's ground truth."""
+"""The demo's closing summary: what the live fleet published, what reached Kafka, what got a prediction (the
+delivery guarantees), and what the alerts did in failure episodes of the simulator's ground truth (ml/episodes.py,
+via scripts/live_episodes.py): episodes warned ahead or missed, the median lead, false alerts per healthy
+car-hour. The live fleet runs at a speed-up, and event_time is simulated time: so are the lead and the hours."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from scripts.alert_quality import AlertQuality, alert_quality
+from scripts.live_episodes import live_episodes
 from scripts.stream_watch import StreamWatcher
 
 VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z$")
@@ -44,6 +46,8 @@ class DemoResult:
     cars: int
     plan: str
     log_dir: str
+    speedup: float
+    """Simulated seconds per wall-clock second of the live fleet."""
     published: int = 0
     mqtt_messages: int = 0
     in_kafka: int = 0
@@ -54,7 +58,15 @@ class DemoResult:
     live_seconds: float = 0.0
     bridge_to_prediction_p50_ms: float | None = None
     bridge_to_prediction_p99_ms: float | None = None
-    quality: dict[str, Any] = field(default_factory=dict)
+    episodes: int | None = None
+    """Failure episodes of the live run with a judged reading in their warning stretch (None: no model horizon)."""
+    episodes_warned: int | None = None
+    episodes_missed: int | None = None
+    median_lead_s: float | None = None
+    """Simulated seconds from the first alert in the H readings before an onset to the onset."""
+    false_alerts: int | None = None
+    healthy_car_hours: float | None = None
+    false_alerts_per_healthy_car_hour: float | None = None
     live_start_offsets: dict[str, int] = field(default_factory=dict)
     """Partition -> first offset of the live fleet's readings on the readings topic."""
     model: dict[str, Any] | None = None
@@ -62,18 +74,18 @@ class DemoResult:
     error: str | None = None
 
     def take(self, watcher: StreamWatcher) -> None:
-        """Count what the watcher saw of the live fleet and join predictions to the ground truth."""
+        """Count what the watcher saw of the live fleet and measure the alerts in episodes of its ground truth."""
 
         def collect(state: Any) -> tuple[Any, ...]:
             return (
-                len(state.readings),
-                state.truth(),
+                dict(state.readings),
                 state.alerts_by_reading(),
                 state.duplicates,
                 state.latencies_ms("kafka_time"),
             )
 
-        self.in_kafka, truth, alerts, self.duplicates, latencies = watcher.read(collect)
+        readings, alerts, self.duplicates, latencies = watcher.read(collect)
+        self.in_kafka = len(readings)
         self.predicted = len(alerts)
         self.missing = self.in_kafka - self.predicted
         self.alerts = sum(alerts.values())
@@ -81,7 +93,8 @@ class DemoResult:
         self.bridge_to_prediction_p99_ms = percentile(latencies, 99)
         horizon = (self.model or {}).get("horizon")
         if horizon is not None and alerts:
-            self.quality = alert_quality(truth, alerts, int(horizon)).as_dict()
+            for name, value in live_episodes(readings, alerts, int(horizon)).items():
+                setattr(self, name, value)
 
     @property
     def complete(self) -> bool:
@@ -111,9 +124,8 @@ def print_summary(result: DemoResult, console: Console) -> None:
     table = Table(title="demo summary (live fleet)", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    quality = (
-        AlertQuality(**{k: result.quality[k] for k in AlertQuality.__dataclass_fields__}) if result.quality else None
-    )
+    measured = result.episodes is not None
+    simulated = f"simulated, {result.speedup:g}x"
     rows = [
         ("cars", result.cars),
         ("live seconds", round(result.live_seconds, 1)),
@@ -123,11 +135,18 @@ def print_summary(result: DemoResult, console: Console) -> None:
         ("readings without a prediction", result.missing),
         ("duplicate predictions", result.duplicates),
         ("alerts (failure predicted)", result.alerts),
-        ("alert precision vs ground truth", quality.precision if quality else None),
-        ("alert recall vs ground truth", quality.recall if quality else None),
+        ("failure episodes in the live run", result.episodes),
         (
-            "readings evaluated (failure within horizon)",
-            f"{quality.evaluated:,} ({quality.positives:,})" if quality else None,
+            "episodes warned ahead / missed",
+            f"{result.episodes_warned:,} / {result.episodes_missed:,}" if measured else None,
+        ),
+        (f"median lead, s ({simulated})", result.median_lead_s),
+        (
+            f"false alerts per healthy car-hour ({simulated})",
+            f"{_fmt(result.false_alerts_per_healthy_car_hour)} ({result.false_alerts:,} in "
+            f"{_fmt(result.healthy_car_hours)} h)"
+            if measured
+            else None,
         ),
         (
             "bridge -> prediction p50 / p99 ms",

@@ -1,8 +1,8 @@
 """Watch the pipeline from the outside: read `car-sensor` and `car-sensor-predictions` from given offsets.
 
 A background thread decodes both topics (either Avro framing) and keeps what the demo's live view, the end-to-end
-tests and the benchmark need: counts and rates per stage, the ground truth of every reading (failure_occurred per
-car and seq), every prediction by (car_id, seq), the latest predictions and alerts, and publish→prediction
+tests and the benchmark need: counts and rates per stage, every reading by (car_id, seq) with its ground truth
+(failure_occurred), every prediction by (car_id, seq), the latest predictions and alerts, and publish→prediction
 latencies. It reads with `assign()` at explicit offsets and commits nothing: it is an observer, never a member of
 a service's consumer group.
 """
@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
@@ -25,6 +25,7 @@ from common import schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError
 from common.topics import MQTT_TOPIC_FILTER
+from ml.features import CONTENT_HASH
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +54,8 @@ class Reading(NamedTuple):
     kafka_time: int
     """The record's Kafka timestamp: when the bridge produced it."""
     failure: bool
+    hashed: bool
+    """seq is a content hash (seq_origin CONTENT_HASH): an identity, not an order (ml/features.py)."""
 
 
 class Prediction(NamedTuple):
@@ -103,13 +106,6 @@ class StreamState:
 
     def predicted_count(self) -> int:
         return sum(1 for key, r in self.readings.items() if (*key, r.event_time) in self.predictions)
-
-    def truth(self) -> dict[str, dict[int, bool]]:
-        """failure_occurred per car and seq: the simulator's ground truth."""
-        cars: dict[str, dict[int, bool]] = defaultdict(dict)
-        for (car, seq), reading in self.readings.items():
-            cars[car][seq] = reading.failure
-        return cars
 
     def alerts_by_reading(self) -> dict[tuple[str, int], bool]:
         """failure_predicted of this run's predicted readings."""
@@ -229,7 +225,10 @@ class StreamWatcher:
                 record = self.readings_codec.decode(message.value())
                 state.reading_records += 1
                 state.readings[(record["car_id"], record["seq"])] = Reading(
-                    record["event_time"], message.timestamp()[1], bool(record["failure_occurred"])
+                    record["event_time"],
+                    message.timestamp()[1],
+                    bool(record["failure_occurred"]),
+                    record.get("seq_origin") == CONTENT_HASH,
                 )
                 return
             record = self.predictions_codec.decode(message.value())

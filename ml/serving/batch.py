@@ -15,6 +15,7 @@ import logging
 import operator
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +34,20 @@ from ml.source import RawRecord
 log = logging.getLogger(__name__)
 
 MODEL_BATCH = 8192  # windows per model call: bounds the memory of one call, big enough to amortise its overhead
+UNLABELLED = -1
+"""`Scored.failure` of a reading whose failure_occurred is null: real data carries no ground truth."""
+
+
+class Scored(NamedTuple):
+    """A batch's prediction records, their OOD scores, and the readings' ground truth for the alert log (the
+    prediction schema does not carry it: a prediction says what the model thinks, not what happened)."""
+
+    predictions: list[dict]
+    ood: OodScores
+    failure: np.ndarray
+    """int8 per prediction: the reading's failure_occurred (1 or 0), UNLABELLED where it is null."""
+    ordered: np.ndarray
+    """bool per prediction: seq is the sender's sequence number, not a content hash (which counts nothing)."""
 
 
 class BatchPredictor:
@@ -101,9 +116,9 @@ class BatchPredictor:
         assert self.windows is not None
         return self.windows.short_cars(partition)
 
-    def predict(self, records: list[RawRecord]) -> tuple[list[dict], OodScores]:
-        """The prediction records (prediction schema) of every decodable reading, in the order read, and their
-        OOD scores."""
+    def predict(self, records: list[RawRecord]) -> Scored:
+        """The prediction records (prediction schema) of every decodable reading, in the order read, with their
+        OOD scores and the readings' ground truth."""
         assert self.windows is not None and self.model is not None
         with self.progress.phase("decode"):
             decoded = self._decode(records)
@@ -141,7 +156,10 @@ class BatchPredictor:
                 zip(readings, probabilities, ood.score.tolist(), ood.flagged.tolist(), strict=True)
             )
         ]
-        return predictions, ood
+        failure = np.array(
+            [UNLABELLED if (f := r.get("failure_occurred")) is None else int(f) for r in readings], dtype=np.int8
+        )
+        return Scored(predictions, ood, failure, ~hashed)
 
     def _decode(self, records: list[RawRecord], dead_letter: bool = True) -> list[tuple[RawRecord, dict]]:
         decoded = []

@@ -5,8 +5,9 @@ Each step, between batches and so with nothing in flight: rebalance callbacks ru
 newer model is swapped in (ml/serving/model_watcher.py), newly owned partitions get their cars' history rebuilt,
 then one batch is read from the owned partitions, predicted (ml/serving/batch.py) and written
 (ml/serving/writer.py). After a batch's predictions are all confirmed by Kafka, the batch's end offsets are
-committed, then its alerts are counted and logged (ml/serving/alerts.py). A crash before that commit means the
-batch is read and predicted again: at least one prediction per reading, duplicates recognisable by (car_id, seq).
+committed, then its alerts are counted and logged in episodes (ml/serving/alerts.py). A crash before that commit
+means the batch is read and predicted again: at least one prediction per reading, duplicates recognisable by
+(car_id, seq).
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ class Predictor:
             self.partitions.forget_history()
 
     def _predict(self, batch: Batch) -> None:
-        predictions, ood = self.batch_predictor.predict(batch.records)
+        scored = self.batch_predictor.predict(batch.records)
         with self.progress.phase("produce"):
-            self.writer.predictions(predictions)
+            self.writer.predictions(scored.predictions)
         with self.progress.phase("deliver"):
             delivered = self.writer.deliver()
         if not delivered:
@@ -99,9 +100,9 @@ class Predictor:
             return
         with self.progress.phase("commit"):
             self.partitions.commit(batch.ends)
-        metrics.count_delivered(predictions, ood, self.rate)
-        self.alerts.account(predictions, ood, self.batch_predictor.threshold)
-        self.progress.batch_done(len(predictions))
+        metrics.count_delivered(scored.predictions, scored.ood, self.rate)
+        self.alerts.account(scored, self.batch_predictor.threshold)
+        self.progress.batch_done(len(scored.predictions))
 
     def _dead_letter(self, record: RawRecord, reason: str) -> None:
         """A record that does not decode goes to the DLQ with its key and bytes; it is committed like the rest."""

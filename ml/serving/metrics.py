@@ -20,6 +20,14 @@ OOD_BUCKETS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 50.0, 100.0)
 PREDICTIONS = Counter("predictor_predictions_total", "Predictions delivered to Kafka")
 PREDICTIONS_PER_S = Gauge("predictor_predictions_per_second", "Predictions delivered per second, last batch interval")
 ALERTS = Counter("predictor_alerts_total", "Predictions at or above the model's threshold")
+EPISODES_WARNED = Counter(
+    "predictor_episodes_warned_total",
+    "Failure episodes (simulator ground truth) with an alert in the horizon's readings before their onset",
+)
+EPISODES_MISSED = Counter(
+    "predictor_episodes_missed_total",
+    "Failure episodes (simulator ground truth) without an alert in the horizon's readings before their onset",
+)
 DLQ = Counter("predictor_dlq_total", "Records that could not be decoded and went to the DLQ")
 BATCH_SIZE = Histogram(
     "predictor_batch_size", "Readings per model batch", buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10_000, 25_000)

@@ -30,7 +30,7 @@ class PredictorSettings(MlSettings):
     idle_wait: float = Field(0.05, gt=0, description="Seconds to wait when no partition has new records")
     session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer group session timeout (ms)")
     alert_repeat: float = Field(
-        60.0, ge=0, description="Seconds before an alert for a car still above the threshold is logged again"
+        60.0, ge=0, description="Seconds before a car still out of distribution is logged again (alerts: once)"
     )
     threshold: float | None = Field(None, description="Decision threshold; unset means the model's own (metadata)")
     ood_threshold: float = Field(

@@ -1,0 +1,55 @@
+"""The live run in failure episodes: the readings the demo saw on `car-sensor` (with the simulator's ground truth)
+and their predictions, measured with ml/episodes.py, the definition training reports in, so that the demo's
+"warned ahead" means what the model's test report means.
+
+The series is built from the readings (a reading's truth is known whether or not it got a prediction); the
+alerts are failure_predicted of each reading's prediction, and only readings with a prediction are judged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ml.episodes import episode_report
+from ml.features import CONTENT_HASH, series_from_records
+from scripts.stream_watch import Reading
+
+
+def live_episodes(
+    readings: Mapping[tuple[str, int], Reading], alerts: Mapping[tuple[str, int], bool], horizon: int
+) -> dict[str, Any]:
+    """The summary's episode figures. `readings` by (car_id, seq) in the order they arrived (a content-hash
+    car's order); `alerts`: failure_predicted by (car_id, seq), one per predicted reading."""
+    records = [
+        {
+            "car_id": car,
+            "seq": seq,
+            "event_time": reading.event_time,
+            "failure_occurred": reading.failure,
+            "seq_origin": CONTENT_HASH if reading.hashed else "SENDER",
+        }
+        for (car, seq), reading in readings.items()
+    ]
+    series = series_from_records(records, features=())
+    keys = list(zip(series.car_ids.tolist(), series.seq.tolist(), strict=True))
+    judged = np.fromiter((key in alerts for key in keys), dtype=bool, count=len(keys))
+    alerting = np.fromiter((alerts.get(key, False) for key in keys), dtype=bool, count=len(keys))
+    report = episode_report(series, alerting, judged, horizon)
+    return {
+        "episodes": report.episodes,
+        "episodes_warned": report.warned,
+        "episodes_missed": report.episodes - report.warned,
+        "median_lead_s": _finite(report.median_lead_s),
+        "false_alerts": report.false_alerts,
+        "healthy_car_hours": report.healthy_hours,
+        "false_alerts_per_healthy_car_hour": _finite(report.false_alerts_per_car_hour),
+    }
+
+
+def _finite(value: float) -> float | None:
+    """None for "no such figure" (no warned episode, no healthy hour): JSON has no NaN."""
+    return None if math.isnan(value) else value

@@ -117,27 +117,7 @@ def window_ends(series: Series, window: int) -> np.ndarray:
     return np.flatnonzero(np.arange(len(series)) - series.run_start >= window - 1)
 
 
-def horizon_labels(series: Series, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """(label, known) per reading: label = a failure at this reading or within the next `horizon` readings of
-    the same run; known = those readings exist (the tail of a run has an unknown future unless it already failed)."""
-    n = len(series)
-    cumulative = np.concatenate([[0], np.cumsum(series.failure, dtype=np.int64)])
-    index = np.arange(n)
-    last = np.minimum(index + horizon, series.run_end)
-    label = (cumulative[last + 1] - cumulative[index]) > 0
-    known = (index + horizon <= series.run_end) | label
-    return label, known
-
-
 def gather_windows(features: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
     """Windows [len(ends), window, F] ending at `ends` (oldest reading first)."""
     offsets = np.arange(-window + 1, 1)
     return features[np.asarray(ends)[:, None] + offsets]
-
-
-def failure_onsets(series: Series) -> np.ndarray:
-    """Indices of the first reading of each failure episode (failure after no failure, or at a run's start)."""
-    previous = np.zeros(len(series), dtype=bool)
-    previous[1:] = series.failure[:-1]
-    previous[series.run_start == np.arange(len(series))] = False
-    return np.flatnonzero(series.failure & ~previous)

@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import CarStreamError
-from ml.features import Series, gather_windows, horizon_labels, window_ends
+from ml.episodes import onset_labels
+from ml.features import Series, gather_windows, window_ends
 
 
 class TrainingDataError(CarStreamError):
@@ -88,36 +89,23 @@ class WindowSet:
 
 
 def window_set(series: Series, window: int, horizon: int) -> WindowSet:
-    label, known = horizon_labels(series, horizon)
+    """The full windows whose last reading is eligible (ml/episodes.py): not in failure, its next `horizon`
+    readings known; label = a failure episode starts within them."""
+    label, eligible = onset_labels(series, horizon)
     ends = window_ends(series, window)
-    ends = ends[known[ends]]
+    ends = ends[eligible[ends]]
     return WindowSet(series, ends, label[ends].astype(np.float32), window)
 
 
-def class_weights(labels: np.ndarray) -> tuple[float, float]:
-    """Weights (negative, positive) that give both classes the same total weight."""
-    positives = float(labels.sum())
-    negatives = float(len(labels) - positives)
-    if positives == 0 or negatives == 0:
-        return 1.0, 1.0
-    total = positives + negatives
-    return total / (2 * negatives), total / (2 * positives)
-
-
-def tf_dataset(
-    windows: WindowSet, batch_size: int, shuffle_seed: int | None = None, weights: tuple[float, float] | None = None
-) -> tf.data.Dataset:
-    """(windows [B, W, F], labels [B]) or with weights (..., sample weights [B]); reshuffled every epoch."""
+def tf_dataset(windows: WindowSet, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """(windows [B, W, F], labels [B]); reshuffled every epoch when a seed is given."""
     features = tf.constant(windows.series.features)
     offsets = tf.range(-windows.window + 1, 1, dtype=tf.int64)
-    columns: tuple[np.ndarray, ...] = (windows.ends.astype(np.int64), windows.labels)
-    if weights is not None:
-        columns += (np.where(windows.labels > 0, weights[1], weights[0]).astype(np.float32),)
-    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    dataset = tf.data.Dataset.from_tensor_slices((windows.ends.astype(np.int64), windows.labels))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(windows), seed=shuffle_seed, reshuffle_each_iteration=True)
 
-    def gather(ends: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        return (tf.gather(features, ends[:, None] + offsets), *rest)
+    def gather(ends: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.gather(features, ends[:, None] + offsets), labels
 
     return dataset.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -11,18 +11,26 @@ from ml.settings import MlSettings
 class TrainSettings(MlSettings):
     """`python -m ml train`: a bounded range of the topic, read once, then epochs through tf.data."""
 
-    window: int = Field(24, ge=1, description="Readings per window (W): the model sees W consecutive readings")
-    horizon: int = Field(10, ge=0, description="Label: a failure within the next H readings (0: failure now)")
+    window: int = Field(36, ge=2, description="Readings per window (W): the model sees W consecutive readings")
+    horizon: int = Field(
+        60, ge=1, description="Label: a failure episode STARTS within the next H readings (60 = 10 min at 10 s)"
+    )
     start_offset: int | None = Field(None, ge=0, description="First offset of every partition; unset: the earliest")
     start_time: str | None = Field(
         None, description="Start at the first record at or after this time (ISO 8601 or epoch ms)"
     )
     max_records: int | None = Field(None, ge=1, description="At most this many records per partition")
-    epochs: int = Field(15, ge=1, description="Most training epochs (early stopping may end sooner)")
+    epochs: int = Field(25, ge=1, description="Most training epochs (early stopping may end sooner)")
     patience: int = Field(5, ge=1, description="Early stopping: epochs without a better validation PR-AUC")
-    batch_size: int = Field(128, ge=1, description="Windows per training batch")
+    batch_size: int = Field(256, ge=1, description="Windows per training batch")
     units: int = Field(32, ge=1, description="LSTM units")
-    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate")
+    dropout: float = Field(0.3, ge=0, lt=1, description="Dropout before the output unit")
+    noise: float = Field(0.2, ge=0, description="Gaussian noise on the scaled readings, in training only")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    false_alarm_budget: float = Field(
+        0.1, gt=0, description="Alert threshold: at most this many false alerts per healthy car-hour (validation)"
+    )
+    bootstrap: int = Field(200, ge=10, description="Resamples of the test cars for the verdict's interval")
     validation_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of cars held out for validation")
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of cars held out for the test report")
     seed: int = Field(42, description="Seed of the car split, shuffling and initial weights")

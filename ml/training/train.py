@@ -1,5 +1,6 @@
 """`python -m ml train`: read a bounded range of car-sensor through the Kafka reader, train the LSTM on some cars,
-choose its threshold on others, report on cars it never saw beside a baseline, save a versioned artifact.
+calibrate it and choose its alert threshold on others, report it on cars it never saw beside its baselines, save
+a versioned artifact.
 
 The read is the first pass of the tf.data pipeline (ml/source.py); the decoded range is kept in memory (it is
 bounded) and every epoch streams shuffled windows through tf.data (ml/training/dataset.py).
@@ -25,33 +26,45 @@ from common.errors import ConfigError
 from common.logs import setup_logging
 from common.schemas import READING, SENSOR_FIELDS
 from ml import artifact, ood
+from ml.episodes import reading_interval_s
 from ml.features import Series, gather_windows, series_from_records, window_ends
 from ml.source import TopicRange, read_records, resolve_range
-from ml.training.baseline import fit_baseline, predict_baseline
+from ml.training.baseline import Scorer, fit_gbm, fit_logistic, fit_prevalence
+from ml.training.calibration import brier, fit_platt, logit
 from ml.training.dataset import (
     CarSplit,
     TrainingDataError,
     WindowSet,
-    class_weights,
     require_labels,
     split_cars,
     tf_dataset,
     window_set,
 )
-from ml.training.evaluate import choose_threshold, classification_metrics, curves, lead_times
-from ml.training.model import build_model
-from ml.training.report import text_table, verdict, write_report
+from ml.training.evaluate import (
+    bootstrap_pr_auc_difference,
+    budget_threshold,
+    classification_metrics,
+    curves,
+    episode_metrics,
+    tradeoff,
+)
+from ml.training.model import build_model, logit_model, with_calibration
+from ml.training.report import MODELS, targets, text_table, verdict, write_report
 from ml.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
-LABEL_DEFINITION = "failure_occurred at the window's last reading or within the next `horizon` readings of that car"
+LABEL_DEFINITION = (
+    "a failure episode starts (failure_occurred turns true) within the next `horizon` readings of that car; "
+    "windows whose last reading is already in failure are not scored (ml/episodes.py)"
+)
 PREDICT_BATCH = 2048
 
 
 @dataclass
 class TrainedModel:
     model: keras.Model
+    """The published model: calibrated probabilities (ml/training/model.py: with_calibration)."""
     metadata: dict[str, Any]
     report: dict[str, Any]
     history: dict[str, list[float]]
@@ -92,16 +105,44 @@ def _scaling(train: Series) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std < 1e-6, 1.0, std)  # a constant sensor must not divide by zero later
 
 
+@dataclass
+class Evaluated:
+    """One model on the held-out cars: its metrics, its scores at the test cars' eligible windows, its plots' data."""
+
+    metrics: dict[str, Any]
+    scores: np.ndarray
+    curves: dict[str, np.ndarray] | None
+    tradeoff: list[dict]
+
+
 def _evaluate(
-    test: Series, labelled: WindowSet, predict: Any, threshold: float, window: int, horizon: int
-) -> tuple[dict, dict | None]:
-    """Metrics on labelled test windows, lead times over every full window of the test cars."""
-    every_end = window_ends(test, window)
-    probabilities = predict(every_end)
-    at_labelled = probabilities[np.searchsorted(every_end, labelled.ends)]
-    metrics = classification_metrics(labelled.labels, at_labelled, threshold)
-    metrics.update(lead_times(test, every_end, probabilities, threshold, horizon))
-    return metrics, curves(labelled.labels, at_labelled)
+    raw: Scorer, published: Scorer, parts: dict[str, Series], sets: dict[str, WindowSet], settings: TrainSettings
+) -> Evaluated:
+    """Threshold for the false-alarm budget on the validation cars, then window and episode metrics on the test
+    cars, of the published (calibrated) scores; the Brier score of the raw ones beside them."""
+    window, horizon = settings.window, settings.horizon
+    validation = parts["validation"]
+    ends = window_ends(validation, window)
+    threshold = budget_threshold(validation, ends, published(validation, ends), horizon, settings.false_alarm_budget)
+    test, eligible = parts["test"], sets["test"]
+    ends = window_ends(test, window)
+    scores = published(test, ends)
+    at_eligible = scores[np.searchsorted(ends, eligible.ends)]
+    metrics = classification_metrics(eligible.labels, at_eligible, threshold)
+    metrics["brier_uncalibrated"] = brier(eligible.labels, raw(test, eligible.ends))
+    metrics["episodes"] = episode_metrics(test, ends, scores, threshold, horizon)
+    return Evaluated(metrics, at_eligible, curves(eligible.labels, at_eligible), tradeoff(test, ends, scores, horizon))
+
+
+def _platt_calibrated(raw: Scorer, validation: WindowSet) -> Scorer:
+    """A baseline's scores with Platt scaling fitted on the validation cars' eligible windows, so that its
+    Brier score compares with the LSTM's published one (a monotone map: its ranking is unchanged)."""
+    platt = fit_platt(logit(raw(validation.series, validation.ends)), validation.labels)
+    return lambda series, ends: platt.apply(raw(series, ends))
+
+
+def _keras_scorer(model: keras.Model, window: int) -> Scorer:
+    return lambda series, ends: _predict(model, gather_windows(series.features, ends, window))
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -111,8 +152,9 @@ class _EpochLog(keras.callbacks.Callback):
 
 
 def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, Any]) -> TrainedModel:
-    """Split cars, fit scaling, LSTM and baseline on the training cars, choose thresholds on the validation cars,
-    report both on the test cars. `source` describes where the data came from (metadata's `training`)."""
+    """Split cars; fit scaling, the LSTM and the baselines on the training cars; calibrate and choose thresholds
+    on the validation cars; report every model on the test cars. `source` describes where the data came from
+    (metadata's `training`)."""
     window, horizon = settings.window, settings.horizon
     require_labels(series)
     split: CarSplit = split_cars(series, settings.validation_fraction, settings.test_fraction, settings.seed)
@@ -130,14 +172,15 @@ def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, 
 
     keras.utils.set_random_seed(settings.seed)
     mean, std = _scaling(parts["train"])
-    model = build_model(window, mean, std, units=settings.units, learning_rate=settings.learning_rate)
-    weights = class_weights(train.labels)
+    model = build_model(
+        window, mean, std, settings.units, settings.dropout, settings.noise, learning_rate=settings.learning_rate
+    )
     stop = keras.callbacks.EarlyStopping(
         monitor="val_pr_auc", mode="max", patience=settings.patience, restore_best_weights=True
     )
     started = time.monotonic()
     history = model.fit(
-        tf_dataset(train, settings.batch_size, shuffle_seed=settings.seed, weights=weights),
+        tf_dataset(train, settings.batch_size, shuffle_seed=settings.seed),
         validation_data=tf_dataset(validation, PREDICT_BATCH),
         epochs=settings.epochs,
         callbacks=[stop, _EpochLog()],
@@ -148,22 +191,46 @@ def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, 
     samples_per_s = epochs_run * len(train) / seconds
     log.info("trained %d epochs in %.1f s (%.0f windows/s)", epochs_run, seconds, samples_per_s)
 
-    threshold = choose_threshold(validation.labels, _predict(model, validation.windows()))
-    base = fit_baseline(train, settings.seed)
-    base_threshold = choose_threshold(validation.labels, predict_baseline(base, validation.last_readings()))
-    test = parts["test"]
-    metrics, lstm_curves = _evaluate(
-        test,
-        sets["test"],
-        lambda ends: _predict(model, gather_windows(test.features, ends, window)),
-        threshold,
-        window,
-        horizon,
-    )
-    baseline, base_curves = _evaluate(
-        test, sets["test"], lambda ends: predict_baseline(base, test.features[ends]), base_threshold, window, horizon
-    )
-    beats, verdict_text = verdict(metrics, baseline)
+    platt = fit_platt(_predict(logit_model(model), validation.windows()), validation.labels)
+    published = with_calibration(model, platt.slope, platt.intercept)
+    candidates: dict[str, tuple[Scorer, Scorer]] = {
+        "lstm": (_keras_scorer(model, window), _keras_scorer(published, window))
+    }
+    for name, raw in (
+        ("gbm", fit_gbm(train, settings.seed)),
+        ("logistic", fit_logistic(train, settings.seed)),
+        ("prevalence", fit_prevalence(train)),
+    ):
+        candidates[name] = (raw, _platt_calibrated(raw, validation))
+    evaluated = {
+        name: _evaluate(raw, calibrated, parts, sets, settings) for name, (raw, calibrated) in candidates.items()
+    }
+    models = {name: {"model": MODELS[name], **result.metrics} for name, result in evaluated.items()}
+    test = sets["test"]
+    comparison = None
+    if models["lstm"]["pr_auc"] is not None:
+        comparison = bootstrap_pr_auc_difference(
+            test.labels,
+            evaluated["lstm"].scores,
+            evaluated["gbm"].scores,
+            test.series.car_ids[test.ends],
+            settings.bootstrap,
+            settings.seed,
+        )
+    beats, verdict_text = verdict(models["lstm"], models["gbm"], comparison)
+    calibration = {
+        **platt.as_dict(),
+        "fitted_on": "validation cars' eligible windows (logits of the LSTM)",
+        "brier_test_uncalibrated": models["lstm"]["brier_uncalibrated"],
+        "brier_test_calibrated": models["lstm"]["brier"],
+    }
+    evaluation = {
+        "false_alarm_budget_per_healthy_car_hour": settings.false_alarm_budget,
+        "alert": "failure_probability >= threshold at a reading (one alarm per run of alerting readings)",
+        "threshold_chosen_on": "validation cars, lowest threshold meeting the false-alarm budget (ml/episodes.py)",
+        "reading_interval_s": reading_interval_s(parts["test"]),
+        "bootstrap": settings.bootstrap,
+    }
     training = {
         **source,
         "time_range": {"first": _iso(int(series.event_time.min())), "last": _iso(int(series.event_time.max()))},
@@ -175,7 +242,6 @@ def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, 
         "epochs": epochs_run,
         "seconds": round(seconds, 2),
         "samples_per_s": round(samples_per_s, 1),
-        "class_weights": {"negative": weights[0], "positive": weights[1]},
     }
     metadata = {
         "created_at": _iso(int(time.time() * 1000)),
@@ -184,25 +250,42 @@ def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, 
         "label": LABEL_DEFINITION,
         "features": list(SENSOR_FIELDS),
         "scaling": {"mean": mean.tolist(), "std": std.tolist()},
-        "threshold": threshold,
+        "threshold": models["lstm"]["threshold"],
+        "calibration": calibration,
+        "evaluation": evaluation,
         "schema": {"name": "io.carstream.CarSensorReading", "fingerprint": schema_fingerprint()},
-        "model": {"type": "lstm", "units": settings.units, "learning_rate": settings.learning_rate},
+        "model": {
+            "type": "lstm",
+            "units": settings.units,
+            "dropout": settings.dropout,
+            "noise": settings.noise,
+            "learning_rate": settings.learning_rate,
+        },
         "training": training,
-        "metrics": metrics,
-        "baseline": {"model": "logistic regression on the last reading", **baseline},
+        "metrics": models["lstm"],
+        "baseline": models["gbm"],
+        "baselines": {name: models[name] for name in ("gbm", "logistic", "prevalence")},
         "lstm_beats_baseline": beats,
+        "comparison": comparison,
         ood.STATS_KEY: ood.training_statistics(parts["train"].features, SENSOR_FIELDS),
     }
     report = {
         "verdict": verdict_text,
         "lstm_beats_baseline": beats,
+        "comparison": comparison,
+        "targets": targets(models["lstm"]),
         "split": training["split"],
-        "metrics": metrics,
-        "baseline": metadata["baseline"],
+        "horizon": horizon,
+        "window": window,
+        "models": models,
+        "calibration": calibration,
+        "evaluation": evaluation,
+        "tradeoff": {name: result.tradeoff for name, result in evaluated.items()},
         "training": training,
     }
     sample = ood.training_sample(parts["train"].features, settings.seed)
-    return TrainedModel(model, metadata, report, history, {"LSTM": lstm_curves, "baseline": base_curves}, sample)
+    plotted = {name: result.curves for name, result in evaluated.items()}
+    return TrainedModel(published, metadata, report, history, plotted, sample)
 
 
 def save_trained(trained: TrainedModel, model_dir: str) -> Path:

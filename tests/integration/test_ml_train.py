@@ -1,6 +1,6 @@
 """`python -m ml train` and the seed's form end to end: simulator data in the real Kafka, read through both readers,
-a model that beats its baseline on cars it never saw, an artifact that predicts the same in a fresh process, and
-an evaluation that labels without signal cannot fool."""
+a model measured beside its baselines on cars it never saw (window, episode and calibration figures), an artifact
+that predicts the same in a fresh process, and an evaluation that labels without signal cannot fool."""
 
 from __future__ import annotations
 
@@ -23,7 +23,15 @@ from scripts.bench.ml_read import write_readings
 from scripts.local_runtime import ROOT
 from simulator.fleet import generate_readings
 
-SECTIONS = ("pr_auc", "roc_auc", "precision", "recall", "f1", "mean_lead_time_readings")
+SECTIONS = ("pr_auc", "roc_auc", "precision", "recall", "f1", "brier", "brier_uncalibrated", "threshold")
+EPISODE_FIGURES = ("episodes", "warned", "warned_share", "false_alerts", "false_alerts_per_healthy_car_hour")
+MODELS = ("lstm", "gbm", "logistic", "prevalence")
+FLEET = (150, 300)  # cars, readings per car
+BRIER_TOLERANCE = 2e-3
+"""The LSTM is trained without class weights, so its raw probabilities are nearly calibrated already: Platt
+scaling fitted on 30 validation cars moved the Brier score of 30 test cars by less than 1e-3 either way on four
+seeds (by up to 3e-3 with 60-car fleets). It must not do real harm; miscalibration that matters (class weights, a
+flipped slope) costs several hundredths, as the balanced logistic regression shows."""
 
 
 def run_ml(bootstrap: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
@@ -65,8 +73,10 @@ def topics(kafka_bootstrap: str):
 
 @pytest.fixture(scope="module")
 def trained(kafka_bootstrap, topics, tmp_path_factory) -> Path:
-    """One training run through tensorflow-io on 60 simulated cars x 400 readings (24,000 records, 3 partitions)."""
-    topic = topics.with_readings("ml-train", list(generate_readings(60, 400, seed=42)))
+    """One training run through tensorflow-io on the demo's history fleet, 150 simulated cars x 300 readings
+    (45,000 records, 3 partitions): with 60 cars, 12 test cars hold about 15 failure episodes, and gradient
+    boosting beat the LSTM on one of three seeds."""
+    topic = topics.with_readings("ml-train", list(generate_readings(*FLEET, seed=42)))
     model_dir = tmp_path_factory.mktemp("models")
     result = run_ml(kafka_bootstrap, "train", "--topic", topic, "--model-dir", str(model_dir), "--reader", "tfio")
     path = artifact.latest(model_dir)
@@ -78,41 +88,71 @@ def test_training_leaves_a_complete_artifact_and_report(trained):
     assert {"model.keras", "saved_model", "metadata.json", "report"} <= {p.name for p in trained.iterdir()}
     meta = json.loads((trained / "metadata.json").read_text())
     assert meta["version"] == trained.name
-    assert (meta["window"], meta["horizon"], len(meta["features"])) == (24, 10, 18)
+    assert (meta["window"], meta["horizon"], len(meta["features"])) == (36, 60, 18)
+    assert "starts" in meta["label"]
     assert len(meta["scaling"]["mean"]) == len(meta["scaling"]["std"]) == 18
-    assert 0 < meta["threshold"] < 1
+    assert 0 < meta["threshold"] <= 1 and meta["threshold"] == meta["metrics"]["threshold"]
     assert meta["schema"]["name"] == "io.carstream.CarSensorReading" and len(meta["schema"]["fingerprint"]) == 16
     training = meta["training"]
-    assert training["records"] == training["readings"] == 24_000 and training["cars"] == 60
+    assert training["records"] == training["readings"] == 45_000 and training["cars"] == 150
     assert training["start_offsets"] == {"0": 0, "1": 0, "2": 0}
-    assert sum(training["end_offsets"].values()) == 24_000
+    assert sum(training["end_offsets"].values()) == 45_000
     assert training["time_range"]["first"] < training["time_range"]["last"]
-    assert 1 <= training["epochs"] <= 15 and training["samples_per_s"] > 0
-    for section in ("metrics", "baseline"):
-        assert all(meta[section][key] is not None for key in SECTIONS), meta[section]
-    report = trained / "report"
-    assert json.loads((report / "report.json").read_text())["metrics"] == meta["metrics"]
-    assert "PR-AUC" in (report / "report.txt").read_text()
-    for plot in ("training_curves.png", "precision_recall.png", "roc.png"):
-        assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 1 <= training["epochs"] <= 25 and training["samples_per_s"] > 0
+    assert meta["evaluation"]["false_alarm_budget_per_healthy_car_hour"] == 0.1
+    assert meta["calibration"]["method"] == "platt" and meta["calibration"]["fitted"] is True
+    report = json.loads((trained / "report" / "report.json").read_text())
+    assert report["models"]["lstm"] == meta["metrics"] and report["models"]["gbm"] == meta["baseline"]
+    for name in MODELS:
+        figures = report["models"][name]
+        assert all(figures[key] is not None for key in SECTIONS), (name, figures)
+        assert all(figures["episodes"][key] is not None for key in EPISODE_FIGURES), (name, figures)
+        assert figures["episodes"]["episodes"] > 0 and report["tradeoff"][name]
+    # the floor ranks nothing: its PR-AUC is the test windows' prevalence
+    floor = report["models"]["prevalence"]
+    assert floor["pr_auc"] == pytest.approx(floor["prevalence"]) and floor["roc_auc"] == 0.5
+    comparison = report["comparison"]
+    assert comparison["resamples"] > 100 and comparison["low"] <= comparison["difference"] <= comparison["high"]
+    assert set(report["targets"]) == {"warned_share", "median_lead_s", "false_alerts_per_healthy_car_hour"}
+    text = (trained / "report" / "report.txt").read_text()
+    assert all(word in text for word in ("PR-AUC", "GBM", "logistic", "prevalence", "Brier", "episodes warned"))
+    assert "gradient boosting" in text and "95 % interval" in text
+    for plot in ("training_curves.png", "precision_recall.png", "roc.png", "tradeoff.png"):
+        assert (trained / "report" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_lstm_beats_the_baseline_on_held_out_cars(trained):
+def test_only_windows_before_a_failure_are_scored_and_cars_stay_apart(trained):
     meta = json.loads((trained / "metadata.json").read_text())
     split = meta["training"]["split"]
     assert not set(split["test"]) & (set(split["train"]) | set(split["validation"]))
     assert not set(split["validation"]) & set(split["train"])
-    lstm, baseline = meta["metrics"], meta["baseline"]
-    assert lstm["positives"] > 0 and lstm["failure_episodes"] > 0
-    assert lstm["pr_auc"] > baseline["pr_auc"], (lstm, baseline)
-    assert lstm["pr_auc"] > 2 * lstm["prevalence"]  # far above what a random ranking scores
+    series = series_from_records(list(generate_readings(*FLEET, seed=42))).select_cars(split["test"])
+    eligible = window_ends(series, 36)
+    eligible = eligible[~series.failure[eligible]]
+    # windows ending in failure are not scored; neither are the last 60 readings of a car unless an onset is near
+    assert meta["metrics"]["windows"] < len(eligible) <= meta["metrics"]["windows"] + 60 * len(split["test"])
+
+
+def test_the_lstm_beats_gradient_boosting_and_calibration_does_no_harm(trained):
+    """On this fleet, as on seeds 1, 2 and 3 of it, the LSTM's PR-AUC is above gradient boosting's. On seed 42 the
+    car bootstrap's 95 % interval of the difference includes 0 (about +0.05 [-0.05, +0.14]): this asserts the
+    point estimate on fixed data, not a reliable win; the report's verdict says which it is."""
+    meta = json.loads((trained / "metadata.json").read_text())
+    lstm, baselines = meta["metrics"], meta["baselines"]
+    assert lstm["positives"] > 0 and lstm["episodes"]["episodes"] > 0
+    assert lstm["pr_auc"] > 2 * baselines["prevalence"]["pr_auc"]  # far above what a constant scores
+    assert lstm["pr_auc"] > baselines["gbm"]["pr_auc"], (lstm, baselines["gbm"])
     assert meta["lstm_beats_baseline"] is True
-    assert lstm["mean_lead_time_readings"] > 0  # alerts come before the failure, not only during it
+    assert lstm["brier"] <= lstm["brier_uncalibrated"] + BRIER_TOLERANCE
+    # class weights inflate probabilities: the balanced logistic regression's, and Platt scaling repairs them
+    logistic = baselines["logistic"]
+    assert lstm["brier"] < logistic["brier_uncalibrated"] and logistic["brier"] < logistic["brier_uncalibrated"] - 0.03
+    assert meta["calibration"]["brier_test_calibrated"] == lstm["brier"]
 
 
 def test_artifact_predicts_identically_in_a_fresh_process(trained, tmp_path):
     series = series_from_records(list(generate_readings(5, 60, seed=99)))
-    windows = gather_windows(series.features, window_ends(series, 24), 24)
+    windows = gather_windows(series.features, window_ends(series, 36), 36)
     np.save(tmp_path / "windows.npy", windows)
     script = (
         "import sys, numpy as np; from ml import artifact; "
@@ -134,20 +174,20 @@ def test_artifact_predicts_identically_in_a_fresh_process(trained, tmp_path):
 
 
 def test_labels_without_signal_score_near_chance(kafka_bootstrap, topics, tmp_path):
-    """failure_occurred shuffled across all readings: nothing to learn, so held-out metrics must sit at chance.
-    Read through the confluent-kafka reader, the second implementation."""
+    """failure_occurred shuffled across all readings: nothing to learn, so every model's held-out PR-AUC must sit
+    near the prevalence (the floor) and its ROC-AUC near 0.5. A horizon of 5 readings keeps the prevalence near
+    a fifth (onsets are everywhere once labels are shuffled). Read through the confluent-kafka reader."""
     readings = list(generate_readings(30, 300, seed=7))
     labels = np.random.default_rng(0).permutation([r["failure_occurred"] for r in readings])
     for reading, label in zip(readings, labels, strict=True):
         reading["failure_occurred"] = bool(label)
     topic = topics.with_readings("ml-noise", readings)
     args = ("--topic", topic, "--model-dir", str(tmp_path), "--reader", "confluent", "--epochs", "3", "--patience", "1")
-    run_ml(kafka_bootstrap, "train", *args)
+    run_ml(kafka_bootstrap, "train", *args, "--horizon", "5")
     meta = json.loads((artifact.latest(tmp_path) / "metadata.json").read_text())
-    for section in ("metrics", "baseline"):
-        metrics = meta[section]
-        assert abs(metrics["roc_auc"] - 0.5) < 0.1, (section, metrics)
-        assert metrics["pr_auc"] < metrics["prevalence"] + 0.1, (section, metrics)
+    for name, metrics in {"lstm": meta["metrics"], **meta["baselines"]}.items():
+        assert abs(metrics["roc_auc"] - 0.5) < 0.1, (name, metrics)
+        assert abs(metrics["pr_auc"] - metrics["prevalence"]) < 0.1, (name, metrics)
 
 
 def test_seed_form_trains_then_writes_avro_predictions(kafka_bootstrap, topics, tmp_path, consumer_factory):

@@ -24,8 +24,8 @@ def test_flags_fall_back_to_ml_variables(monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:19092")
     parser = argparse.ArgumentParser()
     add_settings_arguments(parser, TrainSettings)
-    settings = settings_from_args(TrainSettings, parser.parse_args(["--horizon", "0"]))
-    assert (settings.window, settings.horizon, settings.reader) == (30, 0, "confluent")
+    settings = settings_from_args(TrainSettings, parser.parse_args(["--horizon", "30"]))
+    assert (settings.window, settings.horizon, settings.reader) == (30, 30, "confluent")
     assert settings.kafka_bootstrap_servers == "kafka:19092"
     assert settings.model_dir == "artifacts/models"
     assert SeedFormSettings().train_records == 1000 and SeedFormSettings().predict_records == 200

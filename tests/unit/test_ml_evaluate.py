@@ -1,11 +1,18 @@
-"""Metrics at the chosen threshold, and the lead time of the first alert before a failure."""
+"""Window metrics, the threshold that meets a false-alarm budget on validation cars, episode figures, the car
+bootstrap of the verdict, and Platt scaling."""
 
 import numpy as np
 import pytest
 
 from common.schemas import SENSOR_FIELDS
-from ml.features import series_from_records
-from ml.training.evaluate import choose_threshold, classification_metrics, lead_times
+from ml.features import series_from_records, window_ends
+from ml.training.calibration import brier, fit_platt, logit
+from ml.training.evaluate import (
+    bootstrap_pr_auc_difference,
+    budget_threshold,
+    classification_metrics,
+    episode_metrics,
+)
 
 
 def test_perfect_and_useless_rankings():
@@ -19,28 +26,72 @@ def test_perfect_and_useless_rankings():
     assert single_class["pr_auc"] is None and single_class["roc_auc"] is None
 
 
-def test_threshold_is_the_best_f1():
-    labels = np.array([0, 0, 1, 0, 1, 1], dtype=np.float32)
-    scores = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.9])
-    assert choose_threshold(labels, scores) == pytest.approx(0.3)  # F1 0.857 beats 0.8 at 0.6
-    assert choose_threshold(np.zeros(3, np.float32), scores[:3]) == 0.5
+def fleet(cars: int, readings: int, seed: int) -> tuple:
+    """Synthetic cars at one reading per 10 s with an episode now and then, and noisy scores that rise before
+    each onset: (series, every reading's index, scores)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for car in range(cars):
+        failure = np.zeros(readings, bool)
+        for onset in rng.choice(np.arange(40, readings - 10), size=rng.integers(0, 3), replace=False):
+            failure[onset : onset + 5] = True
+        records += [
+            {"car_id": f"car-{car}", "seq": s, "event_time": 10_000 * s, "failure_occurred": bool(failure[s])}
+            | dict.fromkeys(SENSOR_FIELDS, 0.0)
+            for s in range(readings)
+        ]
+    series = series_from_records(records)
+    ahead = np.zeros(len(series))
+    for onset in np.flatnonzero(series.failure & ~np.roll(series.failure, 1)):
+        ahead[max(onset - 20, 0) : onset] = np.linspace(0, 0.5, min(20, onset))
+    return series, np.arange(len(series)), np.clip(rng.normal(0.2, 0.15, len(series)) + ahead, 0, 1)
 
 
-def test_lead_time_counts_the_first_alert_within_the_horizon():
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("budget", [0.05, 0.5, 3.0])
+def test_the_chosen_threshold_meets_the_budget_on_the_cars_it_was_chosen_on(seed, budget):
+    series, ends, scores = fleet(20, 400, seed)
+    threshold = budget_threshold(series, ends, scores, horizon=30, budget=budget)
+    figures = episode_metrics(series, ends, scores, threshold, horizon=30)
+    assert figures["false_alerts_per_healthy_car_hour"] <= budget
+    # and a looser budget never gives a stricter threshold
+    assert budget_threshold(series, ends, scores, horizon=30, budget=budget * 2) <= threshold
+
+
+def test_episode_figures_count_warnings_before_onset_only():
     failing = {10, 11, 25}
     records = [
         {"car_id": "car-1", "seq": s, "event_time": 10_000 * s, "failure_occurred": s in failing}
         | dict.fromkeys(SENSOR_FIELDS, 0.0)
-        for s in range(30)
+        for s in range(40)
     ]
     series = series_from_records(records)
-    ends = np.arange(30)
-    probabilities = np.zeros(30)
-    probabilities[[2, 7, 8]] = 0.9  # 2 is too early (a false alarm); 7 is 3 readings ahead of the onset at 10
-    result = lead_times(series, ends, probabilities, threshold=0.5, horizon=4)
-    assert result == {
-        "failure_episodes": 2,
-        "episodes_alerted": 1,
-        "mean_lead_time_readings": 3.0,
-        "mean_lead_time_s": 30.0,
-    }
+    ends = window_ends(series, 1)
+    scores = np.zeros(40)
+    scores[[2, 7, 8, 25]] = 0.9  # 2 is too early (a false alert); 7 is 3 readings ahead; 25 is in failure
+    figures = episode_metrics(series, ends, scores, threshold=0.5, horizon=4)
+    assert (figures["episodes"], figures["warned"], figures["lead_s"]) == (2, 1, [30.0])
+    assert figures["false_alerts"] == 1
+
+
+def test_the_car_bootstrap_brackets_a_clear_difference():
+    rng = np.random.default_rng(0)
+    cars = np.repeat(np.arange(30), 50)
+    labels = (rng.random(len(cars)) < 0.2).astype(np.float32)
+    good = labels + rng.normal(0, 0.5, len(cars))
+    poor = labels + rng.normal(0, 3.0, len(cars))
+    result = bootstrap_pr_auc_difference(labels, good, poor, cars, resamples=100, seed=1)
+    assert 0 < result["low"] <= result["difference"] <= result["high"]
+    assert result["resamples"] == 100 and result["share_positive"] == 1.0
+
+
+def test_platt_scaling_repairs_inflated_probabilities():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(5000) < 0.1).astype(np.float32)
+    honest = np.clip(0.1 + 0.3 * labels + rng.normal(0, 0.05, 5000), 0.01, 0.99)
+    inflated = 1 / (1 + np.exp(-(logit(honest) + 2.0)))  # what class weights do to a probability
+    platt = fit_platt(logit(inflated[:2500]), labels[:2500])
+    assert platt.fitted and platt.slope > 0
+    repaired = platt.apply(inflated[2500:])
+    assert brier(labels[2500:], repaired) < brier(labels[2500:], inflated[2500:]) - 0.05
+    assert not fit_platt(logit(inflated), np.zeros(5000)).fitted  # a single class: the identity

@@ -1,11 +1,13 @@
-"""Per-car windows and labels: a window never spans two cars or a gap, labels look `horizon` readings ahead."""
+"""Per-car windows and labels: a window never spans two cars or a gap; the label is an onset within the next
+`horizon` readings, and windows that end in failure are left out."""
 
 import numpy as np
 import pytest
 
 from common.schemas import SENSOR_FIELDS
-from ml.features import failure_onsets, gather_windows, horizon_labels, series_from_records, window_ends
-from ml.training.dataset import TrainingDataError, class_weights, require_labels, split_cars, window_set
+from ml.episodes import onset_labels, onsets
+from ml.features import gather_windows, series_from_records, window_ends
+from ml.training.dataset import TrainingDataError, require_labels, split_cars, window_set
 
 
 def reading(car: str, seq: int, failure: bool = False) -> dict:
@@ -31,23 +33,22 @@ def test_windows_hold_consecutive_readings_of_one_car():
         assert (np.diff(seqs) == 1).all()
 
 
-def test_labels_look_ahead_within_the_car_only():
-    records = [reading("car-1", s, failure=s == 6) for s in range(8)] + [reading("car-2", s) for s in range(8)]
+def test_labels_mark_onsets_within_the_horizon_of_the_car_only():
+    records = [reading("car-1", s, failure=s in (6, 7)) for s in range(10)] + [reading("car-2", s) for s in range(10)]
     series = series_from_records(records)
-    label, known = horizon_labels(series, 2)
-    assert label[:8].tolist() == [False, False, False, False, True, True, True, False]
-    assert known[:8].tolist() == [True] * 6 + [True, False]  # the failed reading itself is known
-    assert not label[8:].any()  # car-1's failure never leaks into car-2
-    now, _ = horizon_labels(series, 0)
-    assert now.tolist() == series.failure.tolist()
-    assert failure_onsets(series).tolist() == [6]
+    label, eligible = onset_labels(series, 2)
+    assert label[:10].tolist() == [False] * 4 + [True, True] + [False] * 4  # the onset at 6 is 1-2 readings ahead
+    assert eligible[:10].tolist() == [True] * 6 + [False] * 4  # 6, 7 in failure; 8, 9 with an unknown future
+    assert not label[10:].any()  # car-1's failure never leaks into car-2
+    assert np.flatnonzero(onsets(series)).tolist() == [6]
 
 
-def test_window_set_keeps_only_known_labels():
-    records = [reading("car-1", s, failure=s in (7, 8)) for s in range(12)]
+def test_window_set_leaves_out_windows_that_end_in_failure():
+    records = [reading("car-1", s, failure=s in (7, 8)) for s in range(14)]
     windows = window_set(series_from_records(records), window=3, horizon=2)
-    assert windows.ends.tolist() == list(range(2, 10))
-    assert windows.labels.tolist() == [0, 0, 0, 1, 1, 1, 1, 0]
+    # ends 2..11 have a known future; 7 and 8 are in failure; 5 and 6 see the onset at 7 coming
+    assert windows.ends.tolist() == [2, 3, 4, 5, 6, 9, 10, 11]
+    assert windows.labels.tolist() == [0, 0, 0, 1, 1, 0, 0, 0]
     assert windows.windows().shape == (8, 3, len(SENSOR_FIELDS))
 
 
@@ -62,11 +63,6 @@ def test_cars_are_split_apart_with_failing_cars_everywhere():
     assert all(part & failing for part in parts)
     with pytest.raises(TrainingDataError):
         split_cars(series.select_cars(["car-1", "car-2"]), 0.2, 0.2, seed=1)
-
-
-def test_class_weights_balance_the_classes():
-    negative, positive = class_weights(np.array([0, 0, 0, 1], dtype=np.float32))
-    assert negative * 3 == pytest.approx(positive * 1)
 
 
 def hashed_reading(car: str, content_hash: int, value: float) -> dict:

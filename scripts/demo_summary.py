@@ -155,11 +155,15 @@ def print_summary(result: DemoResult, console: Console) -> None:
     ]
     if result.model:
         metrics = result.model.get("metrics", {})
+        episodes = metrics.get("episodes") or {}
+        bar = (result.model.get("baseline") or {}).get("pr_auc")
         rows.append(("model version", result.model.get("version")))
+        rows.append(("model test PR-AUC (gradient boosting)", f"{_fmt(metrics.get('pr_auc'))} ({_fmt(bar)})"))
         rows.append(
             (
-                "model test PR-AUC / recall / precision",
-                " / ".join(_fmt(metrics.get(k)) for k in ("pr_auc", "recall", "precision")),
+                "model test episodes warned / median lead s / false alerts per car-hour",
+                f"{episodes.get('warned', '-')} of {episodes.get('episodes', '-')} / "
+                f"{_fmt(episodes.get('median_lead_s'))} / {_fmt(episodes.get('false_alerts_per_healthy_car_hour'))}",
             )
         )
     for name, value in rows:

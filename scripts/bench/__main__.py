@@ -28,6 +28,13 @@ log = logging.getLogger("bench")
 SECTIONS = ["machine", "simulator", "bridge", "ml_read", "training", "predictor", "e2e"]
 
 
+def _shown(value: object) -> str:
+    """Rates and seconds with one decimal; scores and shares (below 10) with three, so 0.55 and 0.60 differ."""
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
+
+
 def available_sections() -> list[str]:
     here = Path(__file__).resolve().parent
     return [name for name in SECTIONS if (here / f"{name}.py").exists()]
@@ -40,7 +47,7 @@ def print_table(results: dict, console: Console) -> None:
     table.add_column("value", justify="right")
     for section, figures in results.items():
         for key, value in figures.items():
-            table.add_row(section, key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+            table.add_row(section, key, _shown(value))
             section = ""
     console.print(table)
 

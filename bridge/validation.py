@@ -1,6 +1,6 @@
 """Turn one MQTT message (topic + payload bytes) into a reading record of schemas/car_sensor_reading.avsc.
 
-Two JSON shapes are accepted (DESIGN.md):
+Two JSON shapes are accepted (bridge/README.md, "Accepted payloads"):
 - the full reading: `car_id`, `seq`, `event_time`, the 18 sensor fields, optional `failure_occurred`;
 - the seed simulator's shape: the 18 sensor fields (extra keys, such as its camelCase duplicates, ignored) and
   none of `car_id`, `seq`, `event_time`: the car comes from the topic, `seq` is the content hash of the payload

@@ -1,4 +1,4 @@
-"""Avro on Kafka in the two framings of DESIGN.md, and nothing of our own.
+"""Avro on Kafka in the two framings the README names ("Avro on Kafka"), and nothing of our own.
 
 - Confluent wire format (magic byte 0, 4-byte big-endian schema id, body) when a schema registry is configured.
 - Avro single-object encoding (C3 01, 8-byte little-endian CRC-64-AVRO fingerprint, body) when none is.

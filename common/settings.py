@@ -1,6 +1,6 @@
 """Settings shared by the services: one mechanism (pydantic-settings) for flags, environment and defaults.
 
-Connection settings keep the environment names of DESIGN.md (KAFKA_BOOTSTRAP_SERVERS, MQTT_HOST, ...); each
+Connection settings keep the environment names the README lists (KAFKA_BOOTSTRAP_SERVERS, MQTT_HOST, ...); each
 service's own settings use the service's prefix (SIMULATOR_, BRIDGE_, ML_).
 """
 

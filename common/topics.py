@@ -1,4 +1,4 @@
-"""Names of topics and cars: the contracts of DESIGN.md in one place."""
+"""Names of topics and cars: the topic contracts of the README in one place."""
 
 READINGS_TOPIC = "car-sensor"
 PREDICTIONS_TOPIC = "car-sensor-predictions"

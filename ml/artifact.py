@@ -1,4 +1,4 @@
-"""The versioned model artifact (contract 4), written so that a reader never sees half of one.
+"""The versioned model artifact, written so that a reader never sees half of one.
 
     <model_dir>/<version>/          version = UTC time YYYYMMDDTHHMMSSZ, sortable
         model.keras                 the Keras model (scaling included)

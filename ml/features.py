@@ -69,7 +69,7 @@ def series_from_records(records: Sequence[dict[str, Any]], features: Sequence[st
     car_ids = np.array([r["car_id"] for r in records], dtype=object)
     seq = np.array([r["seq"] for r in records], dtype=np.int64)
     event_time = np.array([r["event_time"] for r in records], dtype=np.int64)
-    # failure_occurred is null for the seed simulator's payloads (DESIGN.md): no failure known.
+    # failure_occurred is null for the seed simulator's payloads (bridge/README.md): no failure known.
     failure = np.array([bool(r.get("failure_occurred")) for r in records], dtype=bool)
     # seq_origin is absent from readings decoded before schema version 2 existed: those are SENDER readings.
     hashed = np.array([r.get("seq_origin") == CONTENT_HASH for r in records], dtype=bool)

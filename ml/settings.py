@@ -1,5 +1,5 @@
-"""What every ml command's settings share: flags and ML_* environment variables (contract 2), Kafka names of
-DESIGN.md. Training (ml/training/settings.py), the drift report and the predictor (ml/serving/settings.py) extend
+"""What every ml command's settings share: flags and ML_* environment variables, the Kafka names the
+README lists. Training (ml/training/settings.py), the drift report and the predictor (ml/serving/settings.py) extend
 `MlSettings`, so `--model-dir`, `--reader` and `--topic` mean the same in each."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bounded reads of a Kafka topic into decoded records: the ONLY module that imports tensorflow_io (contract 5).
+"""Bounded reads of a Kafka topic into decoded records: the ONLY module that imports tensorflow_io.
 
 Two readers, selected by ML_READER / --reader, both feeding tf.data:
 - `tfio`: tensorflow-io's Kafka kernel, the stack's reference path (unmaintained since 0.37.1, so kept here);

@@ -121,7 +121,7 @@ def start_compose() -> Infrastructure:
 
 
 def external() -> Infrastructure:
-    """Servers that run already, named by the connection settings of DESIGN.md; nothing to start or stop."""
+    """Servers that run already, named by the connection settings of the README; nothing to start or stop."""
     kafka, mqtt = KafkaSettings(), MqttSettings()
     return Infrastructure(
         "external", kafka.kafka_bootstrap_servers, mqtt.mqtt_host, mqtt.mqtt_port, kafka.schema_registry_url

@@ -1,4 +1,4 @@
-"""Settings of `python -m ml train` and of the seed's form: flags and ML_* environment variables (contract 2)."""
+"""Settings of `python -m ml train` and of the seed's form: flags and ML_* environment variables."""
 
 from __future__ import annotations
 

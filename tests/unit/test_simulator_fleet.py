@@ -1,4 +1,4 @@
-"""The data API of contract 1: simulator.fleet.generate_readings."""
+"""The data API: simulator.fleet.generate_readings."""
 
 import itertools
 from collections import defaultdict

@@ -60,8 +60,6 @@ class RangePolicy(StrEnum):
     OFF = "off"  # forward it, look at no range
 
 
-SENDER = "SENDER"
-CONTENT_HASH = "CONTENT_HASH"
 CAR_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 IDENTITY_FIELDS = ("car_id", "seq", "event_time")
 # event_time must be a plausible epoch in milliseconds: 1970 .. 2100.
@@ -192,13 +190,18 @@ def parse_reading(
     obj = _decode(payload, max_bytes)
     if type(obj) is not dict:
         raise Rejected(WRONG_TYPE, f"payload must be a JSON object, got {_json_type(obj)}")
-    record: dict[str, Any] = {"car_id": topic_car, "seq": None, "event_time": None, "seq_origin": SENDER}
+    record: dict[str, Any] = {
+        "car_id": topic_car,
+        "seq": None,
+        "event_time": None,
+        "seq_origin": schemas.SEQ_FROM_SENDER,
+    }
     present = [name for name in IDENTITY_FIELDS if name in obj]
     if present:
         _identity(obj, present, record)
     else:
         record["seq"] = content_seq(topic_car, payload)
-        record["seq_origin"] = CONTENT_HASH
+        record["seq_origin"] = schemas.SEQ_FROM_CONTENT
     _sensors(obj, record, policy)
     failure = obj.get("failure_occurred") if present else None
     if failure is not None and type(failure) is not bool:

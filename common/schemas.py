@@ -63,6 +63,11 @@ def field_names(name: str) -> list[str]:
     return [field["name"] for field in raw_schema(name)["fields"]]
 
 
+SEQ_FROM_SENDER = "SENDER"
+SEQ_FROM_CONTENT = "CONTENT_HASH"
+"""The symbols of a reading's `seq_origin`: seq numbered by the sender, or a hash of the payload (an identity, not
+an order)."""
+
 BRIDGE_FIELDS = ("out_of_range", "seq_origin")
 """Reading fields the bridge fills in; a JSON payload carries the others."""
 

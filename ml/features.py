@@ -21,10 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from common.schemas import SENSOR_FIELDS
-
-CONTENT_HASH = "CONTENT_HASH"
-"""seq_origin of a reading whose seq is a hash of its payload (readings schema version 2)."""
+from common.schemas import SENSOR_FIELDS, SEQ_FROM_CONTENT
 
 
 def feature_matrix(records: Sequence[dict[str, Any]], features: Sequence[str] = SENSOR_FIELDS) -> np.ndarray:
@@ -72,7 +69,7 @@ def series_from_records(records: Sequence[dict[str, Any]], features: Sequence[st
     # failure_occurred is null for the seed simulator's payloads (bridge/README.md): no failure known.
     failure = np.array([bool(r.get("failure_occurred")) for r in records], dtype=bool)
     # seq_origin is absent from readings decoded before schema version 2 existed: those are SENDER readings.
-    hashed = np.array([r.get("seq_origin") == CONTENT_HASH for r in records], dtype=bool)
+    hashed = np.array([r.get("seq_origin") == SEQ_FROM_CONTENT for r in records], dtype=bool)
     arrival = np.arange(len(records), dtype=np.int64)
     return _build(car_ids, seq, event_time, feature_matrix(records, features), failure, hashed, arrival)
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from common.schemas import SEQ_FROM_CONTENT, SEQ_FROM_SENDER
 from ml.episodes import episode_report
-from ml.features import CONTENT_HASH, series_from_records
+from ml.features import series_from_records
 from scripts.stream_watch import Reading
 
 
@@ -30,7 +31,7 @@ def live_episodes(
             "seq": seq,
             "event_time": reading.event_time,
             "failure_occurred": reading.failure,
-            "seq_origin": CONTENT_HASH if reading.hashed else "SENDER",
+            "seq_origin": SEQ_FROM_CONTENT if reading.hashed else SEQ_FROM_SENDER,
         }
         for (car, seq), reading in readings.items()
     ]

@@ -24,8 +24,8 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from common import schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError
+from common.schemas import SEQ_FROM_CONTENT
 from common.topics import MQTT_TOPIC_FILTER
-from ml.features import CONTENT_HASH
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,7 +55,7 @@ class Reading(NamedTuple):
     """The record's Kafka timestamp: when the bridge produced it."""
     failure: bool
     hashed: bool
-    """seq is a content hash (seq_origin CONTENT_HASH): an identity, not an order (ml/features.py)."""
+    """seq is a content hash (seq_origin SEQ_FROM_CONTENT): an identity, not an order (ml/features.py)."""
 
 
 class Prediction(NamedTuple):
@@ -228,7 +228,7 @@ class StreamWatcher:
                     record["event_time"],
                     message.timestamp()[1],
                     bool(record["failure_occurred"]),
-                    record.get("seq_origin") == CONTENT_HASH,
+                    record.get("seq_origin") == SEQ_FROM_CONTENT,
                 )
                 return
             record = self.predictions_codec.decode(message.value())

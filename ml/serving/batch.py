@@ -22,8 +22,8 @@ import numpy as np
 from common import schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError
+from common.schemas import SEQ_FROM_CONTENT
 from ml.artifact import LoadedModel
-from ml.features import CONTENT_HASH
 from ml.ood import OodScorer, OodScores, out_of_range
 from ml.serving import metrics
 from ml.serving.progress import Progress
@@ -177,7 +177,7 @@ class BatchPredictor:
         rows = np.array([values(reading) for reading in readings], dtype=np.float32)
         rows = rows.reshape(len(readings), len(self.features))
         seqs = np.array([r["seq"] for r in readings], dtype=np.int64)
-        hashed = np.array([r.get("seq_origin") == CONTENT_HASH for r in readings], dtype=bool)
+        hashed = np.array([r.get("seq_origin") == SEQ_FROM_CONTENT for r in readings], dtype=bool)
         return [r["car_id"] for r in readings], seqs, rows, hashed
 
     def _call_model(self, windows: np.ndarray) -> np.ndarray:

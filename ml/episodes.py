@@ -99,6 +99,25 @@ class EpisodeReport:
         }
 
 
+def episode_leads(series: Series, alerts: np.ndarray, judged: np.ndarray, horizon: int) -> dict[int, float | None]:
+    """Every judged episode, by the index of its onset: its lead time in seconds, None when it was not warned.
+    `alerts` and `judged` as in `episode_report`."""
+    _, eligible = onset_labels(series, horizon)
+    scored = judged & eligible
+    alerting = alerts & scored
+    leads: dict[int, float | None] = {}
+    for onset in np.flatnonzero(onsets(series)):
+        start = max(onset - horizon, series.run_start[onset])
+        window = slice(start, onset)
+        if not scored[window].any():
+            continue
+        hits = np.flatnonzero(alerting[window])
+        leads[int(onset)] = (
+            (series.event_time[onset] - series.event_time[start + hits[0]]) / 1000 if len(hits) else None
+        )
+    return leads
+
+
 def episode_report(series: Series, alerts: np.ndarray, judged: np.ndarray, horizon: int) -> EpisodeReport:
     """What the alerts did: `alerts` and `judged` are bool per reading (judged: a prediction exists to judge,
     e.g. the reading closes a full window). Readings in failure and with an unknown future are not judged."""
@@ -107,24 +126,15 @@ def episode_report(series: Series, alerts: np.ndarray, judged: np.ndarray, horiz
     stretch = label & ~series.failure
     alerting = alerts & scored
     index = np.arange(len(series))
-    leads = []
-    episodes = 0
-    for onset in np.flatnonzero(onsets(series)):
-        start = max(onset - horizon, series.run_start[onset])
-        window = slice(start, onset)
-        if not scored[window].any():
-            continue
-        episodes += 1
-        hits = np.flatnonzero(alerting[window])
-        if len(hits):
-            leads.append((series.event_time[onset] - series.event_time[start + hits[0]]) / 1000)
+    episodes = episode_leads(series, alerts, judged, horizon)
+    leads = [lead for lead in episodes.values() if lead is not None]
     previous = np.zeros(len(series), dtype=bool)
     previous[1:] = alerting[:-1]
     previous[index == series.run_start] = False
     false_alarms = alerting & ~previous & ~stretch
     healthy = scored & ~stretch
     return EpisodeReport(
-        episodes=episodes,
+        episodes=len(episodes),
         warned=len(leads),
         leads_s=np.asarray(leads, dtype=np.float64),
         false_alerts=int(false_alarms.sum()),

@@ -3,7 +3,7 @@
     python -m scripts.demo [--cars 25] [--duration 120] [--runtime auto|local|compose|external]
 
 1. Start the infrastructure: the compose stack when a Docker engine answers, the local runtime otherwise.
-2. Start the bridge; a history fleet (150 cars x 300 readings) publishes through MQTT -> bridge -> car-sensor.
+2. Start the bridge; a history fleet (300 cars x 300 readings) publishes through MQTT -> bridge -> car-sensor.
 3. `python -m ml train` trains the LSTM from that stretch of car-sensor and saves a model version.
 4. `python -m ml predict` serves it while the live fleet (--cars) drives: predictions flow to
    car-sensor-predictions and the view shows readings/s at each stage, predictions, alerts and the model.

@@ -1,4 +1,4 @@
-"""The `training` section: `python -m ml train` on the demo's history (150 cars x 300 readings) in Kafka; training
+"""The `training` section: `python -m ml train` on the demo's history (300 cars x 300 readings) in Kafka; training
 samples/s (windows per second of model.fit, all epochs), the wall time of the whole command, and from the report
 on held-out cars: the PR-AUC of the LSTM and its baselines, the LSTM's episode figures at its alert threshold and
 its Brier score before and after calibration."""

@@ -73,9 +73,9 @@ def topics(kafka_bootstrap: str):
 
 @pytest.fixture(scope="module")
 def trained(kafka_bootstrap, topics, tmp_path_factory) -> Path:
-    """One training run through tensorflow-io on the demo's history fleet, 150 simulated cars x 300 readings
-    (45,000 records, 3 partitions): with 60 cars, 12 test cars hold about 15 failure episodes, and gradient
-    boosting beat the LSTM on one of three seeds."""
+    """One training run through tensorflow-io on 150 simulated cars x 300 readings (45,000 records, 3
+    partitions): half the demo's history fleet, to keep the suite short. With 60 cars, 12 test cars hold about 15
+    failure episodes, and gradient boosting beat the LSTM on one of three seeds."""
     topic = topics.with_readings("ml-train", list(generate_readings(*FLEET, seed=42)))
     model_dir = tmp_path_factory.mktemp("models")
     result = run_ml(kafka_bootstrap, "train", "--topic", topic, "--model-dir", str(model_dir), "--reader", "tfio")

@@ -20,7 +20,7 @@ def test_small_fleets_run_at_the_top_speedup_and_large_ones_slower_than_real_tim
 
 def test_the_history_holds_the_data_api_sizing_for_training() -> None:
     plan = make_plan(25, 120)
-    assert plan.history_count == 150 * 300
+    assert plan.history_count == 300 * 300
 
 
 def test_the_live_fleet_gets_what_is_left_but_at_least_30_s_or_half_the_duration() -> None:

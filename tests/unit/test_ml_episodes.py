@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from common.schemas import SENSOR_FIELDS
-from ml.episodes import episode_report, onset_labels, onsets, threshold_for_budget
+from ml.episodes import episode_leads, episode_report, onset_labels, onsets, threshold_for_budget
 from ml.features import series_from_records
 
 START_MS = 1_700_000_000_000
@@ -45,6 +45,7 @@ def test_episode_report_counts_warnings_before_onset_leads_and_false_alarms_per_
     alerts[car2 + 70] = True  # at the onset: too late, car-2's episode is missed
     alerts[car2 + 5] = True  # a second false alarm
     report = episode_report(s, alerts, judged, horizon=10)
+    assert episode_leads(s, alerts, judged, horizon=10) == {car1 + 50: 50.0, car2 + 70: None}
     assert (report.episodes, report.warned) == (2, 1)
     assert report.leads_s.tolist() == [50.0]
     assert report.false_alerts == 2

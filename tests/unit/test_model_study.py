@@ -1,0 +1,16 @@
+import numpy as np
+
+from ml.episodes import onsets
+from ml.features import series_from_records
+from scripts.model_study import fleet_with_modes
+from simulator.failures import FailureMode
+from simulator.fleet import generate_readings
+
+
+def test_the_study_fleet_is_generate_readings_and_names_the_mode_of_every_episode():
+    readings, modes = fleet_with_modes(20, 400, seed=5)
+    assert readings == list(generate_readings(20, 400, seed=5))
+    series = series_from_records(readings)
+    starts = {(str(series.car_ids[i]), int(series.seq[i])) for i in np.flatnonzero(onsets(series))}
+    assert starts and set(modes) == starts
+    assert set(modes.values()) <= {mode.name.lower() for mode in FailureMode if mode is not FailureMode.NONE}

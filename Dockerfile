@@ -6,7 +6,12 @@
 #
 # Python 3.11: tensorflow-io 0.37.1 (its last release) needs TensorFlow 2.16 and Python < 3.13, and
 # requirements.lock is resolved for 3.11.
-FROM python:3.11-slim-bookworm
+#
+# PYTHON_IMAGE replaces the base (`make images` builds one from Debian's packages where Docker Hub cannot be
+# reached). A CA bundle for pip, where TLS to the package index goes through a proxy of the network's own, is
+# passed as a build secret (`--secret id=pip_cert,src=...`): it is used by pip only and never stored in a layer.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -19,7 +24,9 @@ WORKDIR /app
 # The dependencies first, in their own layer: TensorFlow is large, and this layer is rebuilt only when
 # pyproject.toml or requirements.lock change, not on every code change.
 COPY pyproject.toml requirements.lock README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && pip install -c requirements.lock -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
@@ -30,7 +37,9 @@ COPY simulator/ simulator/
 COPY bridge/ bridge/
 COPY ml/ ml/
 # The project itself, pinned to the lock file, without the dev extras.
-RUN pip install -c requirements.lock .
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+    && pip install -c requirements.lock .
 
 # The services import the packages from /app (not from the installed copy) because common/schemas.py reads
 # the Avro schemas from schemas/ next to the packages.

@@ -15,7 +15,7 @@ RUNTIME ?=
 BENCH_OUT ?= bench-results.json
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status demo test test-unit test-integration bench lint fmt clean
+.PHONY: help setup images up down status demo test test-local test-compose test-unit test-integration bench lint fmt clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [BENCH_OUT=path.json]"
@@ -39,18 +39,19 @@ $(SCHEMA_REGISTRY): scripts/schema_registry.py | $(INSTALLED)
 	$(PY) -m scripts.schema_registry install
 	@touch $@
 
-COMPOSE := docker compose -f compose/docker-compose.yml
+images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, registry, services)
+	$(PY) -m scripts.images
 
 up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes; RUNTIME=compose: containers)
 ifeq ($(RUNTIME),compose)
-	$(COMPOSE) up -d --wait kafka mosquitto schema-registry
+	$(PY) -m scripts.compose up kafka mosquitto schema-registry
 else
 	$(PY) -m scripts.local_runtime up
 endif
 
 down: ## Stop the infrastructure; leaves no process behind
 ifeq ($(RUNTIME),compose)
-	$(COMPOSE) down
+	$(PY) -m scripts.compose down
 else
 	@if [ -x $(PY) ]; then $(PY) -m scripts.local_runtime down; else echo "nothing was running (no .venv)"; fi
 endif
@@ -61,8 +62,14 @@ status: ## Show whether the local servers run and answer
 demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose]
 	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME))
 
-test: setup ## The whole suite, unit and integration, against a real Kafka and a real MQTT broker
+test: setup ## The whole suite, unit and integration, against a real Kafka and MQTT broker (containers when Docker answers)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-local: setup ## The whole suite with Kafka and Mosquitto as local processes, even where Docker answers
+	TEST_SERVERS=local $(PY) -m pytest $(PYTEST_ARGS)
+
+test-compose: setup ## The compose stack end to end on Docker (make images first where nothing can be pulled)
+	$(PY) -m pytest --compose-stack -s $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no servers)
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 from common.errors import LocalRuntimeError
 from common.settings import KafkaSettings, MqttSettings
-from scripts import local_runtime
-from scripts.local_runtime import ROOT, ServerProcess
+from scripts import compose, local_runtime
+from scripts.local_runtime import ServerProcess
+from scripts.schema_registry import CCOMPAT_PATH
 
 log = logging.getLogger(__name__)
 
-COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 COMPOSE_INFRA = ["kafka", "mosquitto", "schema-registry"]
 
 
@@ -63,7 +63,7 @@ class Infrastructure:
 
     def stop(self) -> None:
         if self.runtime == "compose" and self.started:
-            _compose("stop", *self.started)
+            compose.compose("stop", *self.started)
         for node in reversed(self._nodes):
             node.stop()
         self._nodes.clear()
@@ -88,32 +88,21 @@ def start_local() -> Infrastructure:
     return infra
 
 
-def _compose(*args: str, timeout: float = 600) -> str:
-    docker = shutil.which("docker") or "docker"
-    result = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE_FILE), *args], capture_output=True, text=True, timeout=timeout
-    )
-    if result.returncode != 0:
-        output = result.stdout[-2000:] + result.stderr[-2000:]
-        raise LocalRuntimeError(f"docker compose {' '.join(args)} failed:\n{output}")
-    return result.stdout
-
-
 def start_compose() -> Infrastructure:
-    running = set(_compose("ps", "--status", "running", "--services").split())
+    running = set(compose.compose("ps", "--services", "--filter", "status=running").split())
     missing = [name for name in COMPOSE_INFRA if name not in running]
     infra = Infrastructure(
         "compose",
         f"localhost:{os.environ.get('KAFKA_HOST_PORT', '9092')}",
         "127.0.0.1",
         int(os.environ.get("MQTT_HOST_PORT", "1883")),
-        registry_url=f"http://localhost:{os.environ.get('SCHEMA_REGISTRY_HOST_PORT', '8081')}",
+        registry_url=f"http://localhost:{os.environ.get('SCHEMA_REGISTRY_HOST_PORT', '8081')}{CCOMPAT_PATH}",
         started=missing,
     )
     if missing:
-        log.info("starting %s with docker compose (%s)", ", ".join(missing), COMPOSE_FILE)
+        log.info("starting %s with compose (%s)", ", ".join(missing), compose.COMPOSE_FILE)
         try:
-            _compose("up", "-d", "--wait", *missing)
+            compose.up(missing)
         except BaseException:
             infra.stop()
             raise

@@ -310,14 +310,19 @@ class KafkaNode(ServerProcess):
         return self._java_command("kafka.Kafka", str(self.run_dir / "server.properties"))
 
     def answers(self) -> bool:
-        from confluent_kafka.admin import AdminClient
+        return kafka_answers(self.bootstrap_servers)
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
-        try:
-            metadata = admin.list_topics(timeout=2)
-        except Exception:
-            return False
-        return bool(metadata.brokers)
+
+def kafka_answers(bootstrap_servers: str) -> bool:
+    """Whether a broker at `bootstrap_servers` returns cluster metadata within 2 s."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
+    try:
+        metadata = admin.list_topics(timeout=2)
+    except Exception:
+        return False
+    return bool(metadata.brokers)
 
 
 LOG4J_PROPERTIES = """\

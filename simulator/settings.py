@@ -12,7 +12,7 @@ from common.errors import ConfigError
 from common.settings import MqttSettings, StackSettings
 from simulator.fleet import FleetConfig
 
-_CONFIG = SettingsConfigDict(env_prefix="SIMULATOR_")
+_CONFIG = SettingsConfigDict(env_prefix="SIMULATOR_", env_ignore_empty=True)
 
 
 class FleetSettings(StackSettings):

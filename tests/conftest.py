@@ -2,7 +2,9 @@
 
 Kafka and MQTT endpoints are resolved once per session, in this order:
 1. environment variables naming running servers: TEST_KAFKA_BOOTSTRAP_SERVERS, TEST_MQTT_HOST, TEST_MQTT_PORT;
-2. testcontainers (apache/kafka in KRaft mode, eclipse-mosquitto) when a Docker engine answers;
+2. containers through testcontainers (tests/containers.py: Kafka in KRaft mode and Mosquitto, the official
+   images or those `make images` built) when a Docker engine answers (DOCKER_HOST honoured), unless
+   TEST_SERVERS=local (`make test-local`);
 3. the local runtime (scripts/local_runtime.py) on free ports in a temporary folder, stopped at the end.
 
 Tests under tests/integration/ are marked `integration`; tests under tests/unit/ need no server.
@@ -29,17 +31,35 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.kafka import consumer_config
-from scripts.local_runtime import KAFKA_VERSION, KafkaNode, MosquittoNode, ServerProcess, free_port
+from scripts.local_runtime import KafkaNode, MosquittoNode, ServerProcess, free_port
 from scripts.schema_registry import SchemaRegistryNode
 
 log = logging.getLogger(__name__)
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--compose-stack",
+        action="store_true",
+        help="run tests/compose/ (the whole compose stack in containers; `make test-compose`) and nothing else",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests/integration/ `integration`. tests/compose/ runs only with --compose-stack, and then alone: it
+    starts the whole stack on Docker, which the rest of the suite does not need."""
+    stack_only = config.getoption("--compose-stack")
+    selected, deselected = [], []
     for item in items:
-        if (TESTS_DIR / "integration") in Path(item.fspath).parents:
+        parents = Path(item.fspath).parents
+        if (TESTS_DIR / "integration") in parents:
             item.add_marker(pytest.mark.integration)
+        in_stack_tests = (TESTS_DIR / "compose") in parents
+        (selected if in_stack_tests == stack_only else deselected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
 
 
 @dataclass(frozen=True)
@@ -73,23 +93,17 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
             int(os.environ.get("TEST_MQTT_PORT", "1883")),
             "environment",
         )
-    elif _docker_answers():
+    elif os.environ.get("TEST_SERVERS", "auto") != "local" and _docker_answers():
         yield from _container_endpoints()
     else:
         yield from _local_endpoints(tmp_path_factory.mktemp("runtime"))
 
 
 def _container_endpoints() -> Iterator[Endpoints]:
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.mqtt import MosquittoContainer
+    from tests.containers import kafka_and_mosquitto
 
-    with KafkaContainer(f"apache/kafka:{KAFKA_VERSION}").with_kraft() as kafka, MosquittoContainer() as mqtt:
-        yield Endpoints(
-            kafka.get_bootstrap_server(),
-            mqtt.get_container_host_ip(),
-            int(mqtt.get_exposed_port(MosquittoContainer.MQTT_PORT)),
-            "testcontainers",
-        )
+    with kafka_and_mosquitto() as (bootstrap, mqtt_host, mqtt_port):
+        yield Endpoints(bootstrap, mqtt_host, mqtt_port, "testcontainers")
 
 
 def _local_endpoints(run_dir: Path) -> Iterator[Endpoints]:

@@ -1,0 +1,144 @@
+"""The whole compose stack on a Docker engine, end to end: `make test-compose` (pytest --compose-stack).
+
+compose/docker-compose.yml runs as a project of its own (its own name, free host ports, its own model volume):
+Kafka, Mosquitto and the schema registry, the topics, a simulator fleet of CARS cars for DURATION seconds, the
+bridge, the trainer once enough readings are in, the predictor. Every reading the simulator had acknowledged must
+be in car-sensor and get a prediction, counted by (car_id, seq); then `down --volumes` must leave no container,
+network or volume of the project behind. Images: those `make images` named in compose/images.env, else the
+official ones.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from common.avro import AvroCodec
+from common.schemas import PREDICTION, READING
+from common.topics import PREDICTIONS_TOPIC, READINGS_TOPIC
+from scripts import compose
+from scripts.local_runtime import free_port
+
+CARS, DURATION, SPEEDUP = 40, 60, 60  # 240 readings/s for 60 s: about 14,400 readings
+TRAIN_MIN_RECORDS = 9000
+ACKNOWLEDGED = re.compile(r"published ([\d,]+) readings.*?; acknowledged ([\d,]+),")
+
+
+@pytest.fixture(scope="module")
+def stack(monkeypatch_module):
+    project = f"car-stream-ml-test-{uuid.uuid4().hex[:6]}"
+    ports = {name: free_port() for name in ("KAFKA", "MQTT", "SCHEMA_REGISTRY", "BRIDGE_METRICS", "PREDICTOR_METRICS")}
+    settings = {f"{name}_HOST_PORT": str(port) for name, port in ports.items()}
+    settings |= {
+        "COMPOSE_PROJECT_NAME": project,
+        "ML_MODEL_VOLUME": f"{project}-models",
+        "CARS": str(CARS),
+        "DURATION": str(DURATION),
+        "SPEEDUP": str(SPEEDUP),
+        "TRAIN_MIN_RECORDS": str(TRAIN_MIN_RECORDS),
+        "BRIDGE_CLIENT_ID": f"{project}-bridge",
+    }
+    for key, value in settings.items():
+        monkeypatch_module.setenv(key, value)
+    started = time.monotonic()
+    try:
+        compose.up([], timeout=900)
+        print(f"compose stack {project} up and trained in {time.monotonic() - started:.0f} s")
+        registry = f"http://127.0.0.1:{ports['SCHEMA_REGISTRY']}/apis/ccompat/v7"
+        yield f"127.0.0.1:{ports['KAFKA']}", registry, project
+    finally:
+        print(compose.compose("logs", "--tail", "5", "trainer", "predictor", "simulator")[-4000:])
+        compose.down()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def acknowledged_by_simulator(timeout: float) -> int:
+    """Wait for the simulator's closing summary (it runs for DURATION seconds) and return what it had acknowledged."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = ACKNOWLEDGED.search(compose.compose("logs", "--no-color", "simulator"))
+        if found:
+            published, acknowledged = (int(group.replace(",", "")) for group in found.groups())
+            assert published == acknowledged, found.group(0)
+            return acknowledged
+        time.sleep(5)
+    raise AssertionError(f"the simulator printed no summary within {timeout:.0f} s")
+
+
+def keys_in(bootstrap: str, topic: str, decode) -> Counter:
+    """(car_id, seq) of every record of `topic`, read from the beginning to the end offsets of now."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        keys: Counter = Counter()
+        left = {p for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + 120
+        while left and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            keys[decode(message.value())] += 1
+            if message.offset() + 1 >= ends[message.partition()]:
+                left.discard(message.partition())
+        assert not left, f"{topic}: partitions {sorted(left)} not read to their end"
+        return keys
+    finally:
+        consumer.close()
+
+
+def key_of(codec: AvroCodec):
+    def key(value: bytes) -> tuple[str, int]:
+        record = codec.decode(value)
+        return record["car_id"], record["seq"]
+
+    return key
+
+
+def test_every_acknowledged_reading_is_in_kafka_and_predicted(stack):
+    bootstrap, registry, project = stack
+    acknowledged = acknowledged_by_simulator(timeout=DURATION + 300)
+    readings = keys_in(bootstrap, READINGS_TOPIC, key_of(AvroCodec(READING, READINGS_TOPIC, registry)))
+    assert sum(readings.values()) >= acknowledged and len(readings) == acknowledged
+    deadline = time.monotonic() + 300
+    while True:
+        predictions = keys_in(bootstrap, PREDICTIONS_TOPIC, key_of(AvroCodec(PREDICTION, PREDICTIONS_TOPIC, registry)))
+        if set(predictions) >= set(readings) or time.monotonic() > deadline:
+            break
+        time.sleep(10)
+    missing = set(readings) - set(predictions)
+    print(
+        f"{project}: simulator acknowledged {acknowledged:,}; car-sensor {sum(readings.values()):,} records, "
+        f"{len(readings):,} distinct (car_id, seq); predictions {sum(predictions.values()):,} records, "
+        f"{len(predictions):,} distinct; unpredicted {len(missing):,}"
+    )
+    assert not missing, f"{len(missing)} readings without a prediction, e.g. {sorted(missing)[:5]}"
+
+
+def test_down_leaves_no_container_network_or_volume_behind(stack):
+    """Runs after the first test; the fixture's own `down` then has nothing left to do."""
+    *_, project = stack
+    compose.down()
+    docker = ["docker"]
+    for kind in ("ps -a", "network ls", "volume ls"):
+        listed = subprocess.run(
+            [*docker, *kind.split(), "--filter", f"label=com.docker.compose.project={project}", "-q"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert listed == [], f"{kind}: {listed}"
+    volumes = subprocess.run([*docker, "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout
+    assert f"{project}-models" not in volumes.split()

@@ -23,7 +23,7 @@ WORKDIR /app
 
 # The dependencies first, in their own layer: TensorFlow is large, and this layer is rebuilt only when
 # pyproject.toml or requirements.lock change, not on every code change.
-COPY pyproject.toml requirements.lock README.md ./
+COPY pyproject.toml requirements.lock ./
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
@@ -31,6 +31,8 @@ RUN --mount=type=secret,id=pip_cert \
     && pip install -c requirements.lock -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
+# README.md only now (pyproject names it): editing the docs must not reinstall the dependencies.
+COPY README.md ./
 COPY schemas/ schemas/
 COPY common/ common/
 COPY simulator/ simulator/

@@ -12,6 +12,7 @@ SCHEMA_REGISTRY := .deps/.schema-registry
 CARS ?= 25
 DURATION ?= 120
 RUNTIME ?=
+REGISTRY ?=
 BENCH_OUT ?= bench-results.json
 PYTEST_ARGS ?=
 
@@ -42,11 +43,11 @@ $(SCHEMA_REGISTRY): scripts/schema_registry.py | $(INSTALLED)
 images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, registry, services)
 	$(PY) -m scripts.images
 
-up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes; RUNTIME=compose: containers)
+up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes, REGISTRY=1 adds a schema registry; RUNTIME=compose: containers)
 ifeq ($(RUNTIME),compose)
 	$(PY) -m scripts.compose up kafka mosquitto schema-registry
 else
-	$(PY) -m scripts.local_runtime up
+	$(PY) -m scripts.local_runtime up $(if $(REGISTRY),--schema-registry)
 endif
 
 down: ## Stop the infrastructure; leaves no process behind

@@ -20,16 +20,45 @@ import shutil
 import subprocess
 import time
 from functools import cache
+from pathlib import Path
 
 from common.errors import LocalRuntimeError
 from common.logs import setup_logging
 from scripts.local_runtime import ROOT
+from scripts.schema_registry import CCOMPAT_PATH
+from scripts.services import Containers
 
 log = logging.getLogger("compose")
 
 PROJECT = "car-stream-ml"  # COMPOSE_PROJECT_NAME runs another copy beside it (the stack test does)
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 IMAGES_ENV = ROOT / "compose" / "images.env"
+APP_IMAGE = "car-stream-ml:0.1.0"
+# What a service in a container of the stack connects to (compose/docker-compose.yml's x-connections).
+INSIDE_THE_STACK = {
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka:19092",
+    "MQTT_HOST": "mosquitto",
+    "MQTT_PORT": "1883",
+    "SCHEMA_REGISTRY_URL": f"http://schema-registry:8080{CCOMPAT_PATH}",
+    "PYTHONUNBUFFERED": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+def images_env(name: str) -> str | None:
+    """<name> from the environment, else from compose/images.env (written by `make images`), else None."""
+    if os.environ.get(name):
+        return os.environ[name]
+    if IMAGES_ENV.exists():
+        for line in IMAGES_ENV.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == name and value.strip():
+                return value.strip()
+    return None
+
+
+def project() -> str:
+    return os.environ.get("COMPOSE_PROJECT_NAME") or PROJECT
 
 
 @cache
@@ -45,8 +74,7 @@ def compose_cli() -> list[str]:
 
 def command(*args: str) -> list[str]:
     env_file = ["--env-file", str(IMAGES_ENV)] if IMAGES_ENV.exists() else []
-    project = os.environ.get("COMPOSE_PROJECT_NAME") or PROJECT
-    return [*compose_cli(), "-p", project, "-f", str(COMPOSE_FILE), *env_file, *args]
+    return [*compose_cli(), "-p", project(), "-f", str(COMPOSE_FILE), *env_file, *args]
 
 
 def compose(*args: str, timeout: float = 600) -> str:
@@ -90,6 +118,19 @@ def up(services: list[str], timeout: float = 300) -> None:
 
 def down() -> None:
     compose("down", "--volumes", "--remove-orphans")
+
+
+def service_containers(run_id: str, mounts: list[Path]) -> Containers:
+    """The services' image on the project's network (its servers must run), `mounts` shared with the host. The
+    image is built from the Dockerfile when it is not there (`make images` builds it where nothing can be pulled)."""
+    image = images_env("APP_IMAGE") or APP_IMAGE
+    docker = shutil.which("docker") or "docker"
+    if subprocess.run([docker, "image", "inspect", image], capture_output=True).returncode != 0:
+        log.info("building the services' image %s (compose build)", image)
+        compose("build", "bridge", timeout=1800)
+    for folder in mounts:
+        folder.mkdir(parents=True, exist_ok=True)
+    return Containers(image, f"{project()}_default", mounts, f"{project()}-{run_id}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
     python -m scripts.demo [--cars 25] [--duration 120] [--runtime auto|local|compose|external]
 
-1. Start the infrastructure: the compose stack when a Docker engine answers, the local runtime otherwise.
+1. Start the infrastructure: the compose stack when a Docker engine answers (then the services below run in
+   containers of the services' image too), the local runtime otherwise.
 2. Start the bridge; a history fleet (300 cars x 300 readings) publishes through MQTT -> bridge -> car-sensor.
 3. `python -m ml train` trains the LSTM from that stretch of car-sensor and saves a model version.
 4. `python -m ml predict` serves it while the live fleet (--cars) drives: predictions flow to
@@ -35,7 +36,7 @@ from common.errors import CarStreamError
 from common.kafka import ensure_topics
 from common.logs import setup_logging
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
-from scripts import demo_runtime
+from scripts import compose, demo_runtime
 from scripts.demo_plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
 from scripts.demo_summary import DemoResult, latest_model_metadata, print_summary
 from scripts.demo_view import DemoStatus, DemoView
@@ -120,8 +121,12 @@ class Demo:
         log.info("plan: %s", self.plan.describe())
         bootstrap = self.infra.bootstrap
         ensure_topics(bootstrap, {self.args.readings_topic: 4, self.args.predictions_topic: 4, DLQ_TOPIC: 1})
-        env = service_env(bootstrap, self.infra.mqtt_host, self.infra.mqtt_port, self.infra.registry_url)
-        self.group = ServiceGroup(env, self.log_dir)
+        if self.infra.runtime == "compose":  # the services too run in containers, on the stack's network
+            containers = compose.service_containers(self.run_id, [self.log_dir, self.model_dir])
+            self.group = ServiceGroup(compose.INSIDE_THE_STACK, self.log_dir, containers=containers)
+        else:
+            env = service_env(bootstrap, self.infra.mqtt_host, self.infra.mqtt_port, self.infra.registry_url)
+            self.group = ServiceGroup(env, self.log_dir)
         self.counter = MqttCounter(self.infra.mqtt_host, self.infra.mqtt_port).start()
         started = time.monotonic()
         self._start_bridge()

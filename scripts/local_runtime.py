@@ -411,23 +411,41 @@ def default_nodes(run_dir: Path | None = None) -> tuple[KafkaNode, MosquittoNode
     return kafka, MosquittoNode(run_dir, port=int(os.environ.get("MQTT_PORT", "1883")))
 
 
-def up() -> None:
+def registry_node(kafka: KafkaNode):
+    """The optional schema registry of the local runtime: Apicurio Registry (scripts/schema_registry.py) on
+    SCHEMA_REGISTRY_PORT (8081), keeping its schemas in the runtime's Kafka."""
+    from scripts.schema_registry import SchemaRegistryNode  # it builds on this module
+
+    return SchemaRegistryNode(
+        kafka.run_dir, port=int(os.environ.get("SCHEMA_REGISTRY_PORT", "8081")), kafka_bootstrap=kafka.bootstrap_servers
+    )
+
+
+def up(with_registry: bool = False) -> None:
     started = time.monotonic()
-    for node in default_nodes():
+    kafka, mosquitto = default_nodes()
+    nodes: list[ServerProcess] = [kafka, mosquitto] + ([registry_node(kafka)] if with_registry else [])
+    for node in nodes:
         if node.is_running() and node.answers():
             log.info("%s already running (pid %d) on port %d", node.name, node.pid(), node.port)
             continue
         node.start()
-        node.wait_ready()
-    kafka, mosquitto = default_nodes()
+        node.wait_ready(timeout=120)
     print(
         f"Kafka {KAFKA_VERSION} at {kafka.bootstrap_servers} and Mosquitto at 127.0.0.1:{mosquitto.port} are up "
         f"({time.monotonic() - started:.1f} s).\nLogs: {kafka.run_dir / 'logs'}/ (server.log, kafka.out, mosquitto.log)"
     )
+    if with_registry:
+        print(f"Schema registry (Apicurio, Confluent-compatible API): SCHEMA_REGISTRY_URL={nodes[2].url}")
+
+
+def _all_nodes() -> list[ServerProcess]:
+    kafka, mosquitto = default_nodes()
+    return [registry_node(kafka), kafka, mosquitto]  # the registry first: it keeps its schemas in Kafka
 
 
 def down() -> None:
-    stopped = [node.name for node in default_nodes() if node.stop()]
+    stopped = [node.name for node in _all_nodes() if node.stop()]
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -447,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
         description="Start and stop the local runtime: Apache Kafka (KRaft) and Mosquitto as local processes.",
     )
     parser.add_argument("action", choices=["install", "up", "down", "status"], help="what to do")
+    parser.add_argument(
+        "--schema-registry",
+        action="store_true",
+        help="up: also start a schema registry (Apicurio, Confluent-compatible API) on SCHEMA_REGISTRY_PORT (8081)",
+    )
     args = parser.parse_args(argv)
     setup_logging()
     try:
@@ -455,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Kafka {KAFKA_VERSION} jars in {install_kafka_jars()}")
             require("mosquitto")
         elif args.action == "up":
-            up()
+            up(with_registry=args.schema_registry)
         elif args.action == "down":
             down()
         else:

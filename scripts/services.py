@@ -4,6 +4,12 @@ Shared by the demo, the end-to-end tests and the end-to-end benchmark. Each serv
 file (tailed into error messages); stopping sends SIGTERM, waits, then SIGKILL, so that a service gets the chance
 to flush and commit before it goes. `ServiceGroup` stops everything it started, in reverse order, also when the
 code around it fails or is interrupted.
+
+A `Containers` launcher runs the same commands in containers of the services' image instead (the demo's compose
+runtime): `docker run` in the foreground on the compose project's network, so that the child process is the
+docker CLI, which passes SIGTERM on to the service and exits with its code; the folders whose paths the
+arguments name are mounted at the same paths, and the container runs as this user, so files land where the
+host expects them.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,13 +56,63 @@ def service_env(
     return env
 
 
-class Service:
-    """One `python -m <module> <args>` child process, logging to `log_dir/<name>.log`."""
+class Containers:
+    """Runs a service as `docker run --rm --init <image> python -m <module> <args>` on a network of containers."""
 
-    def __init__(self, name: str, module: str, args: Sequence[str], env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(self, image: str, network: str, mounts: Sequence[Path], prefix: str) -> None:
+        self.image = image
+        self.network = network
+        self.mounts = [Path(m).resolve() for m in mounts]
+        self.prefix = prefix
+
+    def command(self, name: str, module: str, args: Sequence[str], env: Mapping[str, str]) -> list[str]:
+        volumes = [f"--volume={folder}:{folder}" for folder in self.mounts]
+        variables = [f"--env={key}={value}" for key, value in env.items()]
+        return [
+            shutil.which("docker") or "docker",
+            "run",
+            "--rm",
+            "--init",
+            f"--name={self.prefix}-{name}",
+            f"--network={self.network}",
+            f"--user={os.getuid()}:{os.getgid()}",
+            "--env=HOME=/tmp",
+            *volumes,
+            *variables,
+            self.image,
+            "python",
+            "-m",
+            module,
+            *args,
+        ]
+
+    def remove(self, name: str) -> None:
+        """After a SIGKILL of the docker CLI the container would go on: remove it."""
+        subprocess.run(
+            [shutil.which("docker") or "docker", "rm", "--force", f"{self.prefix}-{name}"], capture_output=True
+        )
+
+
+class Service:
+    """One `python -m <module> <args>` child process (or container), logging to `log_dir/<name>.log`."""
+
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+        containers: Containers | None = None,
+    ) -> None:
         self.name = name
-        self.command = [sys.executable, "-m", module, *args]
-        self.env = dict(env)
+        self.containers = containers
+        if containers is None:
+            self.command = [sys.executable, "-m", module, *args]
+            self.env = dict(env)
+        else:  # the docker CLI gets this process's environment (DOCKER_HOST); the service gets `env`
+            self.command = containers.command(name, module, args, env)
+            self.env = dict(os.environ)
         self.log_file = log_dir / f"{name}.log"
         self.process: subprocess.Popen | None = None
 
@@ -77,8 +134,10 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        args = " ".join(self.command[1:])
-        log.info("started %s (pid %d): %s; log %s", self.name, self.process.pid, args, self.log_file)
+        where = (
+            " ".join(self.command[1:]) if self.containers is None else f"container {self.containers.prefix}-{self.name}"
+        )
+        log.info("started %s (pid %d): %s; log %s", self.name, self.process.pid, where, self.log_file)
         return self
 
     def running(self) -> bool:
@@ -117,6 +176,8 @@ class Service:
                 log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.name, self.pid, timeout)
                 self._signal(signal.SIGKILL)
                 self.process.wait()
+                if self.containers is not None:
+                    self.containers.remove(self.name)
             log.info("stopped %s (pid %d, exit code %s)", self.name, self.pid, self.returncode)
         return self.returncode
 
@@ -125,6 +186,8 @@ class Service:
         if self.running():
             self._signal(signal.SIGKILL)
             self.process.wait()
+            if self.containers is not None:
+                self.containers.remove(self.name)
 
     def _signal(self, sig: signal.Signals) -> None:
         # The whole process group: a service's own children (none today) go with it.
@@ -147,14 +210,17 @@ class Service:
 class ServiceGroup:
     """Services started together and stopped in reverse order on exit, whatever happened in between."""
 
-    def __init__(self, env: Mapping[str, str], log_dir: Path, stop_timeout: float = 30.0) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_dir: Path, stop_timeout: float = 30.0, containers: Containers | None = None
+    ) -> None:
         self.env = dict(env)
         self.log_dir = log_dir
         self.stop_timeout = stop_timeout
+        self.containers = containers
         self.services: list[Service] = []
 
     def start(self, name: str, module: str, *args: str, **env: str) -> Service:
-        service = Service(name, module, args, {**self.env, **env}, self.log_dir)
+        service = Service(name, module, args, {**self.env, **env}, self.log_dir, self.containers)
         self.services.append(service)
         return service.start()
 

@@ -19,24 +19,17 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from common.errors import LocalRuntimeError
+from scripts.compose import images_env
 from scripts.local_runtime import ROOT, free_port, kafka_answers, mqtt_round_trip
 
-IMAGES_ENV = ROOT / "compose" / "images.env"
 MOSQUITTO_CONF = ROOT / "compose" / "mosquitto" / "mosquitto.conf"
 OFFICIAL = {"KAFKA_IMAGE": "apache/kafka:3.9.2", "MOSQUITTO_IMAGE": "eclipse-mosquitto:2.0.20"}
 CLUSTER_ID = "GB8ObQplXzGKMfrzgrFVMg"  # a base64 UUID, as `kafka-storage.sh random-uuid` prints
 
 
 def image(name: str) -> str:
-    """TEST_<name>, else <name> from compose/images.env, else the official image."""
-    if os.environ.get(f"TEST_{name}"):
-        return os.environ[f"TEST_{name}"]
-    if IMAGES_ENV.exists():
-        for line in IMAGES_ENV.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == name and value.strip():
-                return value.strip()
-    return OFFICIAL[name]
+    """TEST_<name>, else <name> from the environment or compose/images.env, else the official image."""
+    return os.environ.get(f"TEST_{name}") or images_env(name) or OFFICIAL[name]
 
 
 def kafka_environment(host_port: int) -> dict[str, str]:

@@ -22,11 +22,13 @@ from confluent_kafka import Consumer, TopicPartition
 from common.avro import AvroCodec
 from common.schemas import PREDICTION, READING
 from common.topics import PREDICTIONS_TOPIC, READINGS_TOPIC
+from ml.serving.settings import PredictorSettings
 from scripts import compose
 from scripts.local_runtime import free_port
 
 CARS, DURATION, SPEEDUP = 40, 60, 60  # 240 readings/s for 60 s: about 14,400 readings
 TRAIN_MIN_RECORDS = 9000
+PREDICTOR_GROUP = PredictorSettings.model_fields["group_id"].default  # the group the stack's predictor commits in
 ACKNOWLEDGED = re.compile(r"published ([\d,]+) readings.*?; acknowledged ([\d,]+),")
 
 
@@ -127,18 +129,35 @@ def test_every_acknowledged_reading_is_in_kafka_and_predicted(stack):
     assert not missing, f"{len(missing)} readings without a prediction, e.g. {sorted(missing)[:5]}"
 
 
-def test_down_leaves_no_container_network_or_volume_behind(stack):
-    """Runs after the first test; the fixture's own `down` then has nothing left to do."""
-    *_, project = stack
+def stored_offsets(bootstrap: str) -> tuple[dict[int, int], dict[int, int]]:
+    """car-sensor's end offsets, and the predictor group's committed offsets on it, per partition."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": PREDICTOR_GROUP, "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(READINGS_TOPIC, timeout=30).topics[READINGS_TOPIC].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(READINGS_TOPIC, p), timeout=30)[1] for p in partitions}
+        committed = consumer.committed([TopicPartition(READINGS_TOPIC, p) for p in partitions], timeout=30)
+        return ends, {tp.partition: tp.offset for tp in committed}
+    finally:
+        consumer.close()
+
+
+def test_kafka_keeps_topics_and_offsets_across_down_and_up_and_down_v_leaves_nothing(stack):
+    """Runs after the first test. `down` without -v, then Kafka up again: the data volume gives back the readings
+    and the predictor's committed offsets. Then `down --volumes` leaves no container, network or volume."""
+    bootstrap, _, project = stack
+    before = stored_offsets(bootstrap)
+    assert sum(before[0].values()) > 0 and all(offset >= 0 for offset in before[1].values()), before
+    compose.compose("down")
+    compose.up(["kafka"])
+    assert stored_offsets(bootstrap) == before
     compose.down()
-    docker = ["docker"]
     for kind in ("ps -a", "network ls", "volume ls"):
         listed = subprocess.run(
-            [*docker, *kind.split(), "--filter", f"label=com.docker.compose.project={project}", "-q"],
+            ["docker", *kind.split(), "--filter", f"label=com.docker.compose.project={project}", "-q"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.split()
         assert listed == [], f"{kind}: {listed}"
-    volumes = subprocess.run([*docker, "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout
+    volumes = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout
     assert f"{project}-models" not in volumes.split()

@@ -1,14 +1,18 @@
 """The servers themselves: real records through Kafka, real messages through Mosquitto, the runtime's behaviour."""
 
+import json
 import os
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from common.errors import LocalRuntimeError
-from scripts.local_runtime import KafkaNode, MosquittoNode, free_port, mqtt_round_trip, pid_alive
+from scripts.local_runtime import KafkaNode, MosquittoNode, free_port, mqtt_round_trip, pid_alive, port_in_use
 from tests.conftest import consume_all
 
 
@@ -76,3 +80,30 @@ def test_stop_leaves_no_process_and_data_survives_a_restart(tmp_path):
     node.start()
     node.wait_ready()
     node.stop()
+
+
+def test_the_local_runtime_starts_and_stops_an_optional_schema_registry(tmp_path):
+    """`make up REGISTRY=1`: Kafka, Mosquitto and Apicurio Registry (Confluent-compatible API) as local processes;
+    `make down` stops all three."""
+    ports = {name: free_port() for name in ("kafka", "controller", "mqtt", "registry")}
+    env = dict(
+        os.environ,
+        RUNTIME_DIR=str(tmp_path / "runtime"),
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{ports['kafka']}",
+        KAFKA_CONTROLLER_PORT=str(ports["controller"]),
+        MQTT_PORT=str(ports["mqtt"]),
+        SCHEMA_REGISTRY_PORT=str(ports["registry"]),
+    )
+    runtime = [sys.executable, "-m", "scripts.local_runtime"]
+    up = subprocess.run([*runtime, "up", "--schema-registry"], env=env, capture_output=True, text=True, timeout=240)
+    try:
+        assert up.returncode == 0, up.stderr[-2000:]
+        url = f"http://127.0.0.1:{ports['registry']}/apis/ccompat/v7"
+        assert f"SCHEMA_REGISTRY_URL={url}" in up.stdout
+        with urllib.request.urlopen(f"{url}/subjects", timeout=10) as response:
+            assert json.loads(response.read()) == []
+    finally:
+        down = subprocess.run([*runtime, "down"], env=env, capture_output=True, text=True, timeout=120)
+    assert "stopped: schema-registry, kafka, mosquitto" in down.stdout
+    for port in ports.values():
+        assert not port_in_use(port)

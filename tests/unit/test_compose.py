@@ -45,7 +45,7 @@ DEPENDENCIES = {
     "trainer": {"kafka": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED, "training-data": COMPLETED},
     "predictor": {"kafka": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED, "trainer": COMPLETED},
 }
-# Contract 6: the ports a user reaches from the host.
+# The ports a user reaches from the host (docs/contracts.md, README.md "Ports").
 # service: (container port, host port), published on loopback only.
 PUBLISHED_PORTS = {
     "kafka": (9092, 9092),

@@ -1,0 +1,20 @@
+"""How the demo's compose runtime runs a service in a container: the command, not a Docker engine (the compose
+stack test and `make demo RUNTIME=compose` run it for real)."""
+
+import os
+from pathlib import Path
+
+from scripts.services import Containers
+
+
+def test_a_service_runs_in_the_foreground_on_the_stack_network_with_its_folders_and_environment(tmp_path: Path):
+    runs = Containers("car-stream-ml:0.1.0", "car-stream-ml_default", [tmp_path / "logs"], "car-stream-ml-run1")
+    command = runs.command("bridge", "bridge", ["--help"], {"MQTT_HOST": "mosquitto", "BRIDGE_CLIENT_ID": "b-1"})
+    assert command[1:3] == ["run", "--rm"] and "--detach" not in command and "-d" not in command
+    assert "--init" in command  # SIGTERM reaches python through an init process, and the CLI passes it on
+    assert "--name=car-stream-ml-run1-bridge" in command and "--network=car-stream-ml_default" in command
+    assert f"--user={os.getuid()}:{os.getgid()}" in command
+    assert f"--volume={tmp_path / 'logs'}:{tmp_path / 'logs'}" in command  # same path inside: arguments hold
+    assert {"--env=MQTT_HOST=mosquitto", "--env=BRIDGE_CLIENT_ID=b-1"} <= set(command)
+    image = command.index("car-stream-ml:0.1.0")
+    assert command[image + 1 :] == ["python", "-m", "bridge", "--help"]

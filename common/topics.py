@@ -17,6 +17,19 @@ def mqtt_topic(car: str) -> str:
     return f"{MQTT_TOPIC_PREFIX}/{car}"
 
 
+# A car id is one MQTT topic level: "/" would publish outside the bridge's subscription (vehicles/sensor/data/+),
+# "+" and "#" are wildcards no publisher may use, NUL is not allowed in a topic at all.
+NOT_IN_A_TOPIC_LEVEL = ("/", "+", "#", "\0")
+
+
+def car_id_problem(car: str) -> str | None:
+    """Why `car` cannot be a car id in an MQTT topic, or None when it can."""
+    if not car:
+        return "an empty car id"
+    found = [repr(character) for character in NOT_IN_A_TOPIC_LEVEL if character in car]
+    return f"car id {car!r} holds {', '.join(found)}, which an MQTT topic level cannot" if found else None
+
+
 def car_from_mqtt_topic(topic: str) -> str | None:
     """The car id in `vehicles/sensor/data/<car_id>`, or None when the topic has another shape."""
     prefix, sep, car = topic.rpartition("/")

@@ -115,12 +115,34 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def versions(model_dir: str | Path) -> list[Path]:
-    """Complete versions, oldest first (temporary folders start with a dot and never match)."""
+# A version named later than this ahead of the clock is ignored: it would sort after every version trained from
+# now on and hide them all (a clock set wrong where it was made, or a name typed by hand).
+MAX_CLOCK_AHEAD = timedelta(minutes=10)
+_warned_future: set[Path] = set()
+
+
+def versions(model_dir: str | Path, now: datetime | None = None) -> list[Path]:
+    """Complete versions, oldest first (temporary folders start with a dot and never match). A version named in
+    the future (beyond MAX_CLOCK_AHEAD) is left out, with one warning per folder."""
     root = Path(model_dir)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name))
+    limit = (now or datetime.now(UTC)) + MAX_CLOCK_AHEAD
+    found = []
+    for path in root.iterdir():
+        if not (path.is_dir() and VERSION_PATTERN.match(path.name)):
+            continue
+        try:
+            made = datetime.strptime(path.name, VERSION_FORMAT).replace(tzinfo=UTC)
+        except ValueError:  # matches the pattern but is no date (month 13)
+            made = None
+        if made is None or made > limit:
+            if path not in _warned_future:
+                _warned_future.add(path)
+                log.warning("ignoring model version %s: its name is no time up to now; rename or remove it", path)
+            continue
+        found.append(path)
+    return sorted(found)
 
 
 def latest(model_dir: str | Path) -> Path | None:

@@ -7,14 +7,16 @@ Two layouts are read, told apart by the header:
   refuses such data with a clear error.
 - the offline mode's (`python -m simulator offline --out x.csv`): `car_id,seq,event_time,...,failure_occurred`.
 
-A row that cannot be read (a missing or non-numeric value) is logged with its line number and skipped; the rest
-of the file still goes out.
+A row that cannot be read (a missing, non-numeric or non-finite value such as NaN or inf, or a car id that cannot
+be an MQTT topic level: "/", "+", "#") is logged with its line number and skipped; the rest of the file still
+goes out, and the run's summary counts the skipped rows.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from typing import Any
 
 from common.errors import ConfigError
 from common.schemas import INT_SENSOR_FIELDS, SENSOR_FIELDS
-from common.topics import mqtt_topic
+from common.topics import car_id_problem, mqtt_topic
 from simulator.payload import encode_reading
 from simulator.reporting import RunSummary
 from simulator.session import PublishSession
@@ -72,10 +74,16 @@ def read_readings(path: Path, skipped: list[str] | None = None) -> Iterator[dict
             yield reading
 
 
+def _car(row: dict[str, str | None], column: str) -> str:
+    car = (row[column] or "").strip()
+    problem = car_id_problem(car)
+    if problem:
+        raise RowError(f"{column}: {problem}")
+    return car
+
+
 def _seed_reading(row: dict[str, str | None], next_seq: dict[str, int]) -> dict[str, Any]:
-    car = (row["car"] or "").strip()
-    if not car:
-        raise RowError("empty car")
+    car = _car(row, "car")
     event_time = round(_number(row, "time") * 1000)
     sensors = _sensors(row)
     failure = _label(row)
@@ -85,9 +93,7 @@ def _seed_reading(row: dict[str, str | None], next_seq: dict[str, int]) -> dict[
 
 
 def _offline_reading(row: dict[str, str | None]) -> dict[str, Any]:
-    car = (row["car_id"] or "").strip()
-    if not car:
-        raise RowError("empty car_id")
+    car = _car(row, "car_id")
     return {
         "car_id": car,
         "seq": int(_number(row, "seq")),
@@ -100,9 +106,12 @@ def _offline_reading(row: dict[str, str | None]) -> dict[str, Any]:
 def _number(row: dict[str, str | None], column: str) -> float:
     text = row.get(column)
     try:
-        return float(text)  # type: ignore[arg-type]
+        value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise RowError(f"{column}={text!r} is not a number") from None
+    if not math.isfinite(value):  # NaN and inf: no reading, no timestamp and no JSON number can hold them
+        raise RowError(f"{column}={text!r} is not a finite number")
+    return value
 
 
 def _sensors(row: dict[str, str | None]) -> dict[str, int | float]:

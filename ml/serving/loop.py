@@ -8,13 +8,21 @@ then one batch is read from the owned partitions, predicted (ml/serving/batch.py
 committed, then its alerts are counted and logged in episodes (ml/serving/alerts.py). A crash before that commit
 means the batch is read and predicted again: at least one prediction per reading, duplicates recognisable by
 (car_id, seq).
+
+When Kafka does not answer (a broker restart, a leader moving: watermarks, reads or commits fail), the step is
+abandoned, every owned partition is read again from its committed offset, and the loop waits with a growing
+pause (up to 10 s) and tries again, logging once every 30 s; it never exits for it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
+from confluent_kafka import KafkaException
+
+from common.errors import KafkaError
 from common.kafka import ensure_topics
 from ml.artifact import LoadedModel
 from ml.serving import metrics
@@ -28,6 +36,9 @@ from ml.serving.writer import PredictionWriter
 from ml.source import RawRecord
 
 log = logging.getLogger(__name__)
+
+OUTAGE_LOG_EVERY_S = 30.0
+MAX_OUTAGE_PAUSE_S = 10.0
 
 
 class Predictor:
@@ -49,6 +60,9 @@ class Predictor:
         self.batch_predictor = BatchPredictor(settings, self.progress, self._dead_letter)
         self.partitions = Partitions(settings, on_revoke=self.batch_predictor.forget)
         self.alerts = AlertLog(settings.alert_repeat, settings.ood_threshold)
+        self._outage_since: float | None = None  # while Kafka does not answer: when it started
+        self._outage_logged = 0.0
+        self._outage_pause = 0.5
 
     def run(self) -> int:
         metrics.serve_metrics(self.settings.metrics_port)
@@ -65,10 +79,33 @@ class Predictor:
         )
         try:
             while not self.stop.is_set():
-                self._step()
+                try:
+                    self._step()
+                except (KafkaException, KafkaError) as exc:
+                    self._kafka_unavailable(exc)
+                    continue
+                self._kafka_answers()
         finally:
             self._close()
         return 0
+
+    def _kafka_unavailable(self, exc: Exception) -> None:
+        """Nothing of the abandoned step is committed: read every owned partition again from its commit."""
+        self.partitions.rewind_all()
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since, self._outage_pause = now, 0.5
+        if now - self._outage_logged >= OUTAGE_LOG_EVERY_S:
+            self._outage_logged = now
+            log.warning("Kafka does not answer (%.0f s so far), retrying: %s", now - self._outage_since, exc)
+        metrics.KAFKA_ERRORS.inc()
+        self.stop.wait(self._outage_pause)
+        self._outage_pause = min(MAX_OUTAGE_PAUSE_S, self._outage_pause * 2)
+
+    def _kafka_answers(self) -> None:
+        if self._outage_since is not None:
+            log.info("Kafka answers again after %.0f s; going on", time.monotonic() - self._outage_since)
+            self._outage_since, self._outage_logged = None, 0.0
 
     def _step(self) -> None:
         self.partitions.poll()

@@ -29,6 +29,9 @@ EPISODES_MISSED = Counter(
     "Failure episodes (simulator ground truth) without an alert in the horizon's readings before their onset",
 )
 DLQ = Counter("predictor_dlq_total", "Records that could not be decoded and went to the DLQ")
+KAFKA_ERRORS = Counter(
+    "predictor_kafka_unavailable_total", "Steps abandoned because Kafka did not answer (read again, then retried)"
+)
 BATCH_SIZE = Histogram(
     "predictor_batch_size", "Readings per model batch", buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10_000, 25_000)
 )

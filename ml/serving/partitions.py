@@ -195,6 +195,11 @@ class Partitions:
         for p, end in owned.items():
             self.owned[p].committed = end
 
+    def rewind_all(self) -> None:
+        """After a step that failed midway (Kafka unavailable): every owned partition from its committed offset."""
+        for state in self.owned.values():
+            state.position = state.committed
+
     def rewind(self, ends: dict[int, int]) -> None:
         """A batch was not delivered: its partitions are read again from their committed offsets."""
         for p in ends:

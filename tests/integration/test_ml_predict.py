@@ -260,3 +260,55 @@ def _read_messages(consumer: Consumer, expected: int, timeout: float = 30) -> li
     while len(messages) < expected and time.monotonic() < deadline:
         messages += [m for m in consumer.consume(num_messages=100, timeout=0.5) if m.error() is None]
     return messages
+
+
+def test_a_kafka_crash_under_the_predictor_loses_no_prediction(
+    kafka_node_factory, topic_factory, group_id, model_dir, predictors, tmp_path
+):
+    """Kafka is SIGKILLed mid-stream and started again on the same data: the predictor waits, reconnects and every
+    reading written before and after the crash gets a prediction (it used to exit on NOT_LEADER_FOR_PARTITION)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    kafka = kafka_node_factory()
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    names = {"readings": f"crash-readings-{group_id}", "predictions": f"crash-predictions-{group_id}"}
+    names["dlq"] = f"crash-dlq-{group_id}"
+    for future in admin.create_topics([NewTopic(name, 2, 1) for name in names.values()]).values():
+        future.result(timeout=30)
+    consumers: list[Consumer] = []
+
+    def private_consumer(*topics: str) -> Consumer:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "group.id": f"{group_id}-check",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe(list(topics))
+        consumers.append(consumer)
+        return consumer
+
+    stream = Stream(kafka.bootstrap_servers, lambda prefix, partitions: names[prefix], private_consumer, group_id)
+    readings = list(generate_readings(cars=8, readings_per_car=50, seed=9))
+    stream.write(readings[:200])
+    predictor = predictors(stream, model_dir, ML_MAX_BATCH="20")
+    stream.collect(lambda predictions: len(predictions) >= 50)
+
+    kafka.kill()
+    time.sleep(3)  # the predictor meets the dead broker: watermarks, reads and commits fail
+    assert predictor.process.poll() is None, f"the predictor exited:\n{predictor.log()[-3000:]}"
+    kafka.start()
+    kafka.wait_ready(timeout=120)
+    stream.producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "enable.idempotence": True})
+    stream.write(readings[200:])
+
+    predictions = stream.collect(covered(readings), timeout=180)
+    keys = {(p["car_id"], p["seq"]) for p in predictions}
+    missing = {(r["car_id"], r["seq"]) for r in readings} - keys
+    assert not missing, f"{len(missing)} readings without a prediction:\n{predictor.log()[-3000:]}"
+    assert "Kafka does not answer" in predictor.log() and "Kafka answers again" in predictor.log()
+    assert predictor.metric("predictor_kafka_unavailable_total") > 0
+    assert predictor.stop() == 0
+    for consumer in consumers:
+        consumer.close()

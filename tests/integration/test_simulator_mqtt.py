@@ -145,6 +145,26 @@ def test_replay_of_a_small_csv_publishes_every_row(mqtt_endpoint, collector, tmp
     assert arrival == sorted(arrival)
 
 
+def test_replay_skips_rows_no_reading_can_hold_and_publishes_the_rest(mqtt_endpoint, collector, tmp_path):
+    """NaN in an int column, inf as the time, car ids with "/" or "+": each row is skipped with its reason, the
+    replay goes on and exits 0, and every other row reaches the broker on its car's topic."""
+    path = tmp_path / "foreign.csv"
+    table = write_seed_csv(path, rows=12, gap_s=1.0)
+    bad = [list(table[0]), list(table[0]), list(table[0]), list(table[0])]
+    bad[0][2 + SENSOR_FIELDS.index("tire_pressure_1_1")] = "NaN"
+    bad[1][0] = "inf"
+    bad[2][1], bad[3][1] = "car/9", "car+9"
+    with path.open("a", newline="") as handle:
+        csv.writer(handle).writerows(bad)
+    summary_file = tmp_path / "summary.json"
+    output = finish(simulator(mqtt_endpoint, "replay", str(path), "--pace", "max", "--summary-file", str(summary_file)))
+    summary = json.loads(summary_file.read_text())
+    assert (summary["published"], summary["acknowledged"], summary["skipped"]) == (12, 12, 4), output
+    assert "not a finite number" in output and "MQTT topic level" in output
+    assert collector.wait_for(12) == {(f"car{car}", seq) for car in (1, 2, 3) for seq in range(4)}
+    assert all(topic.count("/") == 3 for topic in collector.topics)
+
+
 def test_sigterm_stops_cleanly_after_the_in_flight_messages(mqtt_endpoint, collector, tmp_path):
     summary_file = tmp_path / "summary.json"
     process = simulator(

@@ -44,9 +44,9 @@ def test_saved_artifact_predicts_like_the_keras_model(tmp_path):
 
 
 def test_unfinished_or_broken_versions_are_not_served(tmp_path):
-    (tmp_path / ".20990101T000000Z-tmp").mkdir()  # a save in progress
+    (tmp_path / ".20250101T000000Z-tmp").mkdir()  # a save in progress
     assert artifact.latest(tmp_path) is None
-    broken = tmp_path / "20990101T000000Z"
+    broken = tmp_path / "20250101T000000Z"
     broken.mkdir()
     assert artifact.latest(tmp_path) == broken
     with pytest.raises(artifact.ArtifactError, match="no metadata.json"):
@@ -55,6 +55,19 @@ def test_unfinished_or_broken_versions_are_not_served(tmp_path):
     with pytest.raises(artifact.ArtifactError, match="lacks"):
         artifact.load(broken)
     assert artifact.latest(tmp_path / "missing") is None
+
+
+def test_a_version_named_in_the_future_does_not_hide_the_versions_trained_after_it(tmp_path, caplog):
+    future = tmp_path / "20991231T235959Z"
+    impossible = tmp_path / "20251399T000000Z"  # month 13
+    for folder in (future, impossible):
+        folder.mkdir()
+    model = build_model(4, [0.0] * 3, [1.0] * 3, units=4)
+    saved = artifact.save(model, metadata(), tmp_path)
+    assert artifact.versions(tmp_path) == [saved] and artifact.latest(tmp_path) == saved
+    artifact.latest(tmp_path)  # looked at again, as the predictor's model watcher does every few seconds
+    warnings = [r.getMessage() for r in caplog.records if "ignoring model version" in r.getMessage()]
+    assert len(warnings) == 2 and any(future.name in w for w in warnings), warnings
 
 
 def test_a_failed_save_leaves_nothing_behind(tmp_path):

@@ -132,6 +132,25 @@ def test_replay_skips_unreadable_rows_and_names_their_line(tmp_path: Path):
     assert len(skipped) == 1 and "bad.csv:3" in skipped[0] and "not a number" in skipped[0]
 
 
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (seed_row(2, "car1", "nan"), "not a finite number"),  # NaN in every column, int ones included
+        (seed_row(float("inf"), "car1"), "time='inf' is not a finite number"),
+        (seed_row(2, "car/2"), "cannot"),  # would publish outside vehicles/sensor/data/+
+        (seed_row(2, "car+2"), "cannot"),  # a wildcard: paho refuses to publish it
+        (seed_row(2, "car#"), "cannot"),
+    ],
+)
+def test_replay_skips_rows_that_cannot_be_readings_and_goes_on(tmp_path: Path, row: list, reason: str):
+    path = tmp_path / "foreign.csv"
+    write_seed_csv(path, [seed_row(1, "car1"), row, seed_row(3, "car1")])
+    skipped: list[str] = []
+    readings = list(read_readings(path, skipped))
+    assert [(r["car_id"], r["seq"]) for r in readings] == [("car1", 0), ("car1", 1)]
+    assert len(skipped) == 1 and "foreign.csv:3" in skipped[0] and reason in skipped[0], skipped
+
+
 def test_replay_rejects_a_file_without_the_columns(tmp_path: Path):
     path = tmp_path / "other.csv"
     path.write_text("a,b\n1,2\n")

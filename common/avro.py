@@ -21,7 +21,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from common import schemas
-from common.errors import DecodeError
+from common.errors import DecodeError, RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ class AvroCodec:
         except DecodeError:
             raise
         except Exception as exc:  # fastavro and the registry client raise many types on corrupt input
+            if registry_unreachable(exc):  # an outage is no property of the record: the caller waits and retries
+                raise RegistryUnavailable(f"schema registry unavailable: {type(exc).__name__}: {exc}") from exc
             raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
         raise DecodeError(f"unknown framing: first bytes {data[:2].hex()} are neither C3 01 nor 00")
 
@@ -112,3 +114,16 @@ class AvroCodec:
             if stream.tell() == len(body):
                 return record
         raise DecodeError(f"no version of the {self.name} schema reads this Confluent-framed body ({failure})")
+
+
+def registry_unreachable(exc: BaseException) -> bool:
+    """Whether the registry client failed to reach the registry (transport error, timeout, a 5xx answer), as
+    opposed to the registry answering that it knows no such schema (a 404: the record is bad)."""
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    if isinstance(exc, SchemaRegistryError):
+        return exc.http_status_code >= 500 or exc.http_status_code < 0
+    # The client talks through httpx or its fork httpx2, whichever is installed: match their transport errors by name.
+    return any(kind.__name__ in ("TransportError", "TimeoutException") for kind in type(exc).__mro__) or isinstance(
+        exc, (ConnectionError, TimeoutError)
+    )

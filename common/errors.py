@@ -13,6 +13,10 @@ class DecodeError(CarStreamError):
     """Bytes could not be decoded into a record (unknown framing, unknown schema, corrupt body)."""
 
 
+class RegistryUnavailable(CarStreamError):
+    """The schema registry did not answer (connection refused, timeout, a 5xx): not bad data; wait and retry."""
+
+
 class ValidationError(CarStreamError):
     """A payload was decoded but does not describe a valid reading."""
 

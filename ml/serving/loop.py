@@ -9,7 +9,8 @@ committed, then its alerts are counted and logged in episodes (ml/serving/alerts
 means the batch is read and predicted again: at least one prediction per reading, duplicates recognisable by
 (car_id, seq).
 
-When Kafka does not answer (a broker restart, a leader moving: watermarks, reads or commits fail), the step is
+When Kafka does not answer (a broker restart, a leader moving: watermarks, reads or commits fail), or the schema
+registry does not (a record's schema cannot be fetched: not the record's fault, so not dead-lettered), the step is
 abandoned, every owned partition is read again from its committed offset, and the loop waits with a growing
 pause (up to 10 s) and tries again, logging once every 30 s; it never exits for it.
 """
@@ -22,7 +23,7 @@ import time
 
 from confluent_kafka import KafkaException
 
-from common.errors import KafkaError
+from common.errors import KafkaError, RegistryUnavailable
 from common.kafka import ensure_topics
 from ml.artifact import LoadedModel
 from ml.serving import metrics
@@ -81,7 +82,7 @@ class Predictor:
             while not self.stop.is_set():
                 try:
                     self._step()
-                except (KafkaException, KafkaError) as exc:
+                except (KafkaException, KafkaError, RegistryUnavailable) as exc:
                     self._kafka_unavailable(exc)
                     continue
                 self._kafka_answers()
@@ -97,14 +98,21 @@ class Predictor:
             self._outage_since, self._outage_pause = now, 0.5
         if now - self._outage_logged >= OUTAGE_LOG_EVERY_S:
             self._outage_logged = now
-            log.warning("Kafka does not answer (%.0f s so far), retrying: %s", now - self._outage_since, exc)
+            log.warning(
+                "Kafka or the schema registry does not answer (%.0f s so far), retrying: %s",
+                now - self._outage_since,
+                exc,
+            )
         metrics.KAFKA_ERRORS.inc()
         self.stop.wait(self._outage_pause)
         self._outage_pause = min(MAX_OUTAGE_PAUSE_S, self._outage_pause * 2)
 
     def _kafka_answers(self) -> None:
         if self._outage_since is not None:
-            log.info("Kafka answers again after %.0f s; going on", time.monotonic() - self._outage_since)
+            log.info(
+                "Kafka and the schema registry answer again after %.0f s; going on",
+                time.monotonic() - self._outage_since,
+            )
             self._outage_since, self._outage_logged = None, 0.0
 
     def _step(self) -> None:

@@ -30,7 +30,8 @@ EPISODES_MISSED = Counter(
 )
 DLQ = Counter("predictor_dlq_total", "Records that could not be decoded and went to the DLQ")
 KAFKA_ERRORS = Counter(
-    "predictor_kafka_unavailable_total", "Steps abandoned because Kafka did not answer (read again, then retried)"
+    "predictor_kafka_unavailable_total",
+    "Steps abandoned because Kafka or the schema registry did not answer (read again, then retried)",
 )
 BATCH_SIZE = Histogram(
     "predictor_batch_size", "Readings per model batch", buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10_000, 25_000)

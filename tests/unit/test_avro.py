@@ -5,7 +5,7 @@ import fastavro
 import pytest
 
 from common import schemas
-from common.avro import AvroCodec, single_object_header
+from common.avro import AvroCodec, registry_unreachable, single_object_header
 from common.errors import DecodeError
 from common.topics import READINGS_TOPIC
 
@@ -67,3 +67,13 @@ def test_confluent_framing_decodes_without_registry_using_the_local_schema():
 def test_undecodable_values_raise_decode_error_with_the_reason(data, reason):
     with pytest.raises(DecodeError, match=reason):
         AvroCodec(schemas.READING, READINGS_TOPIC).decode(data)
+
+
+def test_a_registry_that_cannot_be_reached_is_told_apart_from_a_schema_it_does_not_know():
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    assert registry_unreachable(SchemaRegistryError(503, 50301, "unavailable"))
+    assert registry_unreachable(ConnectionRefusedError(111, "Connection refused"))
+    assert registry_unreachable(TimeoutError())
+    assert not registry_unreachable(SchemaRegistryError(404, 40403, "Schema not found"))
+    assert not registry_unreachable(ValueError("corrupt body"))

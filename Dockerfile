@@ -49,8 +49,8 @@ ENV PYTHONPATH=/app \
     ML_MODEL_DIR=/models
 
 RUN useradd --create-home --uid 10001 --user-group app \
-    && mkdir -p /models \
-    && chown app:app /models
+    && mkdir -p /models /data \
+    && chown app:app /models /data
 USER app
 
 # Prometheus metrics: bridge 9108, predictor 9109.

@@ -1,4 +1,4 @@
 from bridge.app import main
-from common.cli import run_main
+from common.lifecycle import run_main
 
 run_main(main)

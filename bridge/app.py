@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 import time
 
@@ -19,14 +18,17 @@ from confluent_kafka import KafkaException, Producer
 from bridge.kafka_logs import KafkaHealth, librdkafka_logger
 from bridge.metrics import Metrics
 from bridge.mqtt import MqttSource
+from bridge.parking import ParkingFile
 from bridge.pipeline import Pipeline, delivery_config
 from bridge.settings import BridgeSettings
 from bridge.validation import TopicRule
 from common import schemas
 from common.avro import AvroCodec
-from common.cli import add_settings_arguments, describe, run_main, settings_from_args
+from common.cli import add_settings_arguments, describe, settings_from_args
 from common.errors import KafkaError
+from common.health import Health
 from common.kafka import ensure_topics, producer_config
+from common.lifecycle import EXIT_FAILED, EXIT_OK, run_main, stop_on_signals
 from common.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -41,35 +43,40 @@ class Bridge:
         self.stop_requested = threading.Event()
         self.metrics = Metrics(settings.buffer_size)
         self.stats = self.metrics.stats
-        self.health = KafkaHealth()
+        self.kafka_health = KafkaHealth()
         self.producer = Producer(
             producer_config(
                 settings.kafka_bootstrap_servers,
-                error_cb=self.health.on_error,
+                error_cb=self.kafka_health.on_error,
                 logger=librdkafka_logger(),
                 **delivery_config(settings.buffer_size),
             )
         )
         codec = AvroCodec(schemas.READING, settings.kafka_topic, settings.schema_registry_url)
+        self.health = Health(settings.stall_seconds, self.not_ready)
         self.source: MqttSource
         self.pipeline = Pipeline(
             self.producer,
             codec,
             self.metrics,
-            TopicRule(settings.topic_filter),
+            TopicRule(settings.topic_filter, settings.topic_cache_bytes),
             readings_topic=settings.kafka_topic,
             dlq_topic=settings.dlq_topic,
             max_payload_bytes=settings.max_payload_bytes,
             range_policy=settings.range_policy,
+            parking=ParkingFile(settings.park_file, settings.park_max_bytes),
             acknowledge=lambda mid, qos, generation: self.source.ack(mid, qos, generation),
         )
-        self.source = MqttSource(settings, self.pipeline.handle, self.stats)
+        self.source = MqttSource(settings, self.pipeline.handle, self.stats, self._may_read)
         log.info("Avro framing: %s", codec.framing)
+
+    topics_ready = False
 
     def wait_for_topics(self) -> None:
         """Create the topics; while Kafka does not answer yet, keep trying (until stopped)."""
         s = self.settings
         while not self.stop_requested.is_set():
+            self.health.beat()  # waiting for Kafka is not a hung loop: not ready, still alive
             try:
                 ensure_topics(s.kafka_bootstrap_servers, {s.kafka_topic: s.partitions, s.dlq_topic: s.partitions}, 10)
                 return
@@ -77,27 +84,57 @@ class Bridge:
                 log.warning("Kafka at %s not ready (%s); retrying", s.kafka_bootstrap_servers, exc)
                 self.stop_requested.wait(2.0)
 
+    def not_ready(self) -> str | None:
+        """What keeps the bridge from moving readings now (readiness, /readyz), or None."""
+        if not self.topics_ready:
+            return "the Kafka topics are not there yet"
+        if not self.stats.connected:
+            return "not connected to the MQTT broker"
+        if not self.stats.subscribed:
+            return f"the MQTT broker has not granted the subscription to {self.settings.subscription}"
+        if self.kafka_health.down_since is not None:
+            return f"Kafka unreachable for {time.monotonic() - self.kafka_health.down_since:.0f} s"
+        return None
+
     def run(self) -> int:
-        self.metrics.serve(self.settings.metrics_port)
+        self.metrics.serve(self.settings.metrics_port, self.health)
         self.wait_for_topics()
+        self.topics_ready = True
         next_log = time.monotonic() + self.settings.log_interval
         while not self.stop_requested.is_set():
+            self.health.beat()
             self.source.loop(BUSY_POLL_S if self.stats.in_flight else IDLE_POLL_S)
             confirmed = self.stats.confirmed
             self.producer.poll(0)
-            if self.health.down_since is not None and self.stats.confirmed != confirmed:
-                self.health.delivered()
+            if self.kafka_health.down_since is not None and self.stats.confirmed != confirmed:
+                self.kafka_health.delivered()
             self.pipeline.pump()
             if self.pipeline.fatal is not None:
                 log.error(
                     "Kafka producer failed for good: %s; unacknowledged messages stay with the MQTT broker",
                     self.pipeline.fatal,
                 )
-                return 1
+                return EXIT_FAILED
             if time.monotonic() >= next_log:
                 log.info("%s", self.stats.line())
                 next_log += self.settings.log_interval
         return self.shutdown()
+
+    def _may_read(self) -> bool:
+        """Back-pressure, asked before each MQTT packet: stop reading while the bytes held exceed the bound, read
+        again once below half of it."""
+        held, bound = self.stats.bytes_held, self.settings.max_buffer_bytes
+        if not self.stats.reading_paused and held >= bound:
+            self.stats.reading_paused = True
+            log.warning(
+                "holding %.1f MiB (bound %.1f MiB): not reading MQTT until Kafka confirmed more",
+                held / 2**20,
+                bound / 2**20,
+            )
+        elif self.stats.reading_paused and held < bound // 2:
+            self.stats.reading_paused = False
+            log.info("holding %.1f MiB: reading MQTT again", held / 2**20)
+        return not self.stats.reading_paused
 
     def shutdown(self) -> int:
         """Flush Kafka (its delivery reports acknowledge the MQTT messages), then disconnect."""
@@ -113,7 +150,7 @@ class Bridge:
         self.source.close()
         left = self.stats.in_flight
         log.info("stopped; %s%s", self.stats.line(), f"; {left} unconfirmed stay with the MQTT broker" if left else "")
-        return 0
+        return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,14 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(BridgeSettings, args)
     log.info("bridge starting: %s", describe(settings))
     bridge = Bridge(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: _request_stop(bridge, signum))
-    return bridge.run()
-
-
-def _request_stop(bridge: Bridge, signum: int) -> None:
-    log.info("%s received", signal.Signals(signum).name)
-    bridge.stop_requested.set()
+    with stop_on_signals(bridge.stop_requested, "Kafka's confirmation of what is in flight"):
+        return bridge.run()
 
 
 if __name__ == "__main__":

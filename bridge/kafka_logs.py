@@ -13,15 +13,18 @@ log = logging.getLogger(__name__)
 
 
 class Throttle(logging.Filter):
-    """Lets a message through at most once per `interval` seconds (messages compared by their first 80 chars)."""
+    """Lets a message through at most once per `interval` seconds. Messages are compared by their first 80 chars,
+    or, `by_template`, by the log call's format string: then every line of one call site counts as one kind."""
 
-    def __init__(self, interval: float = 30.0) -> None:
+    def __init__(self, interval: float = 30.0, by_template: bool = False) -> None:
         super().__init__()
         self.interval = interval
+        self.by_template = by_template
         self._last: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = f"{record.name}:{record.getMessage()[:80]}"
+        text = str(record.msg) if self.by_template else record.getMessage()[:80]
+        key = f"{record.name}:{text}"
         now = time.monotonic()
         if now - self._last.get(key, -self.interval) < self.interval:
             return False

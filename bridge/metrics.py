@@ -11,9 +11,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from common.health import Health, serve
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,14 @@ class Stats:
     connected: bool = False
     rejected: Counter[str] = field(default_factory=Counter)
     flagged: int = 0
+    bytes_held: int = 0
+    registry_waits: int = 0
+    parked: int = 0
+    dlq_refusals: int = 0
+    dlq_held: int = 0
+    reading_paused: bool = False
+    sessions_lost: int = 0
+    subscribed: bool = False
     out_of_range: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -49,8 +59,10 @@ class Stats:
         return (
             f"received {self.received}, produced {self.produced} ({self.flagged} out of range), rejected {rejected} "
             f"({', '.join(f'{k} {v}' for k, v in sorted(self.rejected.items())) or 'none'}), "
-            f"in flight {self.in_flight} ({self.buffer_fill:.0%} of {self.buffer_size}), "
-            f"redelivered {self.redelivered}, retries {self.retries}, mqtt {'up' if self.connected else 'DOWN'}"
+            f"in flight {self.in_flight} ({self.buffer_fill:.0%} of {self.buffer_size}, "
+            f"{self.bytes_held / 2**20:.1f} MiB{', reading PAUSED' if self.reading_paused else ''}), "
+            f"redelivered {self.redelivered}, "
+            f"retries {self.retries}, parked {self.parked}, mqtt {'up' if self.connected else 'DOWN'}"
         )
 
 
@@ -68,6 +80,10 @@ class StatsCollector(Collector):
             ("bridge_redelivered", s.redelivered, "MQTT messages the broker delivered again (DUP flag)"),
             ("bridge_produce_retries", s.retries, "Kafka deliveries that failed and were produced again"),
             ("bridge_mqtt_reconnects", s.reconnects, "MQTT reconnections after a lost connection"),
+            ("bridge_mqtt_sessions_lost", s.sessions_lost, "Reconnections on which the broker had no session left"),
+            ("bridge_registry_waits", s.registry_waits, "Encodings put off because the schema registry did not answer"),
+            ("bridge_parked", s.parked, "Rejected messages the DLQ refused for good, parked in the parking file"),
+            ("bridge_dlq_refusals", s.dlq_refusals, "DLQ refusals the parking file could not take either"),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         rejected = CounterMetricFamily("bridge_rejected", "Payloads rejected, by error", labels=["error"])
@@ -83,6 +99,16 @@ class StatsCollector(Collector):
         yield GaugeMetricFamily("bridge_in_flight", "Messages received, not yet confirmed by Kafka", value=s.in_flight)
         yield GaugeMetricFamily("bridge_buffer_fill", "In flight / buffer size (1 = MQTT held back)", s.buffer_fill)
         yield GaugeMetricFamily("bridge_mqtt_connected", "1 while connected to the MQTT broker", int(s.connected))
+        yield GaugeMetricFamily(
+            "bridge_mqtt_subscribed", "1 while the broker granted the subscription", int(s.subscribed)
+        )
+        yield GaugeMetricFamily("bridge_bytes_held", "Bytes of messages received, not yet confirmed", s.bytes_held)
+        yield GaugeMetricFamily(
+            "bridge_reading_paused", "1 while bytes held exceed max_buffer_bytes", int(s.reading_paused)
+        )
+        yield GaugeMetricFamily(
+            "bridge_dlq_held", "Rejected messages neither the DLQ nor the parking file took", s.dlq_held
+        )
 
 
 class Metrics:
@@ -99,7 +125,5 @@ class Metrics:
             registry=self.registry,
         )
 
-    def serve(self, port: int) -> None:
-        if port:
-            start_http_server(port, registry=self.registry)
-            log.info("metrics on http://0.0.0.0:%d/metrics", port)
+    def serve(self, port: int, health: Health) -> None:
+        serve(port, health, self.registry)

@@ -65,9 +65,12 @@ class BufferedClient(mqtt.Client):
 
 
 class MqttSource:
-    def __init__(self, settings: BridgeSettings, handler: Handler, stats: Stats) -> None:
+    def __init__(
+        self, settings: BridgeSettings, handler: Handler, stats: Stats, may_read: Callable[[], bool] = lambda: True
+    ) -> None:
         self.settings = settings
         self.stats = stats
+        self.may_read = may_read  # asked before each packet: False is back-pressure (see loop())
         # Bumped on every CONNACK: a message id is only valid on the connection that delivered it.
         self.generation = 0
         self._socket_open = False
@@ -113,28 +116,40 @@ class MqttSource:
         return self.stats.connected
 
     def loop(self, timeout: float) -> None:
-        """Serve the connection for up to `timeout` seconds: read, write, keepalive, or (re)connect."""
+        """Serve the connection for up to `timeout` seconds: read, write, keepalive, or (re)connect.
+
+        While `may_read()` is False (back-pressure) acknowledgements still go out, but nothing is read, so the
+        broker holds further messages (TCP fills up). Past the keepalive the connection then drops (no PINGRESP
+        can be read); it is made again only once reading resumes, and what was unacknowledged on it comes again."""
         if not self._socket_open:
-            self._try_connect(timeout)
+            if self.may_read():
+                self._try_connect(timeout)
+            else:
+                time.sleep(timeout)
             return
-        rc = self._serve(timeout)
+        rc = self._serve(timeout, self.may_read())
         if rc != mqtt.MQTT_ERR_SUCCESS:
             self._socket_open = False
             self._lost(f"connection lost ({mqtt.error_string(rc)})")
 
-    def _serve(self, timeout: float) -> mqtt.MQTTErrorCode:
+    def _serve(self, timeout: float, read: bool = True) -> mqtt.MQTTErrorCode:
         """paho's external-loop API (loop_read/loop_write/loop_misc) around our own select(): unlike loop(), it
         needs no wake-up socket pair, so each acknowledgement costs one send() instead of two."""
         client = self.client
         sock = client.socket()
         if sock is None:
             return mqtt.MQTT_ERR_NO_CONN
-        readable, _, _ = select.select([sock], [], [], 0 if client.buffered else timeout)
+        if read:
+            readable, _, _ = select.select([sock], [], [], 0 if client.buffered else timeout)
+        else:
+            readable = []
+            time.sleep(timeout)
         rc = mqtt.MQTT_ERR_SUCCESS
         burst = MAX_BURST  # then back to the caller, which serves Kafka's delivery reports
-        while (readable or client.buffered) and burst and rc == mqtt.MQTT_ERR_SUCCESS:
+        while (readable or (read and client.buffered)) and burst and rc == mqtt.MQTT_ERR_SUCCESS:
             rc = client.loop_read()
             readable, burst = [], burst - 1
+            read = self.may_read()
         if rc == mqtt.MQTT_ERR_SUCCESS and client.want_write():
             rc = client.loop_write()
         if rc == mqtt.MQTT_ERR_SUCCESS:
@@ -158,6 +173,7 @@ class MqttSource:
 
     def _lost(self, reason: str) -> None:
         self.stats.connected = False
+        self.stats.subscribed = False
         log.warning("MQTT %s; next attempt in %.2f s", reason, self._delay)
         self._next_attempt = time.monotonic() + self._delay
         self._delay = min(self._delay * 2, self.settings.reconnect_max_delay)
@@ -169,7 +185,15 @@ class MqttSource:
         self.generation += 1
         if self._ever_connected:
             self.stats.reconnects += 1
+            if not flags.session_present:
+                # The broker kept no session for us (it expired, or a broker crash lost it): what it had queued
+                # while we were away is gone, and only publishers that did not get a PUBACK will send it again.
+                self.stats.sessions_lost += 1
+                log.warning(
+                    "MQTT broker had no session %s left: messages queued for it are lost", self.settings.client_id
+                )
         self._ever_connected = True
+        self.stats.subscribed = False
         self.stats.connected = True
         self._delay = MIN_RECONNECT_DELAY
         log.info(
@@ -185,12 +209,14 @@ class MqttSource:
         client.subscribe(self.settings.subscription, options=options)
 
     def _on_subscribe(self, _client, _userdata, _mid, reasons: list[ReasonCode], _properties) -> None:
-        for reason in reasons:
-            if reason.is_failure:
-                log.error("MQTT broker refused the subscription to %s: %s", self.settings.subscription, reason)
+        refused = [reason for reason in reasons if reason.is_failure]
+        for reason in refused:
+            log.error("MQTT broker refused the subscription to %s: %s (not ready)", self.settings.subscription, reason)
+        self.stats.subscribed = not refused
 
     def _on_disconnect(self, _client, _userdata, _flags, reason: ReasonCode, _properties) -> None:
         self.stats.connected = False
+        self.stats.subscribed = False
         if reason.is_failure:
             log.warning("MQTT disconnected: %s", reason)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -38,6 +39,27 @@ class BridgeSettings(KafkaSettings, MqttSettings):
         le=65_535,
         description="Messages held between MQTT receipt and Kafka's confirmation (sent as MQTT Receive Maximum: "
         "when full, the broker keeps further messages for the session)",
+    )
+    max_buffer_bytes: int = Field(
+        64 * 2**20,
+        ge=2**20,
+        description="Bytes of messages held between MQTT receipt and Kafka's confirmation; above it the bridge "
+        "stops reading MQTT until Kafka confirmed enough (the broker holds the rest)",
+    )
+    topic_cache_bytes: int = Field(
+        8 * 2**20,
+        ge=0,
+        description="Bytes of valid topic names remembered, so that checking a known car's topic is a look-up",
+    )
+    park_file: Path = Field(
+        Path("bridge-parked.jsonl"),
+        description="Where rejected messages go when the DLQ refuses them for good (JSON lines; bridge/README.md)",
+    )
+    park_max_bytes: int = Field(
+        256 * 2**20, ge=0, description="Size bound of the parking file; beyond it refused DLQ records are held"
+    )
+    stall_seconds: float = Field(
+        60.0, gt=0, description="Liveness (/healthz) fails when the processing loop has not turned for this long"
     )
     session_expiry: int = Field(
         86_400, ge=1, description="Seconds the broker keeps the session (and queues messages) while the bridge is away"

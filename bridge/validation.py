@@ -147,23 +147,30 @@ def _sensors(obj: dict[str, Any], record: dict[str, Any], policy: RangePolicy) -
 class TopicRule:
     """Which MQTT topics carry readings: those matching the subscription filter whose last level is a car id.
 
-    Results are cached per topic (a fleet has a bounded set of topics), so the check costs a dict look-up.
+    Valid topics are cached (a fleet has a bounded set of them), so the check costs a dict look-up; bad ones are
+    not (anyone can send endless distinct ones). The cache is bounded in bytes; once full, new topics are checked
+    each time, which costs microseconds.
     """
 
-    def __init__(self, topic_filter: str, cache_size: int = 100_000) -> None:
+    ENTRY_OVERHEAD = 160  # bytes a dict entry and its two str objects cost beyond the characters
+
+    def __init__(self, topic_filter: str, cache_bytes: int = 8 * 2**20) -> None:
         self.topic_filter = topic_filter
-        self._cache: dict[str, str | None] = {}
-        self._cache_size = cache_size
+        self._cache: dict[str, str] = {}
+        self._cache_bytes = cache_bytes
+        self.cached_bytes = 0
 
     def car_id(self, topic: str) -> str:
-        try:
-            car = self._cache[topic]
-        except KeyError:
-            car = self._check(topic)
-            if len(self._cache) < self._cache_size:
-                self._cache[topic] = car
+        car = self._cache.get(topic)
+        if car is not None:
+            return car
+        car = self._check(topic)
         if car is None:
             raise Rejected(BAD_TOPIC, f"topic {topic!r:.200} does not match {self.topic_filter} with a car id last")
+        cost = len(topic) + len(car) + self.ENTRY_OVERHEAD
+        if self.cached_bytes + cost <= self._cache_bytes:
+            self._cache[topic] = car
+            self.cached_bytes += cost
         return car
 
     def _check(self, topic: str) -> str | None:

@@ -70,8 +70,14 @@ class AvroCodec:
         return "confluent" if self._registry else "single-object"
 
     def encode(self, record: dict[str, Any]) -> bytes:
+        """Raises RegistryUnavailable when the registry must be asked (a schema's first use) and does not answer."""
         if self._registry is not None:
-            return self._serializer(record, self._context)
+            try:
+                return self._serializer(record, self._context)
+            except Exception as exc:
+                if registry_unreachable(exc):
+                    raise RegistryUnavailable(f"schema registry unavailable: {type(exc).__name__}: {exc}") from exc
+                raise
         body = io.BytesIO()
         body.write(self._header)
         fastavro.schemaless_writer(body, self._schema, record)

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -16,7 +15,7 @@ import pydantic
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
-from common.errors import CarStreamError, ConfigError
+from common.errors import ConfigError
 from common.settings import StackSettings
 
 S = TypeVar("S", bound=StackSettings)
@@ -80,15 +79,3 @@ def settings_from_args(settings_cls: type[S], args: argparse.Namespace, **overri
 def describe(settings: StackSettings) -> str:
     """The effective settings on one line, secrets masked (SecretStr prints as ***)."""
     return ", ".join(f"{k}={v}" for k, v in settings.model_dump().items())
-
-
-def run_main(main: Callable[[], int | None]) -> None:
-    """Run an entry point: our own errors become one clear line and exit code 2, Ctrl-C exit code 130."""
-    try:
-        code = main()
-    except CarStreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(code or 0)

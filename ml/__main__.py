@@ -42,6 +42,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from common.cli import run_main
+    from common.lifecycle import run_main
 
     run_main(lambda: main(sys.argv[1:]))

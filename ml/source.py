@@ -40,6 +40,7 @@ CHUNK = 4096
 FETCH_WAIT_MS = 10
 TFIO_CONFIGURATION = [f"fetch.wait.max.ms={FETCH_WAIT_MS}", "enable.auto.commit=false"]
 STALL_TIMEOUT_S = 30.0
+CONSUME_WAIT_S = 0.1  # short: a range may end in a transaction marker, which no consume() call ever returns
 CHUNK_SPEC = {
     "message": tf.TensorSpec([None], tf.string),
     "key": tf.TensorSpec([None], tf.string),
@@ -252,6 +253,15 @@ def _tfio_partition(reader: TfioPartitionReader, part: PartitionRange) -> tf.dat
     return bounds.map(read)
 
 
+def _positions(consumer: Consumer, topic: str, partitions: list[int]) -> dict[int, int]:
+    """The consumer's position (next offset to deliver) per partition, negative before the first fetch.
+
+    A range is done when its partition's position reaches its end, not when a record at end-1 was seen: that offset
+    may hold a transaction marker (or an aborted or compacted record), which is never delivered as a message,
+    while the position moves past it."""
+    return {tp.partition: tp.offset for tp in consumer.position([TopicPartition(topic, p) for p in partitions])}
+
+
 def _confluent_chunks(bootstrap: str, topic_range: TopicRange) -> Iterator[dict[str, np.ndarray]]:
     """A plain consumer assigned to the range (no group membership, no commits), in chunks of up to CHUNK."""
     pending = {p.partition: p for p in topic_range.partitions if p.count > 0}
@@ -262,14 +272,7 @@ def _confluent_chunks(bootstrap: str, topic_range: TopicRange) -> Iterator[dict[
         consumer.assign([TopicPartition(topic_range.topic, p.partition, p.start) for p in pending.values()])
         last_progress = time.monotonic()
         while pending:
-            batch = consumer.consume(num_messages=CHUNK, timeout=1.0)
-            if batch:
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > STALL_TIMEOUT_S:
-                raise KafkaError(
-                    f"read of {topic_range.topic} stalled: no record for {STALL_TIMEOUT_S:.0f} s, "
-                    f"still waiting for partitions {sorted(pending)}"
-                )
+            batch = consumer.consume(num_messages=CHUNK, timeout=CONSUME_WAIT_S)
             rows: list[tuple[bytes, bytes, int, int]] = []
             for message in batch:
                 if message.error() is not None:
@@ -278,8 +281,16 @@ def _confluent_chunks(bootstrap: str, topic_range: TopicRange) -> Iterator[dict[
                 if part is None or message.offset() >= part.end:
                     continue
                 rows.append((message.value() or b"", message.key() or b"", message.partition(), message.offset()))
-                if message.offset() >= part.end - 1:
-                    del pending[message.partition()]
+            for partition, position in _positions(consumer, topic_range.topic, list(pending)).items():
+                if position >= pending[partition].end:
+                    del pending[partition]
+            if batch:
+                last_progress = time.monotonic()
+            elif pending and time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                raise KafkaError(
+                    f"read of {topic_range.topic} stalled: no record for {STALL_TIMEOUT_S:.0f} s, "
+                    f"still waiting for partitions {sorted(pending)}"
+                )
             if rows:
                 messages, keys, partitions, offsets = zip(*rows, strict=True)
                 yield {
@@ -377,22 +388,26 @@ class ConfluentPartitionReader:
         self._consumer = _reader_consumer(bootstrap)
 
     def read(self, start: int, stop: int) -> list[RawRecord]:
-        """Every record with start <= offset < stop (stop at most the high watermark)."""
+        """Every record with start <= offset < stop (stop at most the high watermark, or the last stable offset
+        that a read_committed client is given as such). Done when the position reaches `stop` (`_positions`):
+        offsets holding transaction markers are never delivered."""
         records: list[RawRecord] = []
         if stop <= start:
             return records
         self._consumer.assign([TopicPartition(self.topic, self.partition, start)])
-        last, waiting_since = start - 1, time.monotonic()
-        while last < stop - 1:
-            messages = self._consumer.consume(num_messages=min(CHUNK, stop - 1 - last), timeout=1.0)
-            if not messages and time.monotonic() - waiting_since > STALL_TIMEOUT_S:
-                raise KafkaError(f"read of {self.topic}[{self.partition}] stalled at offset {last + 1}")
+        position, waiting_since = start, time.monotonic()
+        while position < stop:
+            messages = self._consumer.consume(num_messages=min(CHUNK, stop - position), timeout=CONSUME_WAIT_S)
             for message in messages:
                 if message.error() is not None:
                     raise KafkaError(f"read of {self.topic}[{self.partition}] failed: {message.error().str()}")
-                last, waiting_since = message.offset(), time.monotonic()
-                if last < stop:
-                    records.append(RawRecord(self.partition, last, message.key(), message.value()))
+                if message.offset() < stop:
+                    records.append(RawRecord(self.partition, message.offset(), message.key(), message.value()))
+            moved = _positions(self._consumer, self.topic, [self.partition])[self.partition]
+            if moved > position:
+                position, waiting_since = moved, time.monotonic()
+            elif time.monotonic() - waiting_since > STALL_TIMEOUT_S:
+                raise KafkaError(f"read of {self.topic}[{self.partition}] stalled at offset {position}")
         return records
 
     def close(self) -> None:

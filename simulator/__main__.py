@@ -14,7 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
-from common.cli import add_settings_arguments, describe, run_main, settings_from_args
+from common.cli import add_settings_arguments, describe, settings_from_args
+from common.lifecycle import run_main
 from common.logs import setup_logging
 from simulator.live import run_live
 from simulator.offline import write_offline

@@ -8,10 +8,10 @@ import threading
 import time
 from contextlib import ExitStack
 
+from common.lifecycle import stop_on_signals
 from simulator.publisher import FleetPublisher
 from simulator.reporting import ProgressLine, RunStats, RunSummary
 from simulator.settings import PublishSettings
-from simulator.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class PublishSession:
 
     def __enter__(self) -> PublishSession:
         with ExitStack() as stack:
-            stack.enter_context(stop_on_signals(self.stop))
+            stack.enter_context(stop_on_signals(self.stop, "the in-flight messages"))
             stack.enter_context(self.publisher)
             self.progress = ProgressLine(self.settings.progress, self.label)
             stack.callback(self.progress.close)

@@ -7,6 +7,8 @@ in slices of MODEL_BATCH windows, and each reading is scored against the served 
 
 The windows are sized by the served model (its metadata's window and features), never by the settings. A model
 with another window or feature list starts them empty, and the loop has every partition's history rebuilt.
+Their memory is bounded by ML_MAX_STATE_BYTES (ml/serving/ring_buffer.py); cars evicted under it and seen again
+are `returning`: the loop has their history re-read (ml/serving/partitions.py) before `predict`.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class BatchPredictor:
         if renewed:
             if self.windows is not None:
                 log.info("model %s has another window or features: rebuilding every car's history", model.version)
-            self.windows = CarWindows(window, len(features))
+            self.windows = self._new_windows(window, len(features))
             self.features = features
         self.model = model
         self.threshold = self.settings.threshold if self.settings.threshold is not None else float(meta["threshold"])
@@ -93,46 +95,107 @@ class BatchPredictor:
         )
         return renewed
 
+    def _new_windows(self, window: int, features: int) -> CarWindows:
+        """Windows within ML_MAX_STATE_BYTES, but never fewer cars than one partition's read (ML_MAX_BATCH): the
+        cars of one push are never evicted while their windows are built."""
+        idle = self.settings.car_idle_seconds
+        windows = CarWindows(
+            window,
+            features,
+            self.settings.max_state_bytes,
+            idle_ms=int(idle * 1000) if idle > 0 else None,
+            min_cars=self.settings.max_batch,
+        )
+        log.info(
+            "per-car state: at most %d cars of %d readings (%d bytes each) in %d MiB; idle cars evicted after %s",
+            windows.max_cars,
+            window,
+            windows.car_bytes,
+            self.settings.max_state_bytes // 2**20,
+            f"{idle:.0f} s of event time" if idle > 0 else "never",
+        )
+        if CarWindows.bytes_for(window, features, windows.max_cars) > self.settings.max_state_bytes:
+            log.warning(
+                "ML_MAX_STATE_BYTES holds fewer cars than one read of ML_MAX_BATCH (%d): raised to that",
+                self.settings.max_batch,
+            )
+        return windows
+
     @property
     def window(self) -> int:
         assert self.windows is not None
         return self.windows.window
 
-    def forget(self, partition: int) -> None:
-        """Drop the history of a partition's cars (revoked, lost, or about to be rebuilt)."""
+    def forget(self, partition: int, keep_evicted: bool = False) -> None:
+        """Drop the history of a partition's cars: revoked or lost, or about to be rebuilt (`keep_evicted`: its
+        evicted cars are still recognised when they return)."""
         if self.windows is not None:
-            self.windows.reset_group(partition)
+            self.windows.reset_group(partition, keep_evicted)
+            self._state_metrics()
 
-    def refill(self, partition: int, records: list[RawRecord]) -> int:
-        """Push the readings of a partition's records into their cars' windows without predicting them (a
-        rebuild); a record that does not decode is skipped. Returns how many readings it pushed."""
+    def refill(self, partition: int, records: list[RawRecord], cars: set[str] | None = None) -> int:
+        """Push the readings of a partition's records (of `cars` only, when given) into their cars' windows without
+        predicting them (a rebuild); a record that does not decode is skipped. Returns how many readings it
+        pushed."""
         assert self.windows is not None
+        if cars is not None:  # the key is the car id: decode only what may be theirs (a record without key too)
+            keys = {car.encode() for car in cars}
+            records = [record for record in records if record.key is None or record.key in keys]
         readings = [reading for _, reading in self._decode(records, dead_letter=False)]
-        self.windows.push(*self._columns(readings), group=partition, windows=False)
+        if cars is not None:
+            readings = [reading for reading in readings if reading["car_id"] in cars]
+        cars_, seqs, rows, hashed, times = self._columns(readings)
+        self.windows.push(cars_, seqs, rows, hashed, group=partition, windows=False, times=times)
+        self._state_metrics()
         return len(readings)
+
+    def returning(self, decoded: list[tuple[RawRecord, dict]]) -> dict[int, set[str]]:
+        """Per partition, the cars of a decoded batch that were evicted and are back: their history is re-read
+        (ml/serving/partitions.py) before the batch is predicted. The batch's other cars are kept meanwhile."""
+        assert self.windows is not None
+        returning = set(self.windows.arriving([reading["car_id"] for _, reading in decoded]))
+        found: dict[int, set[str]] = {}
+        for record, reading in decoded:
+            if reading["car_id"] in returning:
+                found.setdefault(record.partition, set()).add(reading["car_id"])
+        return found
+
+    def short_of(self, cars: set[str]) -> int:
+        """How many of `cars` have fewer than W readings."""
+        assert self.windows is not None
+        return sum(self.windows.readings_of(car) < self.windows.window for car in cars)
 
     def short_cars(self, partition: int) -> int:
         """Cars of the partition with fewer than W readings: their windows are padded."""
         assert self.windows is not None
         return self.windows.short_cars(partition)
 
-    def predict(self, records: list[RawRecord]) -> Scored:
-        """The prediction records (prediction schema) of every decodable reading, in the order read, with their
+    def decode(self, records: list[RawRecord]) -> list[tuple[RawRecord, dict]]:
+        """The batch's readings beside their records; a record that does not decode goes to the DLQ."""
+        with self.progress.phase("decode"):
+            return self._decode(records)
+
+    def predict(self, decoded: list[tuple[RawRecord, dict]]) -> Scored:
+        """The prediction records (prediction schema) of every decoded reading, in the order read, with their
         OOD scores and the readings' ground truth."""
         assert self.windows is not None and self.model is not None
-        with self.progress.phase("decode"):
-            decoded = self._decode(records)
         readings = [reading for _, reading in decoded]
         by_partition: dict[int, list[int]] = {}
         for i, (record, _) in enumerate(decoded):
             by_partition.setdefault(record.partition, []).append(i)
         with self.progress.phase("windows"):
-            cars, seqs, rows, hashed = self._columns(readings)
+            cars, seqs, rows, hashed, times = self._columns(readings)
             windows = np.empty((len(readings), self.windows.window, self.windows.features), dtype=np.float32)
             for partition, indices in by_partition.items():
                 windows[indices] = self.windows.push(
-                    [cars[i] for i in indices], seqs[indices], rows[indices], hashed[indices], group=partition
+                    [cars[i] for i in indices],
+                    seqs[indices],
+                    rows[indices],
+                    hashed[indices],
+                    group=partition,
+                    times=times[indices],
                 )
+            self._state_metrics()
         with self.progress.phase("model"):
             probabilities = self._call_model(windows)
         with self.progress.phase("ood"):
@@ -171,14 +234,23 @@ class BatchPredictor:
                     self.dead_letter(record, str(exc))
         return decoded
 
-    def _columns(self, readings: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-        """(car ids, seqs, feature rows, whether seq is a content hash) of decoded readings."""
+    def _columns(self, readings: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(car ids, seqs, feature rows, whether seq is a content hash, event times) of decoded readings."""
         values = operator.itemgetter(*self.features)
         rows = np.array([values(reading) for reading in readings], dtype=np.float32)
         rows = rows.reshape(len(readings), len(self.features))
         seqs = np.array([r["seq"] for r in readings], dtype=np.int64)
         hashed = np.array([r.get("seq_origin") == SEQ_FROM_CONTENT for r in readings], dtype=bool)
-        return [r["car_id"] for r in readings], seqs, rows, hashed
+        times = np.array([r["event_time"] for r in readings], dtype=np.int64)
+        return [r["car_id"] for r in readings], seqs, rows, hashed, times
+
+    def _state_metrics(self) -> None:
+        assert self.windows is not None
+        metrics.CARS_HELD.set(len(self.windows))
+        metrics.STATE_BYTES.set(self.windows.nbytes)
+        for reason, count in self.windows.take_evictions().items():
+            if count:
+                metrics.EVICTIONS.labels(reason=reason).inc(count)
 
     def _call_model(self, windows: np.ndarray) -> np.ndarray:
         assert self.model is not None

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import sys
 import threading
 
 from common.cli import add_settings_arguments, describe, doc_parser, settings_from_args
-from common.errors import CarStreamError
+from common.lifecycle import stop_on_signals
 from common.logs import setup_logging
 from ml.serving.settings import NOT_PREDICTOR_SETTINGS, PredictorSettings
 
@@ -32,20 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    try:
-        settings = settings_from_args(PredictorSettings, args)
-        log.info("settings: %s", describe(settings))
-        stop = threading.Event()
-
-        def request_stop(signum: int, _frame: object) -> None:
-            log.info("%s received: finishing the current batch", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
+    settings = settings_from_args(PredictorSettings, args)
+    log.info("settings: %s", describe(settings))
+    stop = threading.Event()
+    with stop_on_signals(stop, "the current batch and its commit"):
         from ml.serving.loop import Predictor  # TensorFlow loads here, after --help and the settings check
 
         return Predictor(settings, stop).run()
-    except CarStreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2

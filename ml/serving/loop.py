@@ -7,7 +7,11 @@ then one batch is read from the owned partitions, predicted (ml/serving/batch.py
 (ml/serving/writer.py). After a batch's predictions are all confirmed by Kafka, the batch's end offsets are
 committed, then its alerts are counted and logged in episodes (ml/serving/alerts.py). A crash before that commit
 means the batch is read and predicted again: at least one prediction per reading, duplicates recognisable by
-(car_id, seq).
+(car_id, seq). Cars that were evicted under the per-car state bound and are back in a batch get their history
+re-read from Kafka before it is predicted.
+
+A batch whose predictions Kafka does not confirm is not committed: it is rewound (its partitions' history rebuilt
+up to the commit) and handled like Kafka not answering, below.
 
 When Kafka does not answer (a broker restart, a leader moving: watermarks, reads or commits fail), or the schema
 registry does not (a record's schema cannot be fetched: not the record's fault, so not dead-lettered), the step is
@@ -24,7 +28,9 @@ import time
 from confluent_kafka import KafkaException
 
 from common.errors import KafkaError, RegistryUnavailable
+from common.health import Health
 from common.kafka import ensure_topics
+from common.lifecycle import EXIT_OK
 from ml.artifact import LoadedModel
 from ml.serving import metrics
 from ml.serving.alerts import AlertLog
@@ -64,22 +70,36 @@ class Predictor:
         self._outage_since: float | None = None  # while Kafka does not answer: when it started
         self._outage_logged = 0.0
         self._outage_pause = 0.5
+        self._model_loaded = self._in_group = False
+        self.health = Health(settings.stall_seconds, self.not_ready)
+
+    def not_ready(self) -> str | None:
+        """What keeps the predictor from predicting now (readiness, /readyz), or None."""
+        if not self._model_loaded:
+            return f"no model loaded yet (waiting for one in {self.settings.model_dir})"
+        if not self._in_group:
+            return f"not subscribed in group {self.settings.group_id} yet"
+        if self._outage_since is not None:
+            return f"Kafka or the schema registry does not answer ({time.monotonic() - self._outage_since:.0f} s)"
+        return None
 
     def run(self) -> int:
-        metrics.serve_metrics(self.settings.metrics_port)
-        model = self.watcher.wait_first(self.stop)
+        metrics.serve_metrics(self.settings.metrics_port, self.health)
+        model = self.watcher.wait_first(self.stop, self.health.beat)
         if model is None:
-            return 0
+            return EXIT_OK
         self._use_model(model)
         self.watcher.start()
         partitions = self.partitions.topic_partitions()
         ensure_topics(self.settings.kafka_bootstrap_servers, {self.settings.output_topic: partitions})
         self.partitions.subscribe()
+        self._in_group = True
         log.info(
             "predicting %s -> %s in group %s", self.settings.topic, self.settings.output_topic, self.settings.group_id
         )
         try:
             while not self.stop.is_set():
+                self.health.beat()
                 try:
                     self._step()
                 except (KafkaException, KafkaError, RegistryUnavailable) as exc:
@@ -88,7 +108,7 @@ class Predictor:
                 self._kafka_answers()
         finally:
             self._close()
-        return 0
+        return EXIT_OK
 
     def _kafka_unavailable(self, exc: Exception) -> None:
         """Nothing of the abandoned step is committed: read every owned partition again from its commit."""
@@ -131,18 +151,25 @@ class Predictor:
             self.stop.wait(self.settings.idle_wait)
 
     def _use_model(self, model: LoadedModel) -> None:
+        self._model_loaded = True
         if self.batch_predictor.use_model(model):
             self.partitions.forget_history()
 
     def _predict(self, batch: Batch) -> None:
-        scored = self.batch_predictor.predict(batch.records)
+        decoded = self.batch_predictor.decode(batch.records)
+        returning = self.batch_predictor.returning(decoded)
+        if returning:
+            with self.progress.phase("rebuild"):
+                self.partitions.rebuild_returning(batch, returning, self.batch_predictor)
+        scored = self.batch_predictor.predict(decoded)
         with self.progress.phase("produce"):
             self.writer.predictions(scored.predictions)
         with self.progress.phase("deliver"):
-            delivered = self.writer.deliver()
-        if not delivered:
+            failure = self.writer.deliver()
+        if failure is not None:
+            metrics.UNDELIVERED.inc()
             self.partitions.rewind(batch.ends)
-            return
+            raise KafkaError(failure)  # retried after a growing pause, like Kafka not answering: never in a spin
         with self.progress.phase("commit"):
             self.partitions.commit(batch.ends)
         metrics.count_delivered(scored.predictions, scored.ood, self.rate)

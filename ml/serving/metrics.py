@@ -6,8 +6,9 @@ import logging
 import random
 import time
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
+from common.health import Health, serve
 from ml.ood import OodScores
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,20 @@ OOD_SCORE = Histogram(
     "OOD score of predictions (up to 200 sampled per batch): training-range widths outside the training range",
     buckets=OOD_BUCKETS,
 )
+CARS_HELD = Gauge("predictor_cars_held", "Cars whose window the predictor holds")
+STATE_BYTES = Gauge(
+    "predictor_state_bytes", "Bytes of per-car state held (windows, ids of evicted cars), at most ML_MAX_STATE_BYTES"
+)
+EVICTIONS = Counter(
+    "predictor_car_evictions_total",
+    "Cars whose window was dropped: idle (no reading for ML_CAR_IDLE_SECONDS of event time) or bytes (the least "
+    "recently seen, past ML_MAX_STATE_BYTES)",
+    ["reason"],
+)
+RETURNED = Counter("predictor_cars_returned_total", "Evicted cars seen again: their history was re-read from Kafka")
+UNDELIVERED = Counter(
+    "predictor_undelivered_batches_total", "Batches whose predictions Kafka did not confirm: not committed, read again"
+)
 LAG = Gauge("predictor_consumer_lag", "Records not yet predicted (high watermark - position)", ["partition"])
 ASSIGNED = Gauge("predictor_assigned_partitions", "Partitions this predictor owns")
 MODEL_VERSION = Gauge("predictor_model_info", "The model version being served (value 1)", ["version"])
@@ -85,10 +100,8 @@ def count_delivered(predictions: list[dict], ood: OodScores, rate: RateMeter) ->
                 OOD_FEATURES.labels(feature=name).inc(count)
 
 
-def serve_metrics(port: int) -> None:
-    if port:
-        start_http_server(port)
-        log.info("metrics on http://0.0.0.0:%d/metrics", port)
+def serve_metrics(port: int, health: Health) -> None:
+    serve(port, health)
 
 
 def set_model_version(version: str) -> None:

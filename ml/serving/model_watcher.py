@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ml import artifact
@@ -28,10 +29,12 @@ class ModelWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
 
-    def wait_first(self, stop: threading.Event) -> artifact.LoadedModel | None:
-        """Block until a model can be loaded (logging while there is none), or until `stop` is set."""
+    def wait_first(self, stop: threading.Event, beat: Callable[[], None] = lambda: None) -> artifact.LoadedModel | None:
+        """Block until a model can be loaded (logging while there is none), or until `stop` is set; `beat` is called
+        on each look (waiting is no hang)."""
         logged = -math.inf
         while not stop.is_set():
+            beat()
             self._look()
             model = self.take()
             if model is not None:

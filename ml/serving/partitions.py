@@ -9,6 +9,11 @@ batch is rewound and read again.
 
 Rebalance callbacks run inside poll(), which the loop only calls between batches, when nothing is in flight: a
 revoked partition has nothing left to commit.
+
+History comes back one way: a newly owned partition's cars, every owned partition's after a rewind (the windows
+then hold readings that will be read again) or a new model window, and the cars evicted under the per-car state
+bound that are back in a batch (ml/serving/ring_buffer.py) all get their windows refilled from up to
+`rebuild_records` records before where prediction resumes (`_refill`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Batch:
 
     records: list[RawRecord] = field(default_factory=list)
     ends: dict[int, int] = field(default_factory=dict)
+    starts: dict[int, int] = field(default_factory=dict)
 
 
 class Partitions:
@@ -131,13 +137,8 @@ class Partitions:
                 self._rebuild(state, predictor)
 
     def _rebuild(self, state: PartitionState, predictor: BatchPredictor) -> None:
-        predictor.forget(state.partition)
-        low, _ = self._watermarks(state.partition)
-        start = max(low, state.committed - self.settings.rebuild_records)
-        used = 0
-        for chunk_start in range(start, state.committed, self.settings.max_batch):
-            chunk = state.reader.read(chunk_start, min(chunk_start + self.settings.max_batch, state.committed))
-            used += predictor.refill(state.partition, chunk)
+        predictor.forget(state.partition, keep_evicted=True)
+        start, used = self._refill(state, predictor, state.committed)
         state.rebuilt = True
         if state.committed > start:
             log.info(
@@ -154,6 +155,42 @@ class Partitions:
             log.info(
                 "partition %d: no records before offset %d; cars start with padded windows", state.partition, start
             )
+
+    def rebuild_returning(self, batch: Batch, cars: dict[int, set[str]], predictor: BatchPredictor) -> None:
+        """Cars evicted under the state bound and back in `batch` (per partition) get their history the way a
+        newly owned partition does, from the records just before the batch, so that their next prediction sees a
+        full window."""
+        for partition, returning in cars.items():
+            state = self.owned.get(partition)
+            if state is None:
+                continue
+            end = batch.starts[partition]
+            start, used = self._refill(state, predictor, end, returning)
+            metrics.RETURNED.inc(len(returning))
+            log.info(
+                "partition %d: %d evicted car(s) back; history re-read from [%d, %d): %d readings, %d car(s) with "
+                "fewer than %d (padded)",
+                partition,
+                len(returning),
+                start,
+                end,
+                used,
+                predictor.short_of(returning),
+                predictor.window,
+            )
+
+    def _refill(
+        self, state: PartitionState, predictor: BatchPredictor, end: int, cars: set[str] | None = None
+    ) -> tuple[int, int]:
+        """Push up to `rebuild_records` records before `end` into the windows (of `cars` only, when given):
+        (first offset read, readings pushed)."""
+        low, _ = self._watermarks(state.partition)
+        start = max(low, end - self.settings.rebuild_records)
+        used = 0
+        for chunk_start in range(start, end, self.settings.max_batch):
+            chunk = state.reader.read(chunk_start, min(chunk_start + self.settings.max_batch, end))
+            used += predictor.refill(state.partition, chunk, cars)
+        return start, used
 
     # -- batches -----------------------------------------------------------------------------------------------
 
@@ -175,6 +212,7 @@ class Partitions:
                 continue
             stop = min(high, state.position + self.settings.max_batch)
             batch.records.extend(state.reader.read(state.position, stop))
+            batch.starts[state.partition] = state.position
             batch.ends[state.partition] = stop
             state.position = stop
         return batch
@@ -198,7 +236,7 @@ class Partitions:
     def rewind_all(self) -> None:
         """After a step that failed midway (Kafka unavailable): every owned partition from its committed offset."""
         for state in self.owned.values():
-            state.position = state.committed
+            self._rewind(state)
 
     def rewind(self, ends: dict[int, int]) -> None:
         """A batch was not delivered: its partitions are read again from their committed offsets."""
@@ -206,4 +244,12 @@ class Partitions:
             if p in self.owned:
                 state = self.owned[p]
                 log.warning("partition %d: predictions not confirmed; re-reading from offset %d", p, state.committed)
-                state.position = state.committed
+                self._rewind(state)
+
+    @staticmethod
+    def _rewind(state: PartitionState) -> None:
+        # The windows already hold the readings past the commit: read again, they would count as duplicates and be
+        # predicted on windows that end later than they do. The history is rebuilt up to the commit instead.
+        if state.position != state.committed:
+            state.position = state.committed
+            state.rebuilt = False

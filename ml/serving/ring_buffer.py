@@ -15,10 +15,20 @@ Readings whose seq is a hash of their content (seq_origin CONTENT_HASH, `hashed=
 order: they enter the ring in arrival order, a hash equal to one of the car's last W seqs (kept beside the rows,
 so memory stays W per car) is a redelivery and is treated as a duplicate, and a hash never resets the car (a
 random hash is "far below the last one" half of the time).
+
+Bounded in bytes (`max_bytes`, the predictor's ML_MAX_STATE_BYTES): the arrays are sized once for the most cars
+the bound holds (`max_cars`) and np.zeros maps their pages lazily, so memory grows with the cars held, never past
+the bound, and never copies. A new car past the bound evicts the least recently seen car (by push, not by event
+time: partitions may lag each other). With `idle_ms`, a car whose newest reading lies that far behind its group's
+event-time clock (the median event time of the group's pushes, the newest seen: one sender with a clock far ahead
+cannot age every other car) is evicted too. Evicted cars are remembered by id (`returning`), up to `max_cars` of
+them and counted in the bound, so that the predictor can re-read a returning car's history from Kafka before its
+next prediction (ml/serving/partitions.py); an id forgotten past that starts again like a new car.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 
@@ -27,24 +37,59 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-class CarWindows:
-    """Per-car rings of the last `window` feature rows, growing with the number of cars seen."""
+DEFAULT_MAX_BYTES = 512 * 2**20
+ENTRY_BYTES = 160
+"""Bytes of one car id held in the index (its str and dict entry: 130 measured with tracemalloc for ids like
+"car-000123") and its reference in the slot list, rounded up; a remembered eviction costs the same."""
+SLOT_BYTES = 5 * 8  # count, last seq, group, last push, newest event time
 
-    def __init__(self, window: int, features: int, capacity: int = 1024) -> None:
+
+class CarWindows:
+    """Per-car rings of the last `window` feature rows for at most `max_cars` cars: as many as `max_bytes` holds
+    (each car also paying for one remembered eviction), and at least `min_cars` (one push must fit)."""
+
+    def __init__(
+        self, window: int, features: int, max_bytes: int = DEFAULT_MAX_BYTES, idle_ms: int | None = None,
+        min_cars: int = 1,
+    ) -> None:  # fmt: skip
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = window
         self.features = features
-        self._index: dict[str, int] = {}
-        self._rows = np.zeros((capacity, window, features), dtype=np.float32)
-        self._seqs = np.zeros((capacity, window), dtype=np.int64)  # the seq of each row: duplicates of hashes
-        self._count = np.zeros(capacity, dtype=np.int64)
-        self._last_seq = np.full(capacity, -1, dtype=np.int64)
-        self._group = np.full(capacity, -1, dtype=np.int64)
+        self.idle_ms = idle_ms
+        self.car_bytes = window * features * 4 + window * 8 + SLOT_BYTES + ENTRY_BYTES
+        self.max_cars = max(min_cars, max_bytes // (self.car_bytes + ENTRY_BYTES), 1)
+        n = self.max_cars
+        self._rows = np.zeros((n, window, features), dtype=np.float32)
+        self._seqs = np.zeros((n, window), dtype=np.int64)  # the seq of each row: duplicates of hashes
+        self._count = np.zeros(n, dtype=np.int64)
+        self._last_seq = np.zeros(n, dtype=np.int64)
+        self._group = np.zeros(n, dtype=np.int64)  # -1: a free slot
+        self._touched = np.zeros(n, dtype=np.int64)  # number of the push that last saw the car: least recent first
+        self._newest = np.zeros(n, dtype=np.int64)  # event time (ms) of the car's newest reading: idleness
         self._offsets = np.arange(window, dtype=np.int64)
+        self._index: dict[str, int] = {}
+        self._cars: list[str | None] = []  # slot -> car; slots in use so far (at most max_cars)
+        self._free: list[int] = []
+        self._evicted: dict[str, int] = {}  # car -> group, oldest eviction first
+        self._clock: dict[int, int] = {}  # group -> its event-time clock (ms)
+        self._push = 0
+        self._pinned = 0  # cars seen from this push on belong to the batch being predicted (0: none)
+        self.evictions = {"idle": 0, "bytes": 0}
+        """Evictions by reason since the last `take_evictions()`."""
+
+    @staticmethod
+    def bytes_for(window: int, features: int, cars: int) -> int:
+        """The `max_bytes` that holds `cars` cars of this window and features."""
+        return cars * (window * features * 4 + window * 8 + SLOT_BYTES + 2 * ENTRY_BYTES)
 
     def __len__(self) -> int:
         return len(self._index)
+
+    @property
+    def nbytes(self) -> int:
+        """State held: the cars' rows and slots, their ids, and the remembered evictions (at most `max_bytes`)."""
+        return len(self._index) * self.car_bytes + len(self._evicted) * ENTRY_BYTES
 
     def readings_of(self, car: str) -> int:
         """How many readings of `car` the ring has seen (at most `window` of them are kept)."""
@@ -53,40 +98,117 @@ class CarWindows:
 
     def short_cars(self, group: int | None = None) -> int:
         """Cars (of one group, e.g. a partition) with fewer than `window` readings: their windows are padded."""
-        used = len(self._index)
-        counts = self._count[:used]
-        mask = counts < self.window
+        used = len(self._cars)
+        mask = (self._group[:used] >= 0) & (self._count[:used] < self.window)
         if group is not None:
             mask &= self._group[:used] == group
         return int(mask.sum())
 
-    def reset_group(self, group: int) -> int:
-        """Forget the history of every car of `group` (a partition that was revoked or is rebuilt)."""
-        used = len(self._index)
-        mask = self._group[:used] == group
-        self._count[:used][mask] = 0
-        self._last_seq[:used][mask] = -1
-        return int(mask.sum())
+    def returning(self, cars: Sequence[str]) -> list[str]:
+        """The cars among `cars` that were evicted and are remembered: their history is worth re-reading."""
+        return [car for car in dict.fromkeys(cars) if car in self._evicted]
 
-    def _slot(self, car: str, group: int) -> int:
-        slot = self._index.get(car)
-        if slot is None:
-            slot = len(self._index)
-            if slot == len(self._count):
-                self._grow()
-            self._index[car] = slot
-        self._group[slot] = group
-        return slot
+    def arriving(self, cars: Sequence[str]) -> list[str]:
+        """A batch with `cars` is about to be predicted: until the next batch, its cars held now are evicted only
+        when no other car is left to evict (re-reading the history of its returning cars, or another partition's
+        push, must not push them out). Returns its returning cars."""
+        self._push += 1
+        self._pinned = self._push
+        held = [slot for slot in map(self._index.get, cars) if slot is not None]
+        self._touched[held] = self._push
+        return self.returning(cars)
 
-    def _grow(self) -> None:
-        capacity = 2 * len(self._count)
-        rows = np.zeros((capacity, self.window, self.features), dtype=np.float32)
-        rows[: len(self._rows)] = self._rows
-        self._rows = rows
-        self._seqs = np.concatenate([self._seqs, np.zeros((capacity - len(self._seqs), self.window), np.int64)])
-        self._count = np.concatenate([self._count, np.zeros(capacity - len(self._count), dtype=np.int64)])
-        self._last_seq = np.concatenate([self._last_seq, np.full(capacity - len(self._last_seq), -1, np.int64)])
-        self._group = np.concatenate([self._group, np.full(capacity - len(self._group), -1, np.int64)])
+    def take_evictions(self) -> dict[str, int]:
+        """Evictions by reason since the last call (for the metrics)."""
+        taken, self.evictions = self.evictions, {"idle": 0, "bytes": 0}
+        return taken
+
+    def reset_group(self, group: int, keep_evicted: bool = False) -> int:
+        """Forget every car of `group` (a partition that was revoked, or is about to be rebuilt: then
+        `keep_evicted`, so that its evicted cars are still recognised when they return)."""
+        slots = np.flatnonzero(self._group[: len(self._cars)] == group)
+        self._release(slots)
+        if not keep_evicted:
+            self._evicted = {car: g for car, g in self._evicted.items() if g != group}
+            self._clock.pop(group, None)
+        return len(slots)
+
+    def _release(self, slots: np.ndarray) -> list[str]:
+        cars = [self._cars[slot] for slot in slots.tolist()]
+        for slot, car in zip(slots.tolist(), cars, strict=True):
+            del self._index[car]
+            self._cars[slot] = None
+        self._group[slots] = -1
+        self._count[slots] = 0
+        self._free.extend(slots.tolist())
+        return cars
+
+    def _evict(self, slots: np.ndarray, reason: str) -> None:
+        groups = self._group[slots].tolist()
+        for car, group in zip(self._release(slots), groups, strict=True):
+            self._evicted[car] = group
+        self.evictions[reason] += len(slots)
+        if len(self._evicted) > self.max_cars:
+            # past the bound, the oldest quarter is forgotten at once (a dict drops its oldest keys in O(n) only)
+            keep = self.max_cars - self.max_cars // 4
+            self._evicted = dict(itertools.islice(self._evicted.items(), len(self._evicted) - keep, None))
+
+    def _evict_idle(self, group: int, times: np.ndarray) -> None:
+        if self.idle_ms is None or not len(times):
+            return
+        now = int(np.median(times))
+        clock = max(self._clock.get(group, now), now)
+        self._clock[group] = clock
+        used = len(self._cars)
+        idle = (self._group[:used] == group) & (self._touched[:used] < self._push)
+        idle &= self._newest[:used] < clock - self.idle_ms
+        if idle.any():
+            self._evict(np.flatnonzero(idle), "idle")
+
+    def _take(self, n: int) -> list[int]:
+        """`n` free slots: released ones first, then never used ones, then those of the least recently seen cars
+        (never one of the current push, whose windows are still to be built)."""
+        short = n - len(self._free) - (self.max_cars - len(self._cars))
+        if short > 0:
+            used = len(self._cars)
+            live = self._group[:used] >= 0
+            candidates = np.flatnonzero(live & (self._touched[:used] < (self._pinned or self._push)))
+            if len(candidates) < short:
+                if self._pinned:
+                    log.warning("the state bound holds fewer cars than one batch: raise ML_MAX_STATE_BYTES")
+                candidates = np.flatnonzero(live & (self._touched[:used] < self._push))
+            if len(candidates) < short:
+                raise ValueError(f"one push holds more new cars than the bound's {self.max_cars}")
+            if short < len(candidates):
+                candidates = candidates[np.argpartition(self._touched[candidates], short - 1)[:short]]
+            self._evict(candidates, "bytes")
+        reused = self._free[len(self._free) - min(n, len(self._free)) :]
+        del self._free[len(self._free) - len(reused) :]
+        fresh = list(range(len(self._cars), len(self._cars) + n - len(reused)))
+        self._cars.extend([None] * len(fresh))
+        return reused + fresh
+
+    def _slots(self, cars: Sequence[str], group: int, times: np.ndarray | None) -> np.ndarray:
+        index = self._index
+        slots = np.fromiter((index.get(car, -1) for car in cars), dtype=np.int64, count=len(cars))
+        known = slots >= 0
+        self._touched[slots[known]] = self._push
+        if times is not None:
+            self._evict_idle(group, times)
+        if not known.all():
+            new = list(dict.fromkeys(itertools.compress(cars, ~known)))
+            taken = self._take(len(new))
+            for car, slot in zip(new, taken, strict=True):
+                index[car] = slot
+                self._cars[slot] = car
+                self._evicted.pop(car, None)
+            self._count[taken] = 0
+            self._last_seq[taken] = -1
+            self._newest[taken] = np.iinfo(np.int64).min
+            self._touched[taken] = self._push
+            slots[~known] = [index[car] for car in itertools.compress(cars, ~known)]
+        self._group[slots] = group
+        return slots
 
     def push(
         self,
@@ -96,10 +218,17 @@ class CarWindows:
         hashed: Sequence[bool] | np.ndarray | None = None,
         group: int = 0,
         windows: bool = True,
+        times: Sequence[int] | np.ndarray | None = None,
     ) -> np.ndarray | None:
         """Append readings in arrival order and return the window ending at each: float32 [N, window, features]
-        (None with windows=False, for re-reading history). `hashed` marks readings whose seq is a content hash."""
-        slots = np.fromiter((self._slot(car, group) for car in cars), dtype=np.int64, count=len(cars))
+        (None with windows=False, for re-reading history). `hashed` marks readings whose seq is a content hash;
+        `times` are their event times (ms): they move the group's clock, and idle cars are evicted, only when
+        predicting (windows=True): history re-read from Kafka is old by nature."""
+        self._push += 1
+        times = None if times is None else np.asarray(times, dtype=np.int64)
+        slots = self._slots(cars, group, times if windows else None)
+        if times is not None:
+            np.maximum.at(self._newest, slots, times)
         seqs = np.asarray(seqs, dtype=np.int64)
         hashed = np.zeros(len(seqs), dtype=bool) if hashed is None else np.asarray(hashed, dtype=bool)
         out = np.empty((len(cars), self.window, self.features), dtype=np.float32) if windows else None

@@ -26,6 +26,22 @@ class PredictorSettings(MlSettings):
     rebuild_records: int = Field(
         20_000, ge=0, description="Records re-read before the committed offset of a newly assigned partition"
     )
+    max_state_bytes: int = Field(
+        512 * 2**20,
+        ge=2**20,
+        description="Most bytes of per-car state (windows of the cars held and ids of evicted ones); past it the "
+        "least recently seen car is evicted, and its history re-read from Kafka if it returns. 512 MiB holds "
+        "165,000 cars of a 36-reading window",
+    )
+    car_idle_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="Evict a car after this many seconds without a reading, in event time (its partition's "
+        "readings), so that a replay or a backlog evicts the same cars as live; 0 = only the byte bound evicts",
+    )
+    stall_seconds: float = Field(
+        300.0, gt=0, description="Liveness (/healthz) fails when the predicting loop has not turned for this long"
+    )
     reload_interval: float = Field(5.0, gt=0, description="Seconds between looks for a newer model version")
     idle_wait: float = Field(0.05, gt=0, description="Seconds to wait when no partition has new records")
     session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer group session timeout (ms)")

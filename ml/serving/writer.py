@@ -1,25 +1,27 @@
 """Writes one batch of predictions (and DLQ records) and tells whether Kafka confirmed every one of them.
 
-The predictor commits a batch's input offsets only when `deliver()` returned True: a prediction that was not
-confirmed leaves its reading uncommitted, so it is read and predicted again (at-least-once; duplicates carry the
-same (car_id, seq)).
+The predictor commits a batch's input offsets only when `deliver()` returned None (no failure): a prediction that
+was not confirmed leaves its reading uncommitted, so it is read and predicted again (at-least-once; duplicates
+carry the same (car_id, seq)). Failed deliveries are logged once per batch, not once per record.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka import Message, Producer
 
-from common import schemas
+from common import dlq, schemas
 from common.avro import AvroCodec
 from common.kafka import producer_config
 from ml.source import RawRecord
 
 log = logging.getLogger(__name__)
+
+SERVICE = "predictor"
+UNDECODABLE = "undecodable"  # the DLQ error code of a record that does not decode (detail: why)
 
 
 class PredictionWriter:
@@ -32,11 +34,13 @@ class PredictionWriter:
         self.codec = AvroCodec(schemas.PREDICTION, output_topic, registry_url)
         self._producer = Producer(producer_config(servers, **{"linger.ms": 2, "queue.buffering.max.messages": 500_000}))
         self._failed = 0
+        self._first_error = ""
 
     def _on_delivery(self, error: ConfluentKafkaError | None, message: Message) -> None:
         if error is not None:
+            if not self._failed:
+                self._first_error = f"delivery to {message.topic()} failed: {error.str()}"
             self._failed += 1
-            log.error("delivery to %s failed: %s", message.topic(), error.str())
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list | None = None) -> None:
         while True:
@@ -51,13 +55,8 @@ class PredictionWriter:
             self._produce(self.output_topic, record["car_id"].encode(), self.codec.encode(record))
 
     def dead_letter(self, record: RawRecord, reason: str) -> None:
-        headers = [
-            ("error", reason.encode()),
-            ("source.topic", self.source_topic.encode()),
-            ("source.partition", str(record.partition).encode()),
-            ("source.offset", str(record.offset).encode()),
-            ("time", str(int(time.time() * 1000)).encode()),
-        ]
+        source = (self.source_topic, record.partition, record.offset)
+        value, headers = dlq.record(SERVICE, UNDECODABLE, reason, record.value, source=source)
         log.warning(
             "record %s[%d]@%d cannot be decoded (%s); sent to %s",
             self.source_topic,
@@ -66,16 +65,21 @@ class PredictionWriter:
             reason,
             self.dlq_topic,
         )
-        self._produce(self.dlq_topic, record.key, record.value or b"", headers)
+        self._produce(self.dlq_topic, record.key, value, headers)
 
-    def deliver(self, timeout: float = 30.0) -> bool:
-        """Wait for every delivery report of what was produced since the last call; True when all succeeded."""
+    def deliver(self, timeout: float = 30.0) -> str | None:
+        """Wait for every delivery report of what was produced since the last call: None when all succeeded, else
+        what failed (also logged)."""
         remaining = self._producer.flush(timeout)
-        ok = remaining == 0 and self._failed == 0
-        if remaining:
-            log.error("%d record(s) not confirmed by Kafka within %.0f s", remaining, timeout)
-        self._failed = 0
-        return ok
+        failure = None
+        if self._failed:
+            failure = f"{self._failed} record(s) not delivered; the first: {self._first_error}"
+        elif remaining:
+            failure = f"{remaining} record(s) not confirmed by Kafka within {timeout:.0f} s"
+        if failure is not None:
+            log.error("%s", failure)
+        self._failed, self._first_error = 0, ""
+        return failure
 
     def close(self, timeout: float = 10.0) -> None:
         self._producer.flush(timeout)

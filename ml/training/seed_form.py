@@ -19,6 +19,7 @@ from common.avro import AvroCodec
 from common.cli import add_settings_arguments, describe, settings_from_args
 from common.errors import KafkaError
 from common.kafka import ensure_topics, producer_config
+from common.lifecycle import interrupt_on_signals
 from common.logs import setup_logging
 from common.schemas import PREDICTION
 from ml import artifact
@@ -27,7 +28,7 @@ from ml.ood import OodScorer, out_of_range
 from ml.source import SourceRecord, read_records, resolve_range
 from ml.training.dataset import TrainingDataError
 from ml.training.settings import SeedFormSettings
-from ml.training.train import fit_and_evaluate, save_trained, source_description, stop_on_sigterm
+from ml.training.train import fit_and_evaluate, save_trained, source_description
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = settings_from_args(SeedFormSettings, args)
     setup_logging()
-    stop_on_sigterm()
+    interrupt_on_signals()
     log.info("seed form with %s, result topic %s", describe(settings), args.result_topic or "none")
 
     wanted = settings.train_records + settings.predict_records

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import numpy as np
 from common.avro import single_object_header
 from common.cli import add_settings_arguments, describe, settings_from_args
 from common.errors import ConfigError
+from common.lifecycle import interrupt_on_signals
 from common.logs import setup_logging
 from common.schemas import READING, SENSOR_FIELDS
 from ml import artifact, ood
@@ -327,15 +327,6 @@ def train(settings: TrainSettings) -> Path:
     return save_trained(fit_and_evaluate(series, settings, source), settings.model_dir)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM stops like Ctrl-C: training ends and a half-written artifact is removed."""
-    signal.signal(signal.SIGTERM, _interrupt)
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ml train",
@@ -345,7 +336,7 @@ def main(argv: list[str]) -> int:
     add_settings_arguments(parser, TrainSettings)
     settings = settings_from_args(TrainSettings, parser.parse_args(argv))
     setup_logging()
-    stop_on_sigterm()
+    interrupt_on_signals()
     log.info("training with %s", describe(settings))
     path = train(settings)
     print(path)

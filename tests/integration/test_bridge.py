@@ -8,35 +8,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from datetime import datetime
 
 import pytest
-from bridge_process import Publisher, as_messages, collect, decoded
+from bridge_process import Publisher, as_messages, assert_none_missing, collect, decoded, readings
 
 from bridge.validation import content_seq
 from common import schemas
 from common.topics import mqtt_topic
-from simulator.fleet import generate_readings
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def readings(cars: int, per_car: int, seed: int = 7) -> list[dict]:
-    return list(generate_readings(cars, per_car, seed=seed))
-
-
-def assert_none_missing(sent: list[dict], records: list[dict]) -> Counter:
-    """Every sent (car_id, seq) is in Kafka with the values sent; returns the duplicate counts."""
-    counts = Counter((r["car_id"], r["seq"]) for r in records)
-    expected = {(r["car_id"], r["seq"]) for r in sent}
-    missing = expected - set(counts)
-    assert not missing, f"{len(missing)} readings missing, e.g. {sorted(missing)[:5]}"
-    assert set(counts) == expected, f"unexpected readings: {sorted(set(counts) - expected)[:5]}"
-    by_id = {(r["car_id"], r["seq"]): r for r in sent}
-    for record in records:  # as sent, and the bridge's own fields say: in range, seq from the sender
-        assert record == {**by_id[(record["car_id"], record["seq"])], "out_of_range": [], "seq_origin": "SENDER"}
-    return Counter({key: n - 1 for key, n in counts.items() if n > 1})
 
 
 def test_10000_readings_arrive_exactly_once_decodable_and_keyed_by_car(
@@ -197,6 +178,7 @@ def test_bad_payloads_go_to_the_dlq_with_their_error_and_the_good_ones_around_th
         assert headers["error"] == error, headers
         assert headers["error_detail"]
         assert headers["mqtt_topic"] == topic
+        assert headers["service"] == "bridge"
         assert datetime.fromisoformat(headers["received_at"]).timestamp() * 1000 >= before - 1000
         assert message.key() == (None if error == "bad_topic" else good[0]["car_id"].encode())
 

@@ -14,13 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-from common import schemas
+from common import dlq, schemas
 from common.avro import AvroCodec
 from ml.training.untrained_model import save_untrained_model
 from scripts.local_runtime import ROOT, free_port
@@ -31,11 +32,14 @@ WAIT_S = 90
 
 
 class Stream:
-    """Topics of one test, readings written to them, predictions read back."""
+    """Topics of one test, readings written to them (and the offset each got), predictions read back.
+    `input_topic` reads an existing topic (a reference run over the same records, in a group of its own)."""
 
-    def __init__(self, bootstrap: str, topic_factory, consumer_factory, group: str, partitions: int = 2) -> None:
+    def __init__(
+        self, bootstrap: str, topic_factory, consumer_factory, group: str, partitions: int = 2, input_topic=None
+    ) -> None:
         self.bootstrap = bootstrap
-        self.input = topic_factory("readings", partitions)
+        self.input = input_topic or topic_factory("readings", partitions)
         self.output = topic_factory("predictions", partitions)
         self.dlq = topic_factory("dlq", 1)
         self.group = group
@@ -44,11 +48,42 @@ class Stream:
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
         self.predictions_consumer: Consumer = consumer_factory(self.output)
         self.predictions: list[dict] = []
+        self.offsets: dict[tuple[str, int], tuple[int, int]] = {}
+        """(car_id, seq) -> (partition, offset) of each reading written."""
 
     def write(self, readings: list[dict]) -> None:
+        def written(error, message, key) -> None:
+            assert error is None, error
+            self.offsets[key] = (message.partition(), message.offset())
+
         for reading in readings:
-            self.producer.produce(self.input, self.codec.encode(reading), reading["car_id"].encode())
-        self.producer.flush(30)
+            key = (reading["car_id"], reading["seq"])
+            self.producer.produce(
+                self.input,
+                self.codec.encode(reading),
+                reading["car_id"].encode(),
+                on_delivery=lambda error, message, key=key: written(error, message, key),
+            )
+            self.producer.poll(0)
+        assert self.producer.flush(60) == 0
+
+    def committed(self, partitions: int) -> list[int]:
+        """The predictors' group's committed offset of each input partition (-1001: none yet)."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})  # never joins the group
+        try:
+            found = consumer.committed([TopicPartition(self.input, p) for p in range(partitions)], timeout=30)
+            return [tp.offset for tp in found]
+        finally:
+            consumer.close()
+
+    def high_watermarks(self, partitions: int, topic: str | None = None) -> list[int]:
+        """Where each partition of the input (or `topic`) ends now (read_committed: its last stable offset)."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "watermarks"})
+        try:
+            tps = [TopicPartition(topic or self.input, p) for p in range(partitions)]
+            return [consumer.get_watermark_offsets(tp, 30)[1] for tp in tps]
+        finally:
+            consumer.close()
 
     def collect(self, until, timeout: float = WAIT_S) -> list[dict]:
         """Read predictions until until(predictions) holds; returns every prediction read so far."""
@@ -99,6 +134,13 @@ class PredictorProcess:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             return response.read().decode()
+
+    def health(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as response:
+                return response.status, response.read().decode().strip()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode().strip()
 
     def metric(self, name: str) -> float:
         lines = [line for line in self.metrics().splitlines() if line.startswith(name + " ")]
@@ -168,8 +210,10 @@ def test_every_reading_gets_one_prediction_and_a_bad_record_goes_to_the_dlq(
 
     dead = _read_messages(consumer_factory(stream.dlq), expected=1)
     assert [m.value() for m in dead] == [b"\xc3\x01 not an avro reading"]
-    headers = dict(dead[0].headers())
-    assert b"fingerprint" in headers["error"] and headers["source.topic"] == stream.input.encode()
+    headers = dlq.parse(dead[0].headers())
+    assert headers[dlq.ERROR] == "undecodable" and "fingerprint" in headers[dlq.ERROR_DETAIL]
+    assert (headers[dlq.SERVICE], headers[dlq.SOURCE_TOPIC]) == ("predictor", stream.input)
+    assert int(headers[dlq.SOURCE_OFFSET]) >= 0 and dlq.RECEIVED_AT in headers
 
     alerts = [p for p in predictions if p["failure_predicted"]]
     if alerts:
@@ -222,6 +266,29 @@ def test_a_new_model_version_is_served_without_a_restart(
     late = [p for p in predictions if (p["car_id"], p["seq"]) in {(r["car_id"], r["seq"]) for r in readings[100:]}]
     assert {p["model_version"] for p in late} == {new_version}
     assert predictor.process.poll() is None, "the predictor must not restart to load a model"
+    assert predictor.stop() == 0
+
+
+def test_health_says_alive_but_not_ready_until_a_model_is_loaded_then_ready(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, predictors, tmp_path
+):
+    stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=1)
+    empty = tmp_path / "no-models-yet"
+    empty.mkdir()
+    predictor = predictors(stream, empty)
+    predictor.wait_for_log("no model in")
+    assert predictor.health("/healthz") == (200, "ok")
+    status, reason = predictor.health("/readyz")
+    assert status == 503 and "no model loaded yet" in reason
+
+    save_untrained_model(empty, window=6, threshold=0.3)
+    deadline = time.monotonic() + WAIT_S
+    while predictor.health("/readyz")[0] != 200:
+        assert time.monotonic() < deadline, predictor.health("/readyz")
+        time.sleep(0.5)
+    readings = list(generate_readings(cars=2, readings_per_car=10, seed=3))
+    stream.write(readings)
+    assert len(stream.collect(covered(readings))) >= len(readings)
     assert predictor.stop() == 0
 
 

@@ -53,12 +53,14 @@ def test_buffer_size_beyond_mqtt_receive_maximum_is_a_config_error():
 
 def test_progress_line_and_buffer_fill():
     stats = Metrics(buffer_size=200).stats
-    stats.received, stats.produced, stats.in_flight = 120, 100, 50
+    stats.received, stats.produced, stats.in_flight, stats.bytes_held = 120, 100, 50, 3 * 2**20
     stats.rejected["malformed_json"] += 2
     assert stats.buffer_fill == 0.25
     line = stats.line()
     assert "received 120, produced 100 (0 out of range), rejected 2 (malformed_json 2)" in line
-    assert "in flight 50 (25% of 200)" in line
+    assert "in flight 50 (25% of 200, 3.0 MiB)" in line
+    stats.reading_paused = True
+    assert "3.0 MiB, reading PAUSED)" in stats.line()
 
 
 def test_metrics_registry_exposes_the_counters():

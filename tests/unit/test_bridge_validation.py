@@ -148,3 +148,15 @@ def test_topic_rule_follows_a_configured_filter():
     assert rule.car_id("fleet/eu/telemetry/truck-9") == "truck-9"
     with pytest.raises(Rejected):
         rule.car_id("vehicles/sensor/data/car-00001")
+
+
+def test_topic_rule_caches_valid_topics_within_its_byte_bound_and_never_bad_ones():
+    rule = TopicRule(MQTT_TOPIC_FILTER, cache_bytes=10 * 250)
+    for i in range(100):
+        with pytest.raises(Rejected):
+            rule.car_id(f"vehicles/sensor/data/bad car {i}" + "x" * 60_000)
+    assert rule.cached_bytes == 0
+    for i in range(100):
+        assert rule.car_id(f"vehicles/sensor/data/car-{i:05d}") == f"car-{i:05d}"
+    assert 0 < rule.cached_bytes <= 10 * 250
+    assert rule.car_id("vehicles/sensor/data/car-00099") == "car-00099"  # beyond the bound: checked each time

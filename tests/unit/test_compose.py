@@ -236,7 +236,7 @@ def test_healthchecks_probe_what_each_server_serves(services):
     for name, port in (("bridge", 9108), ("predictor", 9109)):
         test = services[name]["healthcheck"]["test"]
         assert test[:3] == ["CMD", "python", "-c"], f"{name}: the slim image has no curl"
-        assert f"http://localhost:{port}/metrics" in test[3]
+        assert f"http://localhost:{port}/readyz" in test[3], f"{name}: healthy means ready (common/health.py)"
         compile(test[3], name, "exec")
 
 

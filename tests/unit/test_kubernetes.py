@@ -114,9 +114,10 @@ def test_metrics_probes_and_services_reach_the_metrics_port(resources):
         container = main_container(resources[("Deployment", name)])
         ports = {item["name"]: item["containerPort"] for item in container["ports"]}
         assert int(env(container)[setting]) == port, f"{name} serves its metrics on another port"
-        for probe in ("livenessProbe", "readinessProbe"):
+        # Liveness restarts a hung loop; readiness says whether the service can do its job (common/health.py).
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             http = container[probe]["httpGet"]
-            assert http["path"] == "/metrics" and ports.get(http["port"], http["port"]) == port, f"{name} {probe}"
+            assert http["path"] == path and ports.get(http["port"], http["port"]) == port, f"{name} {probe}"
         service = resources[("Service", f"{name}-metrics")]
         pod_labels = resources[("Deployment", name)]["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= pod_labels.items(), f"{name}-metrics selects no pod"

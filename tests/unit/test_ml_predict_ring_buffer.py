@@ -18,7 +18,7 @@ def test_first_readings_are_left_padded_with_the_earliest_reading():
 
 
 def test_windows_hold_the_last_w_readings_in_order_across_batches_and_cars():
-    windows = CarWindows(window=3, features=2, capacity=1)  # capacity 1 forces growth
+    windows = CarWindows(window=3, features=2, max_bytes=CarWindows.bytes_for(3, 2, cars=2))  # exactly the two cars
     windows.push(["a", "b", "a"], [0, 0, 1], rows(1, 100, 2))
     out = windows.push(["a", "b", "a", "a"], [2, 1, 3, 4], rows(3, 101, 4, 5))
     assert out[0][:, 0].tolist() == [1, 2, 3]

@@ -1,0 +1,246 @@
+"""`python -m ml predict` under faults, against the real Kafka, counted by (car_id, seq):
+
+- SIGKILL after a batch's predictions were produced but before its offsets were committed, observed from outside:
+  the predictor is frozen (SIGSTOP) the moment new predictions arrive, and killed only if, frozen, the
+  predictions topic holds predictions of readings at or past the group's committed offset. The restarted predictor
+  predicts every reading; those readings are predicted twice, on the same windows.
+- Two predictors in one group: the second joins mid-stream (a rebalance), the first is SIGKILLed later while the
+  stream goes on. Every reading is predicted, and every prediction equals a single predictor's (a reference run
+  in a group of its own over the same records): after each rebalance the history was rebuilt in full.
+- A failed delivery (the predictions topic refuses every record for a while: max.message.bytes too small): nothing
+  is committed past the last delivered batch, and once the topic takes records again every reading is predicted,
+  on the windows it would have had without the failure (the history is rebuilt up to the commit).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+import time
+
+import test_ml_predict
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+from test_ml_predict import WAIT_S, Stream, covered
+from test_predictor_state import TOLERANCE, assert_same_as_reference
+
+from simulator.fleet import generate_readings
+
+model_dir, predictors = test_ml_predict.model_dir, test_ml_predict.predictors  # its fixtures, shared
+
+
+def metric(process, name: str) -> float:
+    """A metric's value; 0 while the process does not serve its metrics yet (TensorFlow still loading)."""
+    try:
+        return process.metric(name)
+    except OSError:
+        return 0.0
+
+
+def predicted_batch(stream: Stream, committed: list[int], batch: int) -> bool:
+    """Whether the predictor's next batch past its commit, [committed, committed + batch) of every partition, has a
+    prediction for every reading: a batch delivered and not committed."""
+    at = {where: key for key, where in stream.offsets.items()}
+    predicted = {(p["car_id"], p["seq"]) for p in stream.predictions}
+    keys = [at.get((p, offset)) for p, done in enumerate(committed) for offset in range(done, done + batch)]
+    return None not in keys and all(key in predicted for key in keys)
+
+
+def kill_with_a_batch_uncommitted(stream: Stream, start, partitions: int, batch: int, timeout: float = 60) -> list:
+    """SIGKILL the predictor `start()` started at a moment when a whole batch of its predictions is on the
+    predictions topic and the batch's offsets are not committed.
+
+    Whenever new predictions arrive, the process is frozen (SIGSTOP: it can neither produce nor commit), the
+    committed offsets are read and the predictions topic is read to its end. A whole batch past the commit:
+    SIGKILL. Otherwise it goes on (SIGCONT) until the next arrival. Should a commit sent just before the freeze
+    land after the look, a new predictor is started and watched the same way. Returns the committed offsets after
+    the kill."""
+    process = start()
+    committed_reader = Consumer({"bootstrap.servers": stream.bootstrap, "group.id": stream.group})  # never joins
+    tps = [TopicPartition(stream.input, p) for p in range(partitions)]
+    deadline = time.monotonic() + timeout
+    looks = 0
+    try:
+        while True:
+            assert time.monotonic() < deadline, f"never caught the predictor between delivery and commit ({looks})"
+            assert process.process.poll() is None, process.log()[-3000:]
+            arrived = stream.predictions_consumer.poll(0.5)  # returns at the first new prediction, unlike consume()
+            if arrived is None or arrived.error() is not None:
+                continue
+            os.kill(process.process.pid, signal.SIGSTOP)
+            looks += 1
+            stream.predictions.append(stream.prediction_codec.decode(arrived.value()))
+            committed = [max(tp.offset, 0) for tp in committed_reader.committed(tps, timeout=30)]
+            produced = sum(stream.high_watermarks(partitions, stream.output))
+            stream.collect(lambda predictions, n=produced: len(predictions) >= n, timeout=30)
+            if not predicted_batch(stream, committed, batch):
+                os.kill(process.process.pid, signal.SIGCONT)
+                continue
+            process.process.send_signal(signal.SIGKILL)
+            process.process.wait(10)
+            after = [max(tp.offset, 0) for tp in committed_reader.committed(tps, timeout=30)]
+            if predicted_batch(stream, after, batch):
+                print(f"caught after {looks} looks")
+                return after
+            process = start()
+    finally:
+        committed_reader.close()
+
+
+BATCH = 500
+
+
+def test_sigkill_between_delivery_and_commit_predicts_the_batch_again(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, model_dir, predictors
+):
+    stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=2)
+    readings = list(generate_readings(cars=20, readings_per_car=600, seed=29))
+    stream.write(readings[:2000])
+    stop_writing = threading.Event()
+
+    def write_on() -> None:  # a live stream, so that batches keep coming while the test watches
+        for i in range(2000, len(readings), 200):
+            if stop_writing.is_set():
+                return
+            stream.write(readings[i : i + 200])
+
+    writer = threading.Thread(target=write_on)
+    writer.start()
+    try:
+        committed = kill_with_a_batch_uncommitted(
+            stream, lambda: predictors(stream, model_dir, ML_MAX_BATCH=str(BATCH)), partitions=2, batch=BATCH
+        )
+    finally:
+        stop_writing.set()
+        writer.join()
+    written = [r for r in readings if (r["car_id"], r["seq"]) in stream.offsets]
+    uncommitted = {
+        (p["car_id"], p["seq"])
+        for p in stream.predictions
+        if stream.offsets[(p["car_id"], p["seq"])][1] >= committed[stream.offsets[(p["car_id"], p["seq"])][0]]
+    }
+    assert len(uncommitted) >= 2 * BATCH, f"committed {committed}: the kill proved nothing"
+    before_kill = len(stream.predictions)
+
+    second = predictors(stream, model_dir, ML_MAX_BATCH=str(BATCH))
+    predictions = stream.collect(covered(written))
+    counts = collections.Counter((p["car_id"], p["seq"]) for p in predictions)
+    assert set(counts) == {(r["car_id"], r["seq"]) for r in written}, "a reading lost its prediction"
+    again = {key for key in uncommitted if counts[key] >= 2}
+    assert again == uncommitted, f"{len(uncommitted - again)} uncommitted predictions were not made again"
+    duplicates = sum(n - 1 for n in counts.values())
+    print(
+        f"killed with {len(uncommitted)} predictions past the commit {committed}, "
+        f"{before_kill} predictions before the kill; {len(written)} readings, {duplicates} duplicates"
+    )
+    by_key: dict[tuple, list[float]] = collections.defaultdict(list)
+    for p in predictions:
+        by_key[(p["car_id"], p["seq"])].append(p["failure_probability"])
+    spread = max(max(by_key[key]) - min(by_key[key]) for key in uncommitted)
+    assert spread <= TOLERANCE, "a batch predicted again saw another window"
+    assert second.stop() == 0
+
+
+def test_a_rebalance_and_a_sigkill_mid_stream_keep_every_window_full(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, model_dir, predictors
+):
+    stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=4)
+    reference = Stream(kafka_bootstrap, topic_factory, consumer_factory, f"{group_id}-ref", input_topic=stream.input)
+    readings = list(generate_readings(cars=16, readings_per_car=60, seed=31))
+    one = predictors(stream, model_dir, ML_MAX_BATCH="20")
+    predictors(reference, model_dir)
+    stream.write(readings[:240])
+    stream.collect(lambda predictions: len(predictions) >= 100)
+
+    two = predictors(stream, model_dir, ML_MAX_BATCH="20")  # joins the group mid-stream: a rebalance
+    written = 240
+    while metric(two, "predictor_predictions_total") == 0 or metric(one, "predictor_assigned_partitions") == 4:
+        assert written < 720, f"the second predictor never took part:\n{two.log()[-3000:]}"
+        stream.write(readings[written : written + 8])  # the stream goes on, slowly, while the group rebalances
+        written += 8
+        time.sleep(0.25)
+    shared = one.metric("predictor_predictions_total"), two.metric("predictor_predictions_total")
+    stream.write(readings[written:720])
+    one.kill()  # its partitions go to the second once its session expires (6 s); its uncommitted batch too
+    stream.write(readings[720:])
+
+    predictions = stream.collect(covered(readings))
+    counts = collections.Counter((p["car_id"], p["seq"]) for p in predictions)
+    assert set(counts) == {(r["car_id"], r["seq"]) for r in readings}, "a reading lost its prediction"
+    assert_same_as_reference(predictions, reference.collect(covered(readings)))
+    assert shared[0] > 0 and shared[1] > 0
+    assert two.log().count("rebuilt history from") >= 4, "two partitions rebuilt at the rebalance, two after the kill"
+    print(f"predictions before the kill (one, two): {shared}; {sum(n - 1 for n in counts.values())} duplicates")
+    assert two.stop() == 0
+
+
+def set_max_message_bytes(bootstrap: str, topic: str, value: str | None) -> None:
+    """Set (None: remove) the topic's max.message.bytes."""
+    op = AlterConfigOpType.DELETE if value is None else AlterConfigOpType.SET
+    entry = ConfigEntry("max.message.bytes", value, incremental_operation=op)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.incremental_alter_configs(
+        [ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])]
+    ).values():
+        future.result(30)
+
+
+def refused(stream: Stream, timeout: float = 30) -> bool:
+    """Whether the broker refuses a prediction-sized record on the predictions topic yet (the config applies
+    asynchronously); a probe that got through is an extra prediction of car "probe"."""
+    producer = Producer({"bootstrap.servers": stream.bootstrap})
+    errors: list = []
+    probe = {
+        "car_id": "probe", "seq": -1, "event_time": 0, "predicted_at": 0, "failure_probability": 0.0,
+        "failure_predicted": False, "model_version": "probe", "horizon": 0,
+    }  # fmt: skip
+    producer.produce(
+        stream.output, stream.prediction_codec.encode(probe), b"probe", on_delivery=lambda e, m: errors.append(e)
+    )
+    producer.flush(timeout)
+    return bool(errors) and errors[0] is not None and errors[0].name() == "MSG_SIZE_TOO_LARGE"
+
+
+def test_a_failed_delivery_commits_nothing_and_rewinds(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, model_dir, predictors
+):
+    stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=2)
+    reference = Stream(kafka_bootstrap, topic_factory, consumer_factory, f"{group_id}-ref", input_topic=stream.input)
+    readings = list(generate_readings(cars=8, readings_per_car=40, seed=37))
+    predictor = predictors(stream, model_dir, ML_MAX_BATCH="20")
+    predictors(reference, model_dir)
+    stream.write(readings[:120])
+    stream.collect(covered(readings[:120]))
+    deadline = time.monotonic() + WAIT_S
+    while stream.committed(2) != stream.high_watermarks(2):
+        assert time.monotonic() < deadline, "the first readings were never committed"
+        time.sleep(0.2)
+    delivered = stream.committed(2)
+
+    set_max_message_bytes(kafka_bootstrap, stream.output, "64")  # no prediction fits any more
+    deadline = time.monotonic() + WAIT_S
+    while not refused(stream):
+        assert time.monotonic() < deadline, "the broker never applied max.message.bytes"
+    outputs = stream.high_watermarks(2, stream.output)
+    stream.write(readings[120:240])
+    deadline = time.monotonic() + WAIT_S
+    while predictor.metric("predictor_undelivered_batches_total") < 3:  # tried, failed, and again after a pause
+        assert time.monotonic() < deadline, f"no failed delivery:\n{predictor.log()[-3000:]}"
+        time.sleep(0.2)
+    assert stream.committed(2) == delivered, "committed past predictions Kafka refused"
+    assert stream.high_watermarks(2, stream.output) == outputs
+    assert predictor.process.poll() is None
+
+    set_max_message_bytes(kafka_bootstrap, stream.output, None)
+    stream.write(readings[240:])
+    predictions = [p for p in stream.collect(covered(readings)) if p["car_id"] != "probe"]
+    assert {(p["car_id"], p["seq"]) for p in predictions} == {(r["car_id"], r["seq"]) for r in readings}
+    deadline = time.monotonic() + WAIT_S
+    while stream.committed(2) != stream.high_watermarks(2):
+        assert time.monotonic() < deadline, "the rest was never committed"
+        time.sleep(0.2)
+    assert_same_as_reference(predictions, reference.collect(covered(readings)))
+    assert "re-reading from offset" in predictor.log()
+    assert predictor.stop() == 0

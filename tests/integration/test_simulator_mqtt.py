@@ -221,3 +221,27 @@ def test_a_broker_restart_mid_run_loses_no_qos1_reading(mosquitto_node_factory, 
         assert received == {(f"car-{car:05d}", seq) for car in range(1, 51) for seq in range(160)}
     finally:
         subscriber.close()
+
+
+SIMULATOR_RSS_LIMIT_MIB = 400  # simulator/README.md, "Memory"; the Kubernetes limit is 512Mi
+
+
+def test_a_fleet_of_200000_cars_stays_under_the_simulators_memory_limit(mosquitto_node_factory, tmp_path):
+    """The fleet's state grows with its cars by design: 200,000 of them, each publishing once at QoS 1."""
+    broker = mosquitto_node_factory()
+    summary_file = tmp_path / "summary.json"
+    args = ("--cars", "200000", "--rate", "0.1", "--count", "200000", "--summary-file", str(summary_file))
+    process = simulator(("127.0.0.1", broker.port), *args)
+    peak_kib = 0
+    while process.poll() is None:  # VmHWM is the peak so far: the last sample before exit is (close to) the peak
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except FileNotFoundError:
+            break
+        peak_kib = max([peak_kib] + [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")])
+        time.sleep(0.2)
+    finish(process, timeout=180)
+    summary = json.loads(summary_file.read_text())
+    assert (summary["published"], summary["acknowledged"]) == (200_000, 200_000)
+    print(f"simulator peak RSS {peak_kib / 1024:.0f} MiB with 200,000 cars")
+    assert 0 < peak_kib / 1024 < SIMULATOR_RSS_LIMIT_MIB

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from common.errors import LocalRuntimeError
 from common.logs import setup_logging
+from scripts.docker_engine import docker_path
 from scripts.local_runtime import ROOT
 from scripts.schema_registry import CCOMPAT_PATH
 from scripts.services import Containers
@@ -63,8 +64,8 @@ def project() -> str:
 
 @cache
 def compose_cli() -> list[str]:
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+    docker = docker_path()
+    if subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         return [docker, "compose"]
     legacy = shutil.which("docker-compose")
     if legacy:
@@ -85,8 +86,7 @@ def compose(*args: str, timeout: float = 600) -> str:
 
 
 def _state(container_id: str) -> dict:
-    docker = shutil.which("docker") or "docker"
-    found = subprocess.run([docker, "inspect", container_id], capture_output=True, text=True)
+    found = subprocess.run([docker_path(), "inspect", container_id], capture_output=True, text=True)
     return json.loads(found.stdout)[0]["State"] if found.returncode == 0 else {}
 
 
@@ -124,8 +124,7 @@ def service_containers(run_id: str, mounts: list[Path]) -> Containers:
     """The services' image on the project's network (its servers must run), `mounts` shared with the host. The
     image is built from the Dockerfile when it is not there (`make images` builds it where nothing can be pulled)."""
     image = images_env("APP_IMAGE") or APP_IMAGE
-    docker = shutil.which("docker") or "docker"
-    if subprocess.run([docker, "image", "inspect", image], capture_output=True).returncode != 0:
+    if subprocess.run([docker_path(), "image", "inspect", image], capture_output=True).returncode != 0:
         log.info("building the services' image %s (compose build)", image)
         compose("build", "bridge", timeout=1800)
     for folder in mounts:

@@ -9,30 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 
 from common.errors import LocalRuntimeError
 from common.settings import KafkaSettings, MqttSettings
 from scripts import compose, local_runtime
+from scripts.docker_engine import docker_answers
 from scripts.local_runtime import ServerProcess
 from scripts.schema_registry import CCOMPAT_PATH
 
 log = logging.getLogger(__name__)
 
 COMPOSE_INFRA = ["kafka", "mosquitto", "schema-registry"]
-
-
-def docker_answers(timeout: float = 5.0) -> bool:
-    """Whether a Docker engine answers `docker info` (the CLI is what compose needs anyway)."""
-    docker = shutil.which("docker")
-    if docker is None:
-        return False
-    try:
-        return subprocess.run([docker, "info"], capture_output=True, timeout=timeout).returncode == 0
-    except (subprocess.TimeoutExpired, OSError):
-        return False
 
 
 def choose_runtime(requested: str) -> str:

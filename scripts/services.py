@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from common.errors import CarStreamError
+from scripts.docker_engine import docker_path
 from scripts.local_runtime import ROOT
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class Containers:
         volumes = [f"--volume={folder}:{folder}" for folder in self.mounts]
         variables = [f"--env={key}={value}" for key, value in env.items()]
         return [
-            shutil.which("docker") or "docker",
+            docker_path(),
             "run",
             "--rm",
             "--init",
@@ -88,9 +88,7 @@ class Containers:
 
     def remove(self, name: str) -> None:
         """After a SIGKILL of the docker CLI the container would go on: remove it."""
-        subprocess.run(
-            [shutil.which("docker") or "docker", "rm", "--force", f"{self.prefix}-{name}"], capture_output=True
-        )
+        subprocess.run([docker_path(), "rm", "--force", f"{self.prefix}-{name}"], capture_output=True)
 
 
 class Service:

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.kafka import consumer_config
+from scripts.docker_engine import docker_answers
 from scripts.local_runtime import KafkaNode, MosquittoNode, ServerProcess, free_port
 from scripts.schema_registry import SchemaRegistryNode
 
@@ -70,16 +71,6 @@ class Endpoints:
     source: str
 
 
-def _docker_answers() -> bool:
-    try:
-        import docker
-
-        docker.from_env(timeout=3).ping()
-    except Exception:
-        return False
-    return True
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -93,7 +84,7 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
             int(os.environ.get("TEST_MQTT_PORT", "1883")),
             "environment",
         )
-    elif os.environ.get("TEST_SERVERS", "auto") != "local" and _docker_answers():
+    elif os.environ.get("TEST_SERVERS", "auto") != "local" and docker_answers():
         yield from _container_endpoints()
     else:
         yield from _local_endpoints(tmp_path_factory.mktemp("runtime"))

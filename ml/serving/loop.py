@@ -16,7 +16,8 @@ up to the commit) and handled like Kafka not answering, below.
 When Kafka does not answer (a broker restart, a leader moving: watermarks, reads or commits fail), or the schema
 registry does not (a record's schema cannot be fetched: not the record's fault, so not dead-lettered), the step is
 abandoned, every owned partition is read again from its committed offset, and the loop waits with a growing
-pause (up to 10 s) and tries again, logging once every 30 s; it never exits for it.
+pause (up to 10 s) and tries again, logging once every 30 s; it never exits for it. A fatal client error (fenced by
+another member with the same static id) ends the client for good: the predictor exits 1 for a supervisor to restart.
 """
 
 from __future__ import annotations
@@ -25,18 +26,19 @@ import logging
 import threading
 import time
 
+from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka import KafkaException
 
 from common.errors import KafkaError, RegistryUnavailable
 from common.health import Health
 from common.kafka import ensure_topics
-from common.lifecycle import EXIT_OK
+from common.lifecycle import EXIT_FAILED, EXIT_OK
 from ml.artifact import LoadedModel
 from ml.serving import metrics
 from ml.serving.alerts import AlertLog
 from ml.serving.batch import BatchPredictor
 from ml.serving.model_watcher import ModelWatcher
-from ml.serving.partitions import Batch, Partitions
+from ml.serving.partitions import Batch, Partitions, is_fatal
 from ml.serving.progress import Progress
 from ml.serving.settings import PredictorSettings
 from ml.serving.writer import PredictionWriter
@@ -103,6 +105,13 @@ class Predictor:
                 try:
                     self._step()
                 except (KafkaException, KafkaError, RegistryUnavailable) as exc:
+                    if _fatal(exc):
+                        log.error(
+                            "Kafka client failed for good (%s); exiting so that a supervisor starts the predictor "
+                            "again (what was not committed is read again)",
+                            exc,
+                        )
+                        return EXIT_FAILED
                     self._kafka_unavailable(exc)
                     continue
                 self._kafka_answers()
@@ -186,3 +195,8 @@ class Predictor:
         self.watcher.stop()
         self.writer.close()
         self.partitions.close()
+
+
+def _fatal(exc: Exception) -> bool:
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, ConfluentKafkaError) and is_fatal(error)

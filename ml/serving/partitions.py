@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from common.kafka import consumer_config
 from ml.serving import metrics
@@ -73,6 +73,8 @@ class Partitions:
         """Rebalance callbacks and errors; the partitions are paused, so no record comes back."""
         message = self.consumer.poll(0)
         if message is not None and message.error() is not None:
+            if is_fatal(message.error()):  # e.g. fenced by a member with the same group.instance.id
+                raise KafkaException(message.error())
             log.warning("consumer: %s", message.error().str())
 
     def topic_partitions(self) -> int:
@@ -253,3 +255,9 @@ class Partitions:
         if state.position != state.committed:
             state.position = state.committed
             state.rebuilt = False
+
+
+def is_fatal(error: KafkaError) -> bool:
+    """librdkafka's fatal errors (a fenced static member, a fatal idempotence error) end the client: no retry
+    helps. A consumer reports one as a message error with the code _FATAL, which itself says fatal() False."""
+    return error.fatal() or error.code() == KafkaError._FATAL

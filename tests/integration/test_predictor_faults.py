@@ -244,3 +244,22 @@ def test_a_failed_delivery_commits_nothing_and_rewinds(
     assert_same_as_reference(predictions, reference.collect(covered(readings)))
     assert "re-reading from offset" in predictor.log()
     assert predictor.stop() == 0
+
+
+def test_a_predictor_fenced_by_a_static_member_with_its_id_exits_1_and_the_other_predicts_everything(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, model_dir, predictors
+):
+    """A fatal consumer error (here: another member takes the same group.instance.id) ends the client for good:
+    the predictor must exit (1) so that a supervisor starts it again, not stay alive predicting nothing."""
+    stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=2)
+    readings = list(generate_readings(cars=4, readings_per_car=40, seed=5))
+    first = predictors(stream, model_dir, ML_INSTANCE_ID="same-id")
+    stream.write(readings[:80])
+    stream.collect(covered(readings[:80]))
+    second = predictors(stream, model_dir, ML_INSTANCE_ID="same-id")
+    assert first.process.wait(timeout=WAIT_S) == 1, first.log()[-3000:]
+    assert "failed for good" in first.log()
+    stream.write(readings[80:])
+    predictions = stream.collect(covered(readings))
+    assert {(p["car_id"], p["seq"]) for p in predictions} == {(r["car_id"], r["seq"]) for r in readings}
+    assert second.stop() == 0

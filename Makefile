@@ -14,9 +14,11 @@ DURATION ?= 120
 RUNTIME ?=
 REGISTRY ?=
 BENCH_OUT ?= bench-results.json
+CHAOS_OUT ?= $(BENCH_OUT)
+CHAOS_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup images up down status demo test test-local test-compose test-unit test-integration bench lint fmt clean
+.PHONY: help setup images up down status demo test test-local test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [BENCH_OUT=path.json]"
@@ -80,6 +82,9 @@ test-integration: setup ## Integration tests only (starts its own Kafka and Mosq
 
 bench: setup ## Benchmarks: make bench [BENCH_OUT=bench-results.json]
 	$(PY) -m scripts.bench --out $(BENCH_OUT)
+
+chaos: setup ## Chaos soak: SIGKILL and restart Mosquitto, Kafka, bridge, predictor in turn under load; key "chaos" in CHAOS_OUT [CHAOS_ARGS="--minutes 2"]
+	$(PY) -m scripts.chaos --out $(CHAOS_OUT) $(CHAOS_ARGS)
 
 lint: setup ## ruff check and format check
 	$(PY) -m ruff check .

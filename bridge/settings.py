@@ -23,9 +23,11 @@ class BridgeSettings(KafkaSettings, MqttSettings):
 
     topic_filter: str = Field(MQTT_TOPIC_FILTER, description="MQTT topic filter to read; the last level is the car id")
     shared_group: str = Field(
-        "car-bridge",
-        description="MQTT 5 shared subscription group ($share/<group>/<filter>): bridges in one group split the "
-        "load; empty for a plain subscription",
+        "",
+        description="MQTT 5 shared subscription group ($share/<group>/<filter>) for running several bridges that "
+        "split the load; empty (the default) subscribes the filter itself, which Mosquitto 2.0 restores after a "
+        "restart (a shared subscription it does not: readings published before the bridges subscribe again are "
+        "dropped, see bridge/README.md)",
     )
     client_id: str = Field(
         "",

@@ -142,7 +142,6 @@ class Demo:
             "bridge",
             "bridge",
             BRIDGE_CLIENT_ID=f"demo-bridge-{self.run_id}",
-            BRIDGE_SHARED_GROUP=f"demo-{self.run_id}",
             BRIDGE_SESSION_EXPIRY="300",  # the broker forgets this run's session soon after it ends
             BRIDGE_METRICS_PORT="0",
             BRIDGE_KAFKA_TOPIC=self.args.readings_topic,

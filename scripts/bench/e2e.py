@@ -38,7 +38,7 @@ PARTITIONS = 4
 TARGETS = {"readings_per_s": 10_000, "p99_ms": 1000}
 
 
-def _model_dir(ctx: BenchContext) -> Path:
+def small_model_dir(ctx: BenchContext) -> Path:
     """The training section's model of this run, or a small one trained here."""
     trained = ctx.work_dir / "bench-models"
     if "error" not in ctx.results.get("training", {"error": "not run"}) and latest_model_metadata(trained):
@@ -58,7 +58,7 @@ def _logged(service: Service, text: str, times: int = 1) -> Callable[[], bool]:
 
 def run(ctx: BenchContext) -> dict:
     seconds = 10 if ctx.quick else 60
-    model_dir = _model_dir(ctx)
+    model_dir = small_model_dir(ctx)
     readings_topic, predictions_topic, dlq = "bench-e2e-readings", "bench-e2e-predictions", "bench-e2e-dlq"
     ensure_topics(ctx.bootstrap, {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1})
     env = service_env(ctx.bootstrap, "127.0.0.1", ctx.mqtt_port)
@@ -67,7 +67,7 @@ def run(ctx: BenchContext) -> dict:
     with ServiceGroup(env, ctx.work_dir / "e2e-logs") as services:
         bridge = services.start(
             "bridge", "bridge",
-            BRIDGE_CLIENT_ID="bench-e2e-bridge", BRIDGE_SHARED_GROUP="bench-e2e", BRIDGE_METRICS_PORT="0",
+            BRIDGE_CLIENT_ID="bench-e2e-bridge", BRIDGE_METRICS_PORT="0",
             BRIDGE_KAFKA_TOPIC=readings_topic, BRIDGE_DLQ_TOPIC=dlq, BRIDGE_SESSION_EXPIRY="60",
         )  # fmt: skip
         predictor = services.start(

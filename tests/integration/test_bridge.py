@@ -229,7 +229,10 @@ def test_two_bridges_on_one_shared_subscription_split_the_load_and_deliver_every
     kafka_bootstrap, mosquitto_node_factory, bridge_factory, bridge_topics
 ):
     broker = mosquitto_node_factory()
-    bridges = [bridge_factory(kafka_bootstrap, broker.port, bridge_topics, client_id=f"bridge-{n}") for n in "ab"]
+    bridges = [
+        bridge_factory(kafka_bootstrap, broker.port, bridge_topics, client_id=f"bridge-{n}", BRIDGE_SHARED_GROUP="g")
+        for n in "ab"
+    ]
     sent = readings(cars=20, per_car=200)
     Publisher(broker.port, as_messages(sent)).wait()
     records = decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(sent)))

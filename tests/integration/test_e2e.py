@@ -146,7 +146,7 @@ def chain_topic(kafka_bootstrap: str, mqtt_endpoint: tuple[str, int], tmp_path_f
     with ServiceGroup(service_env(kafka_bootstrap, *mqtt_endpoint), work / "logs") as services:
         bridge = services.start(
             "bridge", "bridge",
-            BRIDGE_CLIENT_ID=f"{run}-bridge", BRIDGE_SHARED_GROUP=run, BRIDGE_SESSION_EXPIRY="60",
+            BRIDGE_CLIENT_ID=f"{run}-bridge", BRIDGE_SESSION_EXPIRY="60",
             BRIDGE_METRICS_PORT="0", BRIDGE_KAFKA_TOPIC=readings, BRIDGE_DLQ_TOPIC=dlq,
         )  # fmt: skip
         subscribed = lambda: any("subscribing to" in line for line in bridge.log_lines())  # noqa: E731

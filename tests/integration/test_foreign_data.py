@@ -121,7 +121,7 @@ def test_seq_less_stream_through_two_bridges_and_a_sigkill_keeps_one_identity_pe
     a redelivered one under the same (car_id, seq), no two payloads share one, and a predictor's ring fed in Kafka
     order counts each car's distinct readings without ever starting the car again."""
     broker = mosquitto_node_factory()
-    env = {"BRIDGE_BUFFER_SIZE": "400"}
+    env = {"BRIDGE_BUFFER_SIZE": "400", "BRIDGE_SHARED_GROUP": "seq-less"}
     first = bridge_factory(kafka_bootstrap, broker.port, bridge_topics, client_id="bridge-a", **env)
     bridge_factory(kafka_bootstrap, broker.port, bridge_topics, client_id="bridge-b", **env)
     rng = np.random.default_rng(5)

@@ -30,20 +30,20 @@ def test_help_names_the_environment_variables_of_the_contract():
         assert f"[env: {env}]" in text
 
 
-def test_defaults_subscribe_through_a_shared_subscription_with_a_stable_client_id(monkeypatch):
+def test_defaults_subscribe_the_filter_itself_with_a_stable_client_id(monkeypatch):
     for name in ("BRIDGE_CLIENT_ID", "BRIDGE_SHARED_GROUP", "BRIDGE_TOPIC_FILTER"):
         monkeypatch.delenv(name, raising=False)
     settings = parse([])
-    assert settings.subscription == "$share/car-bridge/vehicles/sensor/data/+"
+    assert settings.subscription == "vehicles/sensor/data/+"  # a shared one is not restored by a broker restart
     assert settings.client_id == f"car-bridge-{socket.gethostname()}"
     assert settings.metrics_port == 9108
 
 
 def test_environment_and_flags_set_the_subscription(monkeypatch):
-    monkeypatch.setenv("BRIDGE_SHARED_GROUP", "")
+    monkeypatch.setenv("BRIDGE_SHARED_GROUP", "car-bridge")
     monkeypatch.setenv("BRIDGE_CLIENT_ID", "bridge-7")
     settings = parse(["--topic-filter", "fleet/+"])
-    assert (settings.subscription, settings.client_id) == ("fleet/+", "bridge-7")
+    assert (settings.subscription, settings.client_id) == ("$share/car-bridge/fleet/+", "bridge-7")
 
 
 def test_buffer_size_beyond_mqtt_receive_maximum_is_a_config_error():

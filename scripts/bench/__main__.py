@@ -40,6 +40,16 @@ def available_sections() -> list[str]:
     return [name for name in SECTIONS if (here / f"{name}.py").exists()]
 
 
+def other_commands_keys(path: Path) -> dict:
+    """What other commands wrote into the same JSON (`make chaos`: "chaos"): kept; this run's sections replace
+    every section of an earlier bench run."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {k: v for k, v in earlier.items() if k not in SECTIONS} if isinstance(earlier, dict) else {}
+
+
 def print_table(results: dict, console: Console) -> None:
     table = Table(title="make bench")
     table.add_column("section")
@@ -82,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             kafka.stop()
             mosquitto.stop()
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({**other_commands_keys(Path(args.out)), **results}, indent=2) + "\n")
     print_table(results, Console())
     print(f"figures written to {args.out}")
     return 1 if any("error" in figures for figures in results.values()) else 0

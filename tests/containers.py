@@ -33,14 +33,17 @@ def image(name: str) -> str:
 
 
 def kafka_environment(host_port: int) -> dict[str, str]:
-    """A single KRaft node: clients on 9092 (advertised as the host's 127.0.0.1:host_port), the controller on 9093."""
+    """A single KRaft node: clients on 9092 (advertised as the host's 127.0.0.1:host_port), the controller on 9093,
+    and the broker's own connections to itself on 19092 (advertised inside the container: since Kafka 3.6 it
+    calls itself to verify transactions, and the host's mapped port is not reachable from inside)."""
     return {
         "CLUSTER_ID": CLUSTER_ID,
         "KAFKA_NODE_ID": "1",
         "KAFKA_PROCESS_ROLES": "broker,controller",
-        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
-        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{host_port}",
-        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,BROKER://:19092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{host_port},BROKER://localhost:19092",
+        "KAFKA_INTER_BROKER_LISTENER_NAME": "BROKER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
         "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
         "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",

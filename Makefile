@@ -13,6 +13,7 @@ CARS ?= 25
 DURATION ?= 120
 RUNTIME ?=
 REGISTRY ?=
+SECURE ?=
 BENCH_OUT ?= bench-results.json
 CHAOS_OUT ?= $(BENCH_OUT)
 CHAOS_ARGS ?=
@@ -21,7 +22,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup images up down status demo test test-local test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
-	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [BENCH_OUT=path.json]"
+	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SECURE=1] [BENCH_OUT=path.json]"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
@@ -45,11 +46,11 @@ $(SCHEMA_REGISTRY): scripts/schema_registry.py | $(INSTALLED)
 images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, registry, services)
 	$(PY) -m scripts.images
 
-up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes, REGISTRY=1 adds a schema registry; RUNTIME=compose: containers)
+up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes, REGISTRY=1 adds a schema registry, SECURE=1 secures it; RUNTIME=compose: containers)
 ifeq ($(RUNTIME),compose)
 	$(PY) -m scripts.compose up kafka mosquitto schema-registry
 else
-	$(PY) -m scripts.local_runtime up $(if $(REGISTRY),--schema-registry)
+	$(PY) -m scripts.local_runtime up $(if $(REGISTRY),--schema-registry) $(if $(SECURE),--secure --cars $(CARS))
 endif
 
 down: ## Stop the infrastructure; leaves no process behind
@@ -62,8 +63,8 @@ endif
 status: ## Show whether the local servers run and answer
 	@$(PY) -m scripts.local_runtime status
 
-demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose]
-	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME))
+demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SECURE=1]
+	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(SECURE),--secure)
 
 test: setup ## The whole suite, unit and integration, against a real Kafka and MQTT broker (containers when Docker answers)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -97,7 +97,7 @@ class Bridge:
         return None
 
     def run(self) -> int:
-        self.metrics.serve(self.settings.metrics_port, self.health)
+        self.metrics.serve(self.settings.metrics_port, self.health, self.settings.metrics_host)
         self.wait_for_topics()
         self.topics_ready = True
         next_log = time.monotonic() + self.settings.log_interval

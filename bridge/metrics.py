@@ -125,5 +125,5 @@ class Metrics:
             registry=self.registry,
         )
 
-    def serve(self, port: int, health: Health) -> None:
-        serve(port, health, self.registry)
+    def serve(self, port: int, health: Health, host: str) -> None:
+        serve(port, health, self.registry, host)

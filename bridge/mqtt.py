@@ -49,7 +49,9 @@ class BufferedClient(mqtt.Client):
 
     @property
     def buffered(self) -> int:
-        return len(self._chunk) - self._offset
+        # Over TLS, decrypted bytes can also wait inside the SSL object, which select() cannot see either.
+        pending = getattr(self._sock, "pending", None)
+        return len(self._chunk) - self._offset + (pending() if pending else 0)
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._offset >= len(self._chunk):
@@ -86,10 +88,7 @@ class MqttSource:
         client = BufferedClient(
             mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
-        if s.mqtt_username:
-            client.username_pw_set(s.mqtt_username, s.mqtt_password.get_secret_value() if s.mqtt_password else None)
-        if s.mqtt_tls:
-            client.tls_set(ca_certs=s.mqtt_ca_file)
+        s.configure_client(client)
         paho_log = logging.getLogger("paho.mqtt")
         if paho_log.isEnabledFor(logging.DEBUG):  # every packet, for LOG_LEVEL=DEBUG only: it costs per message
             client.enable_logger(paho_log)

@@ -78,6 +78,9 @@ class BridgeSettings(KafkaSettings, MqttSettings):
     dlq_topic: str = Field(DLQ_TOPIC, description="Kafka topic for rejected payloads (original bytes, error headers)")
     partitions: int = Field(4, ge=1, description="Partitions for the Kafka topics when the bridge creates them")
     metrics_port: int = Field(9108, ge=0, le=65_535, description="Prometheus metrics port; 0 turns the endpoint off")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the metrics and health endpoint binds to (0.0.0.0: every interface)"
+    )
     log_interval: float = Field(10.0, gt=0, description="Seconds between progress log lines")
     reconnect_max_delay: float = Field(30.0, gt=0, description="Longest wait between MQTT reconnect attempts, seconds")
     shutdown_timeout: float = Field(30.0, gt=0, description="On SIGTERM, how long to wait for Kafka to confirm")

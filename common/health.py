@@ -44,7 +44,7 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(port: int, health: Health, registry: CollectorRegistry = REGISTRY, host: str = "0.0.0.0") -> None:
+def serve(port: int, health: Health, registry: CollectorRegistry = REGISTRY, host: str = "127.0.0.1") -> None:
     """Serve metrics and health on `port` (0: nothing is served)."""
     if not port:
         return

@@ -51,3 +51,13 @@ class MqttSettings(StackSettings):
     mqtt_ca_file: str | None = Field(
         None, validation_alias=env_alias("mqtt_ca_file", "MQTT_CA_FILE"), description="CA bundle for MQTT TLS"
     )
+
+    def configure_client(self, client) -> None:
+        """Log a paho client in with these credentials, over TLS that verifies the broker when asked."""
+        if self.mqtt_username:
+            password = self.mqtt_password.get_secret_value() if self.mqtt_password else None
+            client.username_pw_set(self.mqtt_username, password)
+        if self.mqtt_tls:
+            from common.security import client_tls_context
+
+            client.tls_set_context(client_tls_context(self.mqtt_ca_file))

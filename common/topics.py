@@ -3,6 +3,7 @@
 READINGS_TOPIC = "car-sensor"
 PREDICTIONS_TOPIC = "car-sensor-predictions"
 DLQ_TOPIC = "car-sensor-dlq"
+PREDICTOR_GROUP = "car-stream-predictor"  # predictors' consumer groups start with it (secured mode's ACLs too)
 
 MQTT_TOPIC_PREFIX = "vehicles/sensor/data"
 MQTT_TOPIC_FILTER = f"{MQTT_TOPIC_PREFIX}/+"

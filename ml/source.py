@@ -28,7 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from common.avro import AvroCodec
 from common.errors import ConfigError, DecodeError, KafkaError
-from common.kafka import consumer_config
+from common.kafka import client_config, consumer_config
 from common.schemas import READING
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,9 @@ class TfioPartitionReader:
 
         self._read = core_ops.io_kafka_readable_read
         self.partition = partition
-        metadata = [*TFIO_CONFIGURATION, f"group.id=ml-reader-{uuid.uuid4().hex[:8]}", f"bootstrap.servers={bootstrap}"]
+        # librdkafka underneath reads the same properties: the servers and this process's identity (KafkaSecurity)
+        client = client_config(bootstrap, **{"group.id": f"ml-reader-{uuid.uuid4().hex[:8]}"})
+        metadata = [*TFIO_CONFIGURATION, *(f"{key}={value}" for key, value in client.items())]
         self._resource = core_ops.io_kafka_readable_init(
             topic, partition, offset=0, metadata=metadata, shared_name=f"ml-reader-{uuid.uuid4().hex}"
         )

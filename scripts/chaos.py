@@ -70,7 +70,7 @@ from rich.table import Table
 from common import schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError, LocalRuntimeError
-from common.kafka import ensure_topics
+from common.kafka import client_config, ensure_topics
 from common.logs import setup_logging
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC, mqtt_topic
 from scripts.bench.context import BenchContext
@@ -302,7 +302,7 @@ def duplicate_times(bootstrap: str, topic: str, schema: dict) -> list[float]:
     each duplicate was written tells which kill it came from."""
     codec = AvroCodec(schema, topic)
     ends = {partition: end for (_t, partition), end in end_offsets(bootstrap, [topic]).items()}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-count", "enable.auto.commit": False})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": "chaos-count", "enable.auto.commit": False}))
     consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])
     seen: set[Key] = set()
     times: list[float] = []

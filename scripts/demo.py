@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -35,7 +36,7 @@ from common.cli import doc_parser
 from common.errors import CarStreamError
 from common.kafka import ensure_topics
 from common.logs import setup_logging
-from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
 from scripts import compose, demo_runtime
 from scripts.demo_plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
 from scripts.demo_summary import DemoResult, latest_model_metadata, print_summary
@@ -89,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the last predictions")
     parser.add_argument("--log-dir", type=Path, help="service logs and summary.json (default: .run/demo/<run>)")
     parser.add_argument("--plain", action="store_true", help="plain lines instead of the live view (default on no TTY)")
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="secured mode: Kafka SASL_SSL with an identity and ACLs per service, MQTT over TLS with a password "
+        "per car (SECURITY.md); material in SECURE_DIR (default .run/secure)",
+    )
     return parser
 
 
@@ -115,19 +122,23 @@ class Demo:
     def run(self) -> DemoResult:
         self.view.start()
         self.status.set_phase("starting the infrastructure")
-        self.infra = demo_runtime.start(self.args.runtime)
+        cars = max(self.plan.cars, self.plan.history_cars)  # secured: each has its MQTT password
+        self.infra = demo_runtime.start(self.args.runtime, self.args.secure, cars)
         self.status.runtime = self.infra.runtime
         log.info("infrastructure: %s", self.infra.describe())
         log.info("plan: %s", self.plan.describe())
         bootstrap = self.infra.bootstrap
-        ensure_topics(bootstrap, {self.args.readings_topic: 4, self.args.predictions_topic: 4, DLQ_TOPIC: 1})
         if self.infra.runtime == "compose":  # the services too run in containers, on the stack's network
             containers = compose.service_containers(self.run_id, [self.log_dir, self.model_dir])
             self.group = ServiceGroup(compose.INSIDE_THE_STACK, self.log_dir, containers=containers)
         else:
             env = service_env(bootstrap, self.infra.mqtt_host, self.infra.mqtt_port, self.infra.registry_url)
             self.group = ServiceGroup(env, self.log_dir)
-        self.counter = MqttCounter(self.infra.mqtt_host, self.infra.mqtt_port).start()
+        # This process reads Kafka as the operator (`admin` when secured): topics, offsets, the live view.
+        os.environ.update(self.infra.identity("admin"))
+        ensure_topics(bootstrap, {self.args.readings_topic: 4, self.args.predictions_topic: 4, DLQ_TOPIC: 1})
+        login = self.infra.secure.mqtt_settings("monitor") if self.infra.secure else None
+        self.counter = MqttCounter(self.infra.mqtt_host, self.infra.mqtt_port, login=login).start()
         started = time.monotonic()
         self._start_bridge()
         self._history()
@@ -141,6 +152,7 @@ class Demo:
         bridge = self.group.start(
             "bridge",
             "bridge",
+            **self.infra.identity("bridge"),
             BRIDGE_CLIENT_ID=f"demo-bridge-{self.run_id}",
             BRIDGE_SESSION_EXPIRY="300",  # the broker forgets this run's session soon after it ends
             BRIDGE_METRICS_PORT="0",
@@ -181,6 +193,7 @@ class Demo:
             str(plan.history_count),
             "--speedup",
             "100000",
+            **self.infra.identity("simulator"),
         )
         wait_for(lambda: not simulator.running(), 600, what="the history fleet", check=self.group.check)
         published = read_published(self.log_dir / "simulator-history-summary.json")
@@ -197,7 +210,7 @@ class Demo:
         args += ["--model-dir", str(self.model_dir)]
         if self.args.epochs:
             args += ["--epochs", str(self.args.epochs)]
-        trainer = self.group.start("trainer", "ml", *args)
+        trainer = self.group.start("trainer", "ml", *args, **self.infra.identity("trainer"))
         while trainer.running():
             progress = [m.group(1) for line in trainer.log_lines() if (m := PROGRESS_LINE.search(line))]
             if progress:
@@ -214,7 +227,7 @@ class Demo:
     def _live(self, seconds: float) -> None:
         plan = self.plan
         offsets = self._offsets()
-        group_id = f"demo-predictor-{self.run_id}"
+        group_id = f"{PREDICTOR_GROUP}-demo-{self.run_id}"  # under the predictor's prefix (its ACL when secured)
         commit_group_offsets(self.infra.bootstrap, group_id, offsets, self.args.readings_topic)
         readings = self.args.readings_topic
         self.result.live_start_offsets = {str(p): offset for (t, p), offset in offsets.items() if t == readings}
@@ -229,6 +242,7 @@ class Demo:
             ML_METRICS_PORT="0",
             ML_TOPIC=self.args.readings_topic,
             ML_OUTPUT_TOPIC=self.args.predictions_topic,
+            **self.infra.identity("predictor"),
         )
         # The live fleet starts once the predictor holds its partitions, so predictions show while it drives.
         wait_until_logged(predictor, "assigned partition", 180, self.group)
@@ -241,6 +255,7 @@ class Demo:
             f"{plan.live_speedup:g}",
             "--duration",
             f"{seconds:.1f}",
+            **self.infra.identity("simulator"),
         )
         self.live_started = time.monotonic()
         wait_for(lambda: not simulator.running(), seconds + 120, what="the live fleet", check=self.group.check)
@@ -328,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         demo.result.error = str(exc)
         log.error("%s", exc)
     finally:
+        # A second Ctrl-C (or a SIGTERM to the process group) must not cut the clean-up short: that would leave
+        # the services and servers this run started behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         demo.stop()
     if demo.watcher is None:  # it ended before any reading flowed: the error says all there is
         print(f"error: {demo.result.error}" if demo.result.error else "stopped before any reading flowed")

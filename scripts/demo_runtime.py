@@ -17,6 +17,7 @@ from scripts import compose, local_runtime
 from scripts.docker_engine import docker_answers
 from scripts.local_runtime import ServerProcess
 from scripts.schema_registry import CCOMPAT_PATH
+from scripts.secured import SecureMaterial, default_material
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,20 @@ class Infrastructure:
     mqtt_host: str
     mqtt_port: int
     registry_url: str | None = None
+    secure: SecureMaterial | None = None
     started: list[str] = field(default_factory=list)
     _nodes: list[ServerProcess] = field(default_factory=list)
 
     def describe(self) -> str:
         reused = "" if self.started else " (already running; left running)"
         registry = f", schema registry {self.registry_url}" if self.registry_url else ""
-        return f"{self.runtime}: Kafka {self.bootstrap}, MQTT {self.mqtt_host}:{self.mqtt_port}{registry}{reused}"
+        secured = ", secured (Kafka SASL_SSL + ACLs, MQTT TLS + a password per car)" if self.secure else ""
+        where = f"Kafka {self.bootstrap}, MQTT {self.mqtt_host}:{self.mqtt_port}"
+        return f"{self.runtime}: {where}{registry}{secured}{reused}"
+
+    def identity(self, name: str) -> dict[str, str]:
+        """The environment of service `name` (bridge, simulator, predictor, trainer, admin): empty when open."""
+        return self.secure.env(name) if self.secure else {}
 
     def stop(self) -> None:
         if self.runtime == "compose" and self.started:
@@ -58,21 +66,12 @@ class Infrastructure:
         self.started.clear()
 
 
-def start_local() -> Infrastructure:
-    kafka, mosquitto = local_runtime.default_nodes()
-    infra = Infrastructure("local", kafka.bootstrap_servers, "127.0.0.1", mosquitto.port)
-    try:
-        for node in (kafka, mosquitto):
-            if node.is_running() and node.answers():
-                log.info("%s already runs on port %d (pid %s): using it as is", node.name, node.port, node.pid())
-                continue
-            node.start()
-            infra._nodes.append(node)
-            infra.started.append(node.name)
-            node.wait_ready(timeout=120)
-    except BaseException:  # Ctrl-C or a failed start: stop what this call started before giving up
-        infra.stop()
-        raise
+def start_local(secure: bool = False, cars: int = 25) -> Infrastructure:
+    kafka, mosquitto = local_runtime.default_nodes(secure=secure)
+    infra = Infrastructure("local", kafka.bootstrap_servers, "127.0.0.1", mosquitto.port, secure=kafka.secure)
+    started = local_runtime.start_nodes(kafka, mosquitto, cars)
+    infra._nodes.extend(started)
+    infra.started.extend(node.name for node in started)
     return infra
 
 
@@ -97,16 +96,30 @@ def start_compose() -> Infrastructure:
     return infra
 
 
-def external() -> Infrastructure:
-    """Servers that run already, named by the connection settings of the README; nothing to start or stop."""
+def external(secure: bool = False) -> Infrastructure:
+    """Servers that run already, named by the connection settings of the README; nothing to start or stop.
+    Secured: their material is in SECURE_DIR."""
     kafka, mqtt = KafkaSettings(), MqttSettings()
+    material = default_material() if secure else None
+    if material is not None and not material.exists():
+        raise LocalRuntimeError(f"secured external servers need their material in {material.folder} (SECURE_DIR)")
     return Infrastructure(
-        "external", kafka.kafka_bootstrap_servers, mqtt.mqtt_host, mqtt.mqtt_port, kafka.schema_registry_url
+        "external",
+        kafka.kafka_bootstrap_servers,
+        mqtt.mqtt_host,
+        mqtt.mqtt_port,
+        kafka.schema_registry_url,
+        secure=material,
     )
 
 
-def start(requested: str) -> Infrastructure:
-    runtime = choose_runtime(requested)
+def start(requested: str, secure: bool = False, cars: int = 25) -> Infrastructure:
+    # The demo's compose runtime is not secured yet: auto picks the local one when secured.
+    runtime = choose_runtime("local" if secure and requested == "auto" else requested)
     if runtime == "external":
-        return external()
-    return start_compose() if runtime == "compose" else start_local()
+        return external(secure)
+    if runtime == "compose":
+        if secure:
+            raise LocalRuntimeError("the demo's compose runtime is not secured yet: use RUNTIME=local with SECURE=1")
+        return start_compose()
+    return start_local(secure, cars)

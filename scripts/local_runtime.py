@@ -29,6 +29,7 @@ from pathlib import Path
 
 from common.errors import CarStreamError, DependencyMissingError, LocalRuntimeError
 from common.logs import setup_logging
+from scripts.secured import HEALTH_TOPIC_PREFIX, SecureMaterial, apply_kafka_rules, default_material
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +232,27 @@ def _is_group_leader(pid: int) -> bool:
 
 
 class KafkaNode(ServerProcess):
-    """A single Apache Kafka node in KRaft mode, broker and controller in one JVM."""
+    """A single Apache Kafka node in KRaft mode, broker and controller in one JVM. With `secure` material its one
+    client listener is SASL_SSL (SCRAM-SHA-512), the standard authorizer refuses what no ACL grants, and nothing
+    creates topics on its own (scripts/secured.py sets users, topics and ACLs)."""
 
-    def __init__(self, run_dir: Path, port: int = 9092, controller_port: int = 9093, heap: str = "1g") -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        port: int = 9092,
+        controller_port: int = 9093,
+        heap: str = "1g",
+        secure: SecureMaterial | None = None,
+    ) -> None:
         super().__init__("kafka", run_dir, port)
         self.controller_port = controller_port
         self.heap = heap
+        self.secure = secure
+
+    @property
+    def client_config(self) -> dict[str, str]:
+        """How an operator's tool connects: plaintext, or as `admin` in secured mode."""
+        return self.secure.kafka_client_config("admin") if self.secure else {}
 
     @property
     def bootstrap_servers(self) -> str:
@@ -244,22 +260,23 @@ class KafkaNode(ServerProcess):
 
     @property
     def data_dir(self) -> Path:
-        return self.run_dir / "kafka-data"
+        # A secured node keeps its own data: its SCRAM users are written when the storage is formatted.
+        return self.run_dir / ("kafka-data-secured" if self.secure else "kafka-data")
 
     def ports(self) -> list[int]:
         return [self.port, self.controller_port]
 
     def properties(self) -> str:
+        protocol = "SASL_SSL" if self.secure else "PLAINTEXT"
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                f"listeners={protocol}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners={protocol}://127.0.0.1:{self.port}",
                 "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                *(secured_kafka_properties(self.secure) if self.secure else PLAINTEXT_KAFKA_PROPERTIES),
                 f"log.dirs={self.data_dir}",
                 "num.partitions=4",
                 "default.replication.factor=1",
@@ -269,7 +286,7 @@ class KafkaNode(ServerProcess):
                 "transaction.state.log.replication.factor=1",
                 "transaction.state.log.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=true",
+                f"auto.create.topics.enable={'false' if self.secure else 'true'}",
                 "log.retention.hours=168",
                 "",
             ]
@@ -298,8 +315,11 @@ class KafkaNode(ServerProcess):
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id = uuid.uuid4().hex[:22]
+        users = []
+        for name in ("broker", "admin") if self.secure else ():  # the node's own user and the one that sets up
+            users += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={self.secure.kafka_password(name)}]"]
         command = self._java_command(
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--standalone"
+            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--standalone", *users
         )
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
@@ -310,14 +330,51 @@ class KafkaNode(ServerProcess):
         return self._java_command("kafka.Kafka", str(self.run_dir / "server.properties"))
 
     def answers(self) -> bool:
-        return kafka_answers(self.bootstrap_servers)
+        return kafka_answers(self.bootstrap_servers, **self.client_config)
 
 
-def kafka_answers(bootstrap_servers: str) -> bool:
-    """Whether a broker at `bootstrap_servers` returns cluster metadata within 2 s."""
+PLAINTEXT_KAFKA_PROPERTIES = [
+    "inter.broker.listener.name=PLAINTEXT",
+    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+]
+
+
+def secured_kafka_properties(secure: SecureMaterial) -> list[str]:
+    """SASL_SSL with SCRAM-SHA-512 for clients and between the node's listeners, the standard authorizer (deny
+    unless an ACL allows), a PEM key store from scripts/secured.py. The controller listener (loopback only) uses
+    SASL PLAIN: the controller must know its peer (ANONYMOUS is refused CLUSTER_ACTION) and SCRAM users are not
+    readable before the metadata log is."""
+    broker_password = secure.kafka_password("broker")
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+    return [
+        "inter.broker.listener.name=SASL_SSL",
+        "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+        f'listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram} required username="broker" '
+        f'password="{broker_password}";',
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        f'listener.name.controller.plain.sasl.jaas.config={plain} required username="broker" '
+        f'password="{broker_password}" user_broker="{broker_password}";',
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={secure.server_pem}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={secure.ca_file}",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:broker;User:admin",
+        "allow.everyone.if.no.acl.found=false",
+    ]
+
+
+def kafka_answers(bootstrap_servers: str, **client: str) -> bool:
+    """Whether a broker at `bootstrap_servers` returns cluster metadata within 2 s (as `client`: an identity)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
+    from common.kafka import client_config
+
+    admin = AdminClient(client_config(bootstrap_servers, log_level=0, **client))
     try:
         metadata = admin.list_topics(timeout=2)
     except Exception:
@@ -341,10 +398,12 @@ log4j.logger.state.change.logger=WARN
 
 
 class MosquittoNode(ServerProcess):
-    """Mosquitto with persistence on and queues far above the default 1000 per client."""
+    """Mosquitto with persistence on and queues far above the default 1000 per client. With `secure` material:
+    TLS only, no anonymous client, a password per car and ACLs (scripts/secured.py)."""
 
-    def __init__(self, run_dir: Path, port: int = 1883) -> None:
+    def __init__(self, run_dir: Path, port: int = 1883, secure: SecureMaterial | None = None) -> None:
         super().__init__("mosquitto", run_dir, port)
+        self.secure = secure
 
     @property
     def config_file(self) -> Path:
@@ -352,10 +411,14 @@ class MosquittoNode(ServerProcess):
 
     def prepare(self) -> None:
         template = (ROOT / "compose" / "mosquitto" / "mosquitto.conf").read_text()
-        data_dir = self.run_dir / "mosquitto-data"
+        data_dir = self.run_dir / ("mosquitto-data-secured" if self.secure else "mosquitto-data")
         data_dir.mkdir(parents=True, exist_ok=True)
         # The compose file's config, with the listener and paths of this run folder.
-        config = re.sub(r"(?m)^listener .*$", f"listener {self.port} 127.0.0.1", template)
+        listener = f"listener {self.port} 127.0.0.1"
+        if self.secure:
+            listener += "\n" + secured_mosquitto_listener(self.secure)
+            template = template.replace("allow_anonymous true", secured_mosquitto_access(self.secure))
+        config = re.sub(r"(?m)^listener .*$", listener, template)
         config = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {data_dir}/", config)
         config = re.sub(r"(?m)^log_dest .*$", f"log_dest file {self.run_dir / 'logs' / 'mosquitto.log'}", config)
         # Run as the invoking user (Mosquitto started as root otherwise drops to `mosquitto`, who cannot
@@ -367,17 +430,27 @@ class MosquittoNode(ServerProcess):
         return [require("mosquitto"), "-c", str(self.config_file)]
 
     def answers(self) -> bool:
-        return mqtt_round_trip("127.0.0.1", self.port)
+        return mqtt_round_trip("127.0.0.1", self.port, secure=self.secure)
 
 
-def mqtt_round_trip(host: str, port: int, timeout: float = 3.0) -> bool:
-    """Publish one message and receive it back on the same connection."""
+def secured_mosquitto_listener(secure: SecureMaterial) -> str:
+    return f"cafile {secure.ca_file}\ncertfile {secure.server_cert}\nkeyfile {secure.server_key}\ntls_version tlsv1.2"
+
+
+def secured_mosquitto_access(secure: SecureMaterial) -> str:
+    return f"allow_anonymous false\npassword_file {secure.mosquitto_passwd}\nacl_file {secure.mosquitto_acl}"
+
+
+def mqtt_round_trip(host: str, port: int, timeout: float = 3.0, secure: SecureMaterial | None = None) -> bool:
+    """Publish one message and receive it back on the same connection (over TLS as `monitor` when secured)."""
     import paho.mqtt.client as mqtt
 
-    topic = f"healthcheck/{uuid.uuid4().hex}"
+    topic = f"{HEALTH_TOPIC_PREFIX}/{uuid.uuid4().hex}"
     received = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"health-{uuid.uuid4().hex[:8]}")
     client.on_message = lambda _c, _u, msg: received.append(msg.payload)
+    if secure:
+        secure.mqtt_settings("monitor").configure_client(client)
     try:
         client.connect(host, port, keepalive=10)
     except OSError:
@@ -401,14 +474,58 @@ def _host_port(bootstrap: str) -> int:
     return int(first.rsplit(":", 1)[1])
 
 
-def default_nodes(run_dir: Path | None = None) -> tuple[KafkaNode, MosquittoNode]:
+SECURED_MARKER = "secured"  # in the run folder while the runtime runs in secured mode: status and down find it
+SECURED_MQTT_PORT = 8883
+
+
+def default_nodes(run_dir: Path | None = None, secure: bool | None = None) -> tuple[KafkaNode, MosquittoNode]:
+    """The runtime's two servers; `secure` None means the mode they were started in."""
     run_dir = Path(os.environ.get("RUNTIME_DIR", run_dir or DEFAULT_RUN_DIR))
+    if secure is None:
+        secure = (run_dir / SECURED_MARKER).exists()
+    material = default_material() if secure else None
     kafka = KafkaNode(
         run_dir,
         port=_host_port(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")),
         controller_port=int(os.environ.get("KAFKA_CONTROLLER_PORT", "9093")),
+        secure=material,
     )
-    return kafka, MosquittoNode(run_dir, port=int(os.environ.get("MQTT_PORT", "1883")))
+    mqtt_port = int(os.environ.get("MQTT_PORT", SECURED_MQTT_PORT if secure else 1883))
+    return kafka, MosquittoNode(run_dir, port=mqtt_port, secure=material)
+
+
+def start_nodes(kafka: KafkaNode, mosquitto: MosquittoNode, cars: int = 25) -> list[ServerProcess]:
+    """Start what does not run yet, wait for each to answer; returns the nodes started. Secured: the material is
+    completed first (certificates, a password file for `cars` cars), then Kafka's users, topics and ACLs."""
+    from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
+
+    secure = kafka.secure is not None
+    if kafka.is_running() and (kafka.run_dir / SECURED_MARKER).exists() != secure:
+        mode = "secured" if not secure else "plaintext"
+        raise LocalRuntimeError(f"the local runtime runs in {mode} mode; `make down` first to switch modes")
+    if kafka.secure:
+        kafka.secure.ensure(cars)
+    started = []
+    try:
+        for node in (kafka, mosquitto):
+            if node.is_running() and node.answers():
+                log.info("%s already runs on port %d (pid %s): using it as is", node.name, node.port, node.pid())
+                continue
+            node.start()
+            started.append(node)
+            node.wait_ready(timeout=120)
+        marker = kafka.run_dir / SECURED_MARKER
+        if kafka.secure:
+            marker.touch()
+            topics = {READINGS_TOPIC: 4, PREDICTIONS_TOPIC: 4, DLQ_TOPIC: 1}
+            apply_kafka_rules(kafka.bootstrap_servers, kafka.secure, topics)
+        else:
+            marker.unlink(missing_ok=True)
+    except BaseException:  # Ctrl-C or a failed start: stop what this call started before giving up
+        for node in reversed(started):
+            node.stop()
+        raise
+    return started
 
 
 def registry_node(kafka: KafkaNode):
@@ -421,22 +538,30 @@ def registry_node(kafka: KafkaNode):
     )
 
 
-def up(with_registry: bool = False) -> None:
+def up(with_registry: bool = False, secure: bool = False, cars: int = 25) -> None:
     started = time.monotonic()
-    kafka, mosquitto = default_nodes()
-    nodes: list[ServerProcess] = [kafka, mosquitto] + ([registry_node(kafka)] if with_registry else [])
-    for node in nodes:
-        if node.is_running() and node.answers():
-            log.info("%s already running (pid %d) on port %d", node.name, node.pid(), node.port)
-            continue
-        node.start()
-        node.wait_ready(timeout=120)
+    kafka, mosquitto = default_nodes(secure=secure)
+    if secure and with_registry:
+        raise LocalRuntimeError("the local schema registry does not run in secured mode yet; leave REGISTRY unset")
+    start_nodes(kafka, mosquitto, cars)
+    if with_registry:
+        registry = registry_node(kafka)
+        if not (registry.is_running() and registry.answers()):
+            registry.start()
+            registry.wait_ready(timeout=120)
     print(
         f"Kafka {KAFKA_VERSION} at {kafka.bootstrap_servers} and Mosquitto at 127.0.0.1:{mosquitto.port} are up "
         f"({time.monotonic() - started:.1f} s).\nLogs: {kafka.run_dir / 'logs'}/ (server.log, kafka.out, mosquitto.log)"
     )
     if with_registry:
-        print(f"Schema registry (Apicurio, Confluent-compatible API): SCHEMA_REGISTRY_URL={nodes[2].url}")
+        print(f"Schema registry (Apicurio, Confluent-compatible API): SCHEMA_REGISTRY_URL={registry.url}")
+    if secure:
+        folder = kafka.secure.folder
+        print(
+            f"Secured: Kafka SASL_SSL (SCRAM-SHA-512, ACLs), MQTT TLS only with a password per car (SECURITY.md).\n"
+            f"Each identity's settings: {folder}/env/<bridge|simulator|predictor|trainer|admin>.env "
+            f"(e.g. `set -a; . {folder}/env/bridge.env; set +a`)."
+        )
 
 
 def _all_nodes() -> list[ServerProcess]:
@@ -446,6 +571,7 @@ def _all_nodes() -> list[ServerProcess]:
 
 def down() -> None:
     stopped = [node.name for node in _all_nodes() if node.stop()]
+    (default_nodes()[0].run_dir / SECURED_MARKER).unlink(missing_ok=True)
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -466,6 +592,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("action", choices=["install", "up", "down", "status"], help="what to do")
     parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="up: secured mode: Kafka SASL_SSL with ACLs, MQTT over TLS on 8883 with a password per car "
+        "(material in SECURE_DIR, default .run/secure; SECURITY.md)",
+    )
+    parser.add_argument("--cars", type=int, default=25, help="up --secure: cars the MQTT password file holds")
+    parser.add_argument(
         "--schema-registry",
         action="store_true",
         help="up: also start a schema registry (Apicurio, Confluent-compatible API) on SCHEMA_REGISTRY_PORT (8081)",
@@ -478,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Kafka {KAFKA_VERSION} jars in {install_kafka_jars()}")
             require("mosquitto")
         elif args.action == "up":
-            up(with_registry=args.schema_registry)
+            up(with_registry=args.schema_registry, secure=args.secure, cars=args.cars)
         elif args.action == "down":
             down()
         else:

@@ -36,11 +36,25 @@ class ServiceError(CarStreamError):
     """A service exited when it should not have, or did not finish in time."""
 
 
+IDENTITY_VARIABLES = frozenset(
+    {
+        "KAFKA_SECURITY_PROTOCOL",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "MQTT_USERNAME",
+        "MQTT_PASSWORD",
+        "SIMULATOR_FLEET_SECRET",
+    }
+)
+
+
 def service_env(
     bootstrap: str, mqtt_host: str, mqtt_port: int, registry_url: str | None = None, **extra: str
 ) -> dict[str, str]:
-    """This process's environment pointed at the given servers, with the repository on the Python path."""
-    env = dict(os.environ)
+    """This process's environment pointed at the given servers, with the repository on the Python path. Identities
+    (Kafka and MQTT credentials, the fleet secret) are not inherited: each service is given its own (`extra`)."""
+    env = {key: value for key, value in os.environ.items() if key not in IDENTITY_VARIABLES}
     env.pop("SCHEMA_REGISTRY_URL", None)
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,

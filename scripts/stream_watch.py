@@ -24,7 +24,9 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from common import schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError
+from common.kafka import client_config
 from common.schemas import SEQ_FROM_CONTENT
+from common.settings import MqttSettings
 from common.topics import MQTT_TOPIC_FILTER
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ T = TypeVar("T")
 
 def end_offsets(bootstrap: str, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
     """The current end offset of every partition of `topics` (absent topics have none)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "stream-watch-offsets", "log_level": 0})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": "stream-watch-offsets", "log_level": 0}))
     try:
         metadata = consumer.list_topics(timeout=timeout)
         offsets = {}
@@ -69,7 +71,7 @@ class Prediction(NamedTuple):
 def commit_group_offsets(bootstrap: str, group_id: str, offsets: dict[tuple[str, int], int], topic: str) -> None:
     """Start consumer group `group_id` on `topic` at the given offsets: a new predictor group then begins with
     this run's readings instead of a topic's whole past."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": group_id, "enable.auto.commit": False}))
     try:
         positions = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items()) if t == topic]
         if positions:
@@ -150,15 +152,17 @@ class StreamWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stream-watch", daemon=True)
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "stream-watch",  # required by librdkafka; nothing is committed
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 100,
-                "topic.metadata.refresh.interval.ms": 2000,
-                "log_level": 0,
-            }
+            client_config(
+                bootstrap,
+                **{
+                    "group.id": "stream-watch",  # required by librdkafka; nothing is committed
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 100,
+                    "topic.metadata.refresh.interval.ms": 2000,
+                    "log_level": 0,
+                },
+            )
         )
 
     def start(self) -> StreamWatcher:
@@ -280,10 +284,14 @@ class StreamWatcher:
 class MqttCounter:
     """Counts the readings the simulator publishes, as a second subscriber to the same topics (QoS 0)."""
 
-    def __init__(self, host: str, port: int, topic_filter: str = MQTT_TOPIC_FILTER) -> None:
+    def __init__(
+        self, host: str, port: int, topic_filter: str = MQTT_TOPIC_FILTER, login: MqttSettings | None = None
+    ) -> None:
         self.count = 0
         self._samples: deque[tuple[float, int]] = deque(maxlen=240)
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-counter-{uuid.uuid4().hex[:8]}")
+        if login is not None:
+            login.configure_client(self._client)
         self._client.on_connect = lambda client, _u, _f, _rc, _p: client.subscribe(topic_filter, qos=0)
         self._client.on_message = self._on_message
         self._client.connect(host, port, keepalive=30)

@@ -59,7 +59,8 @@ def run_live(settings: LiveSettings, stop: threading.Event | None = None) -> Run
         f"{total:,}" if total is not None else "unlimited",
         settings.failure_rate,
     )
-    with PublishSession(settings, min(settings.connections, settings.cars), "live", stop) as session:
+    connections = min(settings.connections, settings.cars)
+    with PublishSession(settings, connections, "live", stop, fleet.car_ids) as session:
         _publish_on_schedule(fleet, settings, total, session)
         if session.stop.is_set():
             stopped_by = "signal"

@@ -1,7 +1,8 @@
 """Publishing over a pool of paho-mqtt clients (callback API v2), driven from the caller's thread.
 
 Cars are spread over `--connections` clients (car i on client i mod N): one client per car for small fleets,
-a few clients for 100,000 cars.
+a few clients for 100,000 cars. In secured mode (a fleet secret) every car is its own client, logged in as itself
+with the password derived from the secret (common/security.py): the broker lets it publish to its own topic only.
 
 Two choices, both measured on this project's 2-core machine, make 10,000 msg/s reachable from one process:
 - No network threads (no loop_start): paho then writes each PUBLISH straight to the socket in `publish()`, and
@@ -24,12 +25,14 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from common.errors import CarStreamError
+from common.errors import CarStreamError, ConfigError
+from common.security import car_password, client_tls_context
 from simulator.settings import PublishSettings
 
 log = logging.getLogger(__name__)
@@ -65,8 +68,24 @@ class _Connection:
 class FleetPublisher:
     """A pool of MQTT connections. Use as a context manager: connect on enter, disconnect on exit."""
 
-    def __init__(self, settings: PublishSettings, connections: int, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        settings: PublishSettings,
+        connections: int,
+        stop: threading.Event | None = None,
+        cars: Sequence[str] | None = None,
+    ) -> None:
+        """`cars`: with a fleet secret, the car each connection logs in as (one connection per car)."""
         self.settings = settings
+        if settings.fleet_secret is not None and cars is None:
+            raise ConfigError(
+                "SIMULATOR_FLEET_SECRET logs each car in on a connection of its own, which only the live fleet "
+                "does; replay has no per-car logins yet: unset it and give MQTT_USERNAME/MQTT_PASSWORD instead"
+            )
+        self._cars = cars if settings.fleet_secret is not None else None
+        if self._cars is not None:
+            connections = len(self._cars)
+        self._tls = client_tls_context(settings.mqtt_ca_file) if settings.mqtt_tls else None
         self.stop = stop or threading.Event()
         self.dropped = 0
         self._closing = False
@@ -85,11 +104,14 @@ class FleetPublisher:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311)
         client.max_inflight_messages_set(0)  # unlimited: see the module docstring
         client.max_queued_messages_set(0)
-        if s.mqtt_username:
+        if self._cars is not None and s.fleet_secret is not None:
+            car = self._cars[number]
+            client.username_pw_set(car, car_password(s.fleet_secret.get_secret_value(), car))
+        elif s.mqtt_username:
             password = s.mqtt_password.get_secret_value() if s.mqtt_password else None
             client.username_pw_set(s.mqtt_username, password)
-        if s.mqtt_tls:
-            client.tls_set(ca_certs=s.mqtt_ca_file)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)  # one context for every connection: the CA is parsed once
         connection = _Connection(name, client)
         client.on_connect = lambda _c, _u, _f, reason, _p: self._on_connect(connection, reason)
         client.on_disconnect = lambda _c, _u, _f, reason, _p: self._on_disconnect(connection, reason)

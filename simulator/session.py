@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 
 from common.lifecycle import stop_on_signals
@@ -19,12 +20,19 @@ log = logging.getLogger(__name__)
 class PublishSession:
     """Use as a context manager: connects on enter (SIGINT/SIGTERM then set `stop`), disconnects on exit."""
 
-    def __init__(self, settings: PublishSettings, connections: int, label: str, stop: threading.Event | None) -> None:
+    def __init__(
+        self,
+        settings: PublishSettings,
+        connections: int,
+        label: str,
+        stop: threading.Event | None,
+        cars: Sequence[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.label = label
         self.stop = stop or threading.Event()
         self.stats = RunStats()
-        self.publisher = FleetPublisher(settings, connections, self.stop)
+        self.publisher = FleetPublisher(settings, connections, self.stop, cars)
         self.progress: ProgressLine | None = None
         self._exit = ExitStack()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from common.errors import ConfigError
@@ -42,6 +42,11 @@ class PublishSettings(MqttSettings):
     )
     speedup: float = Field(1.0, gt=0, description="simulated time runs this many times faster than wall time")
     client_id: str = Field("simulator", description="prefix of the MQTT client ids (suffixed with pid and number)")
+    fleet_secret: SecretStr | None = Field(
+        None,
+        description="secured mode: each car logs in as itself (user = car id) with the password derived from this "
+        "secret, one connection per car; set it in the environment (SIMULATOR_FLEET_SECRET), not as a flag",
+    )
     window: int = Field(
         10_000, ge=1, le=60_000, description="messages per connection sent but not yet acknowledged, at most"
     )

@@ -86,7 +86,7 @@ class Predictor:
         return None
 
     def run(self) -> int:
-        metrics.serve_metrics(self.settings.metrics_port, self.health)
+        metrics.serve_metrics(self.settings.metrics_port, self.health, self.settings.metrics_host)
         model = self.watcher.wait_first(self.stop, self.health.beat)
         if model is None:
             return EXIT_OK

@@ -100,8 +100,8 @@ def count_delivered(predictions: list[dict], ood: OodScores, rate: RateMeter) ->
                 OOD_FEATURES.labels(feature=name).inc(count)
 
 
-def serve_metrics(port: int, health: Health) -> None:
-    serve(port, health)
+def serve_metrics(port: int, health: Health, host: str) -> None:
+    serve(port, health, host=host)
 
 
 def set_model_version(version: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP
 from ml.ood import DEFAULT_THRESHOLD
 from ml.settings import MlSettings
 
@@ -14,7 +14,9 @@ NOT_PREDICTOR_SETTINGS = ("window", "horizon")
 
 class PredictorSettings(MlSettings):
     group_id: str = Field(
-        "car-stream-predictor", description="Consumer group; predictors in one group split partitions"
+        PREDICTOR_GROUP,
+        description="Consumer group; predictors in one group split partitions (secured mode: it must begin with "
+        f"{PREDICTOR_GROUP!r}, which the predictor's ACL names)",
     )
     instance_id: str | None = Field(
         None, description="Static group membership id (e.g. the pod name): a restart takes its partitions back at once"
@@ -22,6 +24,9 @@ class PredictorSettings(MlSettings):
     output_topic: str = Field(PREDICTIONS_TOPIC, description="Topic the predictions go to (Avro, key = car_id)")
     dlq_topic: str = Field(DLQ_TOPIC, description="Topic for records that cannot be decoded")
     metrics_port: int = Field(9109, ge=0, description="Port of the Prometheus endpoint (0 = off)")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the metrics and health endpoint binds to (0.0.0.0: every interface)"
+    )
     max_batch: int = Field(5000, gt=0, description="Most records read from one partition per batch")
     rebuild_records: int = Field(
         20_000, ge=0, description="Records re-read before the committed offset of a newly assigned partition"

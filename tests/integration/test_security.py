@@ -1,0 +1,314 @@
+"""The secured mode against the real servers: a private Kafka (SASL_SSL, SCRAM, the standard authorizer) and a
+private Mosquitto (TLS only, a password per car, ACLs), both as set up by scripts/secured.py and started by
+scripts/local_runtime.py, probed with real clients (`mosquitto_pub`, `kcat`, confluent-kafka, paho).
+
+Every refusal is paired with the same call done right, so that a test cannot pass because nothing works."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from bridge_process import BridgeProcess, readings
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from common import schemas
+from common.avro import AvroCodec
+from common.errors import DecodeError
+from common.security import car_password, client_tls_context, make_certificates
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC, car_id, mqtt_topic
+from scripts.local_runtime import ROOT, KafkaNode, MosquittoNode, free_port, start_nodes
+from scripts.secured import SecureMaterial
+
+pytestmark = pytest.mark.integration
+
+CARS = 25  # the password file's cars: the chain test's live fleet and history fleet fit in
+DEMO_CARS = 3
+REFUSED_READ = ("TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED")
+
+
+@dataclass
+class Secured:
+    material: SecureMaterial
+    kafka: KafkaNode
+    mosquitto: MosquittoNode
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka.bootstrap_servers
+
+    def kafka_as(self, identity: str) -> dict[str, str]:
+        return {"bootstrap.servers": self.bootstrap, **self.material.kafka_client_config(identity)}
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    run_dir = tmp_path_factory.mktemp("secured")
+    material = SecureMaterial(run_dir / "secure")
+    kafka = KafkaNode(run_dir, port=free_port(), controller_port=free_port(), heap="512m", secure=material)
+    mosquitto = MosquittoNode(run_dir, port=free_port(), secure=material)
+    started = start_nodes(kafka, mosquitto, cars=CARS)
+    try:
+        yield Secured(material, kafka, mosquitto)
+    finally:
+        for node in reversed(started):
+            node.stop()
+
+
+def mosquitto_pub(secured: Secured, *args: str, payload: bytes = b"{}", topic: str | None = None) -> tuple[int, str]:
+    """One QoS 1 MQTT 5 publish with the real client; returns its exit code and output."""
+    command = [
+        shutil.which("mosquitto_pub") or "mosquitto_pub",
+        "-h", "127.0.0.1", "-p", str(secured.mosquitto.port), "-V", "mqttv5", "-q", "1",
+        "-t", topic or mqtt_topic(car_id(1)), "-s", *args,
+    ]  # fmt: skip
+    result = subprocess.run(command, input=payload, capture_output=True, timeout=30)
+    return result.returncode, (result.stdout + result.stderr).decode(errors="replace")
+
+
+def as_car(secured: Secured, number: int, password: str | None = None) -> list[str]:
+    car = car_id(number)
+    return ["--cafile", str(secured.material.ca_file), "-u", car, "-P", password or car_password_of(secured, car)]
+
+
+def car_password_of(secured: Secured, car: str) -> str:
+    return car_password(secured.material.fleet_secret, car)
+
+
+def reading_of(car: str, seq: int) -> bytes:
+    record = {**readings(1, 1)[0], "car_id": car, "seq": seq}
+    return json.dumps(record).encode()
+
+
+def read_decodable(secured: Secured, topic: str, schema: dict) -> list[tuple[int, int, dict]]:
+    """Every record of `topic` that decodes with `schema`, as (partition, offset, value), read as admin (other
+    tests of this module leave probes of their own in the topics)."""
+    codec = AvroCodec(schema, topic)
+    consumer = Consumer({**secured.kafka_as("admin"), "group.id": f"test-{uuid.uuid4().hex[:8]}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        remaining, records = {p for p, end in ends.items() if end > 0}, []
+        while remaining:
+            for message in consumer.consume(num_messages=10_000, timeout=1.0):
+                if message.error() is not None:
+                    continue
+                with contextlib.suppress(DecodeError):
+                    records.append((message.partition(), message.offset(), codec.decode(message.value())))
+                if message.offset() >= ends[message.partition()] - 1:
+                    remaining.discard(message.partition())
+        return records
+    finally:
+        consumer.close()
+
+
+def test_the_whole_chain_with_security_on_predicts_every_live_reading(secured: Secured, tmp_path: Path) -> None:
+    """`make demo SECURE=1` on these servers: every service with its own identity (simulator: a login per car),
+    every (car_id, seq) published arrives in car-sensor and gets its prediction."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": secured.bootstrap,
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(secured.mosquitto.port),
+        "SECURE_DIR": str(secured.material.folder),
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [
+        sys.executable, "-m", "scripts.demo", "--runtime", "external", "--secure", "--plain",
+        "--cars", str(DEMO_CARS), "--duration", "20", "--history-cars", "20", "--history-readings", "150",
+        "--epochs", "2", "--model-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "logs"),
+    ]  # fmt: skip
+    process = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    output = process.stdout + process.stderr
+    assert process.returncode == 0, output[-5000:]
+    summary = json.loads((tmp_path / "logs" / "summary.json").read_text())
+    assert summary["predicted"] == summary["in_kafka"] == summary["published"] > 0
+    assert "secured (Kafka SASL_SSL + ACLs, MQTT TLS + a password per car)" in output
+
+    published = summary["published"]
+    expected = {(car_id(n % DEMO_CARS + 1), n // DEMO_CARS) for n in range(published)}
+    start = {int(p): offset for p, offset in summary["live_start_offsets"].items()}
+    live = [r for p, o, r in read_decodable(secured, READINGS_TOPIC, schemas.READING) if o >= start[p]]
+    arrived = {(r["car_id"], r["seq"]): r["event_time"] for r in live}
+    assert set(arrived) == expected, f"lost: {sorted(expected - set(arrived))[:10]}"
+    predictions = [p for _, _, p in read_decodable(secured, PREDICTIONS_TOPIC, schemas.PREDICTION)]
+    predicted = {key for p in predictions if arrived.get(key := (p["car_id"], p["seq"])) == p["event_time"]}
+    assert predicted == expected, f"without a prediction: {sorted(expected - predicted)[:10]}"
+    logs = tmp_path / "logs"
+    assert "mqtt_username=bridge" in (logs / "bridge.log").read_text()
+    assert f"connecting {DEMO_CARS} MQTT client(s)" in (logs / "simulator.log").read_text(), "one login per car"
+
+
+def test_mqtt_refuses_anonymous_clients_and_wrong_passwords_and_lets_a_car_in_with_its_own(secured: Secured) -> None:
+    code, output = mosquitto_pub(secured, "--cafile", str(secured.material.ca_file))
+    assert code != 0 and "not authori" in output.lower(), output
+    code, output = mosquitto_pub(secured, *as_car(secured, 1, password="not-its-password"))
+    assert code != 0 and "not authori" in output.lower(), output
+    code, output = mosquitto_pub(secured, *as_car(secured, CARS + 1))  # a car the password file does not hold
+    assert code != 0 and "not authori" in output.lower(), output
+    code, output = mosquitto_pub(secured, *as_car(secured, 1), payload=reading_of(car_id(1), 0))
+    assert code == 0, output
+
+
+def test_mqtt_has_no_plaintext_listener_and_a_client_that_does_not_trust_the_ca_cannot_connect(
+    secured: Secured, tmp_path: Path
+) -> None:
+    make_certificates(tmp_path, ["localhost", "127.0.0.1"])  # another CA, with a server certificate of its own
+    code, output = mosquitto_pub(secured, *as_car(secured, 1)[2:], "--cafile", str(tmp_path / "ca.crt"))
+    assert code != 0 and "tls error" in output.lower(), output
+    paho_client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"untrusting-{uuid.uuid4().hex[:6]}")
+    paho_client.tls_set_context(client_tls_context(str(tmp_path / "ca.crt")))
+    paho_client.username_pw_set(car_id(1), car_password_of(secured, car_id(1)))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        paho_client.connect("127.0.0.1", secured.mosquitto.port)
+    code, output = mosquitto_pub(secured, *as_car(secured, 1)[2:])  # no TLS at all: the TLS listener hangs up
+    assert code != 0, output
+    code, output = mosquitto_pub(secured, *as_car(secured, 1))
+    assert code == 0, output
+
+
+def test_kafka_refuses_plaintext_wrong_passwords_and_untrusted_cas_on_the_secured_listener(
+    secured: Secured, tmp_path: Path
+) -> None:
+    def metadata(config: dict[str, str]) -> set[str]:
+        return set(AdminClient({**config, "log_level": 0}).list_topics(timeout=8).topics)
+
+    with pytest.raises(KafkaException):
+        metadata({"bootstrap.servers": secured.bootstrap})
+    with pytest.raises(KafkaException):
+        metadata({**secured.kafka_as("bridge"), "sasl.password": "not-its-password"})
+    make_certificates(tmp_path, ["localhost", "127.0.0.1"])
+    with pytest.raises(KafkaException):
+        metadata({**secured.kafka_as("admin"), "ssl.ca.location": str(tmp_path / "ca.crt")})
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    assert kcat, "kcat is installed by .ci/run and make setup's apt list"
+    plain = subprocess.run([kcat, "-b", secured.bootstrap, "-L", "-m", "8"], capture_output=True, text=True)
+    assert plain.returncode != 0, plain.stdout
+    assert {READINGS_TOPIC, PREDICTIONS_TOPIC, DLQ_TOPIC} <= metadata(secured.kafka_as("admin"))
+
+
+def read_error(config: dict[str, str], topic: str, timeout: float = 20.0) -> str | None:
+    """Subscribe to `topic` and return the first error's name, or None when records or the end came instead."""
+    consumer = Consumer({**config, "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 0})
+    consumer.subscribe([topic])
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error() is not None:
+                return message.error().name()
+            return None
+        return None
+    finally:
+        consumer.close()
+
+
+def write_error(config: dict[str, str], topic: str) -> str | None:
+    """Produce one record; the delivery error's name, or None when Kafka took it."""
+    errors: list = []
+    producer = Producer({**config, "message.timeout.ms": 20_000, "log_level": 0})
+    producer.produce(topic, b"probe", key=b"probe", on_delivery=lambda err, _msg: errors.append(err))
+    producer.flush(30)
+    assert len(errors) == 1, "the delivery report came"
+    return errors[0].name() if errors[0] is not None else None
+
+
+def test_each_kafka_identity_may_do_its_job_and_nothing_else(secured: Secured) -> None:
+    group = {"predictor": "car-stream-predictor-test", "trainer": "ml-reader-test", "bridge": "bridge-test"}
+
+    def reader(identity: str) -> dict[str, str]:
+        return {**secured.kafka_as(identity), "group.id": f"{group.get(identity, 'admin')}-{uuid.uuid4().hex[:6]}"}
+
+    # Predictions: written by the predictor only, read by none of the services (the operator, admin, may).
+    assert write_error(secured.kafka_as("predictor"), PREDICTIONS_TOPIC) is None
+    for identity in ("bridge", "trainer"):
+        assert write_error(secured.kafka_as(identity), PREDICTIONS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED"
+    for identity in ("trainer", "predictor"):
+        assert read_error(reader(identity), PREDICTIONS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED", identity
+    assert read_error(reader("bridge"), PREDICTIONS_TOPIC) in REFUSED_READ  # no group of its own either
+    assert read_error(reader("admin"), PREDICTIONS_TOPIC) is None
+    # Readings: written by the bridge only, read by the trainer and the predictor in their groups only.
+    assert write_error(secured.kafka_as("bridge"), DLQ_TOPIC) is None
+    for identity in ("trainer", "predictor"):
+        assert write_error(secured.kafka_as(identity), READINGS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED"
+    assert read_error(reader("bridge"), READINGS_TOPIC) in REFUSED_READ
+    outside_its_groups = {**secured.kafka_as("trainer"), "group.id": f"not-ml-{uuid.uuid4().hex[:6]}"}
+    assert read_error(outside_its_groups, READINGS_TOPIC) == "GROUP_AUTHORIZATION_FAILED"
+    # Nothing creates topics but the admin: auto-creation is off and no service may create.
+    assert write_error(secured.kafka_as("bridge"), f"not-a-topic-{uuid.uuid4().hex[:6]}") in (
+        "TOPIC_AUTHORIZATION_FAILED",
+        "UNKNOWN_TOPIC_OR_PART",
+        "_UNKNOWN_TOPIC",
+    )
+
+
+def collect_as_admin(secured: Secured, topic: str, until, timeout: float = 60.0) -> list:
+    """Records of `topic` from the start until `until(records)` holds (or the timeout)."""
+    config = {**secured.kafka_as("admin"), "group.id": f"test-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
+    consumer = Consumer(config)
+    consumer.subscribe([topic])
+    messages: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(messages):
+            messages += [m for m in consumer.consume(num_messages=1000, timeout=0.5) if m.error() is None]
+    finally:
+        consumer.close()
+    return messages
+
+
+def test_a_car_cannot_publish_for_another_car_and_nothing_it_sends_for_one_reaches_car_sensor(
+    secured: Secured, tmp_path: Path
+) -> None:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": secured.bootstrap,
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(secured.mosquitto.port),
+        **secured.material.env("bridge"),
+    }
+    bridge = BridgeProcess(tmp_path, env, f"secure-bridge-{uuid.uuid4().hex[:6]}")
+    try:
+        victim, intruder = car_id(2), car_id(1)
+        marker = uuid.uuid4().int % 1_000_000 + 1_000
+        # On the victim's topic with the victim's data: the broker refuses it (MQTT 5 PUBACK 0x87).
+        code, output = mosquitto_pub(
+            secured, *as_car(secured, 1), topic=mqtt_topic(victim), payload=reading_of(victim, marker)
+        )
+        assert "not authorized" in output.lower(), output
+        # On its own topic, naming the victim in the payload: the bridge dead-letters it.
+        code, output = mosquitto_pub(secured, *as_car(secured, 1), payload=reading_of(victim, marker + 1))
+        assert code == 0, output
+        # Then a reading of its own, which must arrive: once it did, everything before it was decided.
+        code, output = mosquitto_pub(secured, *as_car(secured, 1), payload=reading_of(intruder, marker + 2))
+        assert code == 0, output
+        codec = AvroCodec(schemas.READING, READINGS_TOPIC)
+        arrived = collect_as_admin(
+            secured, READINGS_TOPIC, lambda ms: any(codec.decode(m.value())["seq"] == marker + 2 for m in ms)
+        )
+        records = [codec.decode(m.value()) for m in arrived]
+        assert (intruder, marker + 2) in {(r["car_id"], r["seq"]) for r in records}
+        assert not [r for r in records if r["car_id"] == victim], "a reading for car 2 sent by car 1 reached Kafka"
+
+        def mismatched(messages: list) -> list:
+            return [m for m in messages if dict(m.headers() or []).get("error") == b"car_id_mismatch"]
+
+        dead = mismatched(collect_as_admin(secured, DLQ_TOPIC, mismatched))
+        assert [(json.loads(m.value())["car_id"], json.loads(m.value())["seq"]) for m in dead] == [(victim, marker + 1)]
+    finally:
+        assert bridge.terminate() == 0, bridge.log()

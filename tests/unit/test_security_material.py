@@ -1,0 +1,71 @@
+"""The secured mode's material: Mosquitto's password format checked against `mosquitto_passwd` itself, car
+passwords, the Kafka identity a process reads from its environment, and the files' modes."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from common.kafka import KafkaSecurity
+from common.security import car_password, mosquitto_password_line
+from scripts.secured import SecureMaterial
+
+
+def test_our_password_lines_equal_what_mosquitto_passwd_writes_for_the_same_salt(tmp_path: Path) -> None:
+    passwords = tmp_path / "passwd"
+    tool = shutil.which("mosquitto_passwd")
+    assert tool, "mosquitto_passwd comes with the mosquitto package (make setup's requirements)"
+    subprocess.run([tool, "-c", "-b", str(passwords), "car-00042", "s3cret:with$odd chars"], check=True)
+    theirs = passwords.read_text().strip()
+    user, _, hashed = theirs.partition(":")
+    _, kind, iterations, salt, _key = hashed.split("$")
+    assert (kind, iterations) == ("7", "101")
+    assert mosquitto_password_line(user, "s3cret:with$odd chars", base64.b64decode(salt)) == theirs
+    assert mosquitto_password_line(user, "another", base64.b64decode(salt)) != theirs
+
+
+def test_car_passwords_are_stable_per_car_and_secret_and_differ_otherwise() -> None:
+    assert car_password("fleet", "car-00001") == car_password("fleet", "car-00001")
+    assert car_password("fleet", "car-00001") != car_password("fleet", "car-00002")
+    assert car_password("fleet", "car-00001") != car_password("other", "car-00001")
+    assert len(car_password("fleet", "car-00001")) == 43  # 256 bits, base64url without padding
+
+
+def test_a_user_name_that_would_break_the_password_file_is_refused() -> None:
+    with pytest.raises(ValueError):
+        mosquitto_password_line("car:1", "x")
+
+
+def test_kafka_identity_comes_from_the_environment_and_plaintext_adds_nothing(monkeypatch) -> None:
+    assert KafkaSecurity().client_config() == {}
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "bridge")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "pw")
+    monkeypatch.setenv("KAFKA_SSL_CA_LOCATION", "/ca.crt")
+    assert KafkaSecurity().client_config() == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "bridge",
+        "sasl.password": "pw",
+        "ssl.ca.location": "/ca.crt",
+    }
+    assert "pw" not in repr(KafkaSecurity()), "the password never shows in logs of the settings"
+
+
+def test_material_is_private_complete_and_grows_with_the_fleet(tmp_path: Path) -> None:
+    material = SecureMaterial(tmp_path / "secure").ensure(cars=3)
+    assert stat.S_IMODE(material.folder.stat().st_mode) == 0o700
+    for secret in ("ca.key", "server.key", "server.pem", "identities.json", "mosquitto.passwd", "env/bridge.env"):
+        assert stat.S_IMODE((material.folder / secret).stat().st_mode) == 0o600, secret
+    users = [line.split(":")[0] for line in material.mosquitto_passwd.read_text().splitlines()[1:]]
+    assert users == ["bridge", "monitor", "car-00001", "car-00002", "car-00003"]
+    first_secret = material.fleet_secret
+    material.ensure(cars=5)
+    assert material.password_file_cars() == 5 and material.fleet_secret == first_secret
+    env = dict(line.split("=", 1) for line in (material.folder / "env" / "simulator.env").read_text().splitlines())
+    assert env["SIMULATOR_FLEET_SECRET"] == first_secret and "KAFKA_SASL_PASSWORD" not in env

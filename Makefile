@@ -48,7 +48,7 @@ images: setup ## Build the stack's images without any image registry (Debian bas
 
 up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes, REGISTRY=1 adds a schema registry, SECURE=1 secures it; RUNTIME=compose: containers)
 ifeq ($(RUNTIME),compose)
-	$(PY) -m scripts.compose up kafka mosquitto schema-registry
+	$(PY) -m scripts.compose up $(if $(SECURE),--secure topics) kafka mosquitto schema-registry
 else
 	$(PY) -m scripts.local_runtime up $(if $(REGISTRY),--schema-registry) $(if $(SECURE),--secure --cars $(CARS))
 endif

@@ -4,6 +4,8 @@
     python -m scripts.compose up [SERVICE ...]   # start (all services, or these), wait until each is healthy
     python -m scripts.compose down               # remove its containers, network and volumes
     python -m scripts.compose ps
+    python -m scripts.compose up --secure ...    # the secured mode (compose/docker-compose.secure.yml); also down/ps
+    python -m scripts.compose prepare            # only write the secured mode's material (for a bare `docker compose`)
 
 Docker compose v2 (`docker compose`) is used when installed, otherwise Debian's `docker-compose` 1.29; the compose
 file stays loadable by both. 1.29 has no `up --wait`, so readiness is waited for here, from each container's
@@ -16,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -24,9 +27,11 @@ from pathlib import Path
 
 from common.errors import LocalRuntimeError
 from common.logs import setup_logging
+from common.security import write_private
 from scripts.docker_engine import docker_path
-from scripts.local_runtime import ROOT
+from scripts.local_runtime import ROOT, secured_kafka_properties, secured_mosquitto_access, secured_mosquitto_listener
 from scripts.schema_registry import CCOMPAT_PATH
+from scripts.secured import SCRAM_MECHANISM, SecureMaterial, default_material
 from scripts.services import Containers
 
 log = logging.getLogger("compose")
@@ -34,6 +39,11 @@ log = logging.getLogger("compose")
 PROJECT = "car-stream-ml"  # COMPOSE_PROJECT_NAME runs another copy beside it (the stack test does)
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 IMAGES_ENV = ROOT / "compose" / "images.env"
+SECURE_FILE = ROOT / "compose" / "docker-compose.secure.yml"
+# Where the secure-files service of SECURE_FILE puts each server's copy of the material (a volume, mounted at
+# /secure): the paths written into the files below are those.
+KAFKA_SECURE_DIR = "/secure/kafka"
+MOSQUITTO_SECURE_DIR = "/secure/mosquitto"
 APP_IMAGE = "car-stream-ml:0.1.0"
 # What a service in a container of the stack connects to (compose/docker-compose.yml's x-connections).
 INSIDE_THE_STACK = {
@@ -73,13 +83,19 @@ def compose_cli() -> list[str]:
     raise LocalRuntimeError("no compose CLI: install Docker's compose plugin, or Debian's docker-compose")
 
 
-def command(*args: str) -> list[str]:
+def command(*args: str, secure: bool = False) -> list[str]:
+    """The compose command line; `secure` layers SECURE_FILE on the stack and names the material (SECURE_DIR, which
+    it interpolates) for the compose CLI."""
     env_file = ["--env-file", str(IMAGES_ENV)] if IMAGES_ENV.exists() else []
-    return [*compose_cli(), "-p", project(), "-f", str(COMPOSE_FILE), *env_file, *args]
+    files = ["-f", str(COMPOSE_FILE)]
+    if secure:
+        files += ["-f", str(SECURE_FILE)]
+        os.environ["SECURE_DIR"] = str(default_material().folder)
+    return [*compose_cli(), "-p", project(), *files, *env_file, *args]
 
 
-def compose(*args: str, timeout: float = 600) -> str:
-    result = subprocess.run(command(*args), capture_output=True, text=True, timeout=timeout)
+def compose(*args: str, timeout: float = 600, secure: bool = False) -> str:
+    result = subprocess.run(command(*args, secure=secure), capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise LocalRuntimeError(f"compose {' '.join(args)} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     return result.stdout
@@ -90,13 +106,13 @@ def _state(container_id: str) -> dict:
     return json.loads(found.stdout)[0]["State"] if found.returncode == 0 else {}
 
 
-def wait_ready(services: list[str], timeout: float = 300) -> None:
+def wait_ready(services: list[str], timeout: float = 300, secure: bool = False) -> None:
     """Until every service's container is healthy (or, without a health check, running or exited with 0)."""
     deadline = time.monotonic() + timeout
     pending = list(services)
     while pending and time.monotonic() < deadline:
         for service in list(pending):
-            ids = compose("ps", "-q", service).split()
+            ids = compose("ps", "-q", service, secure=secure).split()
             state = _state(ids[0]) if ids else {}
             health = state.get("Health", {}).get("Status")
             if health == "healthy" or (health is None and state.get("Status") == "running"):
@@ -111,13 +127,57 @@ def wait_ready(services: list[str], timeout: float = 300) -> None:
         raise LocalRuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}")
 
 
-def up(services: list[str], timeout: float = 300) -> None:
-    compose("up", "-d", *services)
-    wait_ready(services or compose("config", "--services").split(), timeout)
+def up(services: list[str], timeout: float = 300, secure: bool = False, cars: int = 25) -> None:
+    """Start `services` (all when empty) and wait until they are ready; `secure` first makes the material for at
+    least `cars` cars (prepare_secure)."""
+    if secure:
+        prepare_secure(cars)
+    compose("up", "-d", *services, secure=secure)
+    wait_ready(services or compose("config", "--services", secure=secure).split(), timeout, secure)
 
 
-def down() -> None:
-    compose("down", "--volumes", "--remove-orphans")
+def down(secure: bool = False) -> None:
+    compose("down", "--volumes", "--remove-orphans", secure=secure)
+
+
+def prepare_secure(cars: int) -> SecureMaterial:
+    """The secured mode's material (scripts/secured.py) and, in its compose/ folder, what only the stack needs,
+    made from the local runtime's rules for the paths of the secure-files volume: Kafka's secured properties (less
+    the listener layout, which SECURE_FILE sets, with a second listener for the host) and its SCRAM users,
+    Mosquitto's configuration (compose/mosquitto/mosquitto.conf on TLS 8883 with password and ACL files), and
+    monitor's password for Mosquitto's health check. Every file is readable by its owner only."""
+    material = default_material().ensure(cars)
+    out = material.folder / "compose"
+    host_folder = str(material.folder)
+    layout = ("listener.security.protocol.map=", "inter.broker.listener.name=")
+    kafka = [
+        line.replace(host_folder, KAFKA_SECURE_DIR)
+        for line in secured_kafka_properties(material)
+        if not line.startswith(layout)
+    ]
+    # Each SASL listener needs its JAAS entry: the host's (HOST, on 9092) is the containers' one (SASL_SSL).
+    kafka += [line.replace("listener.name.sasl_ssl.", "listener.name.host.") for line in kafka if "sasl_ssl." in line]
+    write_private(out / "kafka.properties", "\n".join(kafka) + "\n")
+    # The node's own user and the one that sets up the rest, as KafkaNode.prepare() formats them.
+    scram = [f"{SCRAM_MECHANISM}=[name={u},password={material.kafka_password(u)}]" for u in ("broker", "admin")]
+    write_private(out / "kafka-scram", "\n".join(scram) + "\n")
+    admin = material.kafka_env("admin")
+    write_private(
+        out / "admin-client.properties",
+        f"security.protocol={admin['KAFKA_SECURITY_PROTOCOL']}\nsasl.mechanism={SCRAM_MECHANISM}\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="admin" password="{admin["KAFKA_SASL_PASSWORD"]}";\n'
+        f"ssl.truststore.type=PEM\nssl.truststore.location={KAFKA_SECURE_DIR}/ca.crt\n",
+    )
+    in_container = SecureMaterial(Path(MOSQUITTO_SECURE_DIR))  # only its paths are used
+    listener = "listener 8883 0.0.0.0\n" + secured_mosquitto_listener(in_container)
+    config = (ROOT / "compose" / "mosquitto" / "mosquitto.conf").read_text()
+    config = re.sub(r"(?m)^listener .*$", lambda _: listener, config)
+    config = config.replace("allow_anonymous true", secured_mosquitto_access(in_container))
+    write_private(out / "mosquitto.conf", config)
+    write_private(out / "monitor.password", material.mqtt_password("monitor"))
+    os.environ["SECURE_DIR"] = host_folder
+    return material
 
 
 def service_containers(run_id: str, mounts: list[Path]) -> Containers:
@@ -134,19 +194,33 @@ def service_containers(run_id: str, mounts: list[Path]) -> Containers:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.compose", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["up", "down", "ps"])
+    parser.add_argument("action", choices=["up", "down", "ps", "prepare"])
     parser.add_argument("services", nargs="*", help="services to start (up); default: all")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="the secured mode: compose/docker-compose.secure.yml on top, material in SECURE_DIR (default .run/secure)",
+    )
+    parser.add_argument(
+        "--cars",
+        type=int,
+        default=int(os.environ.get("CARS") or 25),
+        help="secured mode: cars with an MQTT password, at least (default: $CARS, else 25)",
+    )
+    args = parser.parse_intermixed_args(argv)  # `up --secure kafka`: options before the services too
     setup_logging()
     try:
         if args.action == "up":
-            up(args.services)
-            log.info("ready: %s", ", ".join(args.services) or "every service")
+            up(args.services, secure=args.secure, cars=args.cars)
+            log.info("ready: %s%s", ", ".join(args.services) or "every service", " (secured)" if args.secure else "")
         elif args.action == "down":
-            down()
-            log.info("removed the %s containers, network and volumes", PROJECT)
+            down(secure=args.secure)
+            log.info("removed the %s containers, network and volumes", project())
+        elif args.action == "prepare":
+            material = prepare_secure(args.cars)
+            print(f"SECURE_DIR={material.folder} docker compose -f {COMPOSE_FILE} -f {SECURE_FILE} up -d")
         else:
-            print(compose("ps"), end="")
+            print(compose("ps", secure=args.secure), end="")
     except LocalRuntimeError as error:
         log.error("%s", error)
         return 1

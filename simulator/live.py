@@ -16,7 +16,7 @@ import math
 import threading
 import time
 
-from common.topics import mqtt_topic
+from common.topics import car_id, mqtt_topic
 from simulator.fleet import Fleet, FleetStep
 from simulator.payload import encode_step
 from simulator.reporting import RunSummary
@@ -47,8 +47,6 @@ def wall_spacing_s(settings: LiveSettings) -> float:
 def run_live(settings: LiveSettings, stop: threading.Event | None = None) -> RunSummary:
     """Publish the fleet's readings until the count or duration is reached or `stop` is set (SIGINT/SIGTERM set
     it when called from the main thread); in-flight QoS 1 messages are acknowledged before it returns."""
-    start_ms = settings.start_time if settings.start_time is not None else int(time.time() * 1000)
-    fleet = Fleet(settings.cars, settings.seed, settings.fleet_config(start_ms))
     total = planned_readings(settings)
     log.info(
         "simulating %d cars, %.3g readings/s each (x%.3g speed-up: %.0f msg/s), %s readings, failure rate %.3g/h",
@@ -60,7 +58,12 @@ def run_live(settings: LiveSettings, stop: threading.Event | None = None) -> Run
         settings.failure_rate,
     )
     connections = min(settings.connections, settings.cars)
-    with PublishSession(settings, connections, "live", stop, fleet.car_ids) as session:
+    car_ids = [car_id(number) for number in range(1, settings.cars + 1)]
+    with PublishSession(settings, connections, "live", stop, car_ids) as session:
+        # Event time starts once connected: logging in a large fleet over TLS takes seconds, which would
+        # otherwise show up as latency of the first readings.
+        start_ms = settings.start_time if settings.start_time is not None else int(time.time() * 1000)
+        fleet = Fleet(settings.cars, settings.seed, settings.fleet_config(start_ms))
         _publish_on_schedule(fleet, settings, total, session)
         if session.stop.is_set():
             stopped_by = "signal"

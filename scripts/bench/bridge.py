@@ -35,7 +35,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.kafka import consumer_config
+from common.kafka import client_config, consumer_config
+from common.settings import MqttSettings
 from common.topics import MQTT_TOPIC_FILTER, mqtt_topic
 from scripts.bench.bridge_profile import profile_drain
 from scripts.bench.context import BenchContext, ProcessSampler, python_module
@@ -49,13 +50,18 @@ PUBLISH_CONNECTIONS = 4
 SESSION_EXPIRY = 3600
 
 
-def payloads(count: int) -> list[tuple[str, bytes]]:
-    per_car = -(-count // CARS)
-    return [(mqtt_topic(r["car_id"]), json.dumps(r).encode()) for r in generate_readings(CARS, per_car)][:count]
+def payloads(count: int, cars: int = CARS) -> list[tuple[str, bytes]]:
+    per_car = -(-count // cars)
+    return [(mqtt_topic(r["car_id"]), json.dumps(r).encode()) for r in generate_readings(cars, per_car)][:count]
 
 
-def session_client(port: int, client_id: str, receive_maximum: int = 10_000) -> mqtt.Client:
+def session_client(
+    port: int, client_id: str, receive_maximum: int = 10_000, login: MqttSettings | None = None
+) -> mqtt.Client:
+    """`login`: credentials and TLS (the secured mode's `bridge` identity); none for the open broker."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if login is not None:
+        login.configure_client(client)
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = SESSION_EXPIRY
     properties.ReceiveMaximum = receive_maximum
@@ -63,11 +69,23 @@ def session_client(port: int, client_id: str, receive_maximum: int = 10_000) -> 
     return client
 
 
-def create_session(port: int, client_id: str, subscription: str) -> None:
+def create_session(port: int, client_id: str, subscription: str, login: MqttSettings | None = None) -> None:
     """Connect once and subscribe, so that the broker queues what is published while the client is away."""
-    client = session_client(port, client_id)
+    client = session_client(port, client_id, login=login)
     client.loop_start()
     client.subscribe(subscription, qos=1)[1]
+    time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def drop_session(port: int, client_id: str, login: MqttSettings | None = None) -> None:
+    """Connect with a clean start and no expiry: the broker forgets the session, and stops queueing for it."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if login is not None:
+        login.configure_client(client)
+    client.connect("127.0.0.1", port, clean_start=True)
+    client.loop_start()
     time.sleep(0.5)
     client.disconnect()
     client.loop_stop()
@@ -118,7 +136,7 @@ def _stamped(payload: bytes) -> bytes:
 
 def create_topics(bootstrap: str, *names: str) -> None:
     """Topics that take the broker's clock as record time (LogAppendTime): the moment Kafka appended it."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))  # as this process's identity: `admin` on a secured node
     config = {"message.timestamp.type": "LogAppendTime"}
     for future in admin.create_topics([NewTopic(n, 4, 1, config=config) for n in names]).values():
         future.result(timeout=30)
@@ -170,6 +188,16 @@ def bridge_drain(ctx: BenchContext, messages: list[tuple[str, bytes]], topic: st
     group = f"bench-{uuid.uuid4().hex[:6]}"
     create_session(ctx.mqtt_port, client_id, f"$share/{group}/{MQTT_TOPIC_FILTER}")
     publish_rate = publish(ctx.mqtt_port, messages)
+    drain, running = drain_backlog(ctx, len(messages), client_id, group, topic, dlq)
+    return {**drain, "publish_msgs_per_s": publish_rate}, running
+
+
+def drain_backlog(
+    ctx: BenchContext, count: int, client_id: str, group: str, topic: str, dlq: str, **identity: str
+) -> tuple[dict, dict]:
+    """Start the bridge (`python -m bridge`, with `identity`'s environment) on the `count` readings queued for
+    session `client_id` and time their drain into Kafka: the rate from the records' append times, the bridge's
+    CPU time per reading. The bridge goes on running (the second value: process, sampler, log)."""
     metrics_port = free_port()
     env = ctx.env(
         BRIDGE_CLIENT_ID=client_id,
@@ -178,18 +206,15 @@ def bridge_drain(ctx: BenchContext, messages: list[tuple[str, bytes]], topic: st
         BRIDGE_DLQ_TOPIC=dlq,
         BRIDGE_METRICS_PORT=str(metrics_port),
         BRIDGE_LOG_INTERVAL="5",
+        **identity,
     )
     log_path = ctx.work_dir / f"{client_id}.log"
     with open(log_path, "wb") as out:
         process = subprocess.Popen(python_module("bridge"), env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     sampler = ProcessSampler(process.pid)
-    cpu = drain_cpu_seconds(process, metrics_port, len(messages))
-    times = append_times(ctx.bootstrap, topic, len(messages), timeout=600)
-    drain = {
-        "msgs_per_s": rate_from_append_times(times),
-        "cpu_us_per_msg": cpu / len(messages) * 1e6,
-        "publish_msgs_per_s": publish_rate,
-    }
+    cpu = drain_cpu_seconds(process, metrics_port, count)
+    times = append_times(ctx.bootstrap, topic, count, timeout=600)
+    drain = {"msgs_per_s": rate_from_append_times(times), "cpu_us_per_msg": cpu / count * 1e6}
     return drain, {"process": process, "sampler": sampler, "log": log_path}
 
 

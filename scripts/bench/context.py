@@ -54,6 +54,7 @@ class ProcessSampler:
         self._cpu_start = self._cpu_seconds()
         self._t_start = time.monotonic()
         self.cpu_percent = 0.0
+        self.cpu_seconds = 0.0  # CPU time used since the start, as of the last sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -81,7 +82,8 @@ class ProcessSampler:
             cpu = self._cpu_seconds()
             elapsed = time.monotonic() - self._t_start
             if cpu and elapsed > 0:
-                self.cpu_percent = 100 * (cpu - self._cpu_start) / elapsed
+                self.cpu_seconds = cpu - self._cpu_start
+                self.cpu_percent = 100 * self.cpu_seconds / elapsed
             self._stop.wait(self.interval)
 
     def stop(self) -> dict[str, float]:

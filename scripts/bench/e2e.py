@@ -1,12 +1,14 @@
 """The `e2e` section: 100,000 cars x one reading per 10 s (10,000 readings/s) for 60 s (10 s with --quick) through
 every stage, each its own process: simulator -> Mosquitto -> bridge -> Kafka -> ml predict -> Kafka.
 
-Counted after the run by reading both topics whole (scripts/stream_watch.py): `published` (the simulator's
-summary), `in_kafka` (distinct (car_id, seq) on the readings topic), `predicted` (readings with a prediction that
-names their event_time). At speedup 1 a reading's event_time is the moment the simulator was due to publish
-it, so predicted_at - event_time is the latency from publish to prediction (`p50_ms`, `p99_ms`); split into
+Counted after the run by reading what the run added to both topics (scripts/stream_watch.py): `published` (the
+simulator's summary), `in_kafka` (distinct (car_id, seq) on the readings topic), `predicted` (readings with a
+prediction that names their event_time). At speedup 1 a reading's event_time is the moment the simulator was due to
+publish it, so predicted_at - event_time is the latency from publish to prediction (`p50_ms`, `p99_ms`); split into
 `due_to_kafka_*` (event_time to the bridge's Kafka timestamp, including any lag of the simulator behind its
-schedule, `simulator_behind_schedule_s`) and `kafka_to_prediction_*`.
+schedule, `simulator_behind_schedule_s`) and `kafka_to_prediction_*`. The simulator fixes its event times before
+it connects, so its connect time (`simulator_connect_s`) is in these latencies too: `event_time_lead_ms` is how
+far the first event_time lies before the first publish.
 `readings_per_s` is end-to-end throughput: predicted readings over the span from the first reading's event_time
 to the last prediction. Targets: 10,000 readings/s sustained, nothing lost, p99 under 1 s.
 
@@ -19,8 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
+
+from confluent_kafka import KafkaException
 
 from common.kafka import ensure_topics
 from scripts.bench.context import BenchContext, ProcessSampler, run_module
@@ -58,52 +63,112 @@ def _logged(service: Service, text: str, times: int = 1) -> Callable[[], bool]:
 
 def run(ctx: BenchContext) -> dict:
     seconds = 10 if ctx.quick else 60
-    model_dir = small_model_dir(ctx)
-    readings_topic, predictions_topic, dlq = "bench-e2e-readings", "bench-e2e-predictions", "bench-e2e-dlq"
+    topics = ("bench-e2e-readings", "bench-e2e-predictions", "bench-e2e-dlq")
+    return measure(ctx, small_model_dir(ctx), CARS, RATE, seconds, topics)
+
+
+def measure(
+    ctx: BenchContext,
+    model_dir: Path,
+    cars: int,
+    rate: float,
+    seconds: float,
+    topics: tuple[str, str, str],
+    name: str = "e2e",
+    predictor_group: str = "bench-e2e-predictor",
+    identities: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict:
+    """One end-to-end run on `ctx`'s servers: `cars` x `rate` readings/s for `seconds`, through (readings,
+    predictions, DLQ) `topics`, counting only what this run added to them. `identities`: the environment of each
+    service (`bridge`, `predictor`, `simulator`) on a secured installation; this process reads Kafka with its own."""
+    identities = identities or {}
+    readings_topic, predictions_topic, dlq = topics
     ensure_topics(ctx.bootstrap, {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1})
+    start = _start_offsets(ctx.bootstrap, [readings_topic, predictions_topic])
     env = service_env(ctx.bootstrap, "127.0.0.1", ctx.mqtt_port)
-    summary_file = ctx.work_dir / "e2e-simulator-summary.json"
+    summary_file = ctx.work_dir / f"{name}-simulator-summary.json"
     usage: dict[str, dict] = {}
-    with ServiceGroup(env, ctx.work_dir / "e2e-logs") as services:
+    with ServiceGroup(env, ctx.work_dir / f"{name}-logs") as services:
         bridge = services.start(
             "bridge", "bridge",
-            BRIDGE_CLIENT_ID="bench-e2e-bridge", BRIDGE_METRICS_PORT="0",
+            BRIDGE_CLIENT_ID=f"bench-{name}-bridge", BRIDGE_METRICS_PORT="0",
             BRIDGE_KAFKA_TOPIC=readings_topic, BRIDGE_DLQ_TOPIC=dlq, BRIDGE_SESSION_EXPIRY="60",
+            **identities.get("bridge", {}),
         )  # fmt: skip
         predictor = services.start(
             "predictor", "ml", "predict",
-            ML_GROUP_ID="bench-e2e-predictor", ML_MODEL_DIR=str(model_dir), ML_METRICS_PORT="0",
+            ML_GROUP_ID=predictor_group, ML_MODEL_DIR=str(model_dir), ML_METRICS_PORT="0",
             ML_TOPIC=readings_topic, ML_OUTPUT_TOPIC=predictions_topic, ML_DLQ_TOPIC=dlq,
+            **identities.get("predictor", {}),
         )  # fmt: skip
         wait_for(_logged(bridge, "subscribing to"), 90, what="the bridge's subscription", check=services.check)
         wait_for(_logged(predictor, "assigned partition", PARTITIONS), 300, what="the predictor", check=services.check)
         time.sleep(2.0)
         simulator = services.start(
             "simulator", "simulator",
-            "--cars", str(CARS), "--rate", str(RATE), "--duration", str(seconds), "--qos", "1",
-            "--client-id", "bench-e2e-simulator", "--summary-file", str(summary_file), "--no-progress",
+            "--cars", str(cars), "--rate", str(rate), "--duration", str(seconds), "--qos", "1",
+            "--client-id", f"bench-{name}-simulator", "--summary-file", str(summary_file), "--no-progress",
+            **identities.get("simulator", {}),
         )  # fmt: skip
         samplers = {s.name: ProcessSampler(s.pid) for s in (simulator, bridge, predictor)}
         wait_for(lambda: not simulator.running(), seconds + 300, what="the simulator", check=services.check)
         simulator_summary = json.loads(summary_file.read_text())
         published = simulator_summary["published"]
 
-        _drain(lambda: _totals(ctx.bootstrap, readings_topic, predictions_topic), published, timeout=300)
-        usage = {name: sampler.stop() for name, sampler in samplers.items()}
-    result = _count(ctx, readings_topic, predictions_topic, published, seconds, usage)
+        _drain(lambda: _totals(ctx.bootstrap, readings_topic, predictions_topic, start), published, timeout=300)
+        usage = {name: {**sampler.stop(), "cpu_seconds": sampler.cpu_seconds} for name, sampler in samplers.items()}
+    result = _count(ctx, readings_topic, predictions_topic, start, published, (cars, rate, seconds), usage)
+    first_event_ms = result.pop("first_event_time_ms")
     result["publish_msgs_per_s"] = simulator_summary["msgs_per_s"]
     result["publish_seconds"] = simulator_summary["seconds"]
     # A simulator that cannot keep its schedule publishes late: that lag is part of due_to_kafka and p50/p99.
     result["simulator_behind_schedule_s"] = round(simulator_summary["seconds"] - seconds, 1)
-    log.info("e2e: %s", result)
+    result.update(_connect_figures(simulator.log_lines(), first_event_ms))
+    log.info("%s: %s", name, result)
     return result
 
 
-def _totals(bootstrap: str, readings_topic: str, predictions_topic: str) -> tuple[int, int]:
+def _start_offsets(bootstrap: str, topics: list[str], timeout: float = 30.0) -> dict[tuple[str, int], int]:
+    """The topics' end offsets before the run; just-created partitions answer NOT_LEADER until they have one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return end_offsets(bootstrap, topics)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _log_time(lines: list[str], text: str) -> float | None:
+    """Epoch seconds of the first log line that holds `text` (common/logs.py's format starts with asctime, ms)."""
+    for line in lines:
+        if text in line:
+            return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return None
+
+
+def _connect_figures(simulator_log: list[str], first_event_ms: int) -> dict:
+    """How long the simulator took to log its connections in (simulator/publisher.py logs before and after), and
+    how far the first reading's event_time lies before its first publish: the simulator fixes event times before
+    it connects, so this lead is part of every publish->prediction latency (p50/p99, due_to_kafka)."""
+    connecting, connected = _log_time(simulator_log, "connecting "), _log_time(simulator_log, "connected to ")
+    if connecting is None or connected is None:
+        return {}
+    return {
+        "simulator_connect_s": round(connected - connecting, 3),
+        "event_time_lead_ms": round(connected * 1000 - first_event_ms),
+    }
+
+
+def _totals(
+    bootstrap: str, readings_topic: str, predictions_topic: str, start: dict[tuple[str, int], int]
+) -> tuple[int, int]:
+    """Records added to each topic since `start`."""
     offsets = end_offsets(bootstrap, [readings_topic, predictions_topic])
     return (
-        sum(v for (t, _), v in offsets.items() if t == readings_topic),
-        sum(v for (t, _), v in offsets.items() if t == predictions_topic),
+        sum(v - start.get(k, 0) for k, v in offsets.items() if k[0] == readings_topic),
+        sum(v - start.get(k, 0) for k, v in offsets.items() if k[0] == predictions_topic),
     )
 
 
@@ -123,12 +188,21 @@ def _drain(totals: Callable[[], tuple[int, int]], published: int, timeout: float
 
 
 def _count(
-    ctx: BenchContext, readings_topic: str, predictions_topic: str, published: int, seconds: float, usage: dict
+    ctx: BenchContext,
+    readings_topic: str,
+    predictions_topic: str,
+    start: dict[tuple[str, int], int],
+    published: int,
+    load: tuple[int, float, float],
+    usage: dict,
 ) -> dict:
+    """Read what the run added to both topics (from `start`) and count it; `load` is (cars, rate, seconds)."""
+    cars, rate, seconds = load
     offsets = end_offsets(ctx.bootstrap, [readings_topic, predictions_topic])
-    watcher = StreamWatcher(ctx.bootstrap, readings_topic, predictions_topic, {k: 0 for k in offsets}).start()
+    watcher = StreamWatcher(ctx.bootstrap, readings_topic, predictions_topic, {k: start.get(k, 0) for k in offsets})
+    watcher.start()
     try:
-        records = sum(offsets.values())
+        records = sum(end - start.get(k, 0) for k, end in offsets.items())
         watcher.wait_until(lambda st: st.reading_records + st.prediction_records >= records, 600, interval=1.0)
 
         def figures(state: StreamState) -> dict:
@@ -150,15 +224,16 @@ def _count(
                 "due_to_kafka_p99_ms": percentile(to_kafka, 99),
                 "kafka_to_prediction_p50_ms": percentile(from_kafka, 50),
                 "kafka_to_prediction_p99_ms": percentile(from_kafka, 99),
+                "first_event_time_ms": first_event,
             }
 
         counted = watcher.read(figures)
     finally:
         watcher.stop()
     result = {
-        "cars": CARS,
+        "cars": cars,
         "seconds": seconds,
-        "offered_readings_per_s": CARS * RATE,
+        "offered_readings_per_s": cars * rate,
         "published": published,
         **counted,
         "lost": published - counted["in_kafka"],
@@ -169,4 +244,6 @@ def _count(
     for name, figures in usage.items():
         result[f"{name}_cpu_percent"] = figures["cpu_percent"]
         result[f"{name}_peak_rss_mb"] = figures["peak_rss_mb"]
+        # CPU per reading: comparable between runs whose spans differ (a slow connect, a long drain).
+        result[f"{name}_cpu_us_per_reading"] = round(figures["cpu_seconds"] / max(published, 1) * 1e6, 1)
     return result

@@ -6,6 +6,10 @@ bridge, the trainer once enough readings are in, the predictor. Every reading th
 be in car-sensor and get a prediction, counted by (car_id, seq); then `down --volumes` must leave no container,
 network or volume of the project behind. Images: those `make images` named in compose/images.env, else the
 official ones.
+
+The secured mode (compose/docker-compose.secure.yml on top, material in a temporary SECURE_DIR) runs the same way
+with fewer cars: every service logs in as itself, and the count is read as admin; an anonymous MQTT client is
+refused on the published TLS port where a car with its password is let in.
 """
 
 from __future__ import annotations
@@ -15,19 +19,23 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from common.avro import AvroCodec
 from common.schemas import PREDICTION, READING
-from common.topics import PREDICTIONS_TOPIC, READINGS_TOPIC
+from common.security import car_password
+from common.topics import MQTT_TOPIC_PREFIX, PREDICTIONS_TOPIC, READINGS_TOPIC, car_id
 from ml.serving.settings import PredictorSettings
 from scripts import compose
 from scripts.local_runtime import free_port
+from scripts.secured import SecureMaterial
 
 CARS, DURATION, SPEEDUP = 40, 60, 60  # 240 readings/s for 60 s: about 14,400 readings
 TRAIN_MIN_RECORDS = 9000
+SECURE_CARS, SECURE_DURATION, SECURE_TRAIN_MIN_RECORDS = 20, 60, 5000  # 120 readings/s for 60 s: 7,200 readings
 PREDICTOR_GROUP = PredictorSettings.model_fields["group_id"].default  # the group the stack's predictor commits in
 ACKNOWLEDGED = re.compile(r"published ([\d,]+) readings.*?; acknowledged ([\d,]+),")
 
@@ -65,11 +73,11 @@ def monkeypatch_module():
         yield patch
 
 
-def acknowledged_by_simulator(timeout: float) -> int:
+def acknowledged_by_simulator(timeout: float, secure: bool = False) -> int:
     """Wait for the simulator's closing summary (it runs for DURATION seconds) and return what it had acknowledged."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = ACKNOWLEDGED.search(compose.compose("logs", "--no-color", "simulator"))
+        found = ACKNOWLEDGED.search(compose.compose("logs", "--no-color", "simulator", secure=secure))
         if found:
             published, acknowledged = (int(group.replace(",", "")) for group in found.groups())
             assert published == acknowledged, found.group(0)
@@ -78,9 +86,10 @@ def acknowledged_by_simulator(timeout: float) -> int:
     raise AssertionError(f"the simulator printed no summary within {timeout:.0f} s")
 
 
-def keys_in(bootstrap: str, topic: str, decode) -> Counter:
-    """(car_id, seq) of every record of `topic`, read from the beginning to the end offsets of now."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}"})
+def keys_in(bootstrap: str, topic: str, decode, **client: str) -> Counter:
+    """(car_id, seq) of every record of `topic`, read from the beginning to the end offsets of now (as `client`:
+    an identity's properties, when secured)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}", **client})
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions}
@@ -112,11 +121,17 @@ def key_of(codec: AvroCodec):
 def test_every_acknowledged_reading_is_in_kafka_and_predicted(stack):
     bootstrap, registry, project = stack
     acknowledged = acknowledged_by_simulator(timeout=DURATION + 300)
-    readings = keys_in(bootstrap, READINGS_TOPIC, key_of(AvroCodec(READING, READINGS_TOPIC, registry)))
+    check_every_reading_predicted(bootstrap, registry, project, acknowledged)
+
+
+def check_every_reading_predicted(bootstrap: str, registry: str | None, project: str, acknowledged: int, **client):
+    """car-sensor holds each acknowledged (car_id, seq), and car-sensor-predictions (within 5 minutes) each of them."""
+    readings = keys_in(bootstrap, READINGS_TOPIC, key_of(AvroCodec(READING, READINGS_TOPIC, registry)), **client)
     assert sum(readings.values()) >= acknowledged and len(readings) == acknowledged
+    decode_prediction = key_of(AvroCodec(PREDICTION, PREDICTIONS_TOPIC, registry))
     deadline = time.monotonic() + 300
     while True:
-        predictions = keys_in(bootstrap, PREDICTIONS_TOPIC, key_of(AvroCodec(PREDICTION, PREDICTIONS_TOPIC, registry)))
+        predictions = keys_in(bootstrap, PREDICTIONS_TOPIC, decode_prediction, **client)
         if set(predictions) >= set(readings) or time.monotonic() > deadline:
             break
         time.sleep(10)
@@ -161,3 +176,63 @@ def test_kafka_keeps_topics_and_offsets_across_down_and_up_and_down_v_leaves_not
         assert listed == [], f"{kind}: {listed}"
     volumes = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout
     assert f"{project}-models" not in volumes.split()
+
+
+@pytest.fixture(scope="module")
+def secured_stack(tmp_path_factory):
+    """The secured stack, up and trained: (Kafka on the host, the published MQTT TLS port, material, project)."""
+    project = f"car-stream-ml-secure-{uuid.uuid4().hex[:6]}"
+    names = ("KAFKA", "MQTT", "MQTT_TLS", "SCHEMA_REGISTRY", "BRIDGE_METRICS", "PREDICTOR_METRICS")
+    ports = {name: free_port() for name in names}
+    settings = {f"{name}_HOST_PORT": str(port) for name, port in ports.items()}
+    settings |= {
+        "COMPOSE_PROJECT_NAME": project,
+        "ML_MODEL_VOLUME": f"{project}-models",
+        "SECURE_DIR": str(tmp_path_factory.mktemp("secure")),
+        "CARS": str(SECURE_CARS),
+        "DURATION": str(SECURE_DURATION),
+        "SPEEDUP": str(SPEEDUP),
+        "TRAIN_MIN_RECORDS": str(SECURE_TRAIN_MIN_RECORDS),
+        "BRIDGE_CLIENT_ID": f"{project}-bridge",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in settings.items():
+            patch.setenv(key, value)
+        started = time.monotonic()
+        try:
+            compose.up([], timeout=900, secure=True, cars=SECURE_CARS)
+            print(f"secured compose stack {project} up and trained in {time.monotonic() - started:.0f} s")
+            material = SecureMaterial(Path(settings["SECURE_DIR"]))
+            yield f"127.0.0.1:{ports['KAFKA']}", ports["MQTT_TLS"], material, project
+        finally:
+            logs = compose.compose("logs", "--tail", "5", "topics", "trainer", "predictor", "simulator", secure=True)
+            print(logs[-4000:])
+            compose.down(secure=True)
+
+
+def test_secured_stack_every_acknowledged_reading_is_in_kafka_and_predicted(secured_stack):
+    """Simulator (a login per car), bridge, trainer and predictor each as its own identity, through TLS and ACLs."""
+    bootstrap, _, material, project = secured_stack
+    acknowledged = acknowledged_by_simulator(timeout=SECURE_DURATION + 300, secure=True)
+    assert acknowledged > 0
+    # No schema registry in this mode: single-object encoding; read as admin (the topics' ACLs admit no one else).
+    check_every_reading_predicted(bootstrap, None, project, acknowledged, **material.kafka_client_config("admin"))
+
+
+def test_secured_stack_refuses_an_anonymous_mqtt_client(secured_stack):
+    _, mqtt_port, material, _ = secured_stack
+    car = car_id(1)
+
+    def publish(*login: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_port), "--cafile", str(material.ca_file), *login]
+            + ["-t", f"{MQTT_TOPIC_PREFIX}/{car}", "-m", "{}", "-q", "1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    anonymous = publish()
+    assert anonymous.returncode != 0 and "not authori" in anonymous.stderr.lower(), anonymous
+    # The same connection with the car's own login goes through: the refusal is the missing identity's.
+    assert publish("-u", car, "-P", car_password(material.fleet_secret, car)).returncode == 0

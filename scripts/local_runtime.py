@@ -29,7 +29,7 @@ from pathlib import Path
 
 from common.errors import CarStreamError, DependencyMissingError, LocalRuntimeError
 from common.logs import setup_logging
-from scripts.secured import HEALTH_TOPIC_PREFIX, SecureMaterial, apply_kafka_rules, default_material
+from scripts.secured import HEALTH_TOPIC_PREFIX, SECURED_TOPICS, SecureMaterial, apply_kafka_rules, default_material
 
 log = logging.getLogger(__name__)
 
@@ -497,8 +497,6 @@ def default_nodes(run_dir: Path | None = None, secure: bool | None = None) -> tu
 def start_nodes(kafka: KafkaNode, mosquitto: MosquittoNode, cars: int = 25) -> list[ServerProcess]:
     """Start what does not run yet, wait for each to answer; returns the nodes started. Secured: the material is
     completed first (certificates, a password file for `cars` cars), then Kafka's users, topics and ACLs."""
-    from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
-
     secure = kafka.secure is not None
     if kafka.is_running() and (kafka.run_dir / SECURED_MARKER).exists() != secure:
         mode = "secured" if not secure else "plaintext"
@@ -517,8 +515,7 @@ def start_nodes(kafka: KafkaNode, mosquitto: MosquittoNode, cars: int = 25) -> l
         marker = kafka.run_dir / SECURED_MARKER
         if kafka.secure:
             marker.touch()
-            topics = {READINGS_TOPIC: 4, PREDICTIONS_TOPIC: 4, DLQ_TOPIC: 1}
-            apply_kafka_rules(kafka.bootstrap_servers, kafka.secure, topics)
+            apply_kafka_rules(kafka.bootstrap_servers, kafka.secure, SECURED_TOPICS)
         else:
             marker.unlink(missing_ok=True)
     except BaseException:  # Ctrl-C or a failed start: stop what this call started before giving up

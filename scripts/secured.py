@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 KAFKA_IDENTITIES = ("broker", "admin", "bridge", "predictor", "trainer")
 MQTT_SERVICE_IDENTITIES = ("bridge", "monitor")
 SCRAM_MECHANISM = "SCRAM-SHA-512"
+# The topics admin creates at a secured start (nothing else may create any), with their partitions.
+SECURED_TOPICS = {READINGS_TOPIC: 4, PREDICTIONS_TOPIC: 4, DLQ_TOPIC: 1}
 SERVER_HOSTS = ["localhost", "127.0.0.1", "kafka", "mosquitto"]  # the names compose and Kubernetes use too
 HEALTH_TOPIC_PREFIX = "healthcheck"
 READER_GROUP_PREFIX = "ml-"  # the predictor's and trainer's bounded readers (ml/source.py) join ml-range-*/ml-reader-*
@@ -296,8 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "apply":
             # The same topics as the local runtime's secured start, unless named.
             pairs = [item.rpartition("=") for item in args.topic or []]
-            default = {READINGS_TOPIC: 4, PREDICTIONS_TOPIC: 4, DLQ_TOPIC: 1}
-            topics = {name: int(count) for name, _, count in pairs} or default
+            topics = {name: int(count) for name, _, count in pairs} or SECURED_TOPICS
             apply_kafka_rules(args.bootstrap, material, topics)
         else:
             for key, value in material.env(args.identity).items():

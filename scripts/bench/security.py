@@ -13,8 +13,8 @@ password per car; scripts/secured.py), each mode measured the same way in turn:
   over its own TLS connection; the open one uses its default pool of connections (`simulator_connections`).
   `readings_per_s`, `p50_ms` and `p99_ms` count from event_time, which the simulator starts once its cars are
   connected; the `net_` figures also take out the measured `event_time_lead_ms` (what is left between event time
-  and the first publish, near 0). CPU per reading (`*_cpu_us_per_reading`) covers each service from the simulator's start to
-  the last prediction; the simulator's includes its start-up and its logins.
+  and the first publish, near 0). CPU per reading (`*_cpu_us_per_reading`) covers each service from the
+  simulator's start to the last prediction; the simulator's includes its start-up and its logins.
 
 Ratios are secured / open: `*_msgs_per_s_ratio` below 1 is throughput lost, `*_cpu_us_per_msg_ratio` above 1 is
 CPU added. The secured mode's Kafka ACLs name the default topics only, so both modes use car-sensor,
@@ -46,7 +46,7 @@ from scripts.bench.bridge import create_session, create_topics, drain_backlog, d
 from scripts.bench.context import BenchContext
 from scripts.bench.e2e import measure, small_model_dir
 from scripts.local_runtime import KafkaNode, MosquittoNode, free_port
-from scripts.secured import SecureMaterial, apply_kafka_rules
+from scripts.secured import SECURED_TOPICS, SecureMaterial, apply_kafka_rules
 from simulator.publisher import FleetPublisher
 from simulator.settings import PublishSettings
 
@@ -108,8 +108,7 @@ def servers(folder: Path, quick: bool) -> Iterator[list[Mode]]:
                 # The readings topic takes the broker's clock (LogAppendTime): the drain's rate comes from it.
                 create_topics(mode.ctx.bootstrap, READINGS_TOPIC, DLQ_TOPIC)
                 if mode.material:  # users, the predictions topic and the ACLs, as `make up SECURE=1` sets them
-                    topics = {READINGS_TOPIC: 4, PREDICTIONS_TOPIC: 4, DLQ_TOPIC: 1}
-                    apply_kafka_rules(mode.ctx.bootstrap, mode.material, topics)
+                    apply_kafka_rules(mode.ctx.bootstrap, mode.material, SECURED_TOPICS)
         yield modes
     finally:
         for node in reversed(started):

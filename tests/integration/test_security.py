@@ -29,7 +29,7 @@ from common import schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError
 from common.security import car_password, client_tls_context, make_certificates
-from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC, car_id, mqtt_topic
+from common.topics import DLQ_TOPIC, MQTT_TOPIC_FILTER, PREDICTIONS_TOPIC, READINGS_TOPIC, car_id, mqtt_topic
 from scripts.local_runtime import ROOT, KafkaNode, MosquittoNode, free_port, start_nodes
 from scripts.secured import SecureMaterial
 
@@ -312,3 +312,31 @@ def test_a_car_cannot_publish_for_another_car_and_nothing_it_sends_for_one_reach
         assert [(json.loads(m.value())["car_id"], json.loads(m.value())["seq"]) for m in dead] == [(victim, marker + 1)]
     finally:
         assert bridge.terminate() == 0, bridge.log()
+
+
+def test_the_bridge_identity_reads_every_car_through_a_shared_subscription(secured: Secured) -> None:
+    """Scale-out (BRIDGE_SHARED_GROUP) works under the ACLs: `topic read` of the filter covers its $share form."""
+    received: list[bytes] = []
+    login = secured.material.mqtt_settings("bridge")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"shared-{uuid.uuid4().hex[:6]}")
+    login.configure_client(client)
+    client.on_message = lambda _c, _u, message: received.append(message.payload)
+    client.connect("127.0.0.1", secured.mosquitto.port)
+    client.loop_start()
+    try:
+        granted = client.subscribe(f"$share/secured-test/{MQTT_TOPIC_FILTER}", qos=1)
+        assert granted[0] == mqtt.MQTT_ERR_SUCCESS
+        time.sleep(1.0)
+        payloads = [reading_of(car_id(number), 900_000 + number) for number in (3, 4)]
+        for number, payload in zip((3, 4), payloads, strict=True):
+            code, output = mosquitto_pub(
+                secured, *as_car(secured, number), topic=mqtt_topic(car_id(number)), payload=payload
+            )
+            assert code == 0, output
+        deadline = time.monotonic() + 10
+        while len(received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sorted(received) == sorted(payloads)
+    finally:
+        client.disconnect()
+        client.loop_stop()

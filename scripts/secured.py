@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import CarStreamError, ConfigError
+from common.errors import ConfigError
+from common.lifecycle import run_main
 from common.logs import setup_logging
 from common.security import car_password, make_certificates, mosquitto_password_line, new_secret, write_private
 from common.topics import (
@@ -286,28 +286,26 @@ def main(argv: list[str] | None = None) -> int:
         "--topic",
         action="append",
         metavar="NAME=PARTITIONS",
-        help=f"a topic to create (repeatable; default: {READINGS_TOPIC}=4, {PREDICTIONS_TOPIC}=4, {DLQ_TOPIC}=1)",
+        help="a topic to create (repeatable; default: "
+        + ", ".join(f"{name}={count}" for name, count in SECURED_TOPICS.items())
+        + ")",
     )
     args = parser.parse_args(argv)
     setup_logging()
     material = default_material()
-    try:
-        if args.action == "init":
-            material.ensure(args.cars)
-            print(f"secured mode material in {material.folder} (CA: {material.ca_file}; env files: env/*.env)")
-        elif args.action == "apply":
-            # The same topics as the local runtime's secured start, unless named.
-            pairs = [item.rpartition("=") for item in args.topic or []]
-            topics = {name: int(count) for name, _, count in pairs} or SECURED_TOPICS
-            apply_kafka_rules(args.bootstrap, material, topics)
-        else:
-            for key, value in material.env(args.identity).items():
-                print(f"{key}={value}")
-    except CarStreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.action == "init":
+        material.ensure(args.cars)
+        print(f"secured mode material in {material.folder} (CA: {material.ca_file}; env files: env/*.env)")
+    elif args.action == "apply":
+        # The same topics as the local runtime's secured start, unless named.
+        pairs = [item.rpartition("=") for item in args.topic or []]
+        topics = {name: int(count) for name, _, count in pairs} or SECURED_TOPICS
+        apply_kafka_rules(args.bootstrap, material, topics)
+    else:
+        for key, value in material.env(args.identity).items():
+            print(f"{key}={value}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)  # a CarStreamError: one line on stderr, exit 2

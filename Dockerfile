@@ -1,5 +1,5 @@
-# One image for the four services of the stack (simulator, bridge, ml train, ml predict); the compose file and
-# the Kubernetes manifests pick the service with the command, e.g. `python -m bridge`.
+# One image for the services of the stack (simulator, bridge, ml train, ml predict, dashboard); the compose file
+# and the Kubernetes manifests pick the service with the command, e.g. `python -m bridge`.
 #
 #   docker build -t car-stream-ml:0.1.0 .
 #   docker run --rm car-stream-ml:0.1.0 python -m simulator --help
@@ -38,6 +38,7 @@ COPY common/ common/
 COPY simulator/ simulator/
 COPY bridge/ bridge/
 COPY ml/ ml/
+COPY dashboard/ dashboard/
 # The project itself, pinned to the lock file, without the dev extras.
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
@@ -53,7 +54,7 @@ RUN useradd --create-home --uid 10001 --user-group app \
     && chown app:app /models /data
 USER app
 
-# Prometheus metrics: bridge 9108, predictor 9109.
-EXPOSE 9108 9109
+# Prometheus metrics: bridge 9108, predictor 9109; the dashboard's page: 8050.
+EXPOSE 9108 9109 8050
 
 CMD ["python", "-m", "bridge", "--help"]

@@ -27,6 +27,8 @@ help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 setup: $(INSTALLED) $(KAFKA_JARS) $(SCHEMA_REGISTRY) ## Install everything: .venv with pinned packages, the Kafka jars, the test schema registry (idempotent)
+	@# Only the dashboard's browser test needs it (Playwright drives the system's): a warning, never a failure.
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || echo "warning: chromium not found; the dashboard's browser test needs it (Debian: sudo apt-get install chromium)"
 
 $(INSTALLED): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 2; }

@@ -8,6 +8,8 @@
 3. `python -m ml train` trains the LSTM from that stretch of car-sensor and saves a model version.
 4. `python -m ml predict` serves it while the live fleet (--cars) drives: predictions flow to
    car-sensor-predictions and the view shows readings/s at each stage, predictions, alerts and the model.
+   The web dashboard (`python -m dashboard`, http://127.0.0.1:8050/) shows the same and more from the start of
+   the run to its end: the fleet grid, alerts with their lead, rates and lag, the DLQ, the model's report.
 5. Wait until every live reading has its prediction, stop everything this run started (also on Ctrl-C) and
    print a summary: readings, predictions, alerts, and the failure episodes of the simulator's ground truth
    that the alerts warned ahead or missed (ml/episodes.py). Exit code 0 when every live reading got a prediction.
@@ -37,11 +39,12 @@ from common.errors import CarStreamError
 from common.kafka import ensure_topics
 from common.logs import setup_logging
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
+from dashboard.settings import DEFAULT_PORT as DASHBOARD_PORT
 from scripts import compose, demo_runtime
 from scripts.demo_plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
 from scripts.demo_summary import DemoResult, latest_model_metadata, print_summary
 from scripts.demo_view import DemoStatus, DemoView
-from scripts.local_runtime import DEFAULT_RUN_DIR, ROOT
+from scripts.local_runtime import DEFAULT_RUN_DIR, ROOT, free_port, port_in_use
 from scripts.services import Service, ServiceError, ServiceGroup, service_env, wait_for
 from scripts.stream_watch import MqttCounter, StreamWatcher, commit_group_offsets, end_offsets
 
@@ -91,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-dir", type=Path, help="service logs and summary.json (default: .run/demo/<run>)")
     parser.add_argument("--plain", action="store_true", help="plain lines instead of the live view (default on no TTY)")
     parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=DASHBOARD_PORT,
+        help="port of the web dashboard on 127.0.0.1; a free one when taken; 0: no dashboard (default: %(default)s)",
+    )
+    parser.add_argument(
         "--secure",
         action="store_true",
         help="secured mode: Kafka SASL_SSL with an identity and ACLs per service, MQTT over TLS with a password "
@@ -112,6 +121,8 @@ class Demo:
         self.infra: demo_runtime.Infrastructure | None = None
         self.group: ServiceGroup | None = None
         self.counter: MqttCounter | None = None
+        self.predictor_group = f"{PREDICTOR_GROUP}-demo-{self.run_id}"  # the predictor's prefix (its ACL if secured)
+        self.metrics_ports: dict[str, int] = {}
         self.watcher: StreamWatcher | None = None
         self.result = DemoResult(
             cars=plan.cars, plan=plan.describe(), log_dir=str(self.log_dir), speedup=plan.live_speedup
@@ -140,6 +151,8 @@ class Demo:
         login = self.infra.secure.mqtt_settings("monitor") if self.infra.secure else None
         self.counter = MqttCounter(self.infra.mqtt_host, self.infra.mqtt_port, login=login).start()
         started = time.monotonic()
+        self._plan_metrics()
+        self._start_dashboard()
         self._start_bridge()
         self._history()
         self._train()
@@ -155,11 +168,53 @@ class Demo:
             **self.infra.identity("bridge"),
             BRIDGE_CLIENT_ID=f"demo-bridge-{self.run_id}",
             BRIDGE_SESSION_EXPIRY="300",  # the broker forgets this run's session soon after it ends
-            BRIDGE_METRICS_PORT="0",
             BRIDGE_KAFKA_TOPIC=self.args.readings_topic,
+            **self._metrics_env("bridge", "BRIDGE"),
         )
         wait_until_logged(bridge, "subscribing to", 90, self.group)
         time.sleep(1.0)  # the SUBACK follows the log line; a reading published before it would have no subscriber
+
+    def _plan_metrics(self) -> None:
+        """Metrics ports of the bridge and the predictor, which the dashboard scrapes: free ones on this machine;
+        their usual ones in containers (each has its own network)."""
+        inside = self.infra.runtime == "compose"
+        usual = {"bridge": 9108, "predictor": 9109}
+        self.metrics_ports = usual if inside else {name: free_port() for name in usual}
+
+    def _metrics_env(self, service: str, prefix: str) -> dict[str, str]:
+        env = {f"{prefix}_METRICS_PORT": str(self.metrics_ports[service])}
+        if self.infra.runtime == "compose":
+            env[f"{prefix}_METRICS_HOST"] = "0.0.0.0"  # inside its container, for the dashboard's; not published
+        return env
+
+    def _start_dashboard(self) -> None:
+        if not self.args.dashboard_port:
+            return
+        port = self.args.dashboard_port
+        if port_in_use(port):
+            port = free_port()
+            log.warning("port %d is taken: the dashboard takes %d", self.args.dashboard_port, port)
+        inside = self.infra.runtime == "compose"
+        host = f"{self.group.containers.prefix}-{{}}" if inside else "127.0.0.1"
+        urls = ",".join(
+            f"{name}=http://{host.format(name)}:{port_}/metrics" for name, port_ in self.metrics_ports.items()
+        )
+        self.group.start(
+            "dashboard",
+            "dashboard",
+            publish={DASHBOARD_PORT: port} if inside else None,
+            DASHBOARD_HOST="0.0.0.0" if inside else "127.0.0.1",
+            DASHBOARD_PORT=str(DASHBOARD_PORT if inside else port),
+            DASHBOARD_METRICS_URLS=urls,
+            DASHBOARD_MODEL_DIR=str(self.model_dir),
+            DASHBOARD_PREDICTOR_GROUP=self.predictor_group,
+            DASHBOARD_READINGS_TOPIC=self.args.readings_topic,
+            DASHBOARD_PREDICTIONS_TOPIC=self.args.predictions_topic,
+            DASHBOARD_LOOKBACK_SECONDS="0",  # this run's records only
+            **self.infra.identity("dashboard"),
+        )
+        self.status.dashboard_url = f"http://127.0.0.1:{port}/"
+        log.info("dashboard: %s (until the demo ends)", self.status.dashboard_url)
 
     def _watch(self, offsets: dict[tuple[str, int], int]) -> StreamWatcher:
         if self.watcher is not None:
@@ -227,7 +282,7 @@ class Demo:
     def _live(self, seconds: float) -> None:
         plan = self.plan
         offsets = self._offsets()
-        group_id = f"{PREDICTOR_GROUP}-demo-{self.run_id}"  # under the predictor's prefix (its ACL when secured)
+        group_id = self.predictor_group
         commit_group_offsets(self.infra.bootstrap, group_id, offsets, self.args.readings_topic)
         readings = self.args.readings_topic
         self.result.live_start_offsets = {str(p): offset for (t, p), offset in offsets.items() if t == readings}
@@ -239,7 +294,7 @@ class Demo:
             "predict",
             ML_GROUP_ID=group_id,
             ML_MODEL_DIR=str(self.model_dir),
-            ML_METRICS_PORT="0",
+            **self._metrics_env("predictor", "ML"),
             ML_TOPIC=self.args.readings_topic,
             ML_OUTPUT_TOPIC=self.args.predictions_topic,
             **self.infra.identity("predictor"),

@@ -33,6 +33,7 @@ class DemoStatus:
     started: float = field(default_factory=time.monotonic)
     model: dict[str, Any] | None = None
     log_dir: str = ""
+    dashboard_url: str = ""
 
     def set_phase(self, phase: str, detail: str = "") -> None:
         self.phase, self.detail = phase, detail
@@ -118,6 +119,7 @@ class DemoView:
             (f"{s.cars:,} cars, {s.runtime} runtime, {elapsed:.0f} s  ", "dim"),
             (s.phase, "bold cyan"),
             (f"  {s.detail}" if s.detail else "", "cyan"),
+            (f"\n dashboard {s.dashboard_url}" if s.dashboard_url else "", "bold green"),
         )
         return Panel(text)
 

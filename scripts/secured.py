@@ -8,7 +8,8 @@ users and ACLs. Generated once per folder (SECURE_DIR, default `.run/secure`, gi
 
 Identities (SECURITY.md has the threat model):
 - Kafka (SCRAM-SHA-512 over TLS): `broker` (between the node's own listeners), `admin` (creates topics, users and
-  ACLs; the operator's tools), `bridge`, `predictor`, `trainer`; each service may do exactly its job (KAFKA_ACLS).
+  ACLs; the operator's tools), `bridge`, `predictor`, `trainer`, `dashboard`; each service may do exactly its job
+  (KAFKA_ACLS).
 - MQTT (password file, TLS on 8883): one user per car, named by its car id, allowed to publish to its own topic
   only; `bridge`, allowed to read every car's topic; `monitor` (the operator's tools), allowed to read them too and to
   round-trip messages under healthcheck/.
@@ -26,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import ConfigError
+from common.errors import ConfigError, KafkaError
 from common.lifecycle import run_main
 from common.logs import setup_logging
 from common.security import car_password, make_certificates, mosquitto_password_line, new_secret, write_private
@@ -42,8 +43,10 @@ from common.topics import (
 
 log = logging.getLogger(__name__)
 
-KAFKA_IDENTITIES = ("broker", "admin", "bridge", "predictor", "trainer")
+KAFKA_IDENTITIES = ("broker", "admin", "bridge", "predictor", "trainer", "dashboard")
 MQTT_SERVICE_IDENTITIES = ("bridge", "monitor")
+# The identities with an env file (env/<identity>.env): the services and the operator's tools.
+ENV_IDENTITIES = ("bridge", "simulator", "predictor", "trainer", "dashboard", "admin")
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 # The topics admin creates at a secured start (nothing else may create any), with their partitions.
 SECURED_TOPICS = {READINGS_TOPIC: 4, PREDICTIONS_TOPIC: 4, DLQ_TOPIC: 1}
@@ -58,7 +61,7 @@ class Grant:
 
     resource: str  # "topic" or "group"
     name: str
-    operation: str  # "read" or "write"
+    operation: str  # "read", "write" or "describe"
     prefixed: bool = False
 
 
@@ -73,6 +76,14 @@ KAFKA_ACLS: dict[str, list[Grant]] = {
         Grant("group", READER_GROUP_PREFIX, "read", prefixed=True),
     ],
     "trainer": [Grant("topic", READINGS_TOPIC, "read"), Grant("group", READER_GROUP_PREFIX, "read", prefixed=True)],
+    # Reads by assign() and never commits: no group READ. DESCRIBE on the predictors' groups is what fetching
+    # their committed offsets (OffsetFetch) needs, for the lag chart; it cannot join or commit in them.
+    "dashboard": [
+        Grant("topic", READINGS_TOPIC, "read"),
+        Grant("topic", PREDICTIONS_TOPIC, "read"),
+        Grant("topic", DLQ_TOPIC, "read"),
+        Grant("group", PREDICTOR_GROUP, "describe", prefixed=True),
+    ],
 }
 
 MOSQUITTO_ACL = f"""\
@@ -121,10 +132,29 @@ class SecureMaterial:
                 "mqtt": {name: new_secret() for name in MQTT_SERVICE_IDENTITIES},
             }
             write_private(self.identities_file, json.dumps(identities, indent=2))
+        else:
+            self._add_missing_identities()
         if self.password_file_cars() < cars:
             self.write_mosquitto_files(cars)
         self.write_env_files()
         return self
+
+    def _add_missing_identities(self) -> None:
+        """A folder made before an identity existed (the dashboard's) gets a password for it; the others keep
+        theirs, so that running servers and env files already handed out stay valid."""
+        identities = self._identities()
+        added = [
+            (kind, name)
+            for kind, names in (("kafka", KAFKA_IDENTITIES), ("mqtt", MQTT_SERVICE_IDENTITIES))
+            for name in names
+            if name not in identities[kind]
+        ]
+        if not added:
+            return
+        for kind, name in added:
+            identities[kind][name] = new_secret()
+        write_private(self.identities_file, json.dumps(identities, indent=2))
+        log.info("added the identities %s to %s", ", ".join(name for _, name in added), self.identities_file)
 
     def _identities(self) -> dict:
         try:
@@ -203,12 +233,12 @@ class SecureMaterial:
             return {**self.kafka_env("bridge"), **self.mqtt_env("bridge")}
         if identity == "simulator":
             return {**self.mqtt_env(), "SIMULATOR_FLEET_SECRET": self.fleet_secret}
-        if identity in ("predictor", "trainer", "admin"):
+        if identity in ("predictor", "trainer", "dashboard", "admin"):
             return self.kafka_env(identity)
-        raise ConfigError(f"unknown identity {identity!r}: bridge, simulator, predictor, trainer or admin")
+        raise ConfigError(f"unknown identity {identity!r}: {', '.join(ENV_IDENTITIES)}")
 
     def write_env_files(self) -> None:
-        for identity in ("bridge", "simulator", "predictor", "trainer", "admin"):
+        for identity in ENV_IDENTITIES:
             body = "".join(f"{key}={value}\n" for key, value in self.env(identity).items())
             write_private(self.folder / "env" / f"{identity}.env", body)
 
@@ -225,6 +255,7 @@ def apply_kafka_rules(bootstrap: str, material: SecureMaterial, topics: dict[str
     """As `admin`: the service users (SCRAM), the topics, and the ACLs of KAFKA_ACLS. Idempotent."""
     from confluent_kafka.admin import (
         AclBinding,
+        AclBindingFilter,
         AclOperation,
         AclPermissionType,
         AdminClient,
@@ -250,7 +281,7 @@ def apply_kafka_rules(bootstrap: str, material: SecureMaterial, topics: dict[str
         log.debug("SCRAM credentials of %s set", name)
     ensure_topics(bootstrap, topics, timeout, **admin_config)
     kinds = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
-    operations = {"read": AclOperation.READ, "write": AclOperation.WRITE}
+    operations = {"read": AclOperation.READ, "write": AclOperation.WRITE, "describe": AclOperation.DESCRIBE}
     bindings = [
         AclBinding(
             kinds[grant.resource],
@@ -266,6 +297,16 @@ def apply_kafka_rules(bootstrap: str, material: SecureMaterial, topics: dict[str
     ]
     for future in admin.create_acls(bindings, request_timeout=timeout).values():
         future.result()
+    # The broker applies new ACLs a moment after create_acls returns; a service started at once would be refused
+    # its first call: return once the broker lists them all.
+    everything = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
+    )
+    deadline = time.monotonic() + timeout
+    while not set(bindings) <= set(admin.describe_acls(everything, request_timeout=timeout).result()):
+        if time.monotonic() > deadline:
+            raise KafkaError(f"the broker does not list the ACLs {timeout:.0f} s after they were created")
+        time.sleep(0.1)
     log.info("Kafka: users %s, topics %s and %d ACLs in place", ", ".join(KAFKA_ACLS), ", ".join(topics), len(bindings))
 
 
@@ -279,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     init = sub.add_parser("init", help="make (or complete) the folder")
     init.add_argument("--cars", type=int, default=25, help="cars in Mosquitto's password file, at least (default 25)")
     env = sub.add_parser("env", help="print KEY=VALUE lines of one identity's environment")
-    env.add_argument("identity", choices=["bridge", "simulator", "predictor", "trainer", "admin"])
+    env.add_argument("identity", choices=ENV_IDENTITIES)
     apply = sub.add_parser("apply", help="as admin: the services' Kafka users, the topics and the ACLs (idempotent)")
     apply.add_argument("--bootstrap", required=True, help="Kafka's SASL_SSL listener, HOST:PORT")
     apply.add_argument(

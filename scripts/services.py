@@ -79,9 +79,12 @@ class Containers:
         self.mounts = [Path(m).resolve() for m in mounts]
         self.prefix = prefix
 
-    def command(self, name: str, module: str, args: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    def command(
+        self, name: str, module: str, args: Sequence[str], env: Mapping[str, str], publish: Mapping[int, int]
+    ) -> list[str]:
         volumes = [f"--volume={folder}:{folder}" for folder in self.mounts]
         variables = [f"--env={key}={value}" for key, value in env.items()]
+        ports = [f"--publish=127.0.0.1:{host}:{inside}" for inside, host in publish.items()]
         return [
             docker_path(),
             "run",
@@ -93,6 +96,7 @@ class Containers:
             "--env=HOME=/tmp",
             *volumes,
             *variables,
+            *ports,
             self.image,
             "python",
             "-m",
@@ -116,14 +120,16 @@ class Service:
         env: Mapping[str, str],
         log_dir: Path,
         containers: Containers | None = None,
+        publish: Mapping[int, int] | None = None,
     ) -> None:
+        """`publish`: a container's port -> the host's port (on 127.0.0.1); a local process binds its own."""
         self.name = name
         self.containers = containers
         if containers is None:
             self.command = [sys.executable, "-m", module, *args]
             self.env = dict(env)
         else:  # the docker CLI gets this process's environment (DOCKER_HOST); the service gets `env`
-            self.command = containers.command(name, module, args, env)
+            self.command = containers.command(name, module, args, env, publish or {})
             self.env = dict(os.environ)
         self.log_file = log_dir / f"{name}.log"
         self.process: subprocess.Popen | None = None
@@ -231,8 +237,10 @@ class ServiceGroup:
         self.containers = containers
         self.services: list[Service] = []
 
-    def start(self, name: str, module: str, *args: str, **env: str) -> Service:
-        service = Service(name, module, args, {**self.env, **env}, self.log_dir, self.containers)
+    def start(
+        self, name: str, module: str, *args: str, publish: Mapping[int, int] | None = None, **env: str
+    ) -> Service:
+        service = Service(name, module, args, {**self.env, **env}, self.log_dir, self.containers, publish)
         self.services.append(service)
         return service.start()
 

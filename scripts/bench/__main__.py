@@ -25,7 +25,7 @@ from scripts.local_runtime import KafkaNode, MosquittoNode, free_port
 
 log = logging.getLogger("bench")
 
-SECTIONS = ["machine", "simulator", "bridge", "ml_read", "training", "predictor", "e2e", "security"]
+SECTIONS = ["machine", "simulator", "bridge", "ml_read", "training", "predictor", "e2e", "dashboard", "security"]
 
 
 def _shown(value: object) -> str:

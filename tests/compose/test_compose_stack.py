@@ -43,7 +43,8 @@ ACKNOWLEDGED = re.compile(r"published ([\d,]+) readings.*?; acknowledged ([\d,]+
 @pytest.fixture(scope="module")
 def stack(monkeypatch_module):
     project = f"car-stream-ml-test-{uuid.uuid4().hex[:6]}"
-    ports = {name: free_port() for name in ("KAFKA", "MQTT", "SCHEMA_REGISTRY", "BRIDGE_METRICS", "PREDICTOR_METRICS")}
+    names = ("KAFKA", "MQTT", "SCHEMA_REGISTRY", "BRIDGE_METRICS", "PREDICTOR_METRICS", "DASHBOARD")
+    ports = {name: free_port() for name in names}
     settings = {f"{name}_HOST_PORT": str(port) for name, port in ports.items()}
     settings |= {
         "COMPOSE_PROJECT_NAME": project,
@@ -182,7 +183,7 @@ def test_kafka_keeps_topics_and_offsets_across_down_and_up_and_down_v_leaves_not
 def secured_stack(tmp_path_factory):
     """The secured stack, up and trained: (Kafka on the host, the published MQTT TLS port, material, project)."""
     project = f"car-stream-ml-secure-{uuid.uuid4().hex[:6]}"
-    names = ("KAFKA", "MQTT", "MQTT_TLS", "SCHEMA_REGISTRY", "BRIDGE_METRICS", "PREDICTOR_METRICS")
+    names = ("KAFKA", "MQTT", "MQTT_TLS", "SCHEMA_REGISTRY", "BRIDGE_METRICS", "PREDICTOR_METRICS", "DASHBOARD")
     ports = {name: free_port() for name in names}
     settings = {f"{name}_HOST_PORT": str(port) for name, port in ports.items()}
     settings |= {

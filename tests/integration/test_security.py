@@ -22,14 +22,31 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from bridge_process import BridgeProcess, readings
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from common import schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError
+from common.kafka import ensure_topics
 from common.security import car_password, client_tls_context, make_certificates
-from common.topics import DLQ_TOPIC, MQTT_TOPIC_FILTER, PREDICTIONS_TOPIC, READINGS_TOPIC, car_id, mqtt_topic
+from common.topics import (
+    DLQ_TOPIC,
+    MQTT_TOPIC_FILTER,
+    PREDICTIONS_TOPIC,
+    PREDICTOR_GROUP,
+    READINGS_TOPIC,
+    car_id,
+    mqtt_topic,
+)
 from scripts.local_runtime import ROOT, KafkaNode, MosquittoNode, free_port, start_nodes
 from scripts.secured import SecureMaterial
 
@@ -237,27 +254,113 @@ def write_error(config: dict[str, str], topic: str) -> str | None:
     return errors[0].name() if errors[0] is not None else None
 
 
+def assigned_read_error(config: dict[str, str], topic: str, timeout: float = 20.0) -> str | None:
+    """Read `topic` from its start as the dashboard does, by assign(): no group joined, nothing committed. The
+    refusal's name (the topic's metadata error: an assigned consumer is told of no refusal, it just reads nothing;
+    else the first consumer error), or None when a record or a partition's end came."""
+    consumer = Consumer({**config, "enable.partition.eof": True, "enable.auto.commit": False, "log_level": 0})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        if metadata.error is not None:
+            return metadata.error.name()
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            return None if error is None or error.code() == KafkaError._PARTITION_EOF else error.name()
+        return "_TIMED_OUT"
+    finally:
+        consumer.close()
+
+
+def committed_offsets(config: dict[str, str], group: str, partitions: list[TopicPartition]) -> dict:
+    """`group`'s committed offsets of `partitions` as the dashboard's lag chart reads them: OffsetFetch by a consumer
+    of that group that never joins it."""
+    consumer = Consumer({**config, "group.id": group, "log_level": 0})
+    try:
+        return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=15)}
+    finally:
+        consumer.close()
+
+
+def group_offsets_refusal(config: dict[str, str], group: str) -> str | None:
+    """The refusal's name when asking for `group`'s committed offsets with the admin API (a consumer refused its
+    coordinator only times out), or None. Only where it is refused or the coordinator is up: on a fresh Kafka
+    librdkafka 2.16's list_consumer_group_offsets crashes the process (SIGSEGV) on NOT_COORDINATOR."""
+    admin = AdminClient({**config, "log_level": 0})
+    try:
+        admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=15)[group].result(20)
+    except KafkaException as exc:
+        return exc.args[0].name()
+    return None
+
+
 def test_each_kafka_identity_may_do_its_job_and_nothing_else(secured: Secured) -> None:
-    group = {"predictor": "car-stream-predictor-test", "trainer": "ml-reader-test", "bridge": "bridge-test"}
+    group = {
+        "predictor": "car-stream-predictor-test",
+        "trainer": "ml-reader-test",
+        "bridge": "bridge-test",
+        "dashboard": "car-stream-predictor-dashboard-test",  # its DESCRIBE prefix: the coordinator lookup passes
+    }
 
     def reader(identity: str) -> dict[str, str]:
         return {**secured.kafka_as(identity), "group.id": f"{group.get(identity, 'admin')}-{uuid.uuid4().hex[:6]}"}
 
     # Predictions: written by the predictor only, read by none of the services (the operator, admin, may).
     assert write_error(secured.kafka_as("predictor"), PREDICTIONS_TOPIC) is None
-    for identity in ("bridge", "trainer"):
-        assert write_error(secured.kafka_as(identity), PREDICTIONS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED"
+    for identity in ("bridge", "trainer", "dashboard"):
+        assert write_error(secured.kafka_as(identity), PREDICTIONS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED", identity
     for identity in ("trainer", "predictor"):
         assert read_error(reader(identity), PREDICTIONS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED", identity
     assert read_error(reader("bridge"), PREDICTIONS_TOPIC) in REFUSED_READ  # no group of its own either
     assert read_error(reader("admin"), PREDICTIONS_TOPIC) is None
     # Readings: written by the bridge only, read by the trainer and the predictor in their groups only.
     assert write_error(secured.kafka_as("bridge"), DLQ_TOPIC) is None
-    for identity in ("trainer", "predictor"):
-        assert write_error(secured.kafka_as(identity), READINGS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED"
+    for identity in ("trainer", "predictor", "dashboard"):
+        assert write_error(secured.kafka_as(identity), READINGS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED", identity
+    assert write_error(secured.kafka_as("dashboard"), DLQ_TOPIC) == "TOPIC_AUTHORIZATION_FAILED"
     assert read_error(reader("bridge"), READINGS_TOPIC) in REFUSED_READ
     outside_its_groups = {**secured.kafka_as("trainer"), "group.id": f"not-ml-{uuid.uuid4().hex[:6]}"}
     assert read_error(outside_its_groups, READINGS_TOPIC) == "GROUP_AUTHORIZATION_FAILED"
+    # The dashboard: an observer of the three topics by assign() (the trainer may not read the two it has no part in).
+    for topic in (READINGS_TOPIC, PREDICTIONS_TOPIC, DLQ_TOPIC):
+        assert assigned_read_error(reader("dashboard"), topic) is None, topic
+    for topic in (PREDICTIONS_TOPIC, DLQ_TOPIC):
+        assert assigned_read_error(reader("trainer"), topic) == "TOPIC_AUTHORIZATION_FAILED", topic
+    # ... and of nothing else: a topic beside the stack's, which admin reads.
+    other = f"not-the-dashboards-{uuid.uuid4().hex[:6]}"
+    ensure_topics(secured.bootstrap, {other: 1}, **secured.material.kafka_client_config("admin"))
+    assert assigned_read_error(reader("dashboard"), other) == "TOPIC_AUTHORIZATION_FAILED"
+    assert assigned_read_error(reader("admin"), other) is None
+    # No group READ: it cannot join the predictors' group (and take partitions from them), nor commit in it.
+    in_predictor_group = {**secured.kafka_as("dashboard"), "group.id": f"{PREDICTOR_GROUP}-{uuid.uuid4().hex[:6]}"}
+    assert read_error(in_predictor_group, READINGS_TOPIC) == "GROUP_AUTHORIZATION_FAILED"
+    # The lag chart: the predictors' committed offsets (OffsetFetch, DESCRIBE on their groups), fetched as the
+    # dashboard; any other group's are refused to it, and the predictors' to the trainer.
+    predictor_group = f"{PREDICTOR_GROUP}-{uuid.uuid4().hex[:6]}"
+    commits = [TopicPartition(READINGS_TOPIC, p, end) for p, end in end_offsets(secured, READINGS_TOPIC).items()]
+    predictor = Consumer({**secured.kafka_as("predictor"), "group.id": predictor_group, "log_level": 0})
+    try:
+        assert all(tp.error is None for tp in predictor.commit(offsets=commits, asynchronous=False))
+    finally:
+        predictor.close()
+    expected = {(tp.topic, tp.partition): tp.offset for tp in commits}
+    partitions = [TopicPartition(topic, p) for topic, p in expected]
+    assert committed_offsets(secured.kafka_as("dashboard"), predictor_group, partitions) == expected
+    assert group_offsets_refusal(secured.kafka_as("dashboard"), predictor_group) is None
+    dashboard = Consumer({**secured.kafka_as("dashboard"), "group.id": predictor_group, "log_level": 0})
+    try:
+        with pytest.raises(KafkaException) as refused:
+            dashboard.commit(offsets=[TopicPartition(READINGS_TOPIC, 0, 0)], asynchronous=False)
+        assert refused.value.args[0].name() == "GROUP_AUTHORIZATION_FAILED"
+    finally:
+        dashboard.close()
+    assert committed_offsets(secured.kafka_as("predictor"), predictor_group, partitions) == expected, "as committed"
+    for identity, other_group in (("dashboard", f"ml-reader-{uuid.uuid4().hex[:6]}"), ("trainer", predictor_group)):
+        assert group_offsets_refusal(secured.kafka_as(identity), other_group) == "GROUP_AUTHORIZATION_FAILED", identity
     # Nothing creates topics but the admin: auto-creation is off and no service may create.
     assert write_error(secured.kafka_as("bridge"), f"not-a-topic-{uuid.uuid4().hex[:6]}") in (
         "TOPIC_AUTHORIZATION_FAILED",

@@ -18,9 +18,12 @@ DEPLOYMENTS = {
     "simulator": ["python", "-m", "simulator"],
     "bridge": ["python", "-m", "bridge"],
     "predictor": ["python", "-m", "ml", "predict"],
+    "dashboard": ["python", "-m", "dashboard"],
 }
 JOBS = {"trainer": ["python", "-m", "ml", "train"]}
 METRICS = {"bridge": ("BRIDGE_METRICS_PORT", 9108), "predictor": ("ML_METRICS_PORT", 9109)}
+# Who mounts the model claim, where its setting says: the trainer writes versions, the others only read them.
+MODEL_DIRS = {"trainer": "ML_MODEL_DIR", "predictor": "ML_MODEL_DIR", "dashboard": "DASHBOARD_MODEL_DIR"}
 CONNECTION_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS", "MQTT_HOST", "MQTT_PORT", "SCHEMA_REGISTRY_URL"}
 QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|Ki|Mi|Gi)?")
 UNITS = {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
@@ -139,9 +142,9 @@ def test_connection_settings_come_from_the_config_map(resources):
         assert sources and set(sources) <= config_maps, f"{name} takes its connection settings from nowhere"
 
 
-def test_trainer_and_predictor_share_the_model_volume(resources):
+def test_trainer_predictor_and_dashboard_share_the_model_volume(resources):
     claims = set()
-    for name in ("trainer", "predictor"):
+    for name, setting in MODEL_DIRS.items():
         workload = workloads(resources)[name]
         volumes = {
             v["name"]: v["persistentVolumeClaim"]["claimName"]
@@ -149,11 +152,49 @@ def test_trainer_and_predictor_share_the_model_volume(resources):
             if "persistentVolumeClaim" in v
         }
         container = main_container(workload)
-        model_dir = env(container)["ML_MODEL_DIR"]
+        model_dir = env(container)[setting]
         [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == model_dir]
-        assert mount.get("readOnly", False) == (name == "predictor")
+        assert mount.get("readOnly", False) == (name != "trainer"), f"only the trainer writes model versions: {name}"
         claims.add(volumes[mount["name"]])
     assert len(claims) == 1 and ("PersistentVolumeClaim", claims.pop()) in resources
+
+
+def test_every_workload_logs_in_with_its_own_secret_and_trusts_the_ca(resources):
+    """Secured by default: each workload's identity is the Secret made from its env file (README.md), and the CA is
+    mounted where the ConfigMap's *_CA_* settings say."""
+    [config] = [doc for (kind, _), doc in resources.items() if kind == "ConfigMap"]
+    ca_dir = config["data"]["KAFKA_SSL_CA_LOCATION"].rsplit("/", 1)[0]
+    for name, workload in workloads(resources).items():
+        secrets = [item["secretRef"]["name"] for item in main_container(workload)["envFrom"] if "secretRef" in item]
+        assert secrets == [f"car-stream-ml-{name}"], name
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+        [mount] = [m for m in main_container(workload)["volumeMounts"] if m["mountPath"] == ca_dir]
+        assert mount["readOnly"] and volumes[mount["name"]]["secret"]["secretName"] == "car-stream-ml-ca", name
+
+
+def test_dashboard_serves_its_page_in_the_cluster_and_is_probed_on_healthz(resources):
+    container = main_container(resources[("Deployment", "dashboard")])
+    settings = env(container)
+    # 127.0.0.1 by default: the probes and the Service reach the pod's address only when it listens on every one.
+    assert settings["DASHBOARD_HOST"] == "0.0.0.0" and int(settings["DASHBOARD_PORT"]) == 8050
+    ports = {item["name"]: item["containerPort"] for item in container["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        http = container[probe]["httpGet"]
+        assert http["path"] == "/healthz" and ports.get(http["port"], http["port"]) == 8050, probe
+    # It scrapes the bridge and the predictor through their metrics Services.
+    for name, url in (item.split("=", 1) for item in settings["DASHBOARD_METRICS_URLS"].split(",")):
+        host, port = re.fullmatch(r"http://([\w-]+):(\d+)/metrics", url).groups()
+        service = resources[("Service", host)]
+        assert service["spec"]["selector"]["app.kubernetes.io/name"] == name
+        assert int(port) == METRICS[name][1] and [p["port"] for p in service["spec"]["ports"]] == [int(port)]
+    service = resources[("Service", "dashboard")]
+    pod_labels = resources[("Deployment", "dashboard")]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "the page is reached by port-forward, not exposed"
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    [service_port] = service["spec"]["ports"]
+    assert service_port["port"] == 8050 and ports.get(service_port["targetPort"]) == 8050
+    limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+    assert (requests["cpu"], requests["memory"], limits["cpu"], limits["memory"]) == ("250m", "256Mi", "1", "1Gi")
 
 
 @pytest.fixture(scope="module")

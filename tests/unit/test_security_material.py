@@ -4,6 +4,7 @@ passwords, the Kafka identity a process reads from its environment, and the file
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import stat
 import subprocess
@@ -13,7 +14,8 @@ import pytest
 
 from common.kafka import KafkaSecurity
 from common.security import car_password, mosquitto_password_line
-from scripts.secured import SecureMaterial
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
+from scripts.secured import ENV_IDENTITIES, KAFKA_ACLS, Grant, SecureMaterial
 
 
 def test_our_password_lines_equal_what_mosquitto_passwd_writes_for_the_same_salt(tmp_path: Path) -> None:
@@ -60,7 +62,8 @@ def test_kafka_identity_comes_from_the_environment_and_plaintext_adds_nothing(mo
 def test_material_is_private_complete_and_grows_with_the_fleet(tmp_path: Path) -> None:
     material = SecureMaterial(tmp_path / "secure").ensure(cars=3)
     assert stat.S_IMODE(material.folder.stat().st_mode) == 0o700
-    for secret in ("ca.key", "server.key", "server.pem", "identities.json", "mosquitto.passwd", "env/bridge.env"):
+    secrets = ("ca.key", "server.key", "server.pem", "identities.json", "mosquitto.passwd")
+    for secret in (*secrets, *(f"env/{identity}.env" for identity in ENV_IDENTITIES)):
         assert stat.S_IMODE((material.folder / secret).stat().st_mode) == 0o600, secret
     users = [line.split(":")[0] for line in material.mosquitto_passwd.read_text().splitlines()[1:]]
     assert users == ["bridge", "monitor", "car-00001", "car-00002", "car-00003"]
@@ -69,3 +72,32 @@ def test_material_is_private_complete_and_grows_with_the_fleet(tmp_path: Path) -
     assert material.password_file_cars() == 5 and material.fleet_secret == first_secret
     env = dict(line.split("=", 1) for line in (material.folder / "env" / "simulator.env").read_text().splitlines())
     assert env["SIMULATOR_FLEET_SECRET"] == first_secret and "KAFKA_SASL_PASSWORD" not in env
+
+
+def test_the_dashboard_reads_its_topics_and_the_predictors_offsets_and_writes_nothing(tmp_path: Path) -> None:
+    env = SecureMaterial(tmp_path / "secure").ensure(cars=1).env("dashboard")
+    assert env["KAFKA_SASL_USERNAME"] == "dashboard" and not any(key.startswith("MQTT_") for key in env)
+    # Reads by assign() and never commits (no group READ); DESCRIBE on the predictors' groups for their lag.
+    assert sorted(KAFKA_ACLS["dashboard"], key=repr) == sorted(
+        [
+            Grant("topic", READINGS_TOPIC, "read"),
+            Grant("topic", PREDICTIONS_TOPIC, "read"),
+            Grant("topic", DLQ_TOPIC, "read"),
+            Grant("group", PREDICTOR_GROUP, "describe", prefixed=True),
+        ],
+        key=repr,
+    )
+
+
+def test_a_folder_made_before_an_identity_existed_gets_it_and_keeps_the_other_passwords(tmp_path: Path) -> None:
+    material = SecureMaterial(tmp_path / "secure").ensure(cars=1)
+    identities = json.loads(material.identities_file.read_text())
+    del identities["kafka"]["dashboard"]  # as written before the dashboard had an identity
+    material.identities_file.write_text(json.dumps(identities))
+    (material.folder / "env" / "dashboard.env").unlink()
+    material.ensure(cars=1)
+    completed = json.loads(material.identities_file.read_text())
+    assert completed["kafka"]["dashboard"] and completed["kafka"]["predictor"] == identities["kafka"]["predictor"]
+    assert completed["fleet_secret"] == identities["fleet_secret"]
+    assert stat.S_IMODE(material.identities_file.stat().st_mode) == 0o600
+    assert "KAFKA_SASL_USERNAME=dashboard\n" in (material.folder / "env" / "dashboard.env").read_text()

@@ -1,0 +1,4 @@
+from common.lifecycle import run_main
+from dashboard.cli import main
+
+run_main(main)

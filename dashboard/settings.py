@@ -1,0 +1,36 @@
+"""Settings of `python -m dashboard`: flags, DASHBOARD_* environment variables, defaults (in that order)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import KafkaSettings
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
+
+DEFAULT_PORT = 8050
+DEFAULT_METRICS_URLS = "bridge=http://127.0.0.1:9108/metrics,predictor=http://127.0.0.1:9109/metrics"
+
+
+class DashboardSettings(KafkaSettings):
+    model_config = SettingsConfigDict(env_prefix="DASHBOARD_", frozen=True, populate_by_name=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the page is served on (0.0.0.0: every interface)")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="Port the page is served on (0 = any free port)")
+    readings_topic: str = Field(READINGS_TOPIC, description="Readings topic: the ground truth and the car-sensor rate")
+    predictions_topic: str = Field(PREDICTIONS_TOPIC, description="Predictions topic: states, alerts, the model")
+    dlq_topic: str = Field(DLQ_TOPIC, description="Dead-letter topic: the DLQ by reason")
+    predictor_group: str = Field(
+        PREDICTOR_GROUP, description="The predictors' consumer group, whose lag on the readings topic is charted"
+    )
+    metrics_urls: str = Field(
+        DEFAULT_METRICS_URLS,
+        description="The services' Prometheus endpoints, name=url[,name=url]; a name may repeat (scaled out: summed)",
+    )
+    model_dir: str = Field("artifacts/models", description="Folder of model versions: the serving model's report")
+    lookback_seconds: float = Field(
+        600.0, ge=0, description="Start reading the topics this many seconds back (their records before are ignored)"
+    )
+    push_interval: float = Field(1.0, gt=0, description="Seconds between two updates pushed to each open page")
+    history_seconds: int = Field(300, gt=0, description="Seconds of rates and lag the chart shows")
+    page_size: int = Field(500, gt=0, le=5000, description="Cars per page of the fleet grid")

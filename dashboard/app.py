@@ -134,19 +134,23 @@ def create_app(dashboard: Dashboard, manage: bool = True) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     @app.get("/api/snapshot")
-    async def snapshot(state: GridState = "all", q: str = Query("", max_length=100), page: int = 0) -> Any:
-        return await anyio.to_thread.run_sync(dashboard.snapshot, state, q.strip(), page)
+    async def snapshot(state: GridState = "all", q: str = Query("", max_length=100), page: int = 0) -> Response:
+        data = await anyio.to_thread.run_sync(dashboard.snapshot, state, q.strip(), page)
+        return Response(json.dumps(data, separators=(",", ":")), media_type="application/json")
 
     @app.get("/events")
     async def events(state: GridState = "all", q: str = Query("", max_length=100), page: int = 0) -> Any:
         async def updates() -> AsyncIterator[dict[str, str]]:
             dashboard.clients.inc()
+            interval = dashboard.settings.push_interval
             try:
                 while True:
+                    started = time.monotonic()
                     data = await anyio.to_thread.run_sync(dashboard.snapshot, state, q.strip(), page)
                     yield {"event": "update", "data": json.dumps(data, separators=(",", ":"))}
                     dashboard.pushed.inc()
-                    await anyio.sleep(dashboard.settings.push_interval)
+                    # a steady cadence: the time spent building the update counts toward the interval
+                    await anyio.sleep(max(0.0, interval - (time.monotonic() - started)))
             finally:
                 dashboard.clients.dec()
 

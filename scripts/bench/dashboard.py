@@ -1,21 +1,26 @@
 """The `dashboard` section: does `python -m dashboard` keep up with the e2e section's 100,000-car load?
 
-The e2e section's load (scripts/bench/e2e.py: 100,000 cars x one reading per 10 s = 10,000 readings/s, for 60 s;
-10 s with --quick) runs through simulator -> Mosquitto -> bridge -> Kafka -> predictor (the small untrained model),
-each its own process on this run's servers and topics of its own, while the dashboard reads the readings,
+The e2e section's load (scripts/bench/e2e.py: 100,000 cars x one reading per 10 s = 10,000 readings/s offered, for
+60 s; 10 s with --quick) runs through simulator -> Mosquitto -> bridge -> Kafka -> predictor (the small untrained
+model), each its own process on this run's servers and topics of its own, while the dashboard reads the readings,
 predictions and DLQ topics (lookback: the whole run) and scrapes the bridge's and the predictor's metrics. During
 the load one real page (Playwright, Debian's chromium; `browser_error` says why when it cannot start, and only the
-`page_*` figures go) and one plain SSE client (`sse_*`) stay open on it.
+`page_*` figures go) and one plain SSE client (`sse_*`) stay open on it. `publish_msgs_per_s` is what the simulator
+got out (the e2e section's figure of the same name): the dashboard's figures hold at that rate.
 
 - `dashboard_cpu_us_per_record`: the dashboard's CPU from the simulator's start until it has counted every record
   of both topics (the drain included), per record it counted (readings + predictions: each reading costs it two);
   `dashboard_cpu_us_per_reading` the same per reading, beside the peers measured over the same span:
-  `bridge_cpu_us_per_reading`, `predictor_cpu_us_per_reading`; `*_cpu_per_reading_ratio` is the dashboard's over
-  the peer's (below 1: it costs less than the stage it watches). `*_cpu_percent`: share of one core during the load.
+  `bridge_cpu_us_per_reading`, `predictor_cpu_us_per_reading`; `dashboard_to_<peer>_cpu_per_reading_ratio` is the
+  dashboard's over the peer's (below 1: it costs less than the stage it watches). `*_cpu_percent`: share of one
+  core during the load, for every process of the run (the servers too: on a small machine they share its cores).
 - `page_updates_per_s`: updates rendered by the page (document.body.dataset.updates) over the load, beside
   `ideal_updates_per_s` (one per push interval); `page_render_mean_ms` and `page_render_max_ms` from
-  window.dashboardRenderStats over the load (its max reset at the load's start: the first render builds the grid).
-- `sse_updates_per_s` and `sse_bytes_per_update` (the `data` of one `update` event: the snapshot's JSON).
+  window.dashboardRenderStats over the load (its max reset at the load's start: the first render builds the grid);
+  `page_main_thread_ms_per_update` and `_percent`: the renderer's busy time (Chrome's TaskDuration: parsing the
+  update, script, layout, paint) per update and as a share of one core.
+- `sse_updates_per_s`, `sse_bytes_per_update` (the `data` of one `update` event: the snapshot's JSON), and
+  `sse_delivery_p50_ms`/`_max_ms`: from an update's `generated_at` (its build's start) to its arrival here.
 - `snapshot_build_p50_ms`, `_p99_ms`, `_mean_ms`: from the dashboard's dashboard_snapshot_seconds histogram over
   the load (quantiles interpolated within its buckets, as Prometheus's histogram_quantile does).
 - Keeping up: `dashboard_lag_records_at_load_end` is Kafka's end offsets of the readings topic when the simulator
@@ -25,8 +30,10 @@ the load one real page (Playwright, Debian's chromium; `browser_error` says why 
   shows (`dashboard_lag_max_records` the same in records); `dashboard_catch_up_s`: from the simulator's exit to the
   first update that counts everything the readings topic held at that moment (resolution: one push interval).
 - At 100,000 cars, after the load (no page open, the cache of the grid's order cold: one call per push interval):
-  `fleet_cars` (every car sent a reading: `cars`), `search_ms` (/api/snapshot?q=car-0999, median of 10 round
-  trips, `search_matching` cars found), `page_flip_ms` (page=100) beside `snapshot_ms` (page 0).
+  `fleet_cars` (every car sent a reading: `cars`) and the cars per state (`fleet_warned`, ...: the cars not healthy
+  are sorted for every page), `search_ms` (/api/snapshot?q=car-0999, median of 10 round trips, `search_matching`
+  cars found), `page_flip_ms` (page=100) beside `snapshot_ms` (page 0); `after_load_build_mean_ms` is the
+  dashboard's own build time of those calls (its histogram): the rest of a round trip is serialisation and HTTP.
 """
 
 from __future__ import annotations
@@ -242,6 +249,7 @@ class Page:
         self._playwright: Any = None
         self._browser: Any = None
         self.page: Any = None
+        self._cdp: Any = None
 
     def __enter__(self) -> Page:
         if not Path(CHROMIUM).exists():
@@ -255,6 +263,8 @@ class Page:
             self.page = self._browser.new_page(viewport={"width": 1600, "height": 1000})
             self.page.goto(f"{self.base}/", wait_until="load", timeout=60_000)
             self.page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=60_000)
+            self._cdp = self.page.context.new_cdp_session(self.page)
+            self._cdp.send("Performance.enable")
         except Exception as exc:  # no browser: the other figures still count
             self.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             self.__exit__()
@@ -267,17 +277,21 @@ class Page:
                     close.close() if close is self._browser else close.stop()
                 except Exception as exc:
                     log.warning("dashboard: closing the browser: %s", exc)
-        self._browser = self._playwright = self.page = None
+        self._browser = self._playwright = self.page = self._cdp = None
 
     def stats(self) -> dict[str, Any] | None:
         """Updates rendered so far and window.dashboardRenderStats; None without a page."""
         if self.page is None:
             return None
         try:
-            return self.page.evaluate(
+            stats = self.page.evaluate(
                 "() => ({updates: Number(document.body.dataset.updates || 0), "
                 "render: JSON.parse(JSON.stringify(window.dashboardRenderStats || {}))})"
             )
+            # The renderer's main thread, busy seconds (Chrome's Performance domain): parsing, script, layout, paint.
+            metrics = {m["name"]: m["value"] for m in self._cdp.send("Performance.getMetrics")["metrics"]}
+            stats["task_s"] = metrics.get("TaskDuration")
+            return stats
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             return None
@@ -358,6 +372,9 @@ def load(
     load_start, load_start_mono = time.time(), time.monotonic()
     samplers = {name: ProcessSampler(by_name[name].pid) for name in ("dashboard", "bridge", "predictor")}
     samplers["simulator"] = ProcessSampler(simulator.pid)
+    for name, node in (("mosquitto", ctx.mosquitto), ("kafka", ctx.kafka)):  # the servers: the rest of the machine
+        if (pid := node.pid()) is not None:
+            samplers[name] = ProcessSampler(pid)
     offsets: list[tuple[float, int]] = [(load_start, 0)]  # (epoch s, records on the readings topic)
     deadline = time.monotonic() + seconds + 300
     while simulator.running():
@@ -403,6 +420,7 @@ def load(
         "readings_in_kafka": final[0],
         "predictions_in_kafka": final[1],
         "publish_seconds": simulator_summary["seconds"],
+        "publish_msgs_per_s": simulator_summary["msgs_per_s"],
     }
     figures.update(cpu_figures(usage, load_cpu, load_elapsed, shown_final, published))
     figures.update(page_figures(page, page_before, page_after, load_elapsed))
@@ -433,8 +451,9 @@ def cpu_figures(
         out[f"dashboard_to_{name}_cpu_per_reading_ratio"] = (
             round(out["dashboard_cpu_us_per_reading"] / peer, 3) if peer else None
         )
-    for name in ("dashboard", "bridge", "predictor", "simulator"):
-        out[f"{name}_cpu_percent"] = round(100 * load_cpu[name] / max(load_elapsed, 0.001), 1)
+    for name in ("dashboard", "bridge", "predictor", "simulator", "mosquitto", "kafka"):
+        if name in load_cpu:
+            out[f"{name}_cpu_percent"] = round(100 * load_cpu[name] / max(load_elapsed, 0.001), 1)
     for name in ("dashboard", "bridge", "predictor"):
         out[f"{name}_peak_rss_mb"] = usage[name]["peak_rss_mb"]
     return out
@@ -456,18 +475,29 @@ def page_figures(page: Page, before: dict | None, after: dict | None, elapsed: f
             "page_render_grid_last_ms": round(after["render"].get("panelMs", {}).get("grid", 0.0), 1),
         }
     )
+    if before.get("task_s") is not None and after.get("task_s") is not None:
+        busy_s = after["task_s"] - before["task_s"]
+        updates = after["updates"] - before["updates"]
+        out["page_main_thread_ms_per_update"] = round(busy_s * 1000 / updates, 1) if updates else None
+        out["page_main_thread_percent"] = round(100 * busy_s / elapsed, 1)
     return out
 
 
 def sse_figures(sse: SseClient, start: float, end: float) -> dict:
     updates = sse.between(start, end)
     sizes = [u["bytes"] for u in updates]
+    # generated_at is taken as the build starts: build, serialisation and delivery, on one clock
+    delivery_ms = [(u["received"] - u["generated_at"]) * 1000 for u in updates]
+    series = [(round(u["received"] - start, 1), round(ms)) for u, ms in zip(updates, delivery_ms, strict=True)]
+    log.debug("dashboard: SSE updates (s into the load, delivery ms): %s", series)
     out: dict[str, Any] = {
         "sse_updates": len(updates),
         "sse_updates_per_s": round(len(updates) / max(end - start, 0.001), 3),
         "sse_bytes_per_update": round(statistics.mean(sizes)) if sizes else None,
         "sse_max_bytes_per_update": max(sizes, default=None),
         "sse_kb_per_s": round(sum(sizes) / 1024 / max(end - start, 0.001), 1),
+        "sse_delivery_p50_ms": round(statistics.median(delivery_ms), 1) if delivery_ms else None,
+        "sse_delivery_max_ms": round(max(delivery_ms), 1) if delivery_ms else None,
         "sse_longest_gap_s": round(max((b["received"] - a["received"] for a, b in pairwise(updates)), default=0.0), 2),
     }
     if sse.error:
@@ -539,7 +569,8 @@ def after_load(base: str) -> dict:
     """At 100,000 cars with no page open: the fleet shown, a search and a page flip beside page 0, each call in a
     push interval of its own (the grid's order is cached per interval and per filter)."""
     searches, flips, firsts = [], [], []
-    found, flipped, fleet_cars = None, None, None
+    found, flipped, fleet = None, None, {}
+    before = own_metrics(base)
     for _ in range(ROUNDS):
         started = time.monotonic()
         snap, ms = snapshot(base, f"state=all&q={SEARCH}&page=0")
@@ -553,10 +584,14 @@ def after_load(base: str) -> dict:
         started = time.monotonic()
         snap, ms = snapshot(base)
         firsts.append(ms)
-        fleet_cars = snap["fleet"]["cars"]
+        fleet = snap["fleet"]
         time.sleep(max(0.0, started + PUSH_INTERVAL * 1.05 - time.monotonic()))
+    after = own_metrics(base)
+    builds = after["count"] - before["count"]
     return {
-        "fleet_cars": fleet_cars,
+        "fleet_cars": fleet.get("cars"),
+        # Cars not healthy are sorted for every page (dashboard/fleet.py): what the grid's order costs depends on them.
+        **{f"fleet_{state}": fleet.get(state) for state in ("healthy", "warned", "ood", "failed")},
         "search_query": SEARCH,
         "search_matching": found,
         "search_ms": round(statistics.median(searches), 1),
@@ -564,4 +599,6 @@ def after_load(base: str) -> dict:
         "page_flip_page": flipped,
         "page_flip_ms": round(statistics.median(flips), 1),
         "snapshot_ms": round(statistics.median(firsts), 1),
+        # The dashboard's own build time of these calls: the rest of a round trip is serialisation and HTTP.
+        "after_load_build_mean_ms": round((after["sum"] - before["sum"]) / builds * 1000, 2) if builds else None,
     }

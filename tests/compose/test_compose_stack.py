@@ -14,9 +14,11 @@ refused on the published TLS port where a car with its password is let in.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -62,9 +64,9 @@ def stack(monkeypatch_module):
         compose.up([], timeout=900)
         print(f"compose stack {project} up and trained in {time.monotonic() - started:.0f} s")
         registry = f"http://127.0.0.1:{ports['SCHEMA_REGISTRY']}/apis/ccompat/v7"
-        yield f"127.0.0.1:{ports['KAFKA']}", registry, project
+        yield f"127.0.0.1:{ports['KAFKA']}", registry, project, f"http://127.0.0.1:{ports['DASHBOARD']}/"
     finally:
-        print(compose.compose("logs", "--tail", "5", "trainer", "predictor", "simulator")[-4000:])
+        print(compose.compose("logs", "--tail", "5", "trainer", "predictor", "simulator", "dashboard")[-4000:])
         compose.down()
 
 
@@ -119,14 +121,32 @@ def key_of(codec: AvroCodec):
     return key
 
 
-def test_every_acknowledged_reading_is_in_kafka_and_predicted(stack):
-    bootstrap, registry, project = stack
+def test_every_acknowledged_reading_is_in_kafka_and_predicted_and_the_dashboard_shows_as_much(stack):
+    bootstrap, registry, project, dashboard = stack
     acknowledged = acknowledged_by_simulator(timeout=DURATION + 300)
-    check_every_reading_predicted(bootstrap, registry, project, acknowledged)
+    readings, predictions = check_every_reading_predicted(bootstrap, registry, project, acknowledged)
+    # The dashboard service (up since before the first reading) counts what the topics hold, sees every car and
+    # reaches both services' metrics inside the stack's network.
+    deadline = time.monotonic() + 60
+    while True:
+        with urllib.request.urlopen(dashboard + "api/snapshot", timeout=10) as response:
+            snapshot = json.loads(response.read())
+        totals = {stage["name"]: stage["total"] for stage in snapshot["stages"]}
+        shown = (totals["car_sensor"], totals["predictions"], snapshot["fleet"]["cars"])
+        if shown == (sum(readings.values()), sum(predictions.values()), CARS) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    print(f"{project}: the dashboard shows car-sensor {shown[0]:,}, predictions {shown[1]:,}, cars {shown[2]:,}")
+    assert shown == (sum(readings.values()), sum(predictions.values()), CARS)
+    assert {s["name"]: s["up"] for s in snapshot["services"]} == {"bridge": True, "predictor": True}
+    assert totals["mqtt_in"] >= acknowledged
 
 
-def check_every_reading_predicted(bootstrap: str, registry: str | None, project: str, acknowledged: int, **client):
-    """car-sensor holds each acknowledged (car_id, seq), and car-sensor-predictions (within 5 minutes) each of them."""
+def check_every_reading_predicted(
+    bootstrap: str, registry: str | None, project: str, acknowledged: int, **client
+) -> tuple[Counter, Counter]:
+    """car-sensor holds each acknowledged (car_id, seq), and car-sensor-predictions (within 5 minutes) each of them;
+    returns the records of both by (car_id, seq)."""
     readings = keys_in(bootstrap, READINGS_TOPIC, key_of(AvroCodec(READING, READINGS_TOPIC, registry)), **client)
     assert sum(readings.values()) >= acknowledged and len(readings) == acknowledged
     decode_prediction = key_of(AvroCodec(PREDICTION, PREDICTIONS_TOPIC, registry))
@@ -143,6 +163,7 @@ def check_every_reading_predicted(bootstrap: str, registry: str | None, project:
         f"{len(predictions):,} distinct; unpredicted {len(missing):,}"
     )
     assert not missing, f"{len(missing)} readings without a prediction, e.g. {sorted(missing)[:5]}"
+    return readings, predictions
 
 
 def stored_offsets(bootstrap: str) -> tuple[dict[int, int], dict[int, int]]:
@@ -160,7 +181,7 @@ def stored_offsets(bootstrap: str) -> tuple[dict[int, int], dict[int, int]]:
 def test_kafka_keeps_topics_and_offsets_across_down_and_up_and_down_v_leaves_nothing(stack):
     """Runs after the first test. `down` without -v, then Kafka up again: the data volume gives back the readings
     and the predictor's committed offsets. Then `down --volumes` leaves no container, network or volume."""
-    bootstrap, _, project = stack
+    bootstrap, _, project, _ = stack
     before = stored_offsets(bootstrap)
     assert sum(before[0].values()) > 0 and all(offset >= 0 for offset in before[1].values()), before
     compose.compose("down")

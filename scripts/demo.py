@@ -34,12 +34,14 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bridge.settings import BridgeSettings
 from common.cli import doc_parser
 from common.errors import CarStreamError
 from common.kafka import ensure_topics
 from common.logs import setup_logging
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
 from dashboard.settings import DEFAULT_PORT as DASHBOARD_PORT
+from ml.serving.settings import PredictorSettings
 from scripts import compose, demo_runtime
 from scripts.demo_plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
 from scripts.demo_summary import DemoResult, latest_model_metadata, print_summary
@@ -178,7 +180,10 @@ class Demo:
         """Metrics ports of the bridge and the predictor, which the dashboard scrapes: free ones on this machine;
         their usual ones in containers (each has its own network)."""
         inside = self.infra.runtime == "compose"
-        usual = {"bridge": 9108, "predictor": 9109}
+        usual = {
+            "bridge": BridgeSettings.model_fields["metrics_port"].default,
+            "predictor": PredictorSettings.model_fields["metrics_port"].default,
+        }
         self.metrics_ports = usual if inside else {name: free_port() for name in usual}
 
     def _metrics_env(self, service: str, prefix: str) -> dict[str, str]:

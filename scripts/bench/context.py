@@ -92,6 +92,24 @@ class ProcessSampler:
         return {"peak_rss_mb": round(self.peak_rss_mb, 1), "cpu_percent": round(self.cpu_percent, 1)}
 
 
+class MachineSampler:
+    """The whole machine's busy CPU time (every core, every process: /proc/stat) since it was made."""
+
+    cores = os.cpu_count() or 1
+
+    def __init__(self) -> None:
+        self._start = self._busy_seconds()
+
+    @staticmethod
+    def _busy_seconds() -> float:
+        # cpu  user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait.
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds(self) -> float:
+        return self._busy_seconds() - self._start
+
+
 def self_peak_rss_mb() -> float:
     """Peak RSS of this Python process (ru_maxrss is in KiB on Linux)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

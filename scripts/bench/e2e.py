@@ -12,6 +12,22 @@ far the first event_time lies before the first publish.
 `readings_per_s` is end-to-end throughput: predicted readings over the span from the first reading's event_time
 to the last prediction. Targets: 10,000 readings/s sustained, nothing lost, p99 under 1 s.
 
+Where the cores go: the CPU time of every process of the run from /proc, the servers included (Kafka, Mosquitto),
+per published reading (`<process>_cpu_us_per_reading`), their sum (`total_cpu_us_per_reading`) beside the
+machine's whole busy time over the same span (`machine_cpu_us_per_reading`, /proc/stat: also counts this process
+and anything else the machine ran) and the budget the cores allow at the offered rate
+(`cpu_budget_us_per_reading`: cores x 1e6 / offered readings/s; 200 us for 10,000 readings/s on 2 cores).
+
+Capacity and latency together: the first run offers the full load; its end-to-end rate (at most the offered one)
+is the measured capacity (`capacity_readings_per_s`). Then one run each at 25, 50, 75 and 100% of that capacity
+(same cars, a lower rate per car) gives the latency curve: `load_<percent>_p50_ms`, `load_<percent>_p99_ms`,
+`load_<percent>_readings_per_s`, `load_<percent>_lost`, `load_<percent>_unpredicted`,
+`load_<percent>_total_cpu_us_per_reading`. Target: p99 under 1 s at 75% (`p99_ms_at_75_percent`).
+
+Scale-out: one more full-load run with two bridges on a shared subscription and two predictors in one group
+(`scale_out_*`: throughput, lost, unpredicted, CPU per reading of each role), and `scale_out_readings_per_s_ratio`
+against the first run's one of each.
+
 The model is the one the `training` section trained in this run when there is one; otherwise a small one is
 trained here first (simulator data written straight to Kafka, `python -m ml train --epochs 2`).
 """
@@ -28,7 +44,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from common.kafka import ensure_topics
-from scripts.bench.context import BenchContext, ProcessSampler, run_module
+from scripts.bench.context import BenchContext, MachineSampler, ProcessSampler, run_module
 from scripts.bench.ml_read import write_readings
 from scripts.demo_summary import latest_model_metadata, percentile
 from scripts.services import Service, ServiceGroup, service_env, wait_for
@@ -41,6 +57,12 @@ CARS = 100_000
 RATE = 0.1  # readings per car per second: one per 10 s
 PARTITIONS = 4
 TARGETS = {"readings_per_s": 10_000, "p99_ms": 1000}
+LOAD_PERCENTS = (25, 50, 75, 100)  # of the measured capacity: the latency curve
+CURVE_KEYS = ("offered_readings_per_s", "readings_per_s", "p50_ms", "p99_ms", "lost", "unpredicted",
+              "total_cpu_us_per_reading")  # fmt: skip
+SCALE_OUT_KEYS = ("readings_per_s", "p50_ms", "p99_ms", "lost", "unpredicted", "bridge_cpu_us_per_reading",
+                  "predictor_cpu_us_per_reading", "total_cpu_us_per_reading")  # fmt: skip
+ROLES = ("simulator", "bridge", "predictor", "kafka", "mosquitto")
 
 
 def small_model_dir(ctx: BenchContext) -> Path:
@@ -64,7 +86,18 @@ def _logged(service: Service, text: str, times: int = 1) -> Callable[[], bool]:
 def run(ctx: BenchContext) -> dict:
     seconds = 10 if ctx.quick else 60
     topics = ("bench-e2e-readings", "bench-e2e-predictions", "bench-e2e-dlq")
-    return measure(ctx, small_model_dir(ctx), CARS, RATE, seconds, topics)
+    model_dir = small_model_dir(ctx)
+    result = measure(ctx, model_dir, CARS, RATE, seconds, topics)
+    capacity = min(result["readings_per_s"], result["offered_readings_per_s"])
+    result["capacity_readings_per_s"] = capacity
+    for percent in LOAD_PERCENTS:
+        point = measure(ctx, model_dir, CARS, capacity * percent / 100 / CARS, seconds, topics, name=f"e2e-{percent}")
+        result.update({f"load_{percent}_{key}": point[key] for key in CURVE_KEYS})
+    result["p99_ms_at_75_percent"] = result["load_75_p99_ms"]
+    scaled = measure(ctx, model_dir, CARS, RATE, seconds, topics, name="e2e-scale-out", bridges=2, predictors=2)
+    result.update({f"scale_out_{key}": scaled[key] for key in SCALE_OUT_KEYS})
+    result["scale_out_readings_per_s_ratio"] = round(scaled["readings_per_s"] / max(result["readings_per_s"], 1), 3)
+    return result
 
 
 def measure(
@@ -77,32 +110,46 @@ def measure(
     name: str = "e2e",
     predictor_group: str = "bench-e2e-predictor",
     identities: Mapping[str, Mapping[str, str]] | None = None,
+    bridges: int = 1,
+    predictors: int = 1,
 ) -> dict:
     """One end-to-end run on `ctx`'s servers: `cars` x `rate` readings/s for `seconds`, through (readings,
     predictions, DLQ) `topics`, counting only what this run added to them. `identities`: the environment of each
-    service (`bridge`, `predictor`, `simulator`) on a secured installation; this process reads Kafka with its own."""
+    service (`bridge`, `predictor`, `simulator`) on a secured installation; this process reads Kafka with its own.
+    `bridges` > 1 share one subscription (BRIDGE_SHARED_GROUP); `predictors` > 1 share one consumer group."""
     identities = identities or {}
     readings_topic, predictions_topic, dlq = topics
     ensure_topics(ctx.bootstrap, {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1})
     start = _start_offsets(ctx.bootstrap, [readings_topic, predictions_topic])
     env = service_env(ctx.bootstrap, "127.0.0.1", ctx.mqtt_port)
     summary_file = ctx.work_dir / f"{name}-simulator-summary.json"
-    usage: dict[str, dict] = {}
+    shared = {"BRIDGE_SHARED_GROUP": f"bench-{name}"} if bridges > 1 else {}
     with ServiceGroup(env, ctx.work_dir / f"{name}-logs") as services:
-        bridge = services.start(
-            "bridge", "bridge",
-            BRIDGE_CLIENT_ID=f"bench-{name}-bridge", BRIDGE_METRICS_PORT="0",
-            BRIDGE_KAFKA_TOPIC=readings_topic, BRIDGE_DLQ_TOPIC=dlq, BRIDGE_SESSION_EXPIRY="60",
-            **identities.get("bridge", {}),
+        bridge_services = [
+            services.start(
+                _numbered("bridge", n, bridges), "bridge",
+                BRIDGE_CLIENT_ID=f"bench-{name}-bridge-{n}", BRIDGE_METRICS_PORT="0",
+                BRIDGE_KAFKA_TOPIC=readings_topic, BRIDGE_DLQ_TOPIC=dlq, BRIDGE_SESSION_EXPIRY="60",
+                **shared, **identities.get("bridge", {}),
+            )
+            for n in range(1, bridges + 1)
+        ]  # fmt: skip
+        predictor_services = [
+            services.start(
+                _numbered("predictor", n, predictors), "ml", "predict",
+                ML_GROUP_ID=predictor_group, ML_MODEL_DIR=str(model_dir), ML_METRICS_PORT="0",
+                ML_TOPIC=readings_topic, ML_OUTPUT_TOPIC=predictions_topic, ML_DLQ_TOPIC=dlq,
+                **identities.get("predictor", {}),
+            )
+            for n in range(1, predictors + 1)
+        ]  # fmt: skip
+        for bridge in bridge_services:
+            wait_for(_logged(bridge, "subscribing to"), 90, what="the bridge's subscription", check=services.check)
+        # Every predictor holds partitions before the load starts: a rebalance would be measured as latency.
+        wait_for(
+            lambda: all(map(_assigned, predictor_services)) and sum(map(_assigned, predictor_services)) == PARTITIONS,
+            300, what="the predictors' partitions", check=services.check,
         )  # fmt: skip
-        predictor = services.start(
-            "predictor", "ml", "predict",
-            ML_GROUP_ID=predictor_group, ML_MODEL_DIR=str(model_dir), ML_METRICS_PORT="0",
-            ML_TOPIC=readings_topic, ML_OUTPUT_TOPIC=predictions_topic, ML_DLQ_TOPIC=dlq,
-            **identities.get("predictor", {}),
-        )  # fmt: skip
-        wait_for(_logged(bridge, "subscribing to"), 90, what="the bridge's subscription", check=services.check)
-        wait_for(_logged(predictor, "assigned partition", PARTITIONS), 300, what="the predictor", check=services.check)
         time.sleep(2.0)
         simulator = services.start(
             "simulator", "simulator",
@@ -110,14 +157,20 @@ def measure(
             "--client-id", f"bench-{name}-simulator", "--summary-file", str(summary_file), "--no-progress",
             **identities.get("simulator", {}),
         )  # fmt: skip
-        samplers = {s.name: ProcessSampler(s.pid) for s in (simulator, bridge, predictor)}
+        processes = {s.name: s.pid for s in (simulator, *bridge_services, *predictor_services)}
+        processes.update(kafka=ctx.kafka.pid(), mosquitto=ctx.mosquitto.pid())
+        samplers = {process: ProcessSampler(pid) for process, pid in processes.items() if pid is not None}
+        machine = MachineSampler()
         wait_for(lambda: not simulator.running(), seconds + 300, what="the simulator", check=services.check)
         simulator_summary = json.loads(summary_file.read_text())
         published = simulator_summary["published"]
 
         _drain(lambda: _totals(ctx.bootstrap, readings_topic, predictions_topic, start), published, timeout=300)
-        usage = {name: {**sampler.stop(), "cpu_seconds": sampler.cpu_seconds} for name, sampler in samplers.items()}
+        machine_cpu_seconds = machine.cpu_seconds()
+        usage = {process: {**s.stop(), "cpu_seconds": s.cpu_seconds} for process, s in samplers.items()}
     result = _count(ctx, readings_topic, predictions_topic, start, published, (cars, rate, seconds), usage)
+    result["machine_cpu_us_per_reading"] = _per_reading(machine_cpu_seconds, published)
+    result["cpu_budget_us_per_reading"] = round(MachineSampler.cores * 1e6 / max(cars * rate, 1e-9), 1)
     first_event_ms = result.pop("first_event_time_ms")
     result["publish_msgs_per_s"] = simulator_summary["msgs_per_s"]
     result["publish_seconds"] = simulator_summary["seconds"]
@@ -126,6 +179,18 @@ def measure(
     result.update(_connect_figures(simulator.log_lines(), first_event_ms))
     log.info("%s: %s", name, result)
     return result
+
+
+def _numbered(role: str, n: int, of: int) -> str:
+    """`bridge` when it is the only one, `bridge-1`, `bridge-2` when there are several."""
+    return role if of == 1 else f"{role}-{n}"
+
+
+def _assigned(predictor: Service) -> int:
+    """Partitions a predictor holds now, from its log (ml/serving/partitions.py logs each assignment and revocation)."""
+    lines = predictor.log_lines()
+    revoked = sum(" revoked at committed offset" in line for line in lines)
+    return sum("assigned partition" in line for line in lines) - revoked
 
 
 def _start_offsets(bootstrap: str, topics: list[str], timeout: float = 30.0) -> dict[tuple[str, int], int]:
@@ -241,9 +306,18 @@ def _count(
         "target_readings_per_s": TARGETS["readings_per_s"],
         "target_p99_ms": TARGETS["p99_ms"],
     }
-    for name, figures in usage.items():
-        result[f"{name}_cpu_percent"] = figures["cpu_percent"]
-        result[f"{name}_peak_rss_mb"] = figures["peak_rss_mb"]
-        # CPU per reading: comparable between runs whose spans differ (a slow connect, a long drain).
-        result[f"{name}_cpu_us_per_reading"] = round(figures["cpu_seconds"] / max(published, 1) * 1e6, 1)
+    # CPU per reading: comparable between runs whose spans differ (a slow connect, a long drain). Several
+    # processes of one role (bridge-1, bridge-2) add up; peak RSS is the largest one's.
+    for role in ROLES:
+        shares = [f for process, f in usage.items() if process == role or process.startswith(f"{role}-")]
+        if not shares:
+            continue
+        result[f"{role}_cpu_percent"] = round(sum(f["cpu_percent"] for f in shares), 1)
+        result[f"{role}_peak_rss_mb"] = max(f["peak_rss_mb"] for f in shares)
+        result[f"{role}_cpu_us_per_reading"] = _per_reading(sum(f["cpu_seconds"] for f in shares), published)
+    result["total_cpu_us_per_reading"] = _per_reading(sum(f["cpu_seconds"] for f in usage.values()), published)
     return result
+
+
+def _per_reading(cpu_seconds: float, readings: int) -> float:
+    return round(cpu_seconds / max(readings, 1) * 1e6, 1)

@@ -44,7 +44,7 @@ from common.topics import (
 )
 from scripts.bench.bridge import create_session, create_topics, drain_backlog, drop_session, payloads
 from scripts.bench.context import BenchContext
-from scripts.bench.e2e import measure, small_model_dir
+from scripts.bench.e2e import ROLES, measure, small_model_dir
 from scripts.local_runtime import KafkaNode, MosquittoNode, free_port
 from scripts.secured import SECURED_TOPICS, SecureMaterial, apply_kafka_rules
 from simulator.publisher import FleetPublisher
@@ -243,10 +243,11 @@ def e2e_figures(e2e: dict[str, dict], seconds: float) -> dict:
             "simulator_connect_s": r.get("simulator_connect_s"),
             "simulator_connections": r["simulator_connections"],
             "simulator_behind_schedule_s": r["simulator_behind_schedule_s"],
-            **{f"{s}_cpu_us_per_reading": r[f"{s}_cpu_us_per_reading"] for s in ("simulator", "bridge", "predictor")},
+            **{f"{s}_cpu_us_per_reading": r.get(f"{s}_cpu_us_per_reading") for s in (*ROLES, "total")},
         }
         out.update({f"e2e_{mode}_{key}": value for key, value in figures.items()})
-    for figure in ("net_readings_per_s", "simulator_cpu_us_per_reading", "bridge_cpu_us_per_reading"):
+    for figure in ("net_readings_per_s", "simulator_cpu_us_per_reading", "bridge_cpu_us_per_reading",
+                   "total_cpu_us_per_reading"):  # fmt: skip
         open_, secured = out[f"e2e_plaintext_{figure}"], out[f"e2e_secured_{figure}"]
         out[f"e2e_{figure}_ratio"] = round(secured / open_, 3) if open_ else None
     return out

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 BATCH = 1000  # readings encoded at once: large enough to amortise numpy slicing, small enough to stay on time
 MAX_SLEEP_S = 0.05  # the loop wakes at least this often to notice a stop and refresh the progress line
+# Readings go out in ticks: the loop sleeps until the oldest unsent reading is TICK_S late, then sends every reading
+# due by then. A reading thus leaves at most 5 ms after its due time (its event_time stays the due time), and at
+# 10,000 msg/s the loop wakes 200 times a second instead of once per reading or two: each wake-up (a select, one
+# acknowledgement read, numpy slices, the progress check) cost more CPU than publishing its reading.
+TICK_S = 0.005
 
 
 def planned_readings(settings: LiveSettings) -> int | None:
@@ -87,14 +92,16 @@ def _publish_on_schedule(fleet: Fleet, settings: LiveSettings, total: int | None
         now = time.monotonic()
         if stop.is_set() or now >= deadline:
             return
+        late = now - (stats.started + sent * spacing)  # how late the oldest unsent reading is
+        if late < TICK_S:
+            session.show()
+            session.publisher.pump()  # the acknowledgements, once per tick rather than as each arrives
+            time.sleep(min(MAX_SLEEP_S, TICK_S - late))
+            continue
+        stats.lag_s = late - TICK_S
         due = int((now - stats.started) / spacing) + 1
         if total is not None:
             due = min(due, total)
-        if sent >= due:
-            session.show()
-            session.publisher.pump(min(MAX_SLEEP_S, max(0.0, stats.started + sent * spacing - now)))
-            continue
-        stats.lag_s = max(0.0, now - (stats.started + sent * spacing))
         seq, first = divmod(sent, cars)
         if step is None or step.seq != seq:
             step = fleet.step()

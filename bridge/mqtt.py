@@ -7,6 +7,9 @@
 - The connection is driven from the bridge's own loop thread (`loop()`), which also serves Kafka's delivery
   reports: one thread, no locks. Lost connections are retried with exponential backoff; the subscription is
   renewed on every connect.
+- Acknowledgements are collected while Kafka's delivery reports come in and written once per turn of the loop, all
+  in one send() (`BufferedClient.ack_many`): on a busy bridge one system call per message was a large share of its
+  CPU time. They still go out before anything else is read or waited for.
 """
 
 from __future__ import annotations
@@ -23,47 +26,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.metrics import Stats
+from bridge.paho_client import BufferedClient
 from bridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
 
 MIN_RECONNECT_DELAY = 0.25
-READ_CHUNK = 64 * 1024
 MAX_BURST = 200  # packets read from memory per loop() call
 Handler = Callable[[mqtt.MQTTMessage, int], None]
-
-
-class BufferedClient(mqtt.Client):
-    """paho reads every packet with three or more recv() calls (command byte, each length byte, body); at tens of
-    thousands of messages a second those system calls are a large share of the bridge's time. This client reads
-    the socket in 64 KiB chunks and serves paho's reads from memory: the same bytes in the same order.
-
-    `buffered` says how many bytes wait in memory: select() cannot see them, so the owner of the loop reads on
-    (`loop_read`) while it is above 0. The buffer is dropped with the socket, so a new connection starts clean.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._chunk = b""
-        self._offset = 0
-
-    @property
-    def buffered(self) -> int:
-        # Over TLS, decrypted bytes can also wait inside the SSL object, which select() cannot see either.
-        pending = getattr(self._sock, "pending", None)
-        return len(self._chunk) - self._offset + (pending() if pending else 0)
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._offset >= len(self._chunk):
-            self._chunk = super()._sock_recv(READ_CHUNK)  # BlockingIOError when nothing is there, b"" at EOF
-            self._offset = 0
-        data = self._chunk[self._offset : self._offset + bufsize]
-        self._offset += len(data)
-        return data
-
-    def _sock_close(self) -> None:
-        self._chunk, self._offset = b"", 0
-        super()._sock_close()
 
 
 class MqttSource:
@@ -81,6 +51,7 @@ class MqttSource:
         self._next_attempt = 0.0
         self._closing = False
         self._barrier_passed = False
+        self._acks: list[int] = []  # QoS 1 message ids Kafka confirmed, on the current connection, not yet written
         self.client = self._client(handler)
 
     def _client(self, handler: Handler) -> mqtt.Client:
@@ -133,11 +104,13 @@ class MqttSource:
 
     def _serve(self, timeout: float, read: bool = True) -> mqtt.MQTTErrorCode:
         """paho's external-loop API (loop_read/loop_write/loop_misc) around our own select(): unlike loop(), it
-        needs no wake-up socket pair, so each acknowledgement costs one send() instead of two."""
+        needs no wake-up socket pair, so a turn's acknowledgements cost one send() (paho's loop() would add one per
+        acknowledgement to wake itself)."""
         client = self.client
         sock = client.socket()
         if sock is None:
             return mqtt.MQTT_ERR_NO_CONN
+        self._write_acks()
         if read:
             readable, _, _ = select.select([sock], [], [], 0 if client.buffered else timeout)
         else:
@@ -171,6 +144,7 @@ class MqttSource:
         self._socket_open = True
 
     def _lost(self, reason: str) -> None:
+        self._acks.clear()
         self.stats.connected = False
         self.stats.subscribed = False
         log.warning("MQTT %s; next attempt in %.2f s", reason, self._delay)
@@ -182,6 +156,7 @@ class MqttSource:
             log.error("MQTT broker refused the connection: %s", reason)
             return
         self.generation += 1
+        self._acks.clear()  # ids of the previous connection: the broker sends those messages again
         if self._ever_connected:
             self.stats.reconnects += 1
             if not flags.session_present:
@@ -214,15 +189,25 @@ class MqttSource:
         self.stats.subscribed = not refused
 
     def _on_disconnect(self, _client, _userdata, _flags, reason: ReasonCode, _properties) -> None:
+        self._acks.clear()
         self.stats.connected = False
         self.stats.subscribed = False
         if reason.is_failure:
             log.warning("MQTT disconnected: %s", reason)
 
     def ack(self, mid: int, qos: int, generation: int) -> None:
-        """Acknowledge a message on the connection it came from; after a reconnect the broker sends it again."""
+        """Acknowledge a message on the connection it came from; after a reconnect the broker sends it again.
+        QoS 1 acknowledgements are written at the next turn of the loop (`_write_acks`)."""
         if generation == self.generation and self.stats.connected:
-            self.client.ack(mid, qos)
+            if qos == 1:
+                self._acks.append(mid)
+            else:
+                self.client.ack(mid, qos)
+
+    def _write_acks(self) -> None:
+        if self._acks:
+            self.client.ack_many(self._acks)
+            self._acks = []
 
     def close(self, timeout: float = 5.0) -> None:
         """Make sure the broker has taken our acknowledgements, then disconnect; the session stays on the broker.
@@ -236,6 +221,7 @@ class MqttSource:
             return
         self._closing = True
         if self.stats.connected:
+            self._write_acks()  # before the barrier, which only covers what was sent before it
             self.client.unsubscribe(f"bridge-barrier/{self.settings.client_id}")
             deadline = time.monotonic() + timeout
             while not self._barrier_passed and time.monotonic() < deadline:

@@ -69,6 +69,7 @@ SEQ_MASK = 2**63 - 1
 _SENSORS = tuple(
     (name, name in schemas.INT_SENSOR_FIELDS, *schemas.SENSOR_RANGES[name]) for name in schemas.SENSOR_FIELDS
 )
+assert all(INT32_RANGE[0] <= low <= high <= INT32_RANGE[1] for _, _, low, high in _SENSORS)  # see _sensors
 
 
 class Rejected(ValidationError):
@@ -127,21 +128,31 @@ def _sensors(obj: dict[str, Any], record: dict[str, Any], policy: RangePolicy) -
             raise Rejected(MISSING_FIELD, f"{name} is missing") from None
         kind = type(value)
         if is_int:
-            value = _integer(name, value)
-            if not INT32_RANGE[0] <= value <= INT32_RANGE[1]:
-                raise Rejected(WRONG_TYPE, f"{name}={value} does not fit a 32-bit integer")
+            if kind is not int:
+                value = _integer(name, value)
         elif kind is int:
             value = float(value) if -1e308 < value < 1e308 else math.inf  # float() raises beyond a double
         elif kind is not float:
             raise Rejected(WRONG_TYPE, f"{name} must be a number, got {_json_type(value)} {value!r:.40}")
-        if not math.isfinite(value):  # 1e400 parses as inf
-            raise Rejected(NOT_FINITE, f"{name}={value} is not a finite number")
-        if not low <= value <= high and policy is not RangePolicy.OFF:
-            if policy is RangePolicy.REJECT:
-                raise Rejected(OUT_OF_RANGE, f"{name}={value} is outside [{low}, {high}]")
-            outside.append(name)
+        # Inside its range a value is finite and fits 32 bits (the ranges do), so only a value outside is looked
+        # at further: this runs for every field of every reading.
+        if not low <= value <= high:  # NaN fails this too
+            _outside(name, value, is_int, low, high, policy, outside)
         record[name] = value
     record["out_of_range"] = outside
+
+
+def _outside(
+    name: str, value: float, is_int: bool, low: float, high: float, policy: RangePolicy, outside: list[str]
+) -> None:
+    if is_int and not INT32_RANGE[0] <= value <= INT32_RANGE[1]:
+        raise Rejected(WRONG_TYPE, f"{name}={value} does not fit a 32-bit integer")
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise Rejected(NOT_FINITE, f"{name}={value} is not a finite number")
+    if policy is RangePolicy.REJECT:
+        raise Rejected(OUT_OF_RANGE, f"{name}={value} is outside [{low}, {high}]")
+    if policy is RangePolicy.FLAG:
+        outside.append(name)
 
 
 class TopicRule:

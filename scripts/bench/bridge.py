@@ -3,8 +3,15 @@
 Throughput (`msgs_per_s`): a backlog of N readings is queued in Mosquitto for the bridge's persistent session,
 then the bridge (a child process) drains it at QoS 1, acknowledging each message after Kafka's delivery report;
 the rate is N over the span between the first and the last record's Kafka append time (LogAppendTime).
-`baseline_msgs_per_s`: a bare paho QoS 1 receive loop (auto-ack, no work) drains the same backlog the same way,
-so the publisher never competes for the 2 cores in either figure.
+`baseline_msgs_per_s`: a bare paho QoS 1 receive loop (paho's own threaded loop, auto-ack, no work) drains the same
+backlog the same way, so the publisher never competes for the 2 cores in either figure. It runs twice, once per
+protocol: MQTT 5 (`baseline_*`, the bridge's protocol) and MQTT 3.1.1 (`baseline_mqtt311_*`; paho 2.2 decodes an
+MQTT 5 PUBLISH with a Properties object, which 3.1.1 has none of).
+CPU per message (`cpu_us_per_msg`, from the first message received to Kafka's last confirmation) is the steadier
+figure on a shared machine: `cpu_ratio_to_baseline` is the bridge's over the bare loop's of the same protocol
+(MQTT 5), `cpu_ratio_to_mqtt311_baseline` over the 3.1.1 loop's; both from the same run.
+`librdkafka_cpu_us_per_msg`: the part of the bridge's spent in librdkafka's threads. The older `cpu_ratio` is the
+inverse of `cpu_ratio_to_baseline` (bare over bridge), kept for comparisons with earlier results.
 Latency (`p50_ms`, `p99_ms`): with the bridge running, readings are published live at a fixed rate, stamped with
 their publish time in `event_time`; latency = Kafka append time - publish time.
 
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 CARS = 100
 PUBLISH_CONNECTIONS = 4
 SESSION_EXPIRY = 3600
+PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
 
 
 def payloads(count: int, cars: int = CARS) -> list[tuple[str, bytes]]:
@@ -56,9 +64,23 @@ def payloads(count: int, cars: int = CARS) -> list[tuple[str, bytes]]:
 
 
 def session_client(
-    port: int, client_id: str, receive_maximum: int = 10_000, login: MqttSettings | None = None
+    port: int,
+    client_id: str,
+    receive_maximum: int = 10_000,
+    login: MqttSettings | None = None,
+    protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
 ) -> mqtt.Client:
-    """`login`: credentials and TLS (the secured mode's `bridge` identity); none for the open broker."""
+    """`login`: credentials and TLS (the secured mode's `bridge` identity); none for the open broker. MQTT 3.1.1 has
+    neither session expiry (the session stays until a clean connect) nor Receive Maximum (the broker's
+    max_inflight_messages bounds what it sends unacknowledged)."""
+    if protocol == mqtt.MQTTv311:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, clean_session=False
+        )
+        if login is not None:
+            login.configure_client(client)
+        client.connect("127.0.0.1", port)
+        return client
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if login is not None:
         login.configure_client(client)
@@ -69,9 +91,15 @@ def session_client(
     return client
 
 
-def create_session(port: int, client_id: str, subscription: str, login: MqttSettings | None = None) -> None:
+def create_session(
+    port: int,
+    client_id: str,
+    subscription: str,
+    login: MqttSettings | None = None,
+    protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
+) -> None:
     """Connect once and subscribe, so that the broker queues what is published while the client is away."""
-    client = session_client(port, client_id, login=login)
+    client = session_client(port, client_id, login=login, protocol=protocol)
     client.loop_start()
     client.subscribe(subscription, qos=1)[1]
     time.sleep(0.5)
@@ -169,13 +197,17 @@ def rate_from_append_times(times: list[tuple[int, int]]) -> float:
     return (len(appended) - 1) / max((max(appended) - min(appended)) / 1000, 1e-3)
 
 
-def bare_receiver(ctx: BenchContext, messages: list[tuple[str, bytes]]) -> dict:
-    client_id = f"bench-bare-{uuid.uuid4().hex[:6]}"
-    create_session(ctx.mqtt_port, client_id, MQTT_TOPIC_FILTER)
+def bare_receiver(ctx: BenchContext, messages: list[tuple[str, bytes]], protocol: str = "5") -> dict:
+    client_id = f"bench-bare-{protocol}-{uuid.uuid4().hex[:6]}"
+    create_session(ctx.mqtt_port, client_id, MQTT_TOPIC_FILTER, protocol=PROTOCOLS[protocol])
     publish(ctx.mqtt_port, messages)
     command = python_module("scripts.bench.bridge", "receive", "--port", str(ctx.mqtt_port), "--client-id", client_id)
     process = subprocess.Popen(
-        [*command, "--count", str(len(messages))], env=ctx.env(), cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [*command, "--count", str(len(messages)), "--protocol", protocol],
+        env=ctx.env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     sampler = ProcessSampler(process.pid)
     out, _ = process.communicate(timeout=600)
@@ -214,12 +246,19 @@ def drain_backlog(
     sampler = ProcessSampler(process.pid)
     cpu = drain_cpu_seconds(process, metrics_port, count)
     times = append_times(ctx.bootstrap, topic, count, timeout=600)
-    drain = {"msgs_per_s": rate_from_append_times(times), "cpu_us_per_msg": cpu / count * 1e6}
+    drain = {
+        "msgs_per_s": rate_from_append_times(times),
+        "cpu_us_per_msg": cpu["process"] / count * 1e6,
+        "librdkafka_cpu_us_per_msg": cpu["librdkafka"] / count * 1e6,
+    }
     return drain, {"process": process, "sampler": sampler, "log": log_path}
 
 
-def drain_cpu_seconds(process: subprocess.Popen, metrics_port: int, count: int, timeout: float = 600) -> float:
-    """CPU time the bridge spent from its first received message until Kafka confirmed `count` (start-up excluded)."""
+def drain_cpu_seconds(
+    process: subprocess.Popen, metrics_port: int, count: int, timeout: float = 600
+) -> dict[str, float]:
+    """CPU time the bridge spent from its first received message until Kafka confirmed `count` (start-up excluded):
+    the whole process's, and its librdkafka threads' (named rdk:...)."""
     start = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -227,10 +266,16 @@ def drain_cpu_seconds(process: subprocess.Popen, metrics_port: int, count: int, 
             raise RuntimeError(f"the bridge exited with {process.returncode} during the drain")
         metrics = scrape(metrics_port)
         if start is None and metrics.get("bridge_received_total", 0) > 0:
-            start = process_cpu_seconds(process.pid)
+            start = process_cpu_seconds(process.pid), librdkafka_cpu_seconds(process.pid)
         if metrics.get("bridge_produced_total", 0) >= count:
-            return process_cpu_seconds(process.pid) - (start or 0.0)
-        time.sleep(0.05)
+            start = start or (0.0, 0.0)
+            return {
+                "process": process_cpu_seconds(process.pid) - start[0],
+                "librdkafka": librdkafka_cpu_seconds(process.pid) - start[1],
+            }
+        # Each scrape costs the bridge CPU (0.3 ms or more): often until the start is seen, which must be precise,
+        # then seldom (the bridge idles after the last confirmation, so a late look adds next to nothing).
+        time.sleep(0.05 if start is None else 0.5)
     raise RuntimeError(f"the bridge did not confirm {count} readings within {timeout:.0f} s")
 
 
@@ -246,7 +291,23 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def librdkafka_cpu_seconds(pid: int) -> float:
+    """CPU time of the process's librdkafka threads (it names them rdk:main, rdk:broker..., rdk:background)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith("rdk:"):
+                total += _cpu_seconds(task / "stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+    return total
+
+
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -269,9 +330,17 @@ def run(ctx: BenchContext) -> dict:
     create_topics(ctx.bootstrap, topic, dlq)
 
     baseline = bare_receiver(ctx, messages)
-    log.info("bare paho receiver: %.0f msg/s", baseline["msgs_per_s"])
+    log.info(
+        "bare paho receiver, MQTT 5: %.0f msg/s, %.1f µs CPU/msg", baseline["msgs_per_s"], baseline["cpu_us_per_msg"]
+    )
+    baseline311 = bare_receiver(ctx, messages, "3.1.1")
+    log.info(
+        "bare paho receiver, MQTT 3.1.1: %.0f msg/s, %.1f µs CPU/msg",
+        baseline311["msgs_per_s"],
+        baseline311["cpu_us_per_msg"],
+    )
     drain, running = bridge_drain(ctx, messages, topic, dlq)
-    log.info("bridge drain: %.0f msg/s", drain["msgs_per_s"])
+    log.info("bridge drain: %.0f msg/s, %.1f µs CPU/msg", drain["msgs_per_s"], drain["cpu_us_per_msg"])
     try:
         lat = latency(ctx, topic, live_count, live_rate, skip=count)
     finally:
@@ -295,17 +364,27 @@ def run(ctx: BenchContext) -> dict:
         "baseline_peak_rss_mb": baseline["peak_rss_mb"],
         "baseline_cpu_percent": baseline["cpu_percent"],
         "cpu_us_per_msg": round(drain["cpu_us_per_msg"], 1),
+        # Of which librdkafka's own threads (compression, requests, responses): more per message when Kafka takes
+        # the records in smaller batches, as on a loaded machine.
+        "librdkafka_cpu_us_per_msg": round(drain["librdkafka_cpu_us_per_msg"], 1),
         "baseline_cpu_us_per_msg": round(baseline["cpu_us_per_msg"], 1),
         # What one dedicated core would carry: the machine is shared, so wall-clock rates understate it.
         "msgs_per_cpu_s": round(1e6 / drain["cpu_us_per_msg"], 1),
         "baseline_msgs_per_cpu_s": round(1e6 / baseline["cpu_us_per_msg"], 1),
+        "bridge_mqtt_protocol": "5",
+        # Bridge CPU per message over the bare loop's of the same protocol (MQTT 5), and of MQTT 3.1.1.
+        "cpu_ratio_to_baseline": round(drain["cpu_us_per_msg"] / baseline["cpu_us_per_msg"], 3),
+        "cpu_ratio_to_mqtt311_baseline": round(drain["cpu_us_per_msg"] / baseline311["cpu_us_per_msg"], 3),
+        "baseline_mqtt311_msgs_per_s": round(baseline311["msgs_per_s"], 1),
+        "baseline_mqtt311_cpu_us_per_msg": round(baseline311["cpu_us_per_msg"], 1),
+        "baseline_mqtt311_peak_rss_mb": baseline311["peak_rss_mb"],
         "messages": count,
         "publish_msgs_per_s": round(drain["publish_msgs_per_s"], 1),
         **profile,
     }
 
 
-def receive(port: int, client_id: str, count: int) -> dict:
+def receive(port: int, client_id: str, count: int, protocol: str = "5") -> dict:
     """The bare paho receive loop: resume the session, count messages (auto-ack), time first to last."""
     received = 0
     first = last = cpu_first = cpu_last = 0.0
@@ -321,7 +400,7 @@ def receive(port: int, client_id: str, count: int) -> dict:
             cpu_last = time.process_time()
             done.set()
 
-    client = session_client(port, client_id)
+    client = session_client(port, client_id, protocol=PROTOCOLS[protocol])
     client.on_message = on_message
     client.loop_start()
     done.wait(600)
@@ -340,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="5")
     args = parser.parse_args(argv)
-    print(json.dumps(receive(args.port, args.client_id, args.count)))
+    print(json.dumps(receive(args.port, args.client_id, args.count, args.protocol)))
     return 0
 
 

@@ -39,6 +39,11 @@ CHUNK = 4096
 # per chunk, which made a bounded read cost half a second per 1024 records. The range is known: never wait long.
 FETCH_WAIT_MS = 10
 TFIO_CONFIGURATION = [f"fetch.wait.max.ms={FETCH_WAIT_MS}", "enable.auto.commit=false"]
+# The predictor's readers are re-assigned for every read, which drops what librdkafka fetched ahead since the last
+# one: by default it fetches ahead continuously (until 100,000 records wait), so every record was fetched and
+# decompressed twice. Fetching ahead only while nothing waits costs a third less CPU per record (13 µs against
+# 17 to 22 in a read loop at 10,000 records/s, the producer's CPU included).
+NO_FETCH_AHEAD = {"queued.min.messages": 1}
 STALL_TIMEOUT_S = 30.0
 CONSUME_WAIT_S = 0.1  # short: a range may end in a transaction marker, which no consume() call ever returns
 CHUNK_SPEC = {
@@ -106,11 +111,10 @@ def _metadata_consumer(bootstrap: str) -> Consumer:
     return Consumer(consumer_config(bootstrap, f"ml-range-{uuid.uuid4().hex[:8]}"))
 
 
-def _reader_consumer(bootstrap: str) -> Consumer:
+def _reader_consumer(bootstrap: str, **overrides: Any) -> Consumer:
     """A consumer to assign (never subscribe) to ranges: no group membership, no commits, short fetch waits."""
-    return Consumer(
-        consumer_config(bootstrap, f"ml-reader-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": FETCH_WAIT_MS})
-    )
+    group = f"ml-reader-{uuid.uuid4().hex[:8]}"
+    return Consumer(consumer_config(bootstrap, group, **{"fetch.wait.max.ms": FETCH_WAIT_MS, **overrides}))
 
 
 def resolve_range(
@@ -192,13 +196,13 @@ class TfioPartitionReader:
     - A named resource (and its librdkafka client) lives until it is destroyed: `close()` destroys it.
     """
 
-    def __init__(self, bootstrap: str, topic: str, partition: int) -> None:
+    def __init__(self, bootstrap: str, topic: str, partition: int, **overrides: Any) -> None:
         from tensorflow_io.python.ops import core_ops
 
         self._read = core_ops.io_kafka_readable_read
         self.partition = partition
         # librdkafka underneath reads the same properties: the servers and this process's identity (KafkaSecurity)
-        client = client_config(bootstrap, **{"group.id": f"ml-reader-{uuid.uuid4().hex[:8]}"})
+        client = client_config(bootstrap, **{"group.id": f"ml-reader-{uuid.uuid4().hex[:8]}", **overrides})
         metadata = [*TFIO_CONFIGURATION, *(f"{key}={value}" for key, value in client.items())]
         self._resource = core_ops.io_kafka_readable_init(
             topic, partition, offset=0, metadata=metadata, shared_name=f"ml-reader-{uuid.uuid4().hex}"
@@ -387,7 +391,7 @@ class ConfluentPartitionReader:
     def __init__(self, bootstrap: str, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
-        self._consumer = _reader_consumer(bootstrap)
+        self._consumer = _reader_consumer(bootstrap, **NO_FETCH_AHEAD)
 
     def read(self, start: int, stop: int) -> list[RawRecord]:
         """Every record with start <= offset < stop (stop at most the high watermark, or the last stable offset
@@ -421,7 +425,7 @@ def partition_reader(
 ) -> TfioPartitionReader | ConfluentPartitionReader:
     """An open reader of one partition for repeated bounded reads (the predictor's batches)."""
     if reader == "tfio":
-        return TfioPartitionReader(bootstrap, topic, partition)
+        return TfioPartitionReader(bootstrap, topic, partition, **NO_FETCH_AHEAD)
     if reader == "confluent":
         return ConfluentPartitionReader(bootstrap, topic, partition)
     raise ConfigError(f"unknown reader {reader!r}: choose one of {', '.join(READERS)}")

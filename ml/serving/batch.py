@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
+import tensorflow as tf
 
 from common import schemas
 from common.avro import AvroCodec
@@ -28,6 +29,7 @@ from common.schemas import SEQ_FROM_CONTENT
 from ml.artifact import LoadedModel
 from ml.ood import OodScorer, OodScores, out_of_range
 from ml.serving import metrics
+from ml.serving.decoding import ReadingDecoder
 from ml.serving.progress import Progress
 from ml.serving.ring_buffer import CarWindows
 from ml.serving.settings import PredictorSettings
@@ -38,6 +40,18 @@ log = logging.getLogger(__name__)
 MODEL_BATCH = 8192  # windows per model call: bounds the memory of one call, big enough to amortise its overhead
 UNLABELLED = -1
 """`Scored.failure` of a reading whose failure_occurred is null: real data carries no ground truth."""
+
+
+def use_model_threads(threads: int) -> None:
+    """TensorFlow's thread pools for the model calls (ML_MODEL_THREADS, 0: its default). Set before TensorFlow's
+    first operation: its pools are sized once."""
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as exc:  # TensorFlow already ran an operation in this process
+        log.warning("TensorFlow's threads are set already, ML_MODEL_THREADS=%d not applied: %s", threads, exc)
 
 
 class Scored(NamedTuple):
@@ -62,7 +76,7 @@ class BatchPredictor:
         self.settings = settings
         self.progress = progress
         self.dead_letter = dead_letter
-        self.codec = AvroCodec(schemas.READING, settings.topic, settings.schema_registry_url)
+        self.decoder = ReadingDecoder(AvroCodec(schemas.READING, settings.topic, settings.schema_registry_url))
         self.model: LoadedModel | None = None
         self.windows: CarWindows | None = None
         self.features: list[str] = []
@@ -200,23 +214,35 @@ class BatchPredictor:
             probabilities = self._call_model(windows)
         with self.progress.phase("ood"):
             ood = self.ood.score(rows, out_of_range(readings))
-        predicted_at = int(time.time() * 1000)
+        # Python values (tolist) build the records several times faster than numpy scalars; the alert compares
+        # the float32 probability as float64, as `float(p) >= threshold` does
+        alert = probabilities.astype(np.float64) >= self.threshold
+        predicted_at, version, horizon = int(time.time() * 1000), self.model.version, self.horizon
         predictions = [
             {
-                "car_id": reading["car_id"],
-                "seq": reading["seq"],
-                "event_time": reading["event_time"],
+                "car_id": car,
+                "seq": seq,
+                "event_time": event_time,
                 "predicted_at": predicted_at,
-                "failure_probability": float(probability),
-                "failure_predicted": bool(probability >= self.threshold),
-                "model_version": self.model.version,
-                "horizon": self.horizon,
+                "failure_probability": probability,
+                "failure_predicted": alerting,
+                "model_version": version,
+                "horizon": horizon,
                 "ood_score": score,
                 "out_of_distribution": flagged,
                 "ood_features": ood.features_of(i) if flagged else [],
             }
-            for i, (reading, probability, score, flagged) in enumerate(
-                zip(readings, probabilities, ood.score.tolist(), ood.flagged.tolist(), strict=True)
+            for i, (car, seq, event_time, probability, alerting, score, flagged) in enumerate(
+                zip(
+                    cars,
+                    seqs.tolist(),
+                    times.tolist(),
+                    probabilities.tolist(),
+                    alert.tolist(),
+                    ood.score.tolist(),
+                    ood.flagged.tolist(),
+                    strict=True,
+                )
             )
         ]
         failure = np.array(
@@ -228,7 +254,7 @@ class BatchPredictor:
         decoded = []
         for record in records:
             try:
-                decoded.append((record, self.codec.decode(record.value)))
+                decoded.append((record, self.decoder.decode(record.value)))
             except DecodeError as exc:
                 if dead_letter:
                     self.dead_letter(record, str(exc))

@@ -22,6 +22,7 @@ another member with the same static id) ends the client for good: the predictor 
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -36,7 +37,7 @@ from common.lifecycle import EXIT_FAILED, EXIT_OK
 from ml.artifact import LoadedModel
 from ml.serving import metrics
 from ml.serving.alerts import AlertLog
-from ml.serving.batch import BatchPredictor
+from ml.serving.batch import BatchPredictor, use_model_threads
 from ml.serving.model_watcher import ModelWatcher
 from ml.serving.partitions import Batch, Partitions, is_fatal
 from ml.serving.progress import Progress
@@ -48,12 +49,18 @@ log = logging.getLogger(__name__)
 
 OUTAGE_LOG_EVERY_S = 30.0
 MAX_OUTAGE_PAUSE_S = 10.0
+GC_YOUNG_ALLOCATIONS = 100_000
+"""Allocations between two collections of the youngest generation (Python's default: 700). A batch holds
+hundreds of thousands of records, readings and predictions, all freed by reference counting; collected every 700
+allocations, they were scanned again and again while alive (measured offline on batches of 2,500 on 2 busy cores:
+5 to 25 µs of CPU per reading)."""
 
 
 class Predictor:
     """One predictor of the group, run until `stop` is set; the parts it ties together own the state."""
 
     def __init__(self, settings: PredictorSettings, stop: threading.Event) -> None:
+        use_model_threads(settings.model_threads)  # before the first model is loaded
         self.settings = settings
         self.stop = stop
         self.progress = Progress()
@@ -73,6 +80,8 @@ class Predictor:
         self._outage_logged = 0.0
         self._outage_pause = 0.5
         self._model_loaded = self._in_group = False
+        self._read_at = 0.0  # when the last read began (monotonic)
+        self._backlog = False  # it left records behind: read again at once
         self.health = Health(settings.stall_seconds, self.not_ready)
 
     def not_ready(self) -> str | None:
@@ -91,6 +100,8 @@ class Predictor:
         if model is None:
             return EXIT_OK
         self._use_model(model)
+        gc.freeze()  # TensorFlow's and the model's objects live as long as the process: out of every scan
+        gc.set_threshold(GC_YOUNG_ALLOCATIONS, *gc.get_threshold()[1:])
         self.watcher.start()
         partitions = self.partitions.topic_partitions()
         ensure_topics(self.settings.kafka_bootstrap_servers, {self.settings.output_topic: partitions})
@@ -145,13 +156,18 @@ class Predictor:
             self._outage_since, self._outage_logged = None, 0.0
 
     def _step(self) -> None:
+        lingering = self._read_at + self.settings.batch_linger - time.monotonic()
+        if not self._backlog and self.stop.wait(lingering):  # a batch gathers (ML_BATCH_LINGER) unless records wait
+            return
         self.partitions.poll()
         model = self.watcher.take()
         if model is not None:
             self._use_model(model)
         self.partitions.rebuild(self.batch_predictor)
+        self._read_at = time.monotonic()
         with self.progress.phase("read"):
             batch = self.partitions.read()
+        self._backlog = batch.backlog
         if batch.records:
             self._predict(batch)
         elif batch.ends:

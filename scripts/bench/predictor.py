@@ -9,6 +9,12 @@ the prediction's append time minus the reading's event_time, which the producer 
 Kafka (so the figure also holds the producer's own batching, a few ms). Lag (high watermark - committed offset of
 the predictor's group) is sampled every second: it must not grow while the load runs. The same model is then
 timed alone in this process on batches of windows (model_windows_per_s): the ceiling the predictor is compared with.
+
+CPU is what the target is about (the machine is shared, so wall-clock rates say as much about the neighbours):
+`cpu_us_per_reading` is the predictor process's CPU time (every thread: Python, TensorFlow, librdkafka; from
+/proc) from the start of the load until its predictions are all committed, over the predictions it wrote;
+`model_cpu_us_per_window` is this process's CPU time per window while the model runs alone, the part of it no
+change to the predictor's own code can remove.
 """
 
 from __future__ import annotations
@@ -130,17 +136,18 @@ def _latencies(bootstrap: str, topic: str, expected: int) -> tuple[np.ndarray, n
     return np.asarray(latencies, dtype=np.float64), np.asarray(event_times, dtype=np.int64), keys
 
 
-def _bare_model_windows_per_s(model: artifact.LoadedModel, seconds: float, batch: int = 1024) -> float:
+def _bare_model(model: artifact.LoadedModel, seconds: float, batch: int = 1024) -> tuple[float, float]:
+    """(windows per second, CPU µs per window) of the model called alone on batches of `batch` windows."""
     rng = np.random.default_rng(0)
     low = np.array([schemas.SENSOR_RANGES[f][0] for f in model.features], dtype=np.float32)
     high = np.array([schemas.SENSOR_RANGES[f][1] for f in model.features], dtype=np.float32)
     windows = (low + (high - low) * rng.random((batch, model.window, len(low)))).astype(np.float32)
     model.predict(windows)  # the first call traces the signature
-    done, started = 0, time.perf_counter()
+    done, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         model.predict(windows)
         done += batch
-    return done / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started), 1e6 * (time.process_time() - cpu_started) / done
 
 
 def run(ctx: BenchContext) -> dict:
@@ -178,6 +185,7 @@ def run(ctx: BenchContext) -> dict:
             time.sleep(0.5)
         drained_s = time.monotonic() - started
         usage = sampler.stop()
+        cpu_seconds = sampler.cpu_seconds
         process.send_signal(signal.SIGTERM)
         process.wait(60)
     finally:
@@ -191,7 +199,7 @@ def run(ctx: BenchContext) -> dict:
     # The first seconds include the predictor meeting every car for the first time (ring buffers grow, the
     # batch shapes are new); steady state is what the 1 s target is about, so report it beside the whole run.
     steady = latencies[event_times >= started_ms + STEADY_AFTER_MS]
-    windows_per_s = _bare_model_windows_per_s(model, 3.0 if ctx.quick else 10.0)
+    windows_per_s, model_cpu_us = _bare_model(model, 3.0 if ctx.quick else 10.0)
     predictions_per_s = len(latencies) / drained_s
     return {
         "cars": cars,
@@ -202,6 +210,8 @@ def run(ctx: BenchContext) -> dict:
         "predictions_per_s": round(predictions_per_s, 1),
         "model_windows_per_s": round(windows_per_s, 1),
         "ratio_to_bare_model": round(predictions_per_s / windows_per_s, 3),
+        "cpu_us_per_reading": round(1e6 * cpu_seconds / max(len(latencies), 1), 1),
+        "model_cpu_us_per_window": round(model_cpu_us, 1),
         "p50_ms": round(float(np.percentile(latencies, 50)), 1),
         "p99_ms": round(float(np.percentile(latencies, 99)), 1),
         "max_ms": round(float(latencies.max()), 1),

@@ -29,7 +29,6 @@ from common.schemas import SEQ_FROM_CONTENT
 from ml.artifact import LoadedModel
 from ml.ood import OodScorer, OodScores, out_of_range
 from ml.serving import metrics
-from ml.serving.decoding import ReadingDecoder
 from ml.serving.progress import Progress
 from ml.serving.ring_buffer import CarWindows
 from ml.serving.settings import PredictorSettings
@@ -76,7 +75,7 @@ class BatchPredictor:
         self.settings = settings
         self.progress = progress
         self.dead_letter = dead_letter
-        self.decoder = ReadingDecoder(AvroCodec(schemas.READING, settings.topic, settings.schema_registry_url))
+        self.decoder = AvroCodec(schemas.READING, settings.topic, settings.schema_registry_url)
         self.model: LoadedModel | None = None
         self.windows: CarWindows | None = None
         self.features: list[str] = []

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from common.kafka import client_config, consumer_config
 from common.settings import MqttSettings
 from common.topics import MQTT_TOPIC_FILTER, mqtt_topic
 from scripts.bench.bridge_profile import profile_drain
-from scripts.bench.context import BenchContext, ProcessSampler, python_module
+from scripts.bench.context import BenchContext, ProcessSampler, process_cpu_seconds, python_module, task_cpu_seconds
 from scripts.local_runtime import ROOT, free_port
 from simulator.fleet import generate_readings
 
@@ -290,25 +289,16 @@ def scrape(port: int) -> dict[str, float]:
     }
 
 
-def process_cpu_seconds(pid: int) -> float:
-    return _cpu_seconds(Path(f"/proc/{pid}/stat"))
-
-
 def librdkafka_cpu_seconds(pid: int) -> float:
     """CPU time of the process's librdkafka threads (it names them rdk:main, rdk:broker..., rdk:background)."""
     total = 0.0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             if (task / "comm").read_text().startswith("rdk:"):
-                total += _cpu_seconds(task / "stat")
+                total += task_cpu_seconds(task)
         except OSError:  # the thread ended meanwhile
             continue
     return total
-
-
-def _cpu_seconds(stat: Path) -> float:
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def latency(ctx: BenchContext, topic: str, count: int, rate: float, skip: int) -> dict:

@@ -61,6 +61,7 @@ from paho.mqtt.properties import Properties
 
 from common.errors import CarStreamError, LocalRuntimeError
 from common.logs import setup_logging
+from scripts.bench.context import process_cpu_seconds
 from scripts.local_runtime import ROOT, MosquittoNode, ServerProcess, free_port, port_in_use
 
 log = logging.getLogger("broker_crash")
@@ -74,7 +75,6 @@ COST_FILTER = "cars/+"
 SESSION_EXPIRY_S = 3600
 PAYLOAD_BYTES = 600  # about one simulator reading as JSON
 CARS = 10
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 DEFAULT_CONFIGS = [
     "mosquitto-autosave-5s",
@@ -276,11 +276,6 @@ def up(broker: ServerProcess, timeout: float = 60.0) -> float:
             raise LocalRuntimeError(f"{broker.name} did not answer within {timeout:.0f} s")
         time.sleep(0.02)
     return time.monotonic() - started
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rss_mb(pid: int) -> float:
@@ -650,7 +645,7 @@ def measure_cost(run: Run, snapshot: Path, depth: int, seconds: float) -> dict:
     pid = broker.pid()
     rss_loaded = rss_mb(pid)
     publisher = Publisher(broker.port, window=100)
-    cpu_start, started = cpu_seconds(pid), time.monotonic()
+    cpu_start, started = process_cpu_seconds(pid), time.monotonic()
     deadline = started + seconds
     index = 10_000_000  # fresh seqs, never those of the backlog
     while time.monotonic() < deadline:
@@ -663,7 +658,7 @@ def measure_cost(run: Run, snapshot: Path, depth: int, seconds: float) -> dict:
     # Counted at the deadline: PUBACKs received within `seconds`, and the broker's CPU time meanwhile.
     count = len(publisher.acks)
     elapsed = time.monotonic() - started
-    cpu = cpu_seconds(pid) - cpu_start
+    cpu = process_cpu_seconds(pid) - cpu_start
     rss_end = rss_mb(pid)
     publisher.close()
     broker.kill()

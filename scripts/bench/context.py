@@ -44,6 +44,17 @@ class BenchContext:
         return env
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all its threads, from /proc."""
+    return task_cpu_seconds(Path(f"/proc/{pid}"))
+
+
+def task_cpu_seconds(task: Path) -> float:
+    """User plus system CPU time of a /proc/<pid> or /proc/<pid>/task/<tid> entry."""
+    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ProcessSampler:
     """Samples a process's RSS and CPU time from /proc while it runs; peak RSS in MB, CPU in percent of one core."""
 
@@ -61,11 +72,9 @@ class ProcessSampler:
 
     def _cpu_seconds(self) -> float:
         try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return process_cpu_seconds(self.pid)
         except (FileNotFoundError, ProcessLookupError):
             return 0.0
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
 
     def _rss_mb(self) -> float:
         try:

@@ -118,10 +118,13 @@ class StreamState:
                 joined[key] = prediction.predicted
         return joined
 
-    def latencies_ms(self, clock: str = "event_time") -> list[int]:
-        """predicted_at minus the reading's event_time (publish time at speedup 1) or its Kafka timestamp."""
+    def latencies_ms(self, clock: str = "event_time", since_ms: int | None = None) -> list[int]:
+        """predicted_at minus the reading's event_time (publish time at speedup 1) or its Kafka timestamp; with
+        `since_ms`, of the readings whose event_time is not earlier only."""
         out = []
         for key, reading in self.readings.items():
+            if since_ms is not None and reading.event_time < since_ms:
+                continue
             prediction = self.predictions.get((*key, reading.event_time))
             if prediction is not None:
                 start = reading.event_time if clock == "event_time" else reading.kafka_time

@@ -2,7 +2,7 @@
 
 The records are decoded (one that does not decode goes to `dead_letter`, the DLQ, and the next one flows), each
 reading enters its car's ring (ml/serving/ring_buffer.py) and gets the window that ends at it, the model is called
-in slices of MODEL_BATCH windows, and each reading is scored against the served model's training range
+(in slices of artifact.SIGNATURE_BATCH windows), and each reading is scored against the served model's training range
 (ml/ood.py). Nothing here talks to Kafka: the loop (ml/serving/loop.py) delivers the predictions and commits.
 
 The windows are sized by the served model (its metadata's window and features), never by the settings. A model
@@ -36,7 +36,6 @@ from ml.source import RawRecord
 
 log = logging.getLogger(__name__)
 
-MODEL_BATCH = 8192  # windows per model call: bounds the memory of one call, big enough to amortise its overhead
 UNLABELLED = -1
 """`Scored.failure` of a reading whose failure_occurred is null: real data carries no ground truth."""
 
@@ -282,7 +281,7 @@ class BatchPredictor:
         if not len(windows):
             return np.empty(0, dtype=np.float32)
         started = time.perf_counter()
-        parts = [self.model.predict(windows[i : i + MODEL_BATCH]) for i in range(0, len(windows), MODEL_BATCH)]
+        probabilities = self.model.predict(windows)  # in calls of at most artifact.SIGNATURE_BATCH windows
         metrics.MODEL_LATENCY.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(windows))
-        return np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1) for p in parts])
+        return probabilities

@@ -72,9 +72,13 @@ class ModelWatcher:
         self._seen = path.name
         try:
             model = artifact.load(path)
+            warm_up_s = model.warm_up()
         except Exception as exc:  # a broken artifact must not stop the predictor; keep serving the current one
             log.error("cannot load model %s, keeping the current one: %s", path, exc)
             return
-        log.info("model %s loaded from %s (window %s)", model.version, path, model.metadata.get("window"))
+        log.info(
+            "model %s loaded from %s (window %s), warmed up in %.0f ms",
+            model.version, path, model.metadata.get("window"), 1000 * warm_up_s,
+        )  # fmt: skip
         with self._lock:
             self._ready = model

@@ -34,8 +34,11 @@ def test_saved_artifact_predicts_like_the_keras_model(tmp_path):
     loaded = artifact.load(path)
     assert loaded.version == path.name == json.loads((path / "metadata.json").read_text())["version"]
     assert (loaded.window, loaded.horizon, loaded.features, loaded.threshold) == (4, 2, FEATURES, 0.4)
+    assert loaded.warm_up() > 0  # one call at the largest batch, which changes nothing the next calls return
     expected = model.predict(windows, verbose=0).reshape(-1)
     np.testing.assert_allclose(loaded.predict(windows), expected, rtol=1e-5)
+    many = np.resize(windows, (artifact.SIGNATURE_BATCH + 3, 4, 3))  # in two signature calls
+    np.testing.assert_allclose(loaded.predict(many), np.resize(expected, len(many)), rtol=1e-5)
     np.testing.assert_allclose(loaded.keras_model().predict(windows, verbose=0).reshape(-1), expected, rtol=1e-5)
     with pytest.raises(artifact.ArtifactError, match="shape"):
         loaded.predict(windows[:, :3])

@@ -47,6 +47,8 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from common.kafka import ensure_topics
+from common.settings import MqttSettings
+from scripts.bench.bridge import drop_session
 from scripts.bench.context import BenchContext, MachineSampler, ProcessSampler, run_module
 from scripts.bench.ml_read import write_readings
 from scripts.demo_summary import latest_model_metadata, percentile
@@ -135,11 +137,12 @@ def measure(
     env = service_env(ctx.bootstrap, "127.0.0.1", ctx.mqtt_port)
     summary_file = ctx.work_dir / f"{name}-simulator-summary.json"
     shared = {"BRIDGE_SHARED_GROUP": f"bench-{name}"} if bridges > 1 else {}
+    bridge_ids = [f"bench-{name}-bridge-{n}" for n in range(1, bridges + 1)]
     with ServiceGroup(env, ctx.work_dir / f"{name}-logs") as services:
         bridge_services = [
             services.start(
                 _numbered("bridge", n, bridges), "bridge",
-                BRIDGE_CLIENT_ID=f"bench-{name}-bridge-{n}", BRIDGE_METRICS_PORT="0",
+                BRIDGE_CLIENT_ID=bridge_ids[n - 1], BRIDGE_METRICS_PORT="0",
                 BRIDGE_KAFKA_TOPIC=readings_topic, BRIDGE_DLQ_TOPIC=dlq, BRIDGE_SESSION_EXPIRY="60",
                 **shared, **identities.get("bridge", {}),
             )
@@ -179,6 +182,10 @@ def measure(
         _drain(lambda: _totals(ctx.bootstrap, readings_topic, predictions_topic, start), published, timeout=300)
         machine_cpu_seconds = machine.cpu_seconds()
         usage = {process: {**s.stop(), "cpu_seconds": s.cpu_seconds} for process, s in samplers.items()}
+    # A stopped bridge's session outlives it (BRIDGE_SESSION_EXPIRY): Mosquitto would queue the next run's readings
+    # for it and rewrite them all in every snapshot (autosave_interval 1) while that run is measured.
+    for client_id in bridge_ids:
+        drop_session(ctx.mqtt_port, client_id, _mqtt_login(identities.get("bridge", {})))
     result = _count(ctx, readings_topic, predictions_topic, start, published, (cars, rate, seconds), usage)
     result["machine_cpu_us_per_reading"] = _per_reading(machine_cpu_seconds, published)
     result["cpu_budget_us_per_reading"] = round(MachineSampler.cores * 1e6 / max(cars * rate, 1e-9), 1)
@@ -190,6 +197,12 @@ def measure(
     result.update(_connect_figures(simulator.log_lines(), first_event_ms))
     log.info("%s: %s", name, result)
     return result
+
+
+def _mqtt_login(identity: Mapping[str, str]) -> MqttSettings | None:
+    """The MQTT credentials and TLS of a service's environment (the secured mode's), None when it has none."""
+    mqtt = {key: value for key, value in identity.items() if key.startswith("MQTT_")}
+    return MqttSettings(**mqtt) if mqtt else None
 
 
 def _numbered(role: str, n: int, of: int) -> str:

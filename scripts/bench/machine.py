@@ -18,6 +18,8 @@ from pathlib import Path
 from scripts.bench.context import BenchContext
 from scripts.local_runtime import KAFKA_VERSION
 
+REFERENCE_READINGS = 20_000
+
 
 def _mosquitto_version() -> str:
     out = subprocess.run([_which_mosquitto(), "-h"], capture_output=True, text=True).stdout
@@ -30,9 +32,6 @@ def _which_mosquitto() -> str:
     return require("mosquitto")
 
 
-REFERENCE_READINGS = 20_000
-
-
 def reference_cpu_ms() -> float:
     """CPU milliseconds of a fixed workload, the best of three runs."""
     from common import schemas
@@ -43,7 +42,7 @@ def reference_cpu_ms() -> float:
     fleet = Fleet(REFERENCE_READINGS, seed=1)
     step = fleet.step()
     codec = AvroCodec(schemas.READING, "reference")
-    readings = [{**reading, "seq_origin": "SENDER", "out_of_range": []} for reading in step.readings(fleet.car_ids)]
+    readings = [{**reading, "out_of_range": [], "seq_origin": "SENDER"} for reading in step.readings(fleet.car_ids)]
     best = float("inf")
     for _ in range(3):
         started = time.process_time()

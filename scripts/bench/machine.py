@@ -15,8 +15,12 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+from common import schemas
+from common.avro import AvroCodec
 from scripts.bench.context import BenchContext
 from scripts.local_runtime import KAFKA_VERSION
+from simulator.fleet import Fleet
+from simulator.payload import encode_step
 
 REFERENCE_READINGS = 20_000
 
@@ -34,11 +38,6 @@ def _which_mosquitto() -> str:
 
 def reference_cpu_ms() -> float:
     """CPU milliseconds of a fixed workload, the best of three runs."""
-    from common import schemas
-    from common.avro import AvroCodec
-    from simulator.fleet import Fleet
-    from simulator.payload import encode_step
-
     fleet = Fleet(REFERENCE_READINGS, seed=1)
     step = fleet.step()
     codec = AvroCodec(schemas.READING, "reference")

@@ -97,9 +97,10 @@ class ReadResult:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawRecord:
-    """One undecoded record, so that a record that does not decode can go to the DLQ as it was."""
+    """One undecoded record, so that a record that does not decode can go to the DLQ as it was. Not frozen: one is
+    made per record read, and a frozen dataclass's __init__ costs 0.4 µs more (0.53 against 0.15)."""
 
     partition: int
     offset: int
@@ -220,13 +221,16 @@ class TfioPartitionReader:
             return []
         first, skip = _lone_record(start, stop)
         try:
-            messages, keys = self.tensors(first, stop, skip)
+            chunk = self._read(self._resource, start=first, stop=stop)
         except tf.errors.OpError as exc:
             where = f"partition {self.partition} [{start}, {stop})"
             raise KafkaError(f"tensorflow-io read of {where} failed: {exc}") from exc
+        # Sliced as numpy arrays: an eager tensor's slice costs a quarter of a millisecond of CPU, as much as the
+        # read itself (measured on 1-record reads at the log's end).
+        keys, messages = chunk.key.numpy()[skip:], chunk.message.numpy()[skip:]
         # The kernel returns no offsets: records are consecutive unless the topic holds transaction markers or
         # was compacted, where an offset counted too low only makes a DLQ header imprecise.
-        pairs = zip(keys.numpy(), messages.numpy(), strict=True)
+        pairs = zip(keys, messages, strict=True)
         return [RawRecord(self.partition, start + i, key or None, value) for i, (key, value) in enumerate(pairs)]
 
     def close(self) -> None:

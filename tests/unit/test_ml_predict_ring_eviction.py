@@ -4,7 +4,7 @@ evicted cars remembered (within the bound) so that the predictor can rebuild the
 import numpy as np
 import pytest
 
-from ml.serving.ring_buffer import ENTRY_BYTES, CarWindows
+from ml.serving.ring_buffer import ENTRY_BYTES, IDLE_SWEEPS, CarWindows
 
 
 def rows(*values: float) -> np.ndarray:
@@ -69,6 +69,18 @@ def test_idle_cars_are_evicted_by_their_partitions_event_time_clock():
     assert windows.take_evictions() == {"idle": 1, "bytes": 0}
     windows.push(["a"], [1], rows(6), group=0, times=[0], windows=False)  # history re-read: never idle-evicted
     assert windows.readings_of("a") == 1 and windows.take_evictions()["idle"] == 0
+
+
+def test_idle_cars_are_evicted_at_most_one_sweep_step_late():
+    windows = bounded(cars=10, idle_ms=60_000)
+    step = 60_000 // IDLE_SWEEPS
+    windows.push(["a", "b"], [0, 0], rows(1, 2), times=[0, 0])
+    evicted_at = None
+    for seq, now in enumerate(range(step // 4, 60_000 + 3 * step, step // 4), start=1):
+        windows.push(["b"], [seq], rows(3), times=[now])
+        if evicted_at is None and windows.take_evictions()["idle"]:
+            evicted_at = now
+    assert evicted_at is not None and 60_000 < evicted_at <= 60_000 + step, "at most one step late"
 
 
 def test_one_sender_clock_far_ahead_does_not_age_the_others():

@@ -1,14 +1,14 @@
 """The streaming predictor: consumer-group membership and commits with confluent-kafka, reads through a partition
 reader (tensorflow-io by default), model calls in batches, predictions back to Kafka.
 
-Each step, between batches and so with nothing in flight: rebalance callbacks run (ml/serving/partitions.py), a
-newer model is swapped in (ml/serving/model_watcher.py), newly owned partitions get their cars' history rebuilt,
-then one batch is read from the owned partitions, predicted (ml/serving/batch.py) and written
-(ml/serving/writer.py). After a batch's predictions are all confirmed by Kafka, the batch's end offsets are
-committed, then its alerts are counted and logged in episodes (ml/serving/alerts.py). A crash before that commit
-means the batch is read and predicted again: at least one prediction per reading, duplicates recognisable by
-(car_id, seq). Cars that were evicted under the per-car state bound and are back in a batch get their history
-re-read from Kafka before it is predicted.
+Each step, between batches and so with nothing in flight: rebalance callbacks run and newly assigned partitions
+are taken on (ml/serving/partitions.py), a newer model is swapped in (ml/serving/model_watcher.py), newly owned
+partitions get their cars' history rebuilt, then one batch is read from the owned partitions, predicted
+(ml/serving/batch.py) and written (ml/serving/writer.py). After a batch's predictions are all confirmed by
+Kafka, the batch's end offsets are committed, then its alerts are counted and logged in episodes
+(ml/serving/alerts.py). A crash before that commit means the batch is read and predicted again: at least one
+prediction per reading, duplicates recognisable by (car_id, seq). Cars that were evicted under the per-car state
+bound and are back in a batch get their history re-read from Kafka before it is predicted.
 
 A batch whose predictions Kafka does not confirm is not committed: it is rewound (its partitions' history rebuilt
 up to the commit) and handled like Kafka not answering, below.
@@ -160,6 +160,7 @@ class Predictor:
         if not self._backlog and self.stop.wait(lingering):  # a batch gathers (ML_BATCH_LINGER) unless records wait
             return
         self.partitions.poll()
+        self.partitions.take_on()
         model = self.watcher.take()
         if model is not None:
             self._use_model(model)

@@ -8,7 +8,9 @@ committed only after the loop (ml/serving/loop.py) saw all of its predictions co
 batch is rewound and read again.
 
 Rebalance callbacks run inside poll(), which the loop only calls between batches, when nothing is in flight: a
-revoked partition has nothing left to commit.
+revoked partition has nothing left to commit. An assigned partition is only noted there (`pending`); the loop
+takes it on (`take_on`: its committed offset, a reader) right after poll(), where Kafka not answering is retried
+like any other step. Raised inside the callback, such an error left the partition assigned but never read.
 
 History comes back one way: a newly owned partition's cars, every owned partition's after a rewind (the windows
 then hold readings that will be read again) or a new model window, and the cars evicted under the per-car state
@@ -63,6 +65,8 @@ class Partitions:
         self.topic = settings.topic
         self.on_revoke = on_revoke
         self.owned: dict[int, PartitionState] = {}
+        self.pending: set[int] = set()
+        """Partitions assigned and not yet taken on (`take_on`)."""
         self._closing = False
         overrides = {"session.timeout.ms": settings.session_timeout_ms}
         if settings.instance_id:
@@ -96,26 +100,36 @@ class Partitions:
 
     # -- ownership ---------------------------------------------------------------------------------------------
 
-    def _watermarks(self, partition: int) -> tuple[int, int]:
-        return self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=30)
+    def _watermarks(self, partition: int, timeout: float = 30.0) -> tuple[int, int]:
+        return self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=timeout)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._closing:  # an assignment served by consumer.close(): leaving the group, nothing to take on
             return
         consumer.assign(partitions)
         consumer.pause(partitions)  # data is read by the partition readers; poll() only keeps the membership
-        for tp in consumer.committed(partitions, timeout=30):
-            low, _ = self._watermarks(tp.partition)
+        self.pending.update(tp.partition for tp in partitions)
+
+    def take_on(self, timeout: float = 30.0) -> None:
+        """Start reading the pending partitions from their committed offsets (the earliest retained without one).
+        Raises KafkaException when Kafka does not answer: what was not taken on stays pending for the next call."""
+        if not self.pending:
+            return
+        asked = [TopicPartition(self.topic, p) for p in sorted(self.pending)]
+        for tp in self.consumer.committed(asked, timeout=timeout):
+            low, _ = self._watermarks(tp.partition, timeout)
             start = tp.offset if tp.offset >= 0 else low
             reader = partition_reader(
                 self.settings.kafka_bootstrap_servers, self.topic, tp.partition, self.settings.reader
             )
             self.owned[tp.partition] = PartitionState(tp.partition, reader, committed=start, position=start)
+            self.pending.discard(tp.partition)
             log.info("assigned partition %d, resuming at offset %d", tp.partition, start)
         metrics.ASSIGNED.set(len(self.owned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
+            self.pending.discard(tp.partition)
             state = self.owned.pop(tp.partition, None)
             if state is None:
                 continue

@@ -10,6 +10,8 @@
 - A failed delivery (the predictions topic refuses every record for a while: max.message.bytes too small): nothing
   is committed past the last delivered batch, and once the topic takes records again every reading is predicted,
   on the windows it would have had without the failure (the history is rebuilt up to the commit).
+- Partitions assigned while Kafka does not answer (the broker frozen with SIGSTOP): taking them on fails, they
+  stay pending, and once Kafka answers they are taken on and read in full, without waiting for a rebalance.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ import signal
 import threading
 import time
 
+import pytest
 import test_ml_predict
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from test_ml_predict import WAIT_S, Stream, covered
 from test_predictor_state import TOLERANCE, assert_same_as_reference
 
+from common.kafka import ensure_topics
+from ml.serving.partitions import Partitions
+from ml.serving.settings import PredictorSettings
 from simulator.fleet import generate_readings
 
 model_dir, predictors = test_ml_predict.model_dir, test_ml_predict.predictors  # its fixtures, shared
@@ -263,3 +269,40 @@ def test_a_predictor_fenced_by_a_static_member_with_its_id_exits_1_and_the_other
     predictions = stream.collect(covered(readings))
     assert {(p["car_id"], p["seq"]) for p in predictions} == {(r["car_id"], r["seq"]) for r in readings}
     assert second.stop() == 0
+
+
+def test_partitions_assigned_while_kafka_does_not_answer_are_taken_on_once_it_answers(kafka_node_factory):
+    kafka = kafka_node_factory()
+    topic, per_partition = "take-on-readings", 10
+    ensure_topics(kafka.bootstrap_servers, {topic: 2})
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    for partition in (0, 1):
+        for i in range(per_partition):
+            producer.produce(topic, f"record {i}".encode(), partition=partition)
+    assert producer.flush(30) == 0
+    settings = PredictorSettings(kafka_bootstrap_servers=kafka.bootstrap_servers, topic=topic, group_id="take-on")
+    revoked: list[int] = []
+    partitions = Partitions(settings, on_revoke=revoked.append)
+    try:
+        partitions.subscribe()
+        deadline = time.monotonic() + WAIT_S
+        while partitions.pending != {0, 1} and time.monotonic() < deadline:
+            partitions.poll()
+            time.sleep(0.1)
+        assert partitions.pending == {0, 1} and not partitions.owned, "assigned, not yet taken on"
+        broker = kafka.pid()
+        os.kill(broker, signal.SIGSTOP)
+        try:
+            with pytest.raises(KafkaException):
+                partitions.take_on(timeout=2)
+        finally:
+            os.kill(broker, signal.SIGCONT)
+        assert partitions.pending == {0, 1} and not partitions.owned
+        partitions.poll()
+        partitions.take_on()
+        assert set(partitions.owned) == {0, 1} and not partitions.pending and not revoked, "no rebalance needed"
+        records = partitions.read().records
+        read = sorted((record.partition, record.offset) for record in records)
+        assert read == [(p, offset) for p in (0, 1) for offset in range(per_partition)]
+    finally:
+        partitions.close()

@@ -37,33 +37,33 @@ $(INSTALLED): pyproject.toml requirements.lock
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
 	@touch $@
 
-$(KAFKA_JARS): scripts/kafka/pom.xml | $(INSTALLED)
-	$(PY) -m scripts.local_runtime install
+$(KAFKA_JARS): scripts/runtime/kafka/pom.xml | $(INSTALLED)
+	$(PY) -m scripts.runtime.local install
 	@touch $@
 
-$(SCHEMA_REGISTRY): scripts/schema_registry.py | $(INSTALLED)
-	$(PY) -m scripts.schema_registry install
+$(SCHEMA_REGISTRY): scripts/runtime/schema_registry.py | $(INSTALLED)
+	$(PY) -m scripts.runtime.schema_registry install
 	@touch $@
 
 images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, registry, services)
-	$(PY) -m scripts.images
+	$(PY) -m scripts.runtime.images
 
 up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes, REGISTRY=1 adds a schema registry, SECURE=1 secures it; RUNTIME=compose: containers)
 ifeq ($(RUNTIME),compose)
-	$(PY) -m scripts.compose up $(if $(SECURE),--secure topics) kafka mosquitto schema-registry
+	$(PY) -m scripts.runtime.compose up $(if $(SECURE),--secure topics) kafka mosquitto schema-registry
 else
-	$(PY) -m scripts.local_runtime up $(if $(REGISTRY),--schema-registry) $(if $(SECURE),--secure --cars $(CARS))
+	$(PY) -m scripts.runtime.local up $(if $(REGISTRY),--schema-registry) $(if $(SECURE),--secure --cars $(CARS))
 endif
 
 down: ## Stop the infrastructure; leaves no process behind
 ifeq ($(RUNTIME),compose)
-	$(PY) -m scripts.compose down
+	$(PY) -m scripts.runtime.compose down
 else
-	@if [ -x $(PY) ]; then $(PY) -m scripts.local_runtime down; else echo "nothing was running (no .venv)"; fi
+	@if [ -x $(PY) ]; then $(PY) -m scripts.runtime.local down; else echo "nothing was running (no .venv)"; fi
 endif
 
 status: ## Show whether the local servers run and answer
-	@$(PY) -m scripts.local_runtime status
+	@$(PY) -m scripts.runtime.local status
 
 demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SECURE=1]
 	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(SECURE),--secure)
@@ -87,7 +87,7 @@ bench: setup ## Benchmarks: make bench [BENCH_OUT=bench-results.json]
 	$(PY) -m scripts.bench --out $(BENCH_OUT)
 
 chaos: setup ## Chaos soak: SIGKILL and restart Mosquitto, Kafka, bridge, predictor in turn under load; key "chaos" in CHAOS_OUT [CHAOS_ARGS="--minutes 2"]
-	$(PY) -m scripts.chaos --out $(CHAOS_OUT) $(CHAOS_ARGS)
+	$(PY) -m scripts.studies.chaos --out $(CHAOS_OUT) $(CHAOS_ARGS)
 
 lint: setup ## ruff check and format check
 	$(PY) -m ruff check .

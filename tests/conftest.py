@@ -5,7 +5,7 @@ Kafka and MQTT endpoints are resolved once per session, in this order:
 2. containers through testcontainers (tests/containers.py: Kafka in KRaft mode and Mosquitto, the official
    images or those `make images` built) when a Docker engine answers (DOCKER_HOST honoured), unless
    TEST_SERVERS=local (`make test-local`);
-3. the local runtime (scripts/local_runtime.py) on free ports in a temporary folder, stopped at the end.
+3. the local runtime (scripts/runtime/local.py) on free ports in a temporary folder, stopped at the end.
 
 Tests under tests/integration/ are marked `integration`; tests under tests/unit/ need no server.
 Fault tests (a broker stopped or killed mid-stream) start private servers with `kafka_node_factory` and
@@ -13,7 +13,7 @@ Fault tests (a broker stopped or killed mid-stream) start private servers with `
 
 A schema registry with the Confluent REST API (`schema_registry_url`) is started only when a test asks for it,
 once per session: TEST_SCHEMA_REGISTRY_URL names a running one, otherwise Apicurio Registry
-(scripts/schema_registry.py) runs as a local process on a free port, keeping its schemas in the session's Kafka.
+(scripts/runtime/schema_registry.py) runs as a local process on a free port, keeping its schemas in the session's Kafka.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.kafka import consumer_config
-from scripts.docker_engine import docker_answers
-from scripts.local_runtime import KafkaNode, MosquittoNode, ServerProcess, free_port
-from scripts.schema_registry import SchemaRegistryNode
+from scripts.runtime.docker_engine import docker_answers
+from scripts.runtime.local import KafkaNode, MosquittoNode, ServerProcess, free_port
+from scripts.runtime.schema_registry import SchemaRegistryNode
 
 log = logging.getLogger(__name__)
 TESTS_DIR = Path(__file__).resolve().parent

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from common.errors import LocalRuntimeError
-from scripts.compose import images_env
-from scripts.local_runtime import ROOT, free_port, kafka_answers, mqtt_round_trip
+from scripts.runtime.compose import images_env
+from scripts.runtime.local import ROOT, free_port, kafka_answers, mqtt_round_trip
 
 MOSQUITTO_CONF = ROOT / "compose" / "mosquitto" / "mosquitto.conf"
 OFFICIAL = {"KAFKA_IMAGE": "apache/kafka:3.9.2", "MOSQUITTO_IMAGE": "eclipse-mosquitto:2.0.20"}

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from common.logs import setup_logging
 from scripts.bench.context import BenchContext
-from scripts.local_runtime import KafkaNode, MosquittoNode, free_port
+from scripts.runtime.local import KafkaNode, MosquittoNode, free_port
 
 log = logging.getLogger("bench")
 

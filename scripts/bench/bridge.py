@@ -46,7 +46,7 @@ from common.settings import MqttSettings
 from common.topics import MQTT_TOPIC_FILTER, mqtt_topic
 from scripts.bench.bridge_profile import profile_drain
 from scripts.bench.context import BenchContext, ProcessSampler, process_cpu_seconds, python_module, task_cpu_seconds
-from scripts.local_runtime import ROOT, free_port
+from scripts.runtime.local import ROOT, free_port
 from simulator.fleet import generate_readings
 
 log = logging.getLogger(__name__)

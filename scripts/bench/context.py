@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.local_runtime import ROOT, KafkaNode, MosquittoNode
+from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode
 
 
 @dataclass

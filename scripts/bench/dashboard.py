@@ -60,8 +60,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.kafka import ensure_topics
 from scripts.bench.context import BenchContext, ProcessSampler
 from scripts.bench.e2e import CARS, PARTITIONS, RATE, _drain, _logged, _start_offsets, _totals, small_model_dir
-from scripts.local_runtime import free_port
-from scripts.services import Service, ServiceGroup, service_env, wait_for
+from scripts.runtime.local import free_port
+from scripts.runtime.services import Service, ServiceGroup, service_env, wait_for
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The `e2e` section: 100,000 cars x one reading per 10 s (10,000 readings/s) for 60 s (10 s with --quick) through
 every stage, each its own process: simulator -> Mosquitto -> bridge -> Kafka -> ml predict -> Kafka.
 
-Counted after the run by reading what the run added to both topics (scripts/stream_watch.py): `published` (the
+Counted after the run by reading what the run added to both topics (scripts/demo/stream_watch.py): `published` (the
 simulator's summary), `in_kafka` (distinct (car_id, seq) on the readings topic), `predicted` (readings with a
 prediction that names their event_time). At speedup 1 a reading's event_time is the moment the simulator was due to
 publish it, so predicted_at - event_time is the latency from publish to prediction (`p50_ms`, `p99_ms`); split into
@@ -51,9 +51,9 @@ from common.settings import MqttSettings
 from scripts.bench.bridge import drop_session
 from scripts.bench.context import BenchContext, MachineSampler, ProcessSampler, run_module
 from scripts.bench.ml_read import write_readings
-from scripts.demo_summary import latest_model_metadata, percentile
-from scripts.services import Service, ServiceGroup, service_env, wait_for
-from scripts.stream_watch import StreamState, StreamWatcher, end_offsets
+from scripts.demo.stream_watch import StreamState, StreamWatcher, end_offsets
+from scripts.demo.summary import latest_model_metadata, percentile
+from scripts.runtime.services import Service, ServiceGroup, service_env, wait_for
 from simulator.fleet import generate_readings
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 from common import schemas
 from common.avro import AvroCodec
 from scripts.bench.context import BenchContext
-from scripts.local_runtime import KAFKA_VERSION
+from scripts.runtime.local import KAFKA_VERSION
 from simulator.fleet import Fleet
 from simulator.payload import encode_step
 
@@ -31,7 +31,7 @@ def _mosquitto_version() -> str:
 
 
 def _which_mosquitto() -> str:
-    from scripts.local_runtime import require
+    from scripts.runtime.local import require
 
     return require("mosquitto")
 

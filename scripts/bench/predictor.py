@@ -36,7 +36,7 @@ from common.kafka import producer_config
 from ml import artifact
 from ml.training.untrained_model import save_untrained_model
 from scripts.bench.context import BenchContext, ProcessSampler, python_module
-from scripts.local_runtime import ROOT, free_port
+from scripts.runtime.local import ROOT, free_port
 from simulator.fleet import generate_readings
 
 log = logging.getLogger("bench.predictor")

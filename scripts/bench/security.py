@@ -1,6 +1,6 @@
 """The `security` section: what the secured mode costs, measured on two pairs of private servers started here, one
 open (plaintext Kafka, anonymous MQTT) and one secured (Kafka SASL_SSL + SCRAM-SHA-512 + ACLs, MQTT over TLS with a
-password per car; scripts/secured.py), each mode measured the same way in turn:
+password per car; scripts/runtime/secured.py), each mode measured the same way in turn:
 
 - Bridge: a backlog of `bridge_messages` QoS 1 readings of `bridge_cars` cars is queued in Mosquitto for the
   bridge's session (published in advance, one connection per car, each car logged in as itself when secured), then
@@ -45,8 +45,8 @@ from common.topics import (
 from scripts.bench.bridge import create_session, create_topics, drain_backlog, drop_session, payloads
 from scripts.bench.context import BenchContext
 from scripts.bench.e2e import ROLES, measure, small_model_dir
-from scripts.local_runtime import KafkaNode, MosquittoNode, free_port
-from scripts.secured import SECURED_TOPICS, SecureMaterial, apply_kafka_rules
+from scripts.runtime.local import KafkaNode, MosquittoNode, free_port
+from scripts.runtime.secured import SECURED_TOPICS, SecureMaterial, apply_kafka_rules
 from simulator.publisher import FleetPublisher
 from simulator.settings import PublishSettings
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from scripts.bench.context import BenchContext, ProcessSampler, python_module
-from scripts.local_runtime import ROOT
+from scripts.runtime.local import ROOT
 from simulator.fleet import Fleet
 from simulator.live import TICK_S
 from simulator.payload import encode_step

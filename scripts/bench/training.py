@@ -12,8 +12,8 @@ from pathlib import Path
 
 from scripts.bench.context import ProcessSampler, python_module
 from scripts.bench.ml_read import write_readings
-from scripts.demo_plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR
-from scripts.local_runtime import ROOT
+from scripts.demo.plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR
+from scripts.runtime.local import ROOT
 from simulator.fleet import generate_readings
 
 TARGET_SECONDS = 180

@@ -31,9 +31,9 @@ from common.schemas import PREDICTION, READING
 from common.security import car_password
 from common.topics import MQTT_TOPIC_PREFIX, PREDICTIONS_TOPIC, READINGS_TOPIC, car_id
 from ml.serving.settings import PredictorSettings
-from scripts import compose
-from scripts.local_runtime import free_port
-from scripts.secured import SecureMaterial
+from scripts.runtime import compose
+from scripts.runtime.local import free_port
+from scripts.runtime.secured import SecureMaterial
 
 CARS, DURATION, SPEEDUP = 40, 60, 60  # 240 readings/s for 60 s: about 14,400 readings
 TRAIN_MIN_RECORDS = 9000

@@ -23,7 +23,7 @@ from common import schemas
 from common.avro import AvroCodec
 from common.kafka import consumer_config
 from common.topics import mqtt_topic
-from scripts.local_runtime import ROOT, free_port
+from scripts.runtime.local import ROOT, free_port
 from simulator.fleet import generate_readings
 
 

@@ -27,8 +27,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from common import dlq
 from common.topics import mqtt_topic
-from scripts.local_runtime import MosquittoNode, free_port, port_in_use
-from scripts.schema_registry import SchemaRegistryNode
+from scripts.runtime.local import MosquittoNode, free_port, port_in_use
+from scripts.runtime.schema_registry import SchemaRegistryNode
 from tests.conftest import unique
 
 pytestmark = pytest.mark.timeout(300)

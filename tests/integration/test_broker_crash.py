@@ -6,7 +6,7 @@ on whole seconds and fires once `autosave_interval` full seconds have passed, so
 more than `autosave_interval + 1` s before the crash is in a snapshot; one second of slack covers the snapshot's own
 duration and scheduling on a loaded machine. These tests derive that window from the config the stack runs and
 assert that nothing older than it is lost; what is lost, if anything, is measured and printed
-(docs/reliability.md, "MQTT broker crash"; figures from `python -m scripts.bench.broker_crash`).
+(docs/reliability.md, "MQTT broker crash"; figures from `python -m scripts.studies.broker_crash`).
 
 Every test runs a private Mosquitto (mosquitto_node_factory) with the stack's config, `python -m bridge` as its own
 process and a paho MQTT 5 publisher that records the time and reason code of every PUBACK.
@@ -28,7 +28,7 @@ from confluent_kafka import Consumer
 
 from common.kafka import consumer_config
 from common.topics import mqtt_topic
-from scripts.local_runtime import ROOT, ServerProcess, port_in_use
+from scripts.runtime.local import ROOT, ServerProcess, port_in_use
 from simulator.fleet import generate_readings
 
 pytestmark = pytest.mark.timeout(120)

@@ -26,7 +26,7 @@ from common import dlq, schemas
 from common.avro import AvroCodec
 from common.topics import PREDICTOR_GROUP, car_id, mqtt_topic
 from ml.training.untrained_model import save_untrained_model
-from scripts.local_runtime import ROOT, free_port
+from scripts.runtime.local import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 

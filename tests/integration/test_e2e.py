@@ -27,8 +27,8 @@ from common.avro import AvroCodec
 from common.kafka import consumer_config
 from common.schemas import PREDICTION, READING
 from common.topics import car_id
-from scripts.local_runtime import ROOT
-from scripts.services import ServiceGroup, service_env, wait_for
+from scripts.runtime.local import ROOT
+from scripts.runtime.services import ServiceGroup, service_env, wait_for
 from tests.conftest import create_topic, delete_topics, unique
 
 DEMO_CARS = 3

@@ -22,7 +22,7 @@ from bridge.validation import content_seq
 from common.schemas import SENSOR_FIELDS, SENSOR_RANGES
 from common.topics import mqtt_topic
 from ml.serving.ring_buffer import CarWindows
-from scripts.local_runtime import ROOT
+from scripts.runtime.local import ROOT
 
 pytestmark = pytest.mark.timeout(300)
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from common.errors import LocalRuntimeError
-from scripts.local_runtime import KafkaNode, MosquittoNode, free_port, mqtt_round_trip, pid_alive, port_in_use
+from scripts.runtime.local import KafkaNode, MosquittoNode, free_port, mqtt_round_trip, pid_alive, port_in_use
 from tests.conftest import consume_all
 
 
@@ -94,7 +94,7 @@ def test_the_local_runtime_starts_and_stops_an_optional_schema_registry(tmp_path
         MQTT_PORT=str(ports["mqtt"]),
         SCHEMA_REGISTRY_PORT=str(ports["registry"]),
     )
-    runtime = [sys.executable, "-m", "scripts.local_runtime"]
+    runtime = [sys.executable, "-m", "scripts.runtime.local"]
     up = subprocess.run([*runtime, "up", "--schema-registry"], env=env, capture_output=True, text=True, timeout=240)
     try:
         assert up.returncode == 0, up.stderr[-2000:]

@@ -23,7 +23,7 @@ from test_ml_train import Topics, run_ml
 
 from ml import artifact, ood
 from scripts.bench.ml_read import write_readings
-from scripts.local_runtime import ROOT
+from scripts.runtime.local import ROOT
 from simulator.fleet import generate_readings
 
 OTHER_UNITS = {

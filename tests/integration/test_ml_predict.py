@@ -24,8 +24,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from common import dlq, schemas
 from common.avro import AvroCodec
 from ml.training.untrained_model import save_untrained_model
-from scripts.local_runtime import ROOT, free_port
-from scripts.schema_registry import SchemaRegistryNode
+from scripts.runtime.local import ROOT, free_port
+from scripts.runtime.schema_registry import SchemaRegistryNode
 from simulator.fleet import generate_readings
 
 WAIT_S = 90

@@ -20,7 +20,7 @@ from common.schemas import PREDICTION
 from ml import artifact
 from ml.features import gather_windows, series_from_records, window_ends
 from scripts.bench.ml_read import write_readings
-from scripts.local_runtime import ROOT
+from scripts.runtime.local import ROOT
 from simulator.fleet import generate_readings
 
 SECTIONS = ("pr_auc", "roc_auc", "precision", "recall", "f1", "brier", "brier_uncalibrated", "threshold")

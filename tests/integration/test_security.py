@@ -1,6 +1,6 @@
 """The secured mode against the real servers: a private Kafka (SASL_SSL, SCRAM, the standard authorizer) and a
-private Mosquitto (TLS only, a password per car, ACLs), both as set up by scripts/secured.py and started by
-scripts/local_runtime.py, probed with real clients (`mosquitto_pub`, `kcat`, confluent-kafka, paho).
+private Mosquitto (TLS only, a password per car, ACLs), both as set up by scripts/runtime/secured.py and started by
+scripts/runtime/local.py, probed with real clients (`mosquitto_pub`, `kcat`, confluent-kafka, paho).
 
 Every refusal is paired with the same call done right, so that a test cannot pass because nothing works."""
 
@@ -47,8 +47,8 @@ from common.topics import (
     car_id,
     mqtt_topic,
 )
-from scripts.local_runtime import ROOT, KafkaNode, MosquittoNode, free_port, start_nodes
-from scripts.secured import SecureMaterial
+from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode, free_port, start_nodes
+from scripts.runtime.secured import SecureMaterial
 
 pytestmark = pytest.mark.integration
 

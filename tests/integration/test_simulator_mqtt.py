@@ -19,7 +19,7 @@ import pytest
 
 from common.schemas import SENSOR_FIELDS, payload_fields
 from common.topics import MQTT_TOPIC_FILTER
-from scripts.local_runtime import ROOT
+from scripts.runtime.local import ROOT
 
 
 class Collector:

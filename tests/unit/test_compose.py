@@ -22,7 +22,7 @@ from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
-POM = ROOT / "scripts" / "kafka" / "pom.xml"
+POM = ROOT / "scripts" / "runtime" / "kafka" / "pom.xml"
 
 HEALTHY = "service_healthy"
 COMPLETED = "service_completed_successfully"

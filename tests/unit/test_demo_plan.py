@@ -3,7 +3,7 @@
 import pytest
 
 from common.errors import ConfigError
-from scripts.demo_plan import MAX_LIVE_SPEEDUP, make_plan
+from scripts.demo.plan import MAX_LIVE_SPEEDUP, make_plan
 
 
 @pytest.mark.parametrize("cars", [1, 25, 333, 100_000])

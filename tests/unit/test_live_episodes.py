@@ -1,4 +1,4 @@
-"""The demo summary's episode figures (scripts/live_episodes.py, scripts/demo_summary.py) on a hand-built live
+"""The demo summary's episode figures (scripts/demo/live_episodes.py, scripts/demo/summary.py) on a hand-built live
 stream: episodes warned ahead or missed, the lead, false alerts per healthy car-hour, as ml/episodes.py defines
 them; the delivery counts beside them unchanged."""
 
@@ -9,9 +9,9 @@ import json
 import pytest
 from rich.console import Console
 
-from scripts.demo_summary import DemoResult, print_summary
-from scripts.live_episodes import live_episodes
-from scripts.stream_watch import Prediction, Reading, StreamState
+from scripts.demo.live_episodes import live_episodes
+from scripts.demo.stream_watch import Prediction, Reading, StreamState
+from scripts.demo.summary import DemoResult, print_summary
 
 START_MS = 1_700_000_000_000
 H = 5

@@ -2,7 +2,7 @@ import numpy as np
 
 from ml.episodes import onsets
 from ml.features import series_from_records
-from scripts.model_study import fleet_with_modes
+from scripts.studies.model_study import fleet_with_modes
 from simulator.failures import FailureMode
 from simulator.fleet import generate_readings
 

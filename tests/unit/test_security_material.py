@@ -15,7 +15,7 @@ import pytest
 from common.kafka import KafkaSecurity
 from common.security import car_password, mosquitto_password_line
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
-from scripts.secured import ENV_IDENTITIES, KAFKA_ACLS, Grant, SecureMaterial
+from scripts.runtime.secured import ENV_IDENTITIES, KAFKA_ACLS, Grant, SecureMaterial
 
 
 def test_our_password_lines_equal_what_mosquitto_passwd_writes_for_the_same_salt(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ stack test and `make demo RUNTIME=compose` run it for real)."""
 import os
 from pathlib import Path
 
-from scripts.services import Containers
+from scripts.runtime.services import Containers
 
 
 def test_a_service_runs_in_the_foreground_on_the_stack_network_with_its_folders_and_environment(tmp_path: Path):

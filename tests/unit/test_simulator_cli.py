@@ -10,7 +10,7 @@ import pytest
 
 from common.errors import ConfigError
 from common.schemas import SENSOR_FIELDS, payload_fields
-from scripts.local_runtime import ROOT, free_port
+from scripts.runtime.local import ROOT, free_port
 from simulator.__main__ import dispatch
 from simulator.fleet import generate_readings
 from simulator.live import planned_readings

@@ -17,7 +17,7 @@ import numpy as np
 from common.schemas import SEQ_FROM_CONTENT, SEQ_FROM_SENDER
 from ml.episodes import episode_report
 from ml.features import series_from_records
-from scripts.stream_watch import Reading
+from scripts.demo.stream_watch import Reading
 
 
 def live_episodes(

@@ -5,9 +5,9 @@ eclipse-mosquitto, apicurio/apicurio-registry, python:3.11-slim-bookworm). Where
 builds equivalents from what the host's package sources and Maven Central provide:
 
 - a Debian bookworm base from the host's apt mirror (`debootstrap`, then `docker import`);
-- Kafka from the local runtime's Maven Central jars (scripts/kafka/pom.xml) and a JRE from Debian;
+- Kafka from the local runtime's Maven Central jars (scripts/runtime/kafka/pom.xml) and a JRE from Debian;
 - Mosquitto and Python 3.11 from Debian's packages;
-- Apicurio Registry from its Maven Central artifact (scripts/schema_registry.py);
+- Apicurio Registry from its Maven Central artifact (scripts/runtime/schema_registry.py);
 - the services from the repository's Dockerfile on that Python base.
 
 It then writes compose/images.env, which `make` passes to compose and the container tests read, naming these
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from common.errors import LocalRuntimeError
 from common.logs import setup_logging
-from scripts.local_runtime import ROOT, install_kafka_jars, require
-from scripts.schema_registry import install_schema_registry
+from scripts.runtime.local import ROOT, install_kafka_jars, require
+from scripts.runtime.schema_registry import install_schema_registry
 
 log = logging.getLogger("images")
 
@@ -170,7 +170,7 @@ def build_all() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.images", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.runtime.images", description=__doc__.split("\n\n")[0])
     parser.parse_args(argv)
     setup_logging("INFO")
     started = time.monotonic()

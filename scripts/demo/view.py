@@ -2,7 +2,7 @@
 
 It shows readings/s at each stage (MQTT, `car-sensor`, `car-sensor-predictions`), the latest predictions and
 alerts, the model's metrics, and which phase the demo is in. Everything shown is read from the brokers by the
-demo itself (scripts/stream_watch.py), not taken from the services' word.
+demo itself (scripts/demo/stream_watch.py), not taken from the services' word.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from scripts.stream_watch import MqttCounter, StreamState, StreamWatcher
+from scripts.demo.stream_watch import MqttCounter, StreamState, StreamWatcher
 
 
 @dataclass

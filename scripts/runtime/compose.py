@@ -1,11 +1,12 @@
 """The compose stack, from make and from the demo: one project name, whichever compose CLI exists, and the images
 `make images` built when compose/images.env exists.
 
-    python -m scripts.compose up [SERVICE ...]   # start (all services, or these), wait until each is healthy
-    python -m scripts.compose down               # remove its containers, network and volumes
-    python -m scripts.compose ps
-    python -m scripts.compose up --secure ...    # the secured mode (compose/docker-compose.secure.yml); also down/ps
-    python -m scripts.compose prepare            # only write the secured mode's material (for a bare `docker compose`)
+    python -m scripts.runtime.compose up [SERVICE ...]   # start (all services, or these), wait until each is healthy
+    python -m scripts.runtime.compose down               # remove its containers, network and volumes
+    python -m scripts.runtime.compose ps
+    python -m scripts.runtime.compose up --secure ...    # the secured mode (compose/docker-compose.secure.yml);
+                                                        # down/ps take --secure too
+    python -m scripts.runtime.compose prepare            # only the secured material (for a bare `docker compose`)
 
 Docker compose v2 (`docker compose`) is used when installed, otherwise Debian's `docker-compose` 1.29; the compose
 file stays loadable by both. 1.29 has no `up --wait`, so readiness is waited for here, from each container's
@@ -28,11 +29,11 @@ from pathlib import Path
 from common.errors import LocalRuntimeError
 from common.logs import setup_logging
 from common.security import write_private
-from scripts.docker_engine import docker_path
-from scripts.local_runtime import ROOT, secured_kafka_properties, secured_mosquitto_access, secured_mosquitto_listener
-from scripts.schema_registry import CCOMPAT_PATH
-from scripts.secured import SCRAM_MECHANISM, SecureMaterial, default_material
-from scripts.services import Containers
+from scripts.runtime.docker_engine import docker_path
+from scripts.runtime.local import ROOT, secured_kafka_properties, secured_mosquitto_access, secured_mosquitto_listener
+from scripts.runtime.schema_registry import CCOMPAT_PATH
+from scripts.runtime.secured import SCRAM_MECHANISM, SecureMaterial, default_material
+from scripts.runtime.services import Containers
 
 log = logging.getLogger("compose")
 
@@ -141,7 +142,7 @@ def down(secure: bool = False) -> None:
 
 
 def prepare_secure(cars: int) -> SecureMaterial:
-    """The secured mode's material (scripts/secured.py) and, in its compose/ folder, what only the stack needs,
+    """The secured mode's material (scripts/runtime/secured.py) and, in its compose/ folder, what only the stack needs,
     made from the local runtime's rules for the paths of the secure-files volume: Kafka's secured properties (less
     the listener layout, which SECURE_FILE sets, with a second listener for the host) and its SCRAM users,
     Mosquitto's configuration (compose/mosquitto/mosquitto.conf on TLS 8883 with password and ACL files), and
@@ -193,7 +194,7 @@ def service_containers(run_id: str, mounts: list[Path]) -> Containers:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.compose", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.runtime.compose", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["up", "down", "ps", "prepare"])
     parser.add_argument("services", nargs="*", help="services to start (up); default: all")
     parser.add_argument(

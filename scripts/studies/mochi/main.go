@@ -1,8 +1,8 @@
 // A minimal Mochi MQTT broker (github.com/mochi-mqtt/server/v2 v2.7.9) with one of its storage hooks, measured
-// beside Mosquitto by scripts/bench/broker_crash.py; docs/reliability.md ("MQTT broker crash") has the figures
+// beside Mosquitto by scripts/studies/broker_crash.py; docs/reliability.md ("MQTT broker crash") has the figures
 // and the choice. Any client is allowed (auth.AllowHook), as with the stack's Mosquitto.
 //
-//	go build -o ../../.deps/mochi/mochi-broker .      # from compose/mochi/ (.deps/ is git-ignored)
+//	go build -o ../../.deps/mochi/mochi-broker .      # from scripts/studies/mochi/ (.deps/ is git-ignored)
 //	mochi-broker -port 1883 -data /var/lib/mochi [-store badger|pebble|bolt] [-sync]
 //
 // What v2.7.9 persists, and when (read from server.go and hooks/storage/*):

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 from common.errors import LocalRuntimeError
 from common.settings import KafkaSettings, MqttSettings
-from scripts import compose, local_runtime
-from scripts.docker_engine import docker_answers
-from scripts.local_runtime import ServerProcess
-from scripts.schema_registry import CCOMPAT_PATH
-from scripts.secured import SecureMaterial, default_material
+from scripts.runtime import compose
+from scripts.runtime import local as local_runtime
+from scripts.runtime.docker_engine import docker_answers
+from scripts.runtime.local import ServerProcess
+from scripts.runtime.schema_registry import CCOMPAT_PATH
+from scripts.runtime.secured import SecureMaterial, default_material
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A real schema registry with the Confluent REST API, as a local process: Apicurio Registry.
 
-    python -m scripts.schema_registry install   # resolve the registry from Maven Central (make setup does this)
+    python -m scripts.runtime.schema_registry install   # resolve the registry from Maven Central (make setup does this)
 
 Apicurio Registry serves the Confluent schema registry API (subjects, versions, schema ids, per-subject
 compatibility levels and the compatibility check) under `/apis/ccompat/v7`, so the stack's registry clients
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from common.errors import CarStreamError, LocalRuntimeError
 from common.logs import setup_logging
-from scripts.local_runtime import ROOT, ServerProcess, require
+from scripts.runtime.local import ROOT, ServerProcess, require
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class SchemaRegistryNode(ServerProcess):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.schema_registry",
+        prog="python -m scripts.runtime.schema_registry",
         description="Install the local schema registry (Apicurio Registry, Confluent-compatible API).",
     )
     parser.add_argument("action", choices=["install"], help="what to do")

@@ -15,7 +15,7 @@
    that the alerts warned ahead or missed (ml/episodes.py). Exit code 0 when every live reading got a prediction.
 
 Servers that were running before (`make up`) are used and left running. Logs of every service go to
-.run/demo/<run>/. See scripts/demo_plan.py for how the history and the live speed are sized.
+.run/demo/<run>/. See scripts/demo/plan.py for how the history and the live speed are sized.
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ from common.logs import setup_logging
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
 from dashboard.settings import DEFAULT_PORT as DASHBOARD_PORT
 from ml.serving.settings import PredictorSettings
-from scripts import compose, demo_runtime
-from scripts.demo_plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
-from scripts.demo_summary import DemoResult, latest_model_metadata, print_summary
-from scripts.demo_view import DemoStatus, DemoView
-from scripts.local_runtime import DEFAULT_RUN_DIR, ROOT, free_port, port_in_use
-from scripts.services import Service, ServiceError, ServiceGroup, service_env, wait_for
-from scripts.stream_watch import MqttCounter, StreamWatcher, commit_group_offsets, end_offsets
+from scripts.demo import runtime as demo_runtime
+from scripts.demo.plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
+from scripts.demo.stream_watch import MqttCounter, StreamWatcher, commit_group_offsets, end_offsets
+from scripts.demo.summary import DemoResult, latest_model_metadata, print_summary
+from scripts.demo.view import DemoStatus, DemoView
+from scripts.runtime import compose
+from scripts.runtime.local import DEFAULT_RUN_DIR, ROOT, free_port, port_in_use
+from scripts.runtime.services import Service, ServiceError, ServiceGroup, service_env, wait_for
 
 log = logging.getLogger("demo")
 

@@ -75,10 +75,10 @@ from common.logs import setup_logging
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC, mqtt_topic
 from scripts.bench.context import BenchContext
 from scripts.bench.e2e import small_model_dir
-from scripts.demo_summary import latest_model_metadata, percentile
-from scripts.local_runtime import ROOT, KafkaNode, MosquittoNode, ServerProcess, port_in_use
-from scripts.services import Service, ServiceGroup, service_env, wait_for
-from scripts.stream_watch import StreamState, StreamWatcher, end_offsets
+from scripts.demo.stream_watch import StreamState, StreamWatcher, end_offsets
+from scripts.demo.summary import latest_model_metadata, percentile
+from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode, ServerProcess, port_in_use
+from scripts.runtime.services import Service, ServiceGroup, service_env, wait_for
 from simulator.fleet import Fleet
 from simulator.payload import encode_reading
 
@@ -534,7 +534,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.chaos",
+        prog="python -m scripts.studies.chaos",
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -601,7 +601,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    logging.getLogger("scripts.local_runtime").setLevel(logging.WARNING)
+    logging.getLogger("scripts.runtime.local").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         read_results(args.out)  # fail before minutes of work, not after

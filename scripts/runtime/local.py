@@ -1,9 +1,9 @@
 """The local runtime: a real Apache Kafka (KRaft, single combined node) and a real Mosquitto, as processes.
 
-    python -m scripts.local_runtime install   # resolve the Kafka jars with Maven (make setup does this)
-    python -m scripts.local_runtime up        # start both, return once each answers (make up)
-    python -m scripts.local_runtime down      # stop both, leave no process behind (make down)
-    python -m scripts.local_runtime status
+    python -m scripts.runtime.local install   # resolve the Kafka jars with Maven (make setup does this)
+    python -m scripts.runtime.local up        # start both, return once each answers (make up)
+    python -m scripts.runtime.local down      # stop both, leave no process behind (make down)
+    python -m scripts.runtime.local status
 
 Ports come from KAFKA_BOOTSTRAP_SERVERS (client listener), KAFKA_CONTROLLER_PORT and MQTT_PORT. Data and logs
 live in the git-ignored `.run/` folder (RUNTIME_DIR overrides). The test fixtures use the same classes to start
@@ -29,12 +29,18 @@ from pathlib import Path
 
 from common.errors import CarStreamError, DependencyMissingError, LocalRuntimeError
 from common.logs import setup_logging
-from scripts.secured import HEALTH_TOPIC_PREFIX, SECURED_TOPICS, SecureMaterial, apply_kafka_rules, default_material
+from scripts.runtime.secured import (
+    HEALTH_TOPIC_PREFIX,
+    SECURED_TOPICS,
+    SecureMaterial,
+    apply_kafka_rules,
+    default_material,
+)
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-POM = ROOT / "scripts" / "kafka" / "pom.xml"
+ROOT = Path(__file__).resolve().parents[2]
+POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text()).group(1)
 KAFKA_LIBS = ROOT / ".deps" / f"kafka-{KAFKA_VERSION}" / "libs"
 DEFAULT_RUN_DIR = ROOT / ".run"
@@ -234,7 +240,7 @@ def _is_group_leader(pid: int) -> bool:
 class KafkaNode(ServerProcess):
     """A single Apache Kafka node in KRaft mode, broker and controller in one JVM. With `secure` material its one
     client listener is SASL_SSL (SCRAM-SHA-512), the standard authorizer refuses what no ACL grants, and nothing
-    creates topics on its own (scripts/secured.py sets users, topics and ACLs)."""
+    creates topics on its own (scripts/runtime/secured.py sets users, topics and ACLs)."""
 
     def __init__(
         self,
@@ -341,7 +347,7 @@ PLAINTEXT_KAFKA_PROPERTIES = [
 
 def secured_kafka_properties(secure: SecureMaterial) -> list[str]:
     """SASL_SSL with SCRAM-SHA-512 for clients and between the node's listeners, the standard authorizer (deny
-    unless an ACL allows), a PEM key store from scripts/secured.py. The controller listener (loopback only) uses
+    unless an ACL allows), a PEM key store from scripts/runtime/secured.py. The controller listener (loopback only) uses
     SASL PLAIN: the controller must know its peer (ANONYMOUS is refused CLUSTER_ACTION) and SCRAM users are not
     readable before the metadata log is."""
     broker_password = secure.kafka_password("broker")
@@ -399,7 +405,7 @@ log4j.logger.state.change.logger=WARN
 
 class MosquittoNode(ServerProcess):
     """Mosquitto with persistence on and queues far above the default 1000 per client. With `secure` material:
-    TLS only, no anonymous client, a password per car and ACLs (scripts/secured.py)."""
+    TLS only, no anonymous client, a password per car and ACLs (scripts/runtime/secured.py)."""
 
     def __init__(self, run_dir: Path, port: int = 1883, secure: SecureMaterial | None = None) -> None:
         super().__init__("mosquitto", run_dir, port)
@@ -526,9 +532,9 @@ def start_nodes(kafka: KafkaNode, mosquitto: MosquittoNode, cars: int = 25) -> l
 
 
 def registry_node(kafka: KafkaNode):
-    """The optional schema registry of the local runtime: Apicurio Registry (scripts/schema_registry.py) on
+    """The optional schema registry of the local runtime: Apicurio Registry (scripts/runtime/schema_registry.py) on
     SCHEMA_REGISTRY_PORT (8081), keeping its schemas in the runtime's Kafka."""
-    from scripts.schema_registry import SchemaRegistryNode  # it builds on this module
+    from scripts.runtime.schema_registry import SchemaRegistryNode  # it builds on this module
 
     return SchemaRegistryNode(
         kafka.run_dir, port=int(os.environ.get("SCHEMA_REGISTRY_PORT", "8081")), kafka_bootstrap=kafka.bootstrap_servers
@@ -584,7 +590,7 @@ def status() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.local_runtime",
+        prog="python -m scripts.runtime.local",
         description="Start and stop the local runtime: Apache Kafka (KRaft) and Mosquitto as local processes.",
     )
     parser.add_argument("action", choices=["install", "up", "down", "status"], help="what to do")

@@ -1,6 +1,6 @@
 """Broker crash: what an MQTT broker keeps of acknowledged QoS 1 messages across a SIGKILL, and what that costs.
 
-    python -m scripts.bench.broker_crash [--brokers NAME ...] [--parts PART ...] [--out broker-crash.json]
+    python -m scripts.studies.broker_crash [--brokers NAME ...] [--parts PART ...] [--out broker-crash.json]
 
 For each broker configuration (Mosquitto 2.0 with several autosave settings; Mochi MQTT 2.7.9 with its badger
 store, with and without fsync; `--help` lists them):
@@ -30,7 +30,7 @@ cost       publish throughput (one publisher, QoS 1, 100 in flight, --cost-secon
 limits     past the queue bound (Mosquitto: max_queued_bytes of 1,000 messages; Mochi: -max-inflight 1000), 2,000
            published to an offline session: the PUBACK codes the publisher saw, what the session got, the log line.
 
-Mochi is built from compose/mochi/ with `go build` into .deps/mochi/ (git-ignored) when its binary is missing or
+Mochi is built from scripts/studies/mochi/ with `go build` into .deps/mochi/ (git-ignored) when its binary is missing or
 older than its sources. Figures depend on the machine and its load; the JSON (--out) holds every run.
 See docs/reliability.md, "MQTT broker crash".
 """
@@ -62,11 +62,11 @@ from paho.mqtt.properties import Properties
 from common.errors import CarStreamError, LocalRuntimeError
 from common.logs import setup_logging
 from scripts.bench.context import process_cpu_seconds
-from scripts.local_runtime import ROOT, MosquittoNode, ServerProcess, free_port, port_in_use
+from scripts.runtime.local import ROOT, MosquittoNode, ServerProcess, free_port, port_in_use
 
 log = logging.getLogger("broker_crash")
 
-MOCHI_SOURCE = ROOT / "compose" / "mochi"
+MOCHI_SOURCE = Path(__file__).resolve().parent / "mochi"
 MOCHI_BINARY = ROOT / ".deps" / "mochi" / "mochi-broker"
 SHARED_FILTER = "$share/car-bridge/cars/+"
 # The cost runs restart the broker from a prepared backlog; Mosquitto 2.0 restores no shared subscription, so the
@@ -187,25 +187,27 @@ class BenchMosquitto(MosquittoNode):
 
 
 def build_mochi() -> Path:
-    """Build compose/mochi/ into .deps/mochi/mochi-broker unless it is there and newer than its sources."""
+    """Build scripts/studies/mochi/ into .deps/mochi/mochi-broker unless it is there and newer than its sources."""
     sources = [MOCHI_SOURCE / name for name in ("main.go", "go.mod", "go.sum")]
     if MOCHI_BINARY.exists() and all(MOCHI_BINARY.stat().st_mtime >= s.stat().st_mtime for s in sources):
         return MOCHI_BINARY
     go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if not go:
-        raise LocalRuntimeError("`go` not found: Mochi is built from compose/mochi/ (Go 1.22+)")
+        raise LocalRuntimeError("`go` not found: Mochi is built from scripts/studies/mochi/ (Go 1.22+)")
     log.info("building Mochi from %s into %s", MOCHI_SOURCE, MOCHI_BINARY)
     MOCHI_BINARY.parent.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [go, "build", "-o", str(MOCHI_BINARY), "."], cwd=MOCHI_SOURCE, capture_output=True, text=True
     )
     if result.returncode != 0:
-        raise LocalRuntimeError(f"go build of compose/mochi failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        raise LocalRuntimeError(
+            f"go build of scripts/studies/mochi failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
     return MOCHI_BINARY
 
 
 class MochiNode(ServerProcess):
-    """compose/mochi's broker: Mochi MQTT with its bbolt store in `data_dir`."""
+    """scripts/studies/mochi's broker: Mochi MQTT with its bbolt store in `data_dir`."""
 
     def __init__(
         self, run_dir: Path, port: int, store: str = "badger", sync: bool = False, max_inflight: int = 65535
@@ -843,7 +845,7 @@ def print_summary(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.bench.broker_crash",
+        prog="python -m scripts.studies.broker_crash",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -891,16 +893,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="keep the brokers' folders here (default: a temporary one)")
     args = parser.parse_args(argv)
     setup_logging()
-    logging.getLogger("scripts.local_runtime").setLevel(logging.WARNING)
+    logging.getLogger("scripts.runtime.local").setLevel(logging.WARNING)
 
     started = time.monotonic()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="broker-crash-"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {
-        "command": "python -m scripts.bench.broker_crash " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m scripts.studies.broker_crash " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
         "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0],
-        "mochi": "github.com/mochi-mqtt/server/v2 v2.7.9 with a storage hook (compose/mochi/main.go)",
+        "mochi": "github.com/mochi-mqtt/server/v2 v2.7.9 with a storage hook (scripts/studies/mochi/main.go)",
         "configs": {},
     }
     snapshots: dict[str, dict[int, Path]] = {}

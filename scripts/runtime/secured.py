@@ -1,9 +1,9 @@
 """The secured mode's material and rules: certificates, identities, Mosquitto's password and ACL files, Kafka's
 users and ACLs. Generated once per folder (SECURE_DIR, default `.run/secure`, git-ignored), never committed.
 
-    python -m scripts.secured init [--cars N]   # make (or complete) the folder; print what is where
-    python -m scripts.secured env IDENTITY      # the environment of one identity (bridge, predictor, ...)
-    python -m scripts.secured apply --bootstrap HOST:PORT [--topic NAME=PARTITIONS ...]
+    python -m scripts.runtime.secured init [--cars N]   # make (or complete) the folder; print what is where
+    python -m scripts.runtime.secured env IDENTITY      # the environment of one identity (bridge, predictor, ...)
+    python -m scripts.runtime.secured apply --bootstrap HOST:PORT [--topic NAME=PARTITIONS ...]
                                                 # as admin: service users, topics and ACLs (compose's setup)
 
 Identities (SECURITY.md has the threat model):
@@ -87,7 +87,7 @@ KAFKA_ACLS: dict[str, list[Grant]] = {
 }
 
 MOSQUITTO_ACL = f"""\
-# Written by scripts/secured.py. Nothing is allowed that is not granted here.
+# Written by scripts/runtime/secured.py. Nothing is allowed that is not granted here.
 user bridge
 topic read {MQTT_TOPIC_FILTER}
 
@@ -160,7 +160,9 @@ class SecureMaterial:
         try:
             return json.loads(self.identities_file.read_text())
         except FileNotFoundError:
-            raise ConfigError(f"no secured set-up in {self.folder}: run `python -m scripts.secured init`") from None
+            raise ConfigError(
+                f"no secured set-up in {self.folder}: run `python -m scripts.runtime.secured init`"
+            ) from None
 
     @property
     def fleet_secret(self) -> str:
@@ -246,7 +248,7 @@ class SecureMaterial:
 def default_material() -> SecureMaterial:
     import os
 
-    from scripts.local_runtime import DEFAULT_RUN_DIR
+    from scripts.runtime.local import DEFAULT_RUN_DIR
 
     return SecureMaterial(Path(os.environ.get("SECURE_DIR", DEFAULT_RUN_DIR / "secure")))
 
@@ -312,7 +314,7 @@ def apply_kafka_rules(bootstrap: str, material: SecureMaterial, topics: dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.secured",
+        prog="python -m scripts.runtime.secured",
         description="Make the secured mode's certificates, identities, Mosquitto password/ACL files and env files "
         "in SECURE_DIR (default .run/secure), or print one identity's environment.",
     )

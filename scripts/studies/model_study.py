@@ -1,6 +1,6 @@
 """The model on simulator fleets, several seeds at once: the figures behind ml/README.md's tables.
 
-    python -m scripts.model_study --cars 300 --readings 300 --seeds 1,2,3
+    python -m scripts.studies.model_study --cars 300 --readings 300 --seeds 1,2,3
 
 For each seed it generates a fleet (the same readings `generate_readings` gives), runs the shipped training code
 (`fit_and_evaluate`, what `python -m ml train` runs after reading Kafka) and prints one row per seed: PR-AUC of the
@@ -104,7 +104,7 @@ def _row(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.model_study", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.studies.model_study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cars", type=int, default=300, help="cars per fleet (default: %(default)s)")
     parser.add_argument("--readings", type=int, default=300, help="readings per car (default: %(default)s)")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated fleet seeds (default: %(default)s)")

@@ -1,6 +1,6 @@
 """The demo's closing summary: what the live fleet published, what reached Kafka, what got a prediction (the
 delivery guarantees), and what the alerts did in failure episodes of the simulator's ground truth (ml/episodes.py,
-via scripts/live_episodes.py): episodes warned ahead or missed, the median lead, false alerts per healthy
+via scripts/demo/live_episodes.py): episodes warned ahead or missed, the median lead, false alerts per healthy
 car-hour. The live fleet runs at a speed-up, and event_time is simulated time: so are the lead and the hours."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from scripts.live_episodes import live_episodes
-from scripts.stream_watch import StreamWatcher
+from scripts.demo.live_episodes import live_episodes
+from scripts.demo.stream_watch import StreamWatcher
 
 VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z$")
 

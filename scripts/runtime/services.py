@@ -26,8 +26,8 @@ from pathlib import Path
 from types import TracebackType
 
 from common.errors import CarStreamError
-from scripts.docker_engine import docker_path
-from scripts.local_runtime import ROOT
+from scripts.runtime.docker_engine import docker_path
+from scripts.runtime.local import ROOT
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,5 @@
+import sys
+
+from scripts.demo.pipeline import main
+
+sys.exit(main())

@@ -1,5 +1,8 @@
 """The Avro schemas of schemas/*.avsc, loaded once and shared by every service.
 
+The .avsc files are package data of the `schemas` package, read through importlib.resources: the same files from a
+checkout, an editable install or an installed wheel, whatever the working directory.
+
 `schemas/<name>.avsc` is the current version, the one every service writes. Earlier versions stay, unchanged, in
 `schemas/previous/<name>.v<N>.avsc`: records written with them are still on Kafka, and readers resolve them to the
 current version (new fields take their defaults). A new version must be able to read every earlier one
@@ -10,13 +13,14 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import fastavro
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-PREVIOUS_DIR = SCHEMA_DIR / "previous"
+SCHEMA_FILES: Traversable = files("schemas")
+PREVIOUS_FILES: Traversable = SCHEMA_FILES / "previous"
 READING = "car_sensor_reading"
 PREDICTION = "car_failure_prediction"
 
@@ -25,13 +29,18 @@ PREDICTION = "car_failure_prediction"
 def raw_schema(name: str, version: str = "") -> dict[str, Any]:
     """The schema as written in its .avsc file, custom attributes (such as `range`) included; `version` names an
     earlier one (`v1` reads `schemas/previous/<name>.v1.avsc`), empty the current one."""
-    path = PREVIOUS_DIR / f"{name}.{version}.avsc" if version else SCHEMA_DIR / f"{name}.avsc"
-    return json.loads(path.read_text())
+    path = PREVIOUS_FILES / f"{name}.{version}.avsc" if version else SCHEMA_FILES / f"{name}.avsc"
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def previous_versions(name: str) -> list[str]:
     """The earlier versions of a schema that are kept, oldest first (`v1`, `v2`, ...)."""
-    found = (path.name[len(name) + 1 : -len(".avsc")] for path in PREVIOUS_DIR.glob(f"{name}.v*.avsc"))
+    prefix, suffix = f"{name}.v", ".avsc"
+    found = (
+        entry.name[len(name) + 1 : -len(suffix)]
+        for entry in PREVIOUS_FILES.iterdir()
+        if entry.name.startswith(prefix) and entry.name.endswith(suffix)
+    )
     return sorted(found, key=lambda version: int(version[1:]))
 
 

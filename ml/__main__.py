@@ -1,10 +1,11 @@
-"""python -m ml: `train`, `predict`, `drift`, or the seed's form
+"""python -m ml, or the console script `car-ml`: `train`, `predict`, `drift`, or the seed's form
 `<bootstrap servers> <topic> <start offset> [result topic]`."""
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 USAGE = """usage: python -m ml train [options]         train the LSTM on a bounded range of car-sensor, save it
        python -m ml predict [options]       live predictions from car-sensor to car-sensor-predictions
@@ -14,7 +15,8 @@ USAGE = """usage: python -m ml train [options]         train the LSTM on a bound
                                             the seed's form: train on the first records from START_OFFSET,
                                             predict the following ones (to RESULT_TOPIC when given)
 
-`python -m ml <command> --help` explains each command's options and their environment variables."""
+`python -m ml <command> --help` explains each command's options and their environment variables. The console
+script `car-ml` is the same command (`car-ml train`, `car-ml predict`, ...)."""
 
 
 def main(argv: list[str]) -> int:
@@ -41,7 +43,12 @@ def main(argv: list[str]) -> int:
     return seed_main(argv)
 
 
-if __name__ == "__main__":
+def run() -> NoReturn:
+    """The console script `car-ml`: `python -m ml`, with run_main's exit codes."""
     from common.lifecycle import run_main
 
     run_main(lambda: main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    run()

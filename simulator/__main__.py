@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from common.cli import add_settings_arguments, describe, settings_from_args
 from common.lifecycle import run_main
@@ -96,5 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     return dispatch(sys.argv[1:] if argv is None else argv)
 
 
-if __name__ == "__main__":
+def run() -> NoReturn:
+    """The console script `car-simulator`: `python -m simulator`, with run_main's exit codes."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    run()

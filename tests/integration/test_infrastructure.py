@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from common.errors import LocalRuntimeError
-from scripts.runtime.local import KafkaNode, MosquittoNode, free_port, mqtt_round_trip, pid_alive, port_in_use
+from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode, free_port, mqtt_round_trip, pid_alive, port_in_use
 from tests.conftest import consume_all
 
 
@@ -94,8 +94,10 @@ def test_the_local_runtime_starts_and_stops_an_optional_schema_registry(tmp_path
         MQTT_PORT=str(ports["mqtt"]),
         SCHEMA_REGISTRY_PORT=str(ports["registry"]),
     )
-    runtime = [sys.executable, "-m", "scripts.runtime.local"]
-    up = subprocess.run([*runtime, "up", "--schema-registry"], env=env, capture_output=True, text=True, timeout=240)
+    runtime = [sys.executable, "-m", "scripts.runtime.local"]  # from the checkout: scripts/ is not installed
+    up = subprocess.run(
+        [*runtime, "up", "--schema-registry"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
     try:
         assert up.returncode == 0, up.stderr[-2000:]
         url = f"http://127.0.0.1:{ports['registry']}/apis/ccompat/v7"
@@ -103,7 +105,7 @@ def test_the_local_runtime_starts_and_stops_an_optional_schema_registry(tmp_path
         with urllib.request.urlopen(f"{url}/subjects", timeout=10) as response:
             assert json.loads(response.read()) == []
     finally:
-        down = subprocess.run([*runtime, "down"], env=env, capture_output=True, text=True, timeout=120)
+        down = subprocess.run([*runtime, "down"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "stopped: schema-registry, kafka, mosquitto" in down.stdout
     for port in ports.values():
         assert not port_in_use(port)

@@ -9,6 +9,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -353,20 +354,38 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each build stage, the first one (the ARGs before any FROM) included."""
+    stages: list[list[tuple[str, str]]] = [[]]
+    for keyword, arguments in dockerfile_instructions():
+        if keyword == "FROM":
+            stages.append([])
+        stages[-1].append((keyword, arguments))
+    return stages
+
+
 def test_dockerfile_builds_from_python_311_slim_and_installs_from_the_lock_file():
     instructions = dockerfile_instructions()
-    assert instructions[0][0] == "ARG" and instructions[1] == ("FROM", "${PYTHON_IMAGE}")
+    assert instructions[0][0] == "ARG" and instructions[1] == ("FROM", "${PYTHON_IMAGE} AS base")
     assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11(\.\d+)?-slim(-\w+)?", instructions[0][1])
-    runs = [arguments for keyword, arguments in instructions if keyword == "RUN"]
-    assert any(re.search(r"pip install -c requirements\.lock \.(\s|$)", run) for run in runs)
-    assert not any(re.search(r"pip install .*\.\[", run) for run in runs), "no extras (dev) in the image"
+    image = dockerfile_stages()[-1]
+    assert image[0] == ("FROM", "base"), "the image is the last stage, on the same Python base"
+    runs = [arguments for keyword, arguments in image if keyword == "RUN"]
+    dependencies = next(i for i, run in enumerate(runs) if re.search(r"pip install -c \S*requirements\.lock -r ", run))
+    project = next(i for i, run in enumerate(runs) if re.search(r"pip install --no-deps \S*car_stream_ml-\*\.whl", run))
+    assert dependencies < project, "the dependencies' layer first, pinned to the lock file; then the wheel"
+    assert not any(re.search(r"pip (install|wheel) .*\.\[", run) for run in runs), "no extras (dev) in the image"
 
 
-def test_dockerfile_copies_each_package_and_runs_as_a_user():
-    instructions = dockerfile_instructions()
-    copied = {arguments.split()[0].rstrip("/") for keyword, arguments in instructions if keyword == "COPY"}
-    assert {"schemas", "common", "simulator", "bridge", "ml"} <= copied
-    users = [arguments for keyword, arguments in instructions if keyword == "USER"]
+def test_dockerfile_installs_the_wheel_not_the_sources_and_runs_as_a_user():
+    wheel_stage = next(stage for stage in dockerfile_stages() if stage[0] == ("FROM", "base AS wheel"))
+    assert ("COPY", ". ./") in wheel_stage, "the wheel is built from the context; pyproject picks the packages"
+    assert any(re.search(r"pip wheel --no-deps ", arguments) for keyword, arguments in wheel_stage if keyword == "RUN")
+    image = dockerfile_stages()[-1]
+    assert not [arguments for keyword, arguments in image if keyword in ("COPY", "ADD")], "no sources in the image"
+    environment = " ".join(arguments for keyword, arguments in dockerfile_instructions() if keyword == "ENV")
+    assert "PYTHONPATH" not in environment, "the installed packages find their schemas themselves"
+    users = [arguments for keyword, arguments in image if keyword == "USER"]
     assert users and users[-1] not in ("root", "0"), "the services must not run as root"
 
 
@@ -378,6 +397,12 @@ def dockerignore_patterns() -> list[str]:
 def test_dockerignore_keeps_local_state_out_and_what_the_build_copies_in():
     patterns = dockerignore_patterns()
     assert {".venv", ".run", ".deps", "artifacts", ".git"} <= set(patterns)
+    assert {"scripts", "tests"} <= set(patterns), "the checkout's tooling and tests are never in the image"
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    needed = [name for name in find["include"] if "." not in name]
+    needed += ["pyproject.toml", "requirements.lock", "README.md", "LICENSE"]
+    for path in needed:
+        assert not any(fnmatch.fnmatch(path, pattern) for pattern in patterns), f"{path}: ignored, the build needs it"
     for keyword, arguments in dockerfile_instructions():
         if keyword != "COPY":
             continue

@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 KAFKA_JARS := .deps/.kafka-jars
 SCHEMA_REGISTRY := .deps/.schema-registry
+PIP_TOOLS := .deps/pip-tools
 
 CARS ?= 25
 DURATION ?= 120
@@ -18,8 +19,9 @@ BENCH_OUT ?= bench-results.json
 CHAOS_OUT ?= $(BENCH_OUT)
 CHAOS_ARGS ?=
 PYTEST_ARGS ?=
+UPGRADE ?=
 
-.PHONY: help setup images up down status demo test test-local test-compose test-unit test-integration bench chaos lint fmt clean
+.PHONY: help setup lock images up down status demo test test-local test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SECURE=1] [BENCH_OUT=path.json]"
@@ -36,6 +38,16 @@ $(INSTALLED): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
 	@touch $@
+
+# pip-compile (pip-tools, in a venv of its own under .deps/) resolves pyproject's dependencies and the dev extra for
+# the Python running it, which must be 3.11 (the image's). Without UPGRADE it keeps every pin of the current lock
+# that still fits pyproject (only what changed there is resolved again); UPGRADE=1 takes the newest versions.
+lock: ## Regenerate requirements.lock from pyproject.toml (dependencies + dev, Python 3.11) with pip-compile [UPGRADE=1]
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: requirements.lock is resolved for Python 3.11 and $(PYTHON) is $$($(PYTHON) -V 2>&1); name a 3.11 one: make lock PYTHON=python3.11"; exit 2; }
+	@[ -x $(PIP_TOOLS)/bin/pip-compile ] || { $(PYTHON) -m venv $(PIP_TOOLS) && $(PIP_TOOLS)/bin/python -m pip install -q pip-tools==7.6.2; }
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_TOOLS)/bin/pip-compile --quiet --extra dev --strip-extras \
+		--no-emit-index-url --no-emit-trusted-host --no-emit-find-links $(if $(UPGRADE),--upgrade) \
+		--output-file requirements.lock pyproject.toml
 
 $(KAFKA_JARS): scripts/runtime/kafka/pom.xml | $(INSTALLED)
 	$(PY) -m scripts.runtime.local install

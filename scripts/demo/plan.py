@@ -4,7 +4,7 @@ Training needs failure episodes, and a car fails about 1.3 times per simulated h
 few minutes of wall time only hold enough of them when simulated time runs fast. The demo therefore has two
 fleets on the same pipeline:
 
-- a history fleet (300 cars x 300 readings, 50 simulated minutes each: about 200 failure episodes) published
+- a history fleet (300 cars x 300 readings, 50 simulated minutes each: about 220 failure episodes) published
   as fast as the pipeline takes it, through MQTT, the bridge and Kafka; the model trains from that stretch of
   `car-sensor`. Sized by measurement (ml/README.md, "Training size"): with 150 cars gradient boosting beat the
   LSTM on one of four fleets and the 30 test cars held too few episodes to judge alerts; with 300 the LSTM was

@@ -25,7 +25,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "car-stream-ml"
 SERVICES = {"car-simulator": "simulator", "car-bridge": "bridge", "car-ml": "ml", "car-dashboard": "dashboard"}
-PRODUCT_PACKAGES = {"common", "schemas", "simulator", "bridge", "ml", "dashboard"}
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+# The product's packages are pyproject's to name (packages.find): a new one is one line there, and this test follows.
+PRODUCT_PACKAGES = {name for name in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"] if "." not in name}
+CHECKOUT_ONLY = {"scripts", "tests"}  # the repository's tooling and tests, never installed
 LOCAL_STATE = (".git", ".venv", ".deps", ".run", "artifacts", "build", "dist", "*.egg-info", "__pycache__", ".*cache")
 BIN = Path(sys.executable).parent
 
@@ -46,7 +49,7 @@ def console_scripts() -> dict[str, str]:
 
 
 def test_pyproject_declares_one_console_script_per_service_and_the_installed_distribution_has_them():
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    declared = PYPROJECT["project"]["scripts"]
     assert declared == {name: f"{package}.__main__:run" for name, package in SERVICES.items()}
     assert console_scripts() == declared, "the installed distribution is stale: run `make setup`"
 
@@ -102,6 +105,8 @@ def test_the_wheel_carries_its_schemas_and_works_outside_the_checkout(tmp_path: 
     (wheel,) = wheels.glob("car_stream_ml-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
+    assert {"common", "schemas", "simulator", "bridge", "ml", "dashboard"} <= PRODUCT_PACKAGES
+    assert not PRODUCT_PACKAGES & CHECKOUT_ONLY
     assert {name.split("/")[0] for name in names if ".dist-info/" not in name} == PRODUCT_PACKAGES
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
 

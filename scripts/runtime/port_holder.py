@@ -35,7 +35,7 @@ def system_service_active(name: str) -> bool:
 def port_taken_message(port: int, server: str, moved_by: str) -> str:
     """Why `server` cannot start on `port` and what to do: stop the holder, or move the stack (`moved_by`)."""
     holder = listener(port)
-    move = f"or move this stack to other ports: {moved_by} make up (or make demo)" if moved_by else "or choose another"
+    move = f"or move this stack to other ports, e.g. `{moved_by} make up` (or make demo)" if moved_by else "or free it"
     if server == "mosquitto" and ((holder or "").startswith("mosquitto") or system_service_active("mosquitto")):
         return (
             f"port {port} (mosquitto) is taken by the system's Mosquitto service{f', {holder}' if holder else ''}. "
@@ -43,8 +43,8 @@ def port_taken_message(port: int, server: str, moved_by: str) -> str:
         )
     if holder:
         return (
-            f"port {port} ({server}) is taken by {holder}. Stop that process (`make down` if it is another "
-            f"checkout's `make up`), {move}"
+            f"port {port} ({server}) is taken by {holder}. Stop that process (`make down` in its checkout if it is "
+            f"another `make up`), {move}"
         )
     return (
         f"port {port} ({server}) is taken by a process this user cannot see (`sudo ss -ltnp 'sport = :{port}'` or "

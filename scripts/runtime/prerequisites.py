@@ -189,6 +189,10 @@ def detect_host() -> Host:
     return Host("apt", root=root, sudo=sudo)
 
 
+def say(line: str) -> None:
+    print(line, flush=True)  # now, not when the buffer fills: an install takes a while and make shows it as it goes
+
+
 def run_quietly(command: Sequence[str]) -> bool:
     return subprocess.run(command, capture_output=True).returncode == 0
 
@@ -239,7 +243,7 @@ def disable_services(tools: Sequence[Tool], privilege: tuple[str, ...]) -> None:
     for tool in tools:
         if tool.service and run_quietly((*privilege, "systemctl", "is-enabled", "--quiet", tool.service)):
             run((*privilege, "systemctl", "disable", "--now", "--quiet", tool.service))
-            print(
+            say(
                 f"prerequisites: disabled and stopped the system service {tool.service} that the package installs, "
                 f"so that the stack's own {tool.name} gets its port (`sudo systemctl enable --now {tool.service}` "
                 "brings it back)"
@@ -256,7 +260,7 @@ def ensure(tools: Sequence[Tool]) -> int:
     started = time.monotonic()
     if host.os == "apt":
         if host.root or host.sudo:
-            print(f"prerequisites: missing {names}; updating apt's package lists")
+            say(f"prerequisites: missing {names}; updating apt's package lists")
             run((*(() if host.root else ("sudo", "-n")), "apt-get", "update", "-q"))
         host = Host(host.os, host.root, host.sudo, apt_packages=apt_installable([p for t in missing for p in t.apt]))
     steps = plan(missing, host)
@@ -264,14 +268,14 @@ def ensure(tools: Sequence[Tool]) -> int:
         print(steps.refusal, file=sys.stderr)
         return 2
     manager = "apt-get" if host.os == "apt" else "Homebrew"
-    print(f"prerequisites: missing {names}; installing {' '.join(steps.packages)} with {manager}")
+    say(f"prerequisites: missing {names}; installing {' '.join(steps.packages)} with {manager}")
     with services_held_back(steps.privilege) if host.os == "apt" else nullcontext():
         for command in steps.commands:
             run(command)
     if host.os == "apt":
         disable_services(steps.missing, steps.privilege)
     still = [tool for tool in missing if not present(tool)]
-    print(f"prerequisites: installed in {time.monotonic() - started:.0f} s")
+    say(f"prerequisites: installed in {time.monotonic() - started:.0f} s")
     if still:
         print(f"error: still missing after the install: {'; '.join(install_hint(t) for t in still)}", file=sys.stderr)
         return 2

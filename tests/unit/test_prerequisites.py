@@ -118,7 +118,7 @@ def test_the_port_taken_error_names_the_holder_and_how_to_move_the_stack(held_po
     message = port_taken_message(held_port, "mosquitto", "MQTT_PORT=1884")
     assert f"port {held_port} (mosquitto) is taken by python" in message
     assert f"(pid {os.getpid()})" in message
-    assert "MQTT_PORT=1884 make up" in message
+    assert "`MQTT_PORT=1884 make up`" in message
 
 
 def test_the_local_runtime_refuses_a_taken_port_with_that_error(held_port: int, tmp_path) -> None:

@@ -3,12 +3,13 @@ names it; and the local runtime's "port taken" error, which names the process ho
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
 from common.errors import LocalRuntimeError
 from scripts.runtime.local import MosquittoNode
-from scripts.runtime.port_holder import port_taken_message
+from scripts.runtime.port_holder import port_taken_message, processes_named
 from scripts.runtime.prerequisites import (
     CHROMIUM,
     JAVA,
@@ -124,3 +125,8 @@ def test_the_port_taken_error_names_the_holder_and_how_to_move_the_stack(held_po
 def test_the_local_runtime_refuses_a_taken_port_with_that_error(held_port: int, tmp_path) -> None:
     with pytest.raises(LocalRuntimeError, match=f"taken by python.*pid {os.getpid()}.*MQTT_PORT=1884"):
         MosquittoNode(tmp_path, port=held_port).start()
+
+
+def test_processes_are_found_by_name_where_ss_may_not_name_them() -> None:
+    own_name = Path("/proc/self/comm").read_text().strip()
+    assert os.getpid() in processes_named(own_name)

@@ -19,21 +19,26 @@ BENCH_OUT ?= bench-results.json
 CHAOS_OUT ?= $(BENCH_OUT)
 CHAOS_ARGS ?=
 PYTEST_ARGS ?=
+# The OS programs `make setup` installs when missing: demo (Java, Maven, Mosquitto) or test (and mosquitto-clients,
+# kcat, chromium: the tests' own clients and browser). The test targets ask for the test set.
+PREREQUISITES ?= demo
+
 UPGRADE ?=
 
-.PHONY: help setup lock images up down status demo test test-local test-compose test-unit test-integration bench chaos lint fmt clean
+.PHONY: help prerequisites setup lock images up down status demo test test-local test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SECURE=1] [BENCH_OUT=path.json]"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-setup: $(INSTALLED) $(KAFKA_JARS) $(SCHEMA_REGISTRY) ## Install everything: .venv with pinned packages, the Kafka jars, the test schema registry (idempotent)
-	@# Only the dashboard's browser test needs it (Playwright drives the system's): a warning, never a failure.
-	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || echo "warning: chromium not found; the dashboard's browser test needs it (Debian: sudo apt-get install chromium)"
-
-$(INSTALLED): pyproject.toml requirements.lock
+prerequisites: ## Install the missing OS programs with apt-get or Homebrew, or name them in one line [PREREQUISITES=demo|test]
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 2; }
+	@$(PYTHON) -m scripts.runtime.prerequisites --for $(PREREQUISITES)
+
+setup: prerequisites $(INSTALLED) $(KAFKA_JARS) $(SCHEMA_REGISTRY) ## Install everything: the OS programs, .venv with pinned packages, the Kafka jars, the test schema registry (idempotent)
+
+$(INSTALLED): pyproject.toml requirements.lock | prerequisites
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
@@ -79,6 +84,9 @@ status: ## Show whether the local servers run and answer
 
 demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SECURE=1]
 	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(SECURE),--secure)
+
+# Target-specific: the setup these targets run installs the tests' programs too.
+test test-local test-compose test-integration: PREREQUISITES = test
 
 test: setup ## The whole suite, unit and integration, against a real Kafka and MQTT broker (containers when Docker answers)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,9 +1,9 @@
 """make demo: the whole pipeline in one command, with a live view and a summary at the end.
 
-    python -m scripts.demo [--cars 25] [--duration 120] [--runtime auto|local|compose|external]
+    python -m scripts.demo [--cars 25] [--duration 120] [--runtime local|compose|external]
 
-1. Start the infrastructure: the compose stack when a Docker engine answers (then the services below run in
-   containers of the services' image too), the local runtime otherwise.
+1. Start the infrastructure: Kafka and Mosquitto as local processes (the default, as for `make up`), or the compose
+   stack when asked (`--runtime compose`: then the services below run in containers of the services' image too).
 2. Start the bridge; a history fleet (300 cars x 300 readings) publishes through MQTT -> bridge -> car-sensor.
 3. `python -m ml train` trains the LSTM from that stretch of car-sensor and saves a model version.
 4. `python -m ml predict` serves it while the live fleet (--cars) drives: predictions flow to
@@ -71,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--runtime",
-        choices=["auto", "local", "compose", "external"],
-        default="auto",
-        help="auto: compose when a Docker engine answers, local otherwise; external: servers named by "
-        "KAFKA_BOOTSTRAP_SERVERS, MQTT_HOST, MQTT_PORT (default: auto)",
+        choices=demo_runtime.RUNTIMES,
+        default=demo_runtime.DEFAULT_RUNTIME,
+        help="local: Kafka and Mosquitto as local processes, as `make up` starts them; compose: the compose stack "
+        "(a Docker engine); external: servers named by KAFKA_BOOTSTRAP_SERVERS, MQTT_HOST, MQTT_PORT "
+        "(default: %(default)s)",
     )
     parser.add_argument("--speedup", type=float, help="simulated time speed of the live fleet (default: sized)")
     parser.add_argument(

@@ -1,5 +1,6 @@
-"""Where the demo's infrastructure runs: the compose stack when a Docker engine answers, the local runtime otherwise,
-or servers that already run elsewhere (`external`: KAFKA_BOOTSTRAP_SERVERS, MQTT_HOST, MQTT_PORT name them).
+"""Where the demo's infrastructure runs: the local runtime (the default, as for `make up`), the compose stack when
+asked (`compose`), or servers that already run elsewhere (`external`: KAFKA_BOOTSTRAP_SERVERS, MQTT_HOST, MQTT_PORT
+name them).
 
 Either way the demo stops only what it started itself: servers that were already running (`make up`, a compose
 stack started by hand) are used and left running.
@@ -25,10 +26,12 @@ log = logging.getLogger(__name__)
 COMPOSE_INFRA = ["kafka", "mosquitto", "schema-registry"]
 
 
-def choose_runtime(requested: str) -> str:
-    """`auto` picks compose when a Docker engine answers, local otherwise; an explicit choice is checked."""
-    if requested == "auto":
-        return "compose" if docker_answers() else "local"
+RUNTIMES = ("local", "compose", "external")
+DEFAULT_RUNTIME = "local"  # the same as `make up`: compose only when asked, never because Docker answers
+
+
+def check_runtime(requested: str) -> str:
+    """The runtime asked for, once what it needs is there: compose needs a Docker engine."""
     if requested == "compose" and not docker_answers():
         raise LocalRuntimeError("RUNTIME=compose needs a Docker engine, and none answers `docker info`")
     return requested
@@ -115,8 +118,7 @@ def external(secure: bool = False) -> Infrastructure:
 
 
 def start(requested: str, secure: bool = False, cars: int = 25) -> Infrastructure:
-    # The demo's compose runtime is not secured yet: auto picks the local one when secured.
-    runtime = choose_runtime("local" if secure and requested == "auto" else requested)
+    runtime = check_runtime(requested)
     if runtime == "external":
         return external(secure)
     if runtime == "compose":

@@ -171,11 +171,14 @@ def build_all() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.runtime.images", description=__doc__.split("\n\n")[0])
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--base-only", action="store_true", help=f"build only the Debian base ({BASE}; .ci/bare-machine starts it)"
+    )
+    args = parser.parse_args(argv)
     setup_logging("INFO")
     started = time.monotonic()
     try:
-        build_all()
+        build_base() if args.base_only else build_all()
     except subprocess.CalledProcessError as error:
         output = (error.stderr or b"").decode(errors="replace") if isinstance(error.stderr, bytes) else error.stderr
         log.error("%s failed:\n%s", " ".join(error.cmd[:3]), (output or "")[-4000:])
@@ -183,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     except LocalRuntimeError as error:
         log.error("%s", error)
         return 1
-    log.info("images ready in %.0f s; compose/images.env names them", time.monotonic() - started)
+    done = f"{BASE} ready" if args.base_only else "images ready; compose/images.env names them"
+    log.info("%s after %.0f s", done, time.monotonic() - started)
     return 0
 
 

@@ -17,7 +17,6 @@ import getpass
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +28,8 @@ from pathlib import Path
 
 from common.errors import CarStreamError, DependencyMissingError, LocalRuntimeError
 from common.logs import setup_logging
+from scripts.runtime.port_holder import port_taken_message
+from scripts.runtime.prerequisites import TOOLS, find, install_hint
 from scripts.runtime.secured import (
     HEALTH_TOPIC_PREFIX,
     SECURED_TOPICS,
@@ -45,19 +46,14 @@ KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_te
 KAFKA_LIBS = ROOT / ".deps" / f"kafka-{KAFKA_VERSION}" / "libs"
 DEFAULT_RUN_DIR = ROOT / ".run"
 
-INSTALL_HINTS = {
-    "java": "a Java 17+ runtime: Debian `sudo apt-get install openjdk-17-jre-headless`, "
-    "macOS `brew install openjdk@17`",
-    "mvn": "Apache Maven: Debian `sudo apt-get install maven`, macOS `brew install maven`",
-    "mosquitto": "the Mosquitto MQTT broker: Debian `sudo apt-get install mosquitto`, macOS `brew install mosquitto`",
-}
-
 
 def require(program: str) -> str:
-    """The path of `program`, or a DependencyMissingError that names what to install."""
-    found = shutil.which(program) or (shutil.which(program, path="/usr/sbin:/usr/local/sbin:/opt/homebrew/sbin"))
+    """The path of `program` (java, mvn, mosquitto, debootstrap), or a DependencyMissingError that names what to
+    install; Java from JAVA_HOME or Homebrew's keg before the one on PATH, as `make setup` finds it."""
+    tool = TOOLS[program]
+    found = find(tool)
     if not found:
-        raise DependencyMissingError(f"`{program}` not found. Install {INSTALL_HINTS[program]}.")
+        raise DependencyMissingError(f"`{program}` not found. Install {install_hint(tool)}.")
     return found
 
 
@@ -115,6 +111,8 @@ def pid_alive(pid: int) -> bool:
 class ServerProcess(ABC):
     """A server run as a process of its own session, tracked by a pid file in its run folder."""
 
+    moved_by = ""  # the settings that move it to other ports (`VAR=value ...`), for the "port taken" error
+
     def __init__(self, name: str, run_dir: Path, port: int) -> None:
         self.name = name
         self.run_dir = run_dir
@@ -157,10 +155,7 @@ class ServerProcess(ABC):
             return False
         for port in self.ports():
             if port_in_use(port):
-                raise LocalRuntimeError(
-                    f"port {port} ({self.name}) is already in use by another process. Stop that process, "
-                    f"or choose other ports (KAFKA_BOOTSTRAP_SERVERS, KAFKA_CONTROLLER_PORT, MQTT_PORT)."
-                )
+                raise LocalRuntimeError(port_taken_message(port, self.name, self.moved_by))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.prepare()
@@ -241,6 +236,8 @@ class KafkaNode(ServerProcess):
     """A single Apache Kafka node in KRaft mode, broker and controller in one JVM. With `secure` material its one
     client listener is SASL_SSL (SCRAM-SHA-512), the standard authorizer refuses what no ACL grants, and nothing
     creates topics on its own (scripts/runtime/secured.py sets users, topics and ACLs)."""
+
+    moved_by = "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 KAFKA_CONTROLLER_PORT=19093"
 
     def __init__(
         self,
@@ -406,6 +403,8 @@ log4j.logger.state.change.logger=WARN
 class MosquittoNode(ServerProcess):
     """Mosquitto with persistence on and queues far above the default 1000 per client. With `secure` material:
     TLS only, no anonymous client, a password per car and ACLs (scripts/runtime/secured.py)."""
+
+    moved_by = "MQTT_PORT=1884"
 
     def __init__(self, run_dir: Path, port: int = 1883, secure: SecureMaterial | None = None) -> None:
         super().__init__("mosquitto", run_dir, port)

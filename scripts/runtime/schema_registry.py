@@ -84,6 +84,8 @@ class SchemaRegistryNode(ServerProcess):
     """Apicurio Registry on 127.0.0.1:`port`, storing its schemas in Kafka when `kafka_bootstrap` is given
     (in the topic `journal_topic`, and `<journal_topic>-snapshots`), in memory otherwise."""
 
+    moved_by = "SCHEMA_REGISTRY_PORT=18081"
+
     def __init__(
         self,
         run_dir: Path,

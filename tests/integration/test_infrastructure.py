@@ -63,10 +63,12 @@ def test_a_second_start_does_not_start_a_second_broker(kafka_node_factory):
     assert twin.pid() == pid
 
 
-def test_a_taken_port_gives_an_error_naming_the_port(tmp_path, mosquitto_node_factory):
-    taken = mosquitto_node_factory().port
-    with pytest.raises(LocalRuntimeError, match=f"port {taken} "):
-        MosquittoNode(tmp_path / "other", port=taken).start()
+def test_a_taken_port_gives_an_error_naming_the_port_its_holder_and_how_to_move(tmp_path, mosquitto_node_factory):
+    holder = mosquitto_node_factory()
+    with pytest.raises(
+        LocalRuntimeError, match=rf"port {holder.port} .*taken by mosquitto \(pid {holder.pid()}\).*MQTT_PORT="
+    ):
+        MosquittoNode(tmp_path / "other", port=holder.port).start()
 
 
 def test_stop_leaves_no_process_and_data_survives_a_restart(tmp_path):

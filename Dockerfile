@@ -39,6 +39,7 @@ COPY simulator/ simulator/
 COPY bridge/ bridge/
 COPY ml/ ml/
 COPY dashboard/ dashboard/
+COPY admin/ admin/
 # The project itself, pinned to the lock file, without the dev extras.
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \

@@ -51,7 +51,7 @@ RUN --mount=type=bind,from=wheel,source=/wheels,target=/tmp/wheels \
     pip install --no-deps /tmp/wheels/car_stream_ml-*.whl
 
 ENV ML_MODEL_DIR=/models
-# Empty: what runs comes from site-packages. (The secured compose stack mounts scripts/ here for its ACL job.)
+# Empty: what runs comes from site-packages.
 WORKDIR /app
 
 RUN useradd --create-home --uid 10001 --user-group app \

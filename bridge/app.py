@@ -47,6 +47,7 @@ class Bridge:
         self.producer = Producer(
             producer_config(
                 settings.kafka_bootstrap_servers,
+                settings.kafka_security,
                 error_cb=self.kafka_health.on_error,
                 logger=librdkafka_logger(),
                 **delivery_config(settings.buffer_size),
@@ -78,7 +79,8 @@ class Bridge:
         while not self.stop_requested.is_set():
             self.health.beat()  # waiting for Kafka is not a hung loop: not ready, still alive
             try:
-                ensure_topics(s.kafka_bootstrap_servers, {s.kafka_topic: s.partitions, s.dlq_topic: s.partitions}, 10)
+                topics = {s.kafka_topic: s.partitions, s.dlq_topic: s.partitions}
+                ensure_topics(s.kafka_bootstrap_servers, s.kafka_security, topics, 10)
                 return
             except (KafkaException, KafkaError) as exc:
                 log.warning("Kafka at %s not ready (%s); retrying", s.kafka_bootstrap_servers, exc)

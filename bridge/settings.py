@@ -9,8 +9,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bridge.validation import RangePolicy
+from common.defaults import BRIDGE_METRICS_PORT, LOCALHOST
 from common.settings import KafkaSettings, MqttSettings
-from common.topics import DLQ_TOPIC, MQTT_TOPIC_FILTER, READINGS_TOPIC
+from common.topics import DLQ_TOPIC, MQTT_TOPIC_FILTER, READINGS_TOPIC, TOPIC_PARTITIONS
 
 
 def default_client_id() -> str:
@@ -76,10 +77,16 @@ class BridgeSettings(KafkaSettings, MqttSettings):
     )
     kafka_topic: str = Field(READINGS_TOPIC, description="Kafka topic for valid readings (key = car_id, Avro)")
     dlq_topic: str = Field(DLQ_TOPIC, description="Kafka topic for rejected payloads (original bytes, error headers)")
-    partitions: int = Field(4, ge=1, description="Partitions for the Kafka topics when the bridge creates them")
-    metrics_port: int = Field(9108, ge=0, le=65_535, description="Prometheus metrics port; 0 turns the endpoint off")
+    partitions: int = Field(
+        TOPIC_PARTITIONS[READINGS_TOPIC],
+        ge=1,
+        description="Partitions for the Kafka topics when the bridge creates them",
+    )
+    metrics_port: int = Field(
+        BRIDGE_METRICS_PORT, ge=0, le=65_535, description="Prometheus metrics port; 0 turns the endpoint off"
+    )
     metrics_host: str = Field(
-        "127.0.0.1", description="Address the metrics and health endpoint binds to (0.0.0.0: every interface)"
+        LOCALHOST, description="Address the metrics and health endpoint binds to (0.0.0.0: every interface)"
     )
     log_interval: float = Field(10.0, gt=0, description="Seconds between progress log lines")
     reconnect_max_delay: float = Field(30.0, gt=0, description="Longest wait between MQTT reconnect attempts, seconds")

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import textwrap
 from collections.abc import Iterable
 from enum import Enum
 from typing import Any, TypeVar
 
 import pydantic
-from pydantic import AliasChoices
+from pydantic import AliasChoices, BaseModel
 from pydantic.fields import FieldInfo
 
 from common.errors import ConfigError
@@ -45,10 +46,15 @@ def doc_parser(prog: str, doc: str) -> argparse.ArgumentParser:
 def add_settings_arguments(
     parser: argparse.ArgumentParser, settings_cls: type[StackSettings], exclude: Iterable[str] = ()
 ) -> None:
-    """One `--flag-name` per settings field, defaulting to 'not given' so that the environment can fill it."""
+    """One `--flag-name` per settings field, defaulting to 'not given' so that the environment can fill it. A field
+    whose value is a model (the Kafka identity) is no flag: its description goes under the options."""
     skipped = set(exclude)
+    environment_only = []
     for name, field in settings_cls.model_fields.items():
         if name in skipped:
+            continue
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            environment_only.append(field.description or name)
             continue
         default = "unset" if field.default is None else field.default
         if hasattr(default, "get_secret_value"):
@@ -62,6 +68,9 @@ def add_settings_arguments(
         else:
             kwargs["metavar"] = name.upper()
         parser.add_argument("--" + name.replace("_", "-"), **kwargs)
+    if environment_only:
+        note = "\n\n".join(textwrap.fill(text, 100) for text in environment_only)
+        parser.epilog = f"{parser.epilog}\n\n{note}" if parser.epilog else note
 
 
 def settings_from_args(settings_cls: type[S], args: argparse.Namespace, **overrides: Any) -> S:
@@ -78,4 +87,4 @@ def settings_from_args(settings_cls: type[S], args: argparse.Namespace, **overri
 
 def describe(settings: StackSettings) -> str:
     """The effective settings on one line, secrets masked (SecretStr prints as ***)."""
-    return ", ".join(f"{k}={v}" for k, v in settings.model_dump().items())
+    return ", ".join(f"{name}={getattr(settings, name)}" for name in type(settings).model_fields)

@@ -1,59 +1,33 @@
-"""Kafka helpers: client configuration and topic creation, with confluent-kafka."""
+"""Kafka helpers: client configuration and topic creation, with confluent-kafka.
+
+Every helper takes the identity (common/settings.py's KafkaSecurity) from its caller, who has it from the settings
+its entry point built: nothing here reads the environment."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
-from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
 
 from common.errors import KafkaError
-from common.settings import StackSettings
+from common.settings import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
 
-class KafkaSecurity(StackSettings):
-    """How every Kafka client of a process authenticates: from the environment only (KAFKA_SECURITY_PROTOCOL,
-    KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SSL_CA_LOCATION), never from flags,
-    which any user of the machine can read in `ps`."""
-
-    model_config = SettingsConfigDict(env_prefix="KAFKA_", frozen=True, extra="ignore", env_ignore_empty=True)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
-
-    def client_config(self) -> dict[str, str]:
-        """librdkafka's properties for this identity (nothing for PLAINTEXT)."""
-        config: dict[str, str] = {}
-        if self.security_protocol == "PLAINTEXT":
-            return config
-        config["security.protocol"] = self.security_protocol
-        if self.security_protocol.startswith("SASL"):
-            config["sasl.mechanism"] = self.sasl_mechanism
-            config["sasl.username"] = self.sasl_username or ""
-            config["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
-        if self.ssl_ca_location:
-            config["ssl.ca.location"] = self.ssl_ca_location
-        return config
-
-
-def client_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
-    """The base of every client: the servers and this process's identity (KafkaSecurity)."""
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, **KafkaSecurity().client_config()}
+def client_config(bootstrap_servers: str, security: KafkaSecurity, **overrides: Any) -> dict[str, Any]:
+    """The base of every client: the servers and the identity the caller's settings hold (no environment read)."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, **security.client_config()}
     config.update(overrides)
     return config
 
 
-def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
+def producer_config(bootstrap_servers: str, security: KafkaSecurity, **overrides: Any) -> dict[str, Any]:
     """A producer that neither loses nor duplicates on retry: idempotent, acks from all in-sync replicas."""
     config = {
-        **client_config(bootstrap_servers),
+        **client_config(bootstrap_servers, security),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -63,9 +37,9 @@ def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-def consumer_config(bootstrap_servers: str, group_id: str, **overrides: Any) -> dict[str, Any]:
+def consumer_config(bootstrap_servers: str, security: KafkaSecurity, group_id: str, **overrides: Any) -> dict[str, Any]:
     config = {
-        **client_config(bootstrap_servers),
+        **client_config(bootstrap_servers, security),
         "group.id": group_id,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
@@ -74,9 +48,15 @@ def consumer_config(bootstrap_servers: str, group_id: str, **overrides: Any) -> 
     return config
 
 
-def ensure_topics(bootstrap_servers: str, partitions: dict[str, int], timeout: float = 30.0, **overrides: Any) -> None:
-    """Create the topics that do not exist yet (replication 1 on the local single node)."""
-    admin = AdminClient(client_config(bootstrap_servers, **overrides))
+def ensure_topics(
+    bootstrap_servers: str,
+    security: KafkaSecurity,
+    partitions: dict[str, int],
+    timeout: float = 30.0,
+    **overrides: Any,
+) -> None:
+    """Create the topics that do not exist yet (replication 1 on the local single node), as `security`'s identity."""
+    admin = AdminClient(client_config(bootstrap_servers, security, **overrides))
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [NewTopic(name, count, 1) for name, count in partitions.items() if name not in existing]
     if not wanted:

@@ -1,9 +1,16 @@
-"""Names of topics and cars: the topic contracts of the README in one place."""
+"""Names of topics, consumer groups and cars: the topic contracts of the README in one place."""
 
 READINGS_TOPIC = "car-sensor"
 PREDICTIONS_TOPIC = "car-sensor-predictions"
 DLQ_TOPIC = "car-sensor-dlq"
+# The stack's topics and their partitions, as the demo and the secured mode's set-up create them (the compose
+# stack's `topics` has the same defaults).
+TOPIC_PARTITIONS = {READINGS_TOPIC: 4, PREDICTIONS_TOPIC: 4, DLQ_TOPIC: 1}
+
 PREDICTOR_GROUP = "car-stream-predictor"  # predictors' consumer groups start with it (secured mode's ACLs too)
+# The ml readers' throw-away groups (metadata and assigned reads, never committed) start with it: ml-range-*,
+# ml-reader-* (the secured mode's ACLs name the prefix).
+ML_READER_GROUP_PREFIX = "ml-"
 
 MQTT_TOPIC_PREFIX = "vehicles/sensor/data"
 MQTT_TOPIC_FILTER = f"{MQTT_TOPIC_PREFIX}/+"

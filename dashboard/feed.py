@@ -45,6 +45,7 @@ class Feed:
         self.consumer = Consumer(
             consumer_config(
                 settings.kafka_bootstrap_servers,
+                settings.kafka_security,
                 # librdkafka wants a group even for assign(); this one is never joined nor committed to. Under the
                 # predictors' prefix, where the dashboard's ACL (secured mode) lets it find the coordinator.
                 f"{settings.predictor_group}-dashboard",

@@ -5,18 +5,22 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from common.defaults import BRIDGE_METRICS_PORT, DASHBOARD_PORT, LOCALHOST, MODEL_DIR, PREDICTOR_METRICS_PORT
 from common.settings import KafkaSettings
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
 
-DEFAULT_PORT = 8050
-DEFAULT_METRICS_URLS = "bridge=http://127.0.0.1:9108/metrics,predictor=http://127.0.0.1:9109/metrics"
+# Where the bridge and the predictor serve their metrics when both run on this machine with their defaults.
+DEFAULT_METRICS_URLS = ",".join(
+    f"{name}=http://{LOCALHOST}:{port}/metrics"
+    for name, port in (("bridge", BRIDGE_METRICS_PORT), ("predictor", PREDICTOR_METRICS_PORT))
+)
 
 
 class DashboardSettings(KafkaSettings):
     model_config = SettingsConfigDict(env_prefix="DASHBOARD_", frozen=True, populate_by_name=True, extra="ignore")
 
-    host: str = Field("127.0.0.1", description="Address the page is served on (0.0.0.0: every interface)")
-    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="Port the page is served on (0 = any free port)")
+    host: str = Field(LOCALHOST, description="Address the page is served on (0.0.0.0: every interface)")
+    port: int = Field(DASHBOARD_PORT, ge=0, le=65535, description="Port the page is served on (0 = any free port)")
     readings_topic: str = Field(READINGS_TOPIC, description="Readings topic: the ground truth and the car-sensor rate")
     predictions_topic: str = Field(PREDICTIONS_TOPIC, description="Predictions topic: states, alerts, the model")
     dlq_topic: str = Field(DLQ_TOPIC, description="Dead-letter topic: the DLQ by reason")
@@ -27,7 +31,7 @@ class DashboardSettings(KafkaSettings):
         DEFAULT_METRICS_URLS,
         description="The services' Prometheus endpoints, name=url[,name=url]; a name may repeat (scaled out: summed)",
     )
-    model_dir: str = Field("artifacts/models", description="Folder of model versions: the serving model's report")
+    model_dir: str = Field(MODEL_DIR, description="Folder of model versions: the serving model's report")
     lookback_seconds: float = Field(
         600.0, ge=0, description="Start reading the topics this many seconds back (their records before are ignored)"
     )

@@ -79,7 +79,9 @@ class Sampler:
         # Asks for the predictors' committed offsets (OffsetFetch) without ever joining their group. Not the
         # AdminClient: its list_consumer_group_offsets crashes the process (SIGSEGV, librdkafka 2.16) when the
         # group's coordinator is not known yet, as on a fresh Kafka.
-        self.offsets = Consumer(consumer_config(settings.kafka_bootstrap_servers, settings.predictor_group))
+        self.offsets = Consumer(
+            consumer_config(settings.kafka_bootstrap_servers, settings.kafka_security, settings.predictor_group)
+        )
         self.lock = threading.Lock()
         self.history: deque[dict[str, Any]] = deque(maxlen=settings.history_seconds)
         self.lag: int | None = None

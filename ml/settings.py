@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from common.defaults import MODEL_DIR
 from common.settings import KafkaSettings
 from common.topics import READINGS_TOPIC
 
@@ -20,7 +21,7 @@ class MlSettings(KafkaSettings):
 
     model_config = ML_CONFIG
 
-    model_dir: str = Field("artifacts/models", description="Folder of versioned model artifacts")
+    model_dir: str = Field(MODEL_DIR, description="Folder of versioned model artifacts")
     reader: Literal["tfio", "confluent"] = Field(
         "tfio", description="Kafka reader: tensorflow-io (tfio) or a confluent-kafka consumer (confluent)"
     )

@@ -30,6 +30,8 @@ from common.avro import AvroCodec
 from common.errors import ConfigError, DecodeError, KafkaError
 from common.kafka import client_config, consumer_config
 from common.schemas import READING
+from common.settings import KafkaSecurity
+from common.topics import ML_READER_GROUP_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -108,18 +110,25 @@ class RawRecord:
     value: bytes
 
 
-def _metadata_consumer(bootstrap: str) -> Consumer:
-    return Consumer(consumer_config(bootstrap, f"ml-range-{uuid.uuid4().hex[:8]}"))
+def _group(kind: str) -> str:
+    """A throw-away group id of the readers (never joined, never committed), under the prefix the ACLs name."""
+    return f"{ML_READER_GROUP_PREFIX}{kind}-{uuid.uuid4().hex[:8]}"
 
 
-def _reader_consumer(bootstrap: str, **overrides: Any) -> Consumer:
+def _metadata_consumer(bootstrap: str, security: KafkaSecurity) -> Consumer:
+    return Consumer(consumer_config(bootstrap, security, _group("range")))
+
+
+def _reader_consumer(bootstrap: str, security: KafkaSecurity, **overrides: Any) -> Consumer:
     """A consumer to assign (never subscribe) to ranges: no group membership, no commits, short fetch waits."""
-    group = f"ml-reader-{uuid.uuid4().hex[:8]}"
-    return Consumer(consumer_config(bootstrap, group, **{"fetch.wait.max.ms": FETCH_WAIT_MS, **overrides}))
+    return Consumer(
+        consumer_config(bootstrap, security, _group("reader"), **{"fetch.wait.max.ms": FETCH_WAIT_MS, **overrides})
+    )
 
 
 def resolve_range(
     bootstrap: str,
+    security: KafkaSecurity,
     topic: str,
     start_offset: int | None = None,
     start_time_ms: int | None = None,
@@ -130,7 +139,7 @@ def resolve_range(
     """From a start offset (clamped to the retained range; None means the earliest) or the first record at or after
     `start_time_ms`, to the current end of every partition; `last_per_partition` starts each partition at most
     that many records before its end (the recent stretch `python -m ml drift` reads)."""
-    consumer = _metadata_consumer(bootstrap)
+    consumer = _metadata_consumer(bootstrap, security)
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
@@ -197,13 +206,13 @@ class TfioPartitionReader:
     - A named resource (and its librdkafka client) lives until it is destroyed: `close()` destroys it.
     """
 
-    def __init__(self, bootstrap: str, topic: str, partition: int, **overrides: Any) -> None:
+    def __init__(self, bootstrap: str, security: KafkaSecurity, topic: str, partition: int, **overrides: Any) -> None:
         from tensorflow_io.python.ops import core_ops
 
         self._read = core_ops.io_kafka_readable_read
         self.partition = partition
-        # librdkafka underneath reads the same properties: the servers and this process's identity (KafkaSecurity)
-        client = client_config(bootstrap, **{"group.id": f"ml-reader-{uuid.uuid4().hex[:8]}", **overrides})
+        # librdkafka underneath reads the same properties: the servers and the identity of the settings
+        client = client_config(bootstrap, security, **{"group.id": _group("reader"), **overrides})
         metadata = [*TFIO_CONFIGURATION, *(f"{key}={value}" for key, value in client.items())]
         self._resource = core_ops.io_kafka_readable_init(
             topic, partition, offset=0, metadata=metadata, shared_name=f"ml-reader-{uuid.uuid4().hex}"
@@ -272,12 +281,14 @@ def _positions(consumer: Consumer, topic: str, partitions: list[int]) -> dict[in
     return {tp.partition: tp.offset for tp in consumer.position([TopicPartition(topic, p) for p in partitions])}
 
 
-def _confluent_chunks(bootstrap: str, topic_range: TopicRange) -> Iterator[dict[str, np.ndarray]]:
+def _confluent_chunks(
+    bootstrap: str, security: KafkaSecurity, topic_range: TopicRange
+) -> Iterator[dict[str, np.ndarray]]:
     """A plain consumer assigned to the range (no group membership, no commits), in chunks of up to CHUNK."""
     pending = {p.partition: p for p in topic_range.partitions if p.count > 0}
     if not pending:
         return
-    consumer = _reader_consumer(bootstrap)
+    consumer = _reader_consumer(bootstrap, security)
     try:
         consumer.assign([TopicPartition(topic_range.topic, p.partition, p.start) for p in pending.values()])
         last_progress = time.monotonic()
@@ -314,13 +325,15 @@ def _confluent_chunks(bootstrap: str, topic_range: TopicRange) -> Iterator[dict[
 
 
 @contextmanager
-def raw_dataset(bootstrap: str, topic_range: TopicRange, reader: str = "tfio") -> Iterator[tf.data.Dataset]:
+def raw_dataset(
+    bootstrap: str, security: KafkaSecurity, topic_range: TopicRange, reader: str = "tfio"
+) -> Iterator[tf.data.Dataset]:
     """The undecoded records of the range as a tf.data pipeline of chunks: each element holds up to CHUNK records
     as vectors {message, key, partition, offset} (`.unbatch()` gives one record per element). The readers'
     Kafka clients are closed when the block ends."""
     if reader == "confluent":
         yield tf.data.Dataset.from_generator(
-            lambda: _confluent_chunks(bootstrap, topic_range), output_signature=CHUNK_SPEC
+            lambda: _confluent_chunks(bootstrap, security, topic_range), output_signature=CHUNK_SPEC
         )
         return
     if reader != "tfio":
@@ -329,7 +342,7 @@ def raw_dataset(bootstrap: str, topic_range: TopicRange, reader: str = "tfio") -
     try:
         dataset = tf.data.Dataset.from_tensors({k: tf.zeros([0], s.dtype) for k, s in CHUNK_SPEC.items()}).take(0)
         for part in (p for p in topic_range.partitions if p.count):
-            readers.append(TfioPartitionReader(bootstrap, topic_range.topic, part.partition))
+            readers.append(TfioPartitionReader(bootstrap, security, topic_range.topic, part.partition))
             dataset = dataset.concatenate(_tfio_partition(readers[-1], part))
         yield dataset
     finally:
@@ -355,6 +368,7 @@ def decode_chunk(codec: AvroCodec, chunk: dict[str, np.ndarray], topic: str) -> 
 
 def read_records(
     bootstrap: str,
+    security: KafkaSecurity,
     topic_range: TopicRange,
     reader: str = "tfio",
     registry_url: str | None = None,
@@ -365,7 +379,7 @@ def read_records(
     started = time.monotonic()
     records: list[SourceRecord] = []
     rejected = 0
-    with raw_dataset(bootstrap, topic_range, reader) as dataset:
+    with raw_dataset(bootstrap, security, topic_range, reader) as dataset:
         for chunk in dataset.prefetch(2).as_numpy_iterator():
             decoded, bad = decode_chunk(codec, chunk, topic_range.topic)
             records.extend(decoded)
@@ -392,10 +406,10 @@ def read_records(
 class ConfluentPartitionReader:
     """A confluent-kafka consumer assigned (not subscribed) to one partition, re-assigned at `start` per read."""
 
-    def __init__(self, bootstrap: str, topic: str, partition: int) -> None:
+    def __init__(self, bootstrap: str, security: KafkaSecurity, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
-        self._consumer = _reader_consumer(bootstrap, **NO_FETCH_AHEAD)
+        self._consumer = _reader_consumer(bootstrap, security, **NO_FETCH_AHEAD)
 
     def read(self, start: int, stop: int) -> list[RawRecord]:
         """Every record with start <= offset < stop (stop at most the high watermark, or the last stable offset
@@ -425,11 +439,11 @@ class ConfluentPartitionReader:
 
 
 def partition_reader(
-    bootstrap: str, topic: str, partition: int, reader: str = "tfio"
+    bootstrap: str, security: KafkaSecurity, topic: str, partition: int, reader: str = "tfio"
 ) -> TfioPartitionReader | ConfluentPartitionReader:
     """An open reader of one partition for repeated bounded reads (the predictor's batches)."""
     if reader == "tfio":
-        return TfioPartitionReader(bootstrap, topic, partition, **NO_FETCH_AHEAD)
+        return TfioPartitionReader(bootstrap, security, topic, partition, **NO_FETCH_AHEAD)
     if reader == "confluent":
-        return ConfluentPartitionReader(bootstrap, topic, partition)
+        return ConfluentPartitionReader(bootstrap, security, topic, partition)
     raise ConfigError(f"unknown reader {reader!r}: choose one of {', '.join(READERS)}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from common.defaults import FLEET_CARS
 from common.errors import ConfigError
 from common.settings import MqttSettings, StackSettings
 from simulator.fleet import FleetConfig
@@ -19,7 +20,7 @@ class FleetSettings(StackSettings):
     """What the simulated fleet looks like: shared by the live and the offline mode."""
 
     model_config = _CONFIG
-    cars: int = Field(25, ge=1, le=10_000_000, description="number of simulated cars (car-00001, ...)")
+    cars: int = Field(FLEET_CARS, ge=1, le=10_000_000, description="number of simulated cars (car-00001, ...)")
     rate: float = Field(0.1, gt=0, description="readings per second per car, in simulated time (0.1 = one per 10 s)")
     seed: int = Field(42, description="random seed: the same seed gives the same readings")
     failure_rate: float = Field(

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.kafka import consumer_config
+from common.settings import PLAINTEXT
 from scripts.runtime.docker_engine import docker_answers
 from scripts.runtime.local import KafkaNode, MosquittoNode, ServerProcess, free_port
 from scripts.runtime.schema_registry import SchemaRegistryNode
@@ -196,7 +197,7 @@ def consumer_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Consumer]]:
     consumers: list[Consumer] = []
 
     def make(*topics: str, **overrides: object) -> Consumer:
-        consumer = Consumer(consumer_config(kafka_bootstrap, unique("test-consumer"), **overrides))
+        consumer = Consumer(consumer_config(kafka_bootstrap, PLAINTEXT, unique("test-consumer"), **overrides))
         if topics:
             consumer.subscribe(list(topics))
         consumers.append(consumer)

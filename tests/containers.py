@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from common.errors import LocalRuntimeError
+from common.settings import PLAINTEXT
 from scripts.runtime.compose import images_env
 from scripts.runtime.local import ROOT, free_port, kafka_answers, mqtt_round_trip
 
@@ -89,6 +90,6 @@ def kafka_and_mosquitto() -> Iterator[tuple[str, str, int]]:
         stack.enter_context(kafka)
         stack.enter_context(mosquitto)
         bootstrap = f"127.0.0.1:{kafka_port}"
-        _wait("Kafka", lambda: kafka_answers(bootstrap), kafka)
+        _wait("Kafka", lambda: kafka_answers(bootstrap, PLAINTEXT), kafka)
         _wait("Mosquitto", lambda: mqtt_round_trip("127.0.0.1", mqtt_port), mosquitto)
         yield bootstrap, "127.0.0.1", mqtt_port

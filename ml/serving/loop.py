@@ -68,6 +68,7 @@ class Predictor:
         self.watcher = ModelWatcher(settings.model_dir, settings.reload_interval)
         self.writer = PredictionWriter(
             settings.kafka_bootstrap_servers,
+            settings.kafka_security,
             settings.output_topic,
             settings.dlq_topic,
             settings.topic,
@@ -104,7 +105,8 @@ class Predictor:
         gc.set_threshold(GC_YOUNG_ALLOCATIONS, *gc.get_threshold()[1:])
         self.watcher.start()
         partitions = self.partitions.topic_partitions()
-        ensure_topics(self.settings.kafka_bootstrap_servers, {self.settings.output_topic: partitions})
+        s = self.settings
+        ensure_topics(s.kafka_bootstrap_servers, s.kafka_security, {s.output_topic: partitions})
         self.partitions.subscribe()
         self._in_group = True
         log.info(

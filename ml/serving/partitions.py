@@ -71,7 +71,9 @@ class Partitions:
         overrides = {"session.timeout.ms": settings.session_timeout_ms}
         if settings.instance_id:
             overrides["group.instance.id"] = settings.instance_id
-        self.consumer = Consumer(consumer_config(settings.kafka_bootstrap_servers, settings.group_id, **overrides))
+        self.consumer = Consumer(
+            consumer_config(settings.kafka_bootstrap_servers, settings.kafka_security, settings.group_id, **overrides)
+        )
 
     def subscribe(self) -> None:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._lost)
@@ -120,7 +122,11 @@ class Partitions:
             low, _ = self._watermarks(tp.partition, timeout)
             start = tp.offset if tp.offset >= 0 else low
             reader = partition_reader(
-                self.settings.kafka_bootstrap_servers, self.topic, tp.partition, self.settings.reader
+                self.settings.kafka_bootstrap_servers,
+                self.settings.kafka_security,
+                self.topic,
+                tp.partition,
+                self.settings.reader,
             )
             self.owned[tp.partition] = PartitionState(tp.partition, reader, committed=start, position=start)
             self.pending.discard(tp.partition)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from common.defaults import LOCALHOST, PREDICTOR_METRICS_PORT
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP
 from ml.ood import DEFAULT_THRESHOLD
 from ml.settings import MlSettings
@@ -23,9 +24,9 @@ class PredictorSettings(MlSettings):
     )
     output_topic: str = Field(PREDICTIONS_TOPIC, description="Topic the predictions go to (Avro, key = car_id)")
     dlq_topic: str = Field(DLQ_TOPIC, description="Topic for records that cannot be decoded")
-    metrics_port: int = Field(9109, ge=0, description="Port of the Prometheus endpoint (0 = off)")
+    metrics_port: int = Field(PREDICTOR_METRICS_PORT, ge=0, description="Port of the Prometheus endpoint (0 = off)")
     metrics_host: str = Field(
-        "127.0.0.1", description="Address the metrics and health endpoint binds to (0.0.0.0: every interface)"
+        LOCALHOST, description="Address the metrics and health endpoint binds to (0.0.0.0: every interface)"
     )
     max_batch: int = Field(5000, gt=0, description="Most records read from one partition per batch")
     rebuild_records: int = Field(

@@ -16,6 +16,7 @@ from confluent_kafka import Message, Producer
 from common import dlq, schemas
 from common.avro import AvroCodec
 from common.kafka import producer_config
+from common.settings import KafkaSecurity
 from ml.source import RawRecord
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,13 @@ UNDECODABLE = "undecodable"  # the DLQ error code of a record that does not deco
 
 class PredictionWriter:
     def __init__(
-        self, servers: str, output_topic: str, dlq_topic: str, source_topic: str, registry_url: str | None = None
+        self,
+        servers: str,
+        security: KafkaSecurity,
+        output_topic: str,
+        dlq_topic: str,
+        source_topic: str,
+        registry_url: str | None = None,
     ) -> None:
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
@@ -35,7 +42,7 @@ class PredictionWriter:
         # Only failed deliveries are reported: a success report per prediction cost a Python call and a Message
         # each, and flush() returning with nothing left says that every other record was confirmed.
         overrides = {"linger.ms": 2, "queue.buffering.max.messages": 500_000, "delivery.report.only.error": True}
-        self._producer = Producer(producer_config(servers, **overrides))
+        self._producer = Producer(producer_config(servers, security, **overrides))
         self._failed = 0
         self._first_error = ""
 

@@ -160,11 +160,11 @@ def run(settings: DriftSettings) -> Path:
         raise ConfigError(f"no model in {settings.model_dir}: train one first (python -m ml train)")
     metadata = artifact.read_metadata(version)
     sample = artifact.read_training_sample(version)
-    bootstrap = settings.kafka_bootstrap_servers
-    topic_range = resolve_range(bootstrap, settings.topic, last_per_partition=settings.recent_records)
+    kafka = (settings.kafka_bootstrap_servers, settings.kafka_security)
+    topic_range = resolve_range(*kafka, settings.topic, last_per_partition=settings.recent_records)
     if topic_range.count == 0:
         raise ConfigError(f"{settings.topic} holds no records to compare")
-    result = read_records(bootstrap, topic_range, settings.reader, settings.schema_registry_url)
+    result = read_records(*kafka, topic_range, settings.reader, settings.schema_registry_url)
     recent = feature_matrix([record.value for record in result.records], metadata["features"])
     if not len(recent):
         raise ConfigError(f"none of the {topic_range.count} records of {settings.topic} decoded as a reading")

@@ -48,9 +48,10 @@ def predict_following(
 def write_predictions(
     settings: SeedFormSettings, topic: str, model: artifact.LoadedModel, predictions: list[tuple[dict, float]]
 ) -> None:
-    ensure_topics(settings.kafka_bootstrap_servers, {topic: 1})
+    kafka = (settings.kafka_bootstrap_servers, settings.kafka_security)
+    ensure_topics(*kafka, {topic: 1})
     codec = AvroCodec(PREDICTION, topic, settings.schema_registry_url)
-    producer = Producer(producer_config(settings.kafka_bootstrap_servers))
+    producer = Producer(producer_config(*kafka))
     failures: list[str] = []
 
     def delivered(error: object, message: object) -> None:
@@ -106,8 +107,9 @@ def main(argv: list[str]) -> int:
     log.info("seed form with %s, result topic %s", describe(settings), args.result_topic or "none")
 
     wanted = settings.train_records + settings.predict_records
-    topic_range = resolve_range(settings.kafka_bootstrap_servers, settings.topic, settings.start_offset, None, wanted)
-    result = read_records(settings.kafka_bootstrap_servers, topic_range, settings.reader, settings.schema_registry_url)
+    kafka = (settings.kafka_bootstrap_servers, settings.kafka_security)
+    topic_range = resolve_range(*kafka, settings.topic, settings.start_offset, None, wanted)
+    result = read_records(*kafka, topic_range, settings.reader, settings.schema_registry_url)
     readings = _event_order(result.records)[:wanted]
     history, following = readings[: settings.train_records], readings[settings.train_records :]
     if len(history) < settings.train_records:

@@ -314,12 +314,11 @@ def source_description(topic_range: TopicRange, reader: str, records: int, rejec
 
 def train(settings: TrainSettings) -> Path:
     start_time = parse_time(settings.start_time) if settings.start_time else None
-    topic_range = resolve_range(
-        settings.kafka_bootstrap_servers, settings.topic, settings.start_offset, start_time, settings.max_records
-    )
+    kafka = (settings.kafka_bootstrap_servers, settings.kafka_security)
+    topic_range = resolve_range(*kafka, settings.topic, settings.start_offset, start_time, settings.max_records)
     if topic_range.count == 0:
         raise TrainingDataError(f"no records in {settings.topic} from the requested start")
-    result = read_records(settings.kafka_bootstrap_servers, topic_range, settings.reader, settings.schema_registry_url)
+    result = read_records(*kafka, topic_range, settings.reader, settings.schema_registry_url)
     # Arrival order (per partition, by offset): the order of readings whose seq is a content hash (ml/features.py).
     arrived = sorted(result.records, key=lambda record: (record.partition, record.offset))
     series = series_from_records([record.value for record in arrived])

@@ -42,7 +42,7 @@ from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.kafka import client_config, consumer_config
-from common.settings import MqttSettings
+from common.settings import KafkaSecurity, MqttSettings
 from common.topics import MQTT_TOPIC_FILTER, mqtt_topic
 from scripts.bench.bridge_profile import profile_drain
 from scripts.bench.context import BenchContext, ProcessSampler, process_cpu_seconds, python_module, task_cpu_seconds
@@ -161,21 +161,23 @@ def _stamped(payload: bytes) -> bytes:
     return json.dumps(reading).encode()
 
 
-def create_topics(bootstrap: str, *names: str) -> None:
+def create_topics(bootstrap: str, security: KafkaSecurity, *names: str) -> None:
     """Topics that take the broker's clock as record time (LogAppendTime): the moment Kafka appended it."""
-    admin = AdminClient(client_config(bootstrap))  # as this process's identity: `admin` on a secured node
+    admin = AdminClient(client_config(bootstrap, security))  # `admin` on a secured node
     config = {"message.timestamp.type": "LogAppendTime"}
     for future in admin.create_topics([NewTopic(n, 4, 1, config=config) for n in names]).values():
         future.result(timeout=30)
 
 
-def append_times(bootstrap: str, topic: str, count: int, timeout: float = 120.0) -> list[tuple[int, int]]:
+def append_times(
+    bootstrap: str, security: KafkaSecurity, topic: str, count: int, timeout: float = 120.0
+) -> list[tuple[int, int]]:
     """(append time ms, event_time ms) of the first `count` records of `topic`."""
     from common import schemas
     from common.avro import AvroCodec
 
     codec = AvroCodec(schemas.READING, topic)
-    consumer = Consumer(consumer_config(bootstrap, f"bench-{uuid.uuid4().hex[:8]}"))
+    consumer = Consumer(consumer_config(bootstrap, security, f"bench-{uuid.uuid4().hex[:8]}"))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
     out: list[tuple[int, int]] = []
     deadline = time.monotonic() + timeout
@@ -244,7 +246,7 @@ def drain_backlog(
         process = subprocess.Popen(python_module("bridge"), env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     sampler = ProcessSampler(process.pid)
     cpu = drain_cpu_seconds(process, metrics_port, count)
-    times = append_times(ctx.bootstrap, topic, count, timeout=600)
+    times = append_times(ctx.bootstrap, ctx.kafka_security, topic, count, timeout=600)
     drain = {
         "msgs_per_s": rate_from_append_times(times),
         "cpu_us_per_msg": cpu["process"] / count * 1e6,
@@ -304,7 +306,7 @@ def librdkafka_cpu_seconds(pid: int) -> float:
 def latency(ctx: BenchContext, topic: str, count: int, rate: float, skip: int) -> dict:
     """Publish live at `rate` while the bridge runs; Kafka append time - publish time, per reading."""
     publish(ctx.mqtt_port, payloads(count), rate=rate)
-    times = append_times(ctx.bootstrap, topic, skip + count)
+    times = append_times(ctx.bootstrap, ctx.kafka_security, topic, skip + count)
     live = sorted(times, key=lambda t: t[0])[skip:]
     delays = np.array([appended - published for appended, published in live], dtype=float)
     return {"p50_ms": float(np.percentile(delays, 50)), "p99_ms": float(np.percentile(delays, 99)), "rate": rate}
@@ -317,7 +319,7 @@ def run(ctx: BenchContext) -> dict:
     messages = payloads(count)
     suffix = uuid.uuid4().hex[:8]
     topic, dlq = f"bench-readings-{suffix}", f"bench-dlq-{suffix}"
-    create_topics(ctx.bootstrap, topic, dlq)
+    create_topics(ctx.bootstrap, ctx.kafka_security, topic, dlq)
 
     baseline = bare_receiver(ctx, messages)
     log.info(

@@ -44,6 +44,7 @@ def profile_drain(ctx: BenchContext, messages: list[tuple[str, bytes]]) -> dict[
     publish(ctx.mqtt_port, messages)
     settings = BridgeSettings(
         kafka_bootstrap_servers=ctx.bootstrap,
+        kafka_security=ctx.kafka_security,
         mqtt_port=ctx.mqtt_port,
         client_id=client_id,
         shared_group=group,

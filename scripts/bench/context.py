@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.settings import KafkaSecurity
 from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode
+from scripts.runtime.services import inherited_env
 
 
 @dataclass
@@ -27,12 +29,18 @@ class BenchContext:
         return self.kafka.bootstrap_servers
 
     @property
+    def kafka_security(self) -> KafkaSecurity:
+        """How this process's own Kafka clients log in to this run's Kafka: as `admin` on a secured node."""
+        return self.kafka.admin_security
+
+    @property
     def mqtt_port(self) -> int:
         return self.mosquitto.port
 
     def env(self, **extra: str) -> dict[str, str]:
-        """Environment for a service process pointed at this run's servers."""
-        env = dict(os.environ)
+        """Environment for a service process pointed at this run's servers; no identity is inherited (a service
+        on a secured node is given its own in `extra`)."""
+        env = inherited_env()
         env.update(
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
             MQTT_HOST="127.0.0.1",

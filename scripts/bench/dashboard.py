@@ -306,11 +306,12 @@ class Page:
 
 def measure(ctx: BenchContext, model_dir: Path, seconds: float, topics: tuple[str, str, str], tag: str) -> dict:
     readings_topic, predictions_topic, dlq = topics
-    ensure_topics(ctx.bootstrap, {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1})
-    start = _start_offsets(ctx.bootstrap, [readings_topic, predictions_topic])
+    topic_partitions = {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1}
+    ensure_topics(ctx.bootstrap, ctx.kafka_security, topic_partitions)
+    start = _start_offsets(ctx, [readings_topic, predictions_topic])
 
     def kafka_totals() -> tuple[int, int]:
-        return _totals(ctx.bootstrap, readings_topic, predictions_topic, start)
+        return _totals(ctx, readings_topic, predictions_topic, start)
 
     env = service_env(ctx.bootstrap, "127.0.0.1", ctx.mqtt_port)
     summary_file = ctx.work_dir / f"dashboard-{tag}-simulator-summary.json"

@@ -84,7 +84,7 @@ def small_model_dir(ctx: BenchContext) -> Path:
         return trained
     model_dir = ctx.work_dir / "e2e-models"
     topic = "bench-e2e-training"
-    write_readings(ctx.bootstrap, topic, generate_readings(20, 150, failure_rate=4.0))
+    write_readings(ctx.bootstrap, ctx.kafka_security, topic, generate_readings(20, 150, failure_rate=4.0))
     result = run_module(ctx, "ml", "train", "--topic", topic, "--model-dir", str(model_dir), "--epochs", "2")
     if result.returncode != 0:
         raise RuntimeError(f"ml train failed ({result.returncode}): {(result.stdout + result.stderr)[-2000:]}")
@@ -132,8 +132,9 @@ def measure(
     `bridges` > 1 share one subscription (BRIDGE_SHARED_GROUP); `predictors` > 1 share one consumer group."""
     identities = identities or {}
     readings_topic, predictions_topic, dlq = topics
-    ensure_topics(ctx.bootstrap, {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1})
-    start = _start_offsets(ctx.bootstrap, [readings_topic, predictions_topic])
+    topic_partitions = {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1}
+    ensure_topics(ctx.bootstrap, ctx.kafka_security, topic_partitions)
+    start = _start_offsets(ctx, [readings_topic, predictions_topic])
     env = service_env(ctx.bootstrap, "127.0.0.1", ctx.mqtt_port)
     summary_file = ctx.work_dir / f"{name}-simulator-summary.json"
     shared = {"BRIDGE_SHARED_GROUP": f"bench-{name}"} if bridges > 1 else {}
@@ -179,7 +180,7 @@ def measure(
         simulator_summary = json.loads(summary_file.read_text())
         published = simulator_summary["published"]
 
-        _drain(lambda: _totals(ctx.bootstrap, readings_topic, predictions_topic, start), published, timeout=300)
+        _drain(lambda: _totals(ctx, readings_topic, predictions_topic, start), published, timeout=300)
         machine_cpu_seconds = machine.cpu_seconds()
         usage = {process: {**s.stop(), "cpu_seconds": s.cpu_seconds} for process, s in samplers.items()}
     # A stopped bridge's session outlives it (BRIDGE_SESSION_EXPIRY): Mosquitto would queue the next run's readings
@@ -217,12 +218,12 @@ def _assigned(predictor: Service) -> int:
     return sum("assigned partition" in line for line in lines) - revoked
 
 
-def _start_offsets(bootstrap: str, topics: list[str], timeout: float = 30.0) -> dict[tuple[str, int], int]:
+def _start_offsets(ctx: BenchContext, topics: list[str], timeout: float = 30.0) -> dict[tuple[str, int], int]:
     """The topics' end offsets before the run; just-created partitions answer NOT_LEADER until they have one."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return end_offsets(bootstrap, topics)
+            return end_offsets(ctx.bootstrap, ctx.kafka_security, topics)
         except KafkaException:
             if time.monotonic() > deadline:
                 raise
@@ -251,10 +252,10 @@ def _connect_figures(simulator_log: list[str], first_event_ms: int) -> dict:
 
 
 def _totals(
-    bootstrap: str, readings_topic: str, predictions_topic: str, start: dict[tuple[str, int], int]
+    ctx: BenchContext, readings_topic: str, predictions_topic: str, start: dict[tuple[str, int], int]
 ) -> tuple[int, int]:
     """Records added to each topic since `start`."""
-    offsets = end_offsets(bootstrap, [readings_topic, predictions_topic])
+    offsets = end_offsets(ctx.bootstrap, ctx.kafka_security, [readings_topic, predictions_topic])
     return (
         sum(v - start.get(k, 0) for k, v in offsets.items() if k[0] == readings_topic),
         sum(v - start.get(k, 0) for k, v in offsets.items() if k[0] == predictions_topic),
@@ -287,8 +288,9 @@ def _count(
 ) -> dict:
     """Read what the run added to both topics (from `start`) and count it; `load` is (cars, rate, seconds)."""
     cars, rate, seconds = load
-    offsets = end_offsets(ctx.bootstrap, [readings_topic, predictions_topic])
-    watcher = StreamWatcher(ctx.bootstrap, readings_topic, predictions_topic, {k: start.get(k, 0) for k in offsets})
+    offsets = end_offsets(ctx.bootstrap, ctx.kafka_security, [readings_topic, predictions_topic])
+    starts = {k: start.get(k, 0) for k in offsets}
+    watcher = StreamWatcher(ctx.bootstrap, ctx.kafka_security, readings_topic, predictions_topic, starts)
     watcher.start()
     try:
         records = sum(end - start.get(k, 0) for k, end in offsets.items())

@@ -13,6 +13,7 @@ from common.avro import AvroCodec
 from common.errors import KafkaError
 from common.kafka import ensure_topics, producer_config
 from common.schemas import READING
+from common.settings import KafkaSecurity
 from scripts.bench.context import BenchContext
 from simulator.fleet import generate_readings
 
@@ -21,11 +22,13 @@ log = logging.getLogger(__name__)
 PARTITIONS = 3
 
 
-def write_readings(bootstrap: str, topic: str, readings: Iterable[dict], partitions: int = PARTITIONS) -> int:
+def write_readings(
+    bootstrap: str, security: KafkaSecurity, topic: str, readings: Iterable[dict], partitions: int = PARTITIONS
+) -> int:
     """Readings to `topic` as the bridge writes them: Avro single-object encoding, key = car_id."""
-    ensure_topics(bootstrap, {topic: partitions})
+    ensure_topics(bootstrap, security, {topic: partitions})
     codec = AvroCodec(READING, topic)
-    producer = Producer(producer_config(bootstrap, **{"linger.ms": 20}))
+    producer = Producer(producer_config(bootstrap, security, **{"linger.ms": 20}))
     count = 0
     for reading in readings:
         producer.produce(topic, key=reading["car_id"].encode(), value=codec.encode(reading))
@@ -46,16 +49,17 @@ def run(ctx: BenchContext) -> dict:
 
     cars, per_car = (50, 200) if ctx.quick else (100, 500)
     topic = "bench-ml-read"
-    written = write_readings(ctx.bootstrap, topic, generate_readings(cars, per_car))
-    topic_range = resolve_range(ctx.bootstrap, topic)
+    kafka = (ctx.bootstrap, ctx.kafka_security)
+    written = write_readings(*kafka, topic, generate_readings(cars, per_car))
+    topic_range = resolve_range(*kafka, topic)
     best: dict[str, float] = {}
     for _ in range(2):  # alternate the readers, keep each one's best run: the machine is shared
         for reader in ("confluent", "tfio"):
             started = time.monotonic()
-            with raw_dataset(ctx.bootstrap, topic_range, reader) as dataset:
+            with raw_dataset(*kafka, topic_range, reader) as dataset:
                 raw = sum(len(chunk["message"]) for chunk in dataset.as_numpy_iterator())
             best[f"{reader}_raw"] = max(best.get(f"{reader}_raw", 0.0), _rate(raw, time.monotonic() - started))
-            result = read_records(ctx.bootstrap, topic_range, reader)
+            result = read_records(*kafka, topic_range, reader)
             if len(result.records) != written:
                 raise KafkaError(f"{reader} read {len(result.records)} of {written} records")
             best[reader] = max(best.get(reader, 0.0), _rate(written, result.seconds))

@@ -32,7 +32,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import schemas
 from common.avro import AvroCodec
-from common.kafka import producer_config
+from common.kafka import client_config, consumer_config, producer_config
+from common.settings import KafkaSecurity
 from ml import artifact
 from ml.training.untrained_model import save_untrained_model
 from scripts.bench.context import BenchContext, ProcessSampler, python_module
@@ -49,8 +50,8 @@ ALERT_THRESHOLD = 0.99  # the untrained model hovers near 0.5: alerts as rare as
 LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
-def _create_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def _create_topics(bootstrap: str, security: KafkaSecurity, names: list[str]) -> None:
+    admin = AdminClient(client_config(bootstrap, security))
     topics = [NewTopic(name, PARTITIONS, 1, config=LOG_APPEND_TIME) for name in names]
     for future in admin.create_topics(topics).values():
         future.result(30)
@@ -59,11 +60,13 @@ def _create_topics(bootstrap: str, names: list[str]) -> None:
 class LoadWriter(threading.Thread):
     """Writes `rate` readings/s round-robin over `cars` cars; event_time is the moment of produce()."""
 
-    def __init__(self, bootstrap: str, topic: str, cars: int, rate: int, seconds: float) -> None:
+    def __init__(
+        self, bootstrap: str, security: KafkaSecurity, topic: str, cars: int, rate: int, seconds: float
+    ) -> None:
         super().__init__(name="load-writer", daemon=True)
         self.topic, self.cars, self.rate, self.seconds = topic, cars, rate, seconds
         self.codec = AvroCodec(schemas.READING, topic)
-        self.producer = Producer(producer_config(bootstrap, **{"queue.buffering.max.messages": 1_000_000}))
+        self.producer = Producer(producer_config(bootstrap, security, **{"queue.buffering.max.messages": 1_000_000}))
         self.templates = list(generate_readings(cars=50, readings_per_car=4, seed=1))
         self.car_ids = [f"car-{i + 1:05d}" for i in range(cars)]
         self.sent = 0
@@ -113,10 +116,12 @@ def _wait_assigned(port: int, process: subprocess.Popen, timeout: float = 180) -
     raise RuntimeError(f"the predictor did not own the {PARTITIONS} partitions within {timeout:.0f} s")
 
 
-def _latencies(bootstrap: str, topic: str, expected: int) -> tuple[np.ndarray, np.ndarray, set[tuple[str, int]]]:
+def _latencies(
+    bootstrap: str, security: KafkaSecurity, topic: str, expected: int
+) -> tuple[np.ndarray, np.ndarray, set[tuple[str, int]]]:
     """Per prediction: Kafka append time of the prediction minus the reading's event_time, and that event_time."""
     codec = AvroCodec(schemas.PREDICTION, topic)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}", "auto.offset.reset": "earliest"})
+    consumer = Consumer(consumer_config(bootstrap, security, f"bench-{topic}"))
     consumer.subscribe([topic])
     latencies, event_times, keys = [], [], set()
     idle_since = time.monotonic()
@@ -153,7 +158,7 @@ def _bare_model(model: artifact.LoadedModel, seconds: float, batch: int = 1024) 
 def run(ctx: BenchContext) -> dict:
     cars, seconds = (10_000, 10.0) if ctx.quick else (100_000, 60.0)
     readings_topic, predictions_topic = "bench-predictor-readings", "bench-predictor-predictions"
-    _create_topics(ctx.bootstrap, [readings_topic, predictions_topic])
+    _create_topics(ctx.bootstrap, ctx.kafka_security, [readings_topic, predictions_topic])
     model_dir = ctx.work_dir / "predictor-models"
     model = artifact.load(save_untrained_model(model_dir, window=WINDOW, threshold=ALERT_THRESHOLD))
     port, group = free_port(), "bench-predictor"
@@ -169,11 +174,11 @@ def run(ctx: BenchContext) -> dict:
     log_file = ctx.work_dir / "predictor.log"
     with open(log_file, "wb") as out:
         process = subprocess.Popen(python_module("ml", "predict"), env=env, cwd=ROOT, stdout=out, stderr=out)
-    lag_reader = Consumer({"bootstrap.servers": ctx.bootstrap, "group.id": group, "enable.auto.commit": False})
+    lag_reader = Consumer(consumer_config(ctx.bootstrap, ctx.kafka_security, group))
     try:
         _wait_assigned(port, process)
         sampler = ProcessSampler(process.pid)
-        writer = LoadWriter(ctx.bootstrap, readings_topic, cars, RATE, seconds)
+        writer = LoadWriter(ctx.bootstrap, ctx.kafka_security, readings_topic, cars, RATE, seconds)
         started, started_ms = time.monotonic(), int(time.time() * 1000)
         writer.start()
         lags: list[int] = []
@@ -195,7 +200,7 @@ def run(ctx: BenchContext) -> dict:
     for line in log_file.read_text(errors="replace").splitlines():
         if " predictions in " in line:  # the predictor's own account of where each batch's time went
             log.info("predictor: %s", line.split(": ", 1)[-1])
-    latencies, event_times, predicted = _latencies(ctx.bootstrap, predictions_topic, writer.sent)
+    latencies, event_times, predicted = _latencies(ctx.bootstrap, ctx.kafka_security, predictions_topic, writer.sent)
     # The first seconds include the predictor meeting every car for the first time (ring buffers grow, the
     # batch shapes are new); steady state is what the 1 s target is about, so report it beside the whole run.
     steady = latencies[event_times >= started_ms + STEADY_AFTER_MS]

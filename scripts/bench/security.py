@@ -29,7 +29,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +46,7 @@ from scripts.bench.bridge import create_session, create_topics, drain_backlog, d
 from scripts.bench.context import BenchContext
 from scripts.bench.e2e import ROLES, measure, small_model_dir
 from scripts.runtime.local import KafkaNode, MosquittoNode, free_port
-from scripts.runtime.secured import SECURED_TOPICS, SecureMaterial, apply_kafka_rules
+from scripts.runtime.secured import SecureMaterial
 from simulator.publisher import FleetPublisher
 from simulator.settings import PublishSettings
 
@@ -69,22 +69,6 @@ class Mode:
 
 
 @contextlib.contextmanager
-def as_identity(env: Mapping[str, str]) -> Iterator[None]:
-    """Run this process's own Kafka clients (topic set-up, the counting readers) as `env`'s identity: they read
-    it from the environment (common/kafka.py)."""
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextlib.contextmanager
 def servers(folder: Path, quick: bool) -> Iterator[list[Mode]]:
     """An open and a secured pair of Kafka and Mosquitto on free ports, started together (the start-up is mostly
     waiting), with the default topics; stopped on exit."""
@@ -103,12 +87,11 @@ def servers(folder: Path, quick: bool) -> Iterator[list[Mode]]:
                 started.append(node)
         for node in started:
             node.wait_ready(timeout=120)
-        for mode in modes:
-            with as_identity(mode.identity("admin")):
-                # The readings topic takes the broker's clock (LogAppendTime): the drain's rate comes from it.
-                create_topics(mode.ctx.bootstrap, READINGS_TOPIC, DLQ_TOPIC)
-                if mode.material:  # users, the predictions topic and the ACLs, as `make up SECURE=1` sets them
-                    apply_kafka_rules(mode.ctx.bootstrap, mode.material, SECURED_TOPICS)
+        for mode in modes:  # this process's own clients log in as admin on the secured node (ctx.kafka_security)
+            # The readings topic takes the broker's clock (LogAppendTime): the drain's rate comes from it.
+            create_topics(mode.ctx.bootstrap, mode.ctx.kafka_security, READINGS_TOPIC, DLQ_TOPIC)
+            if mode.material:  # users, the predictions topic and the ACLs, as `make up SECURE=1` sets them
+                mode.material.set_up_kafka(mode.ctx.bootstrap)
         yield modes
     finally:
         for node in reversed(started):
@@ -190,11 +173,9 @@ def run(ctx: BenchContext) -> dict:
     with servers(ctx.work_dir / "security", ctx.quick) as modes:
         # The two modes' runs of each part back to back: the machine is shared, and its load drifts over minutes.
         for mode in modes:
-            with as_identity(mode.identity("admin")):
-                bridge[mode.name] = bridge_drain(mode, messages, cars)
+            bridge[mode.name] = bridge_drain(mode, messages, cars)
         for mode in modes:
-            with as_identity(mode.identity("admin")):
-                e2e[mode.name] = end_to_end(mode, model_dir, seconds)
+            e2e[mode.name] = end_to_end(mode, model_dir, seconds)
     return {
         **bridge_figures(bridge, backlog),
         **e2e_figures(e2e, seconds),

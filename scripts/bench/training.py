@@ -22,7 +22,7 @@ TARGET_SECONDS = 180
 def run(ctx) -> dict:
     cars, per_car = (30, 200) if ctx.quick else (HISTORY_CARS, HISTORY_READINGS_PER_CAR)  # the demo's history fleet
     topic = "bench-training"
-    readings = write_readings(ctx.bootstrap, topic, generate_readings(cars, per_car))
+    readings = write_readings(ctx.bootstrap, ctx.kafka_security, topic, generate_readings(cars, per_car))
     model_dir = Path(ctx.work_dir) / "bench-models"
     started = time.monotonic()
     process = subprocess.Popen(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -34,14 +33,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bridge.settings import BridgeSettings
 from common.cli import doc_parser
+from common.defaults import BRIDGE_METRICS_PORT, DASHBOARD_PORT, FLEET_CARS, MODEL_DIR, PREDICTOR_METRICS_PORT
 from common.errors import CarStreamError
 from common.kafka import ensure_topics
 from common.logs import setup_logging
-from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
-from dashboard.settings import DEFAULT_PORT as DASHBOARD_PORT
-from ml.serving.settings import PredictorSettings
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC, TOPIC_PARTITIONS
 from scripts.demo import runtime as demo_runtime
 from scripts.demo.plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
 from scripts.demo.stream_watch import MqttCounter, StreamWatcher, commit_group_offsets, end_offsets
@@ -61,7 +58,9 @@ LIVE_SEED = 42
 
 def build_parser() -> argparse.ArgumentParser:
     parser = doc_parser("python -m scripts.demo", __doc__)
-    parser.add_argument("--cars", type=int, default=25, help="cars of the live fleet, 1 to 100,000 (default: 25)")
+    parser.add_argument(
+        "--cars", type=int, default=FLEET_CARS, help="cars of the live fleet, 1 to 100,000 (default: %(default)s)"
+    )
     parser.add_argument(
         "--duration",
         type=float,
@@ -91,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="readings per history car (default: %(default)s)",
     )
     parser.add_argument("--epochs", type=int, help="most training epochs (default: the trainer's)")
-    parser.add_argument("--model-dir", default="artifacts/models", help="model versions (default: %(default)s)")
+    parser.add_argument("--model-dir", default=MODEL_DIR, help="model versions (default: %(default)s)")
     parser.add_argument("--readings-topic", default=READINGS_TOPIC, help="default: %(default)s")
     parser.add_argument("--predictions-topic", default=PREDICTIONS_TOPIC, help="default: %(default)s")
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the last predictions")
@@ -150,8 +149,12 @@ class Demo:
             env = service_env(bootstrap, self.infra.mqtt_host, self.infra.mqtt_port, self.infra.registry_url)
             self.group = ServiceGroup(env, self.log_dir)
         # This process reads Kafka as the operator (`admin` when secured): topics, offsets, the live view.
-        os.environ.update(self.infra.identity("admin"))
-        ensure_topics(bootstrap, {self.args.readings_topic: 4, self.args.predictions_topic: 4, DLQ_TOPIC: 1})
+        topics = {
+            self.args.readings_topic: TOPIC_PARTITIONS[READINGS_TOPIC],
+            self.args.predictions_topic: TOPIC_PARTITIONS[PREDICTIONS_TOPIC],
+            DLQ_TOPIC: TOPIC_PARTITIONS[DLQ_TOPIC],
+        }
+        ensure_topics(bootstrap, self.infra.kafka_security, topics)
         login = self.infra.secure.mqtt_settings("monitor") if self.infra.secure else None
         self.counter = MqttCounter(self.infra.mqtt_host, self.infra.mqtt_port, login=login).start()
         started = time.monotonic()
@@ -183,8 +186,8 @@ class Demo:
         their usual ones in containers (each has its own network)."""
         inside = self.infra.runtime == "compose"
         usual = {
-            "bridge": BridgeSettings.model_fields["metrics_port"].default,
-            "predictor": PredictorSettings.model_fields["metrics_port"].default,
+            "bridge": BRIDGE_METRICS_PORT,
+            "predictor": PREDICTOR_METRICS_PORT,
         }
         self.metrics_ports = usual if inside else {name: free_port() for name in usual}
 
@@ -228,6 +231,7 @@ class Demo:
             self.watcher.stop()
         self.watcher = StreamWatcher(
             self.infra.bootstrap,
+            self.infra.kafka_security,
             self.args.readings_topic,
             self.args.predictions_topic,
             offsets,
@@ -237,7 +241,8 @@ class Demo:
         return self.watcher
 
     def _offsets(self) -> dict[tuple[str, int], int]:
-        return end_offsets(self.infra.bootstrap, [self.args.readings_topic, self.args.predictions_topic])
+        topics = [self.args.readings_topic, self.args.predictions_topic]
+        return end_offsets(self.infra.bootstrap, self.infra.kafka_security, topics)
 
     def _history(self) -> None:
         plan = self.plan
@@ -290,7 +295,9 @@ class Demo:
         plan = self.plan
         offsets = self._offsets()
         group_id = self.predictor_group
-        commit_group_offsets(self.infra.bootstrap, group_id, offsets, self.args.readings_topic)
+        commit_group_offsets(
+            self.infra.bootstrap, self.infra.kafka_security, group_id, offsets, self.args.readings_topic
+        )
         readings = self.args.readings_topic
         self.result.live_start_offsets = {str(p): offset for (t, p), offset in offsets.items() if t == readings}
         self._watch(offsets)

@@ -12,8 +12,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from common.defaults import FLEET_CARS, KAFKA_PORT, LOCALHOST, MQTT_PORT, SCHEMA_REGISTRY_PORT
 from common.errors import LocalRuntimeError
-from common.settings import KafkaSettings, MqttSettings
+from common.settings import PLAINTEXT, KafkaSecurity, KafkaSettings, MqttSettings
 from scripts.runtime import compose
 from scripts.runtime import local as local_runtime
 from scripts.runtime.docker_engine import docker_answers
@@ -47,6 +48,7 @@ class Infrastructure:
     mqtt_port: int
     registry_url: str | None = None
     secure: SecureMaterial | None = None
+    own_security: KafkaSecurity = PLAINTEXT  # without material: the identity of this process's own settings
     started: list[str] = field(default_factory=list)
     _nodes: list[ServerProcess] = field(default_factory=list)
 
@@ -61,6 +63,12 @@ class Infrastructure:
         """The environment of service `name` (bridge, simulator, predictor, trainer, admin): empty when open."""
         return self.secure.env(name) if self.secure else {}
 
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """How this process's own Kafka clients (topics, offsets, the live view) log in: as the operator, `admin`,
+        when secured."""
+        return self.secure.kafka_security("admin") if self.secure else self.own_security
+
     def stop(self) -> None:
         if self.runtime == "compose" and self.started:
             compose.compose("stop", *self.started)
@@ -70,9 +78,9 @@ class Infrastructure:
         self.started.clear()
 
 
-def start_local(secure: bool = False, cars: int = 25) -> Infrastructure:
+def start_local(secure: bool = False, cars: int = FLEET_CARS) -> Infrastructure:
     kafka, mosquitto = local_runtime.default_nodes(secure=secure)
-    infra = Infrastructure("local", kafka.bootstrap_servers, "127.0.0.1", mosquitto.port, secure=kafka.secure)
+    infra = Infrastructure("local", kafka.bootstrap_servers, LOCALHOST, mosquitto.port, secure=kafka.secure)
     started = local_runtime.start_nodes(kafka, mosquitto, cars)
     infra._nodes.extend(started)
     infra.started.extend(node.name for node in started)
@@ -82,12 +90,14 @@ def start_local(secure: bool = False, cars: int = 25) -> Infrastructure:
 def start_compose() -> Infrastructure:
     running = set(compose.compose("ps", "--services", "--filter", "status=running").split())
     missing = [name for name in COMPOSE_INFRA if name not in running]
+    # The host ports compose/docker-compose.yml publishes (its *_HOST_PORT variables, the usual ports by default).
+    registry_port = os.environ.get("SCHEMA_REGISTRY_HOST_PORT", SCHEMA_REGISTRY_PORT)
     infra = Infrastructure(
         "compose",
-        f"localhost:{os.environ.get('KAFKA_HOST_PORT', '9092')}",
-        "127.0.0.1",
-        int(os.environ.get("MQTT_HOST_PORT", "1883")),
-        registry_url=f"http://localhost:{os.environ.get('SCHEMA_REGISTRY_HOST_PORT', '8081')}{CCOMPAT_PATH}",
+        f"localhost:{os.environ.get('KAFKA_HOST_PORT', KAFKA_PORT)}",
+        LOCALHOST,
+        int(os.environ.get("MQTT_HOST_PORT", MQTT_PORT)),
+        registry_url=f"http://localhost:{registry_port}{CCOMPAT_PATH}",
         started=missing,
     )
     if missing:
@@ -114,10 +124,11 @@ def external(secure: bool = False) -> Infrastructure:
         mqtt.mqtt_port,
         kafka.schema_registry_url,
         secure=material,
+        own_security=kafka.kafka_security,
     )
 
 
-def start(requested: str, secure: bool = False, cars: int = 25) -> Infrastructure:
+def start(requested: str, secure: bool = False, cars: int = FLEET_CARS) -> Infrastructure:
     runtime = check_runtime(requested)
     if runtime == "external":
         return external(secure)

@@ -26,16 +26,18 @@ from common.avro import AvroCodec
 from common.errors import DecodeError
 from common.kafka import client_config
 from common.schemas import SEQ_FROM_CONTENT
-from common.settings import MqttSettings
+from common.settings import KafkaSecurity, MqttSettings
 from common.topics import MQTT_TOPIC_FILTER
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def end_offsets(bootstrap: str, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
+def end_offsets(
+    bootstrap: str, security: KafkaSecurity, topics: list[str], timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
     """The current end offset of every partition of `topics` (absent topics have none)."""
-    consumer = Consumer(client_config(bootstrap, **{"group.id": "stream-watch-offsets", "log_level": 0}))
+    consumer = Consumer(client_config(bootstrap, security, **{"group.id": "stream-watch-offsets", "log_level": 0}))
     try:
         metadata = consumer.list_topics(timeout=timeout)
         offsets = {}
@@ -68,10 +70,12 @@ class Prediction(NamedTuple):
     horizon: int
 
 
-def commit_group_offsets(bootstrap: str, group_id: str, offsets: dict[tuple[str, int], int], topic: str) -> None:
+def commit_group_offsets(
+    bootstrap: str, security: KafkaSecurity, group_id: str, offsets: dict[tuple[str, int], int], topic: str
+) -> None:
     """Start consumer group `group_id` on `topic` at the given offsets: a new predictor group then begins with
     this run's readings instead of a topic's whole past."""
-    consumer = Consumer(client_config(bootstrap, **{"group.id": group_id, "enable.auto.commit": False}))
+    consumer = Consumer(client_config(bootstrap, security, **{"group.id": group_id, "enable.auto.commit": False}))
     try:
         positions = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items()) if t == topic]
         if positions:
@@ -138,6 +142,7 @@ class StreamWatcher:
     def __init__(
         self,
         bootstrap: str,
+        security: KafkaSecurity,
         readings_topic: str,
         predictions_topic: str,
         start: dict[tuple[str, int], int] | None = None,
@@ -157,6 +162,7 @@ class StreamWatcher:
         self._consumer = Consumer(
             client_config(
                 bootstrap,
+                security,
                 **{
                     "group.id": "stream-watch",  # required by librdkafka; nothing is committed
                     "enable.auto.commit": False,

@@ -26,13 +26,15 @@ import time
 from functools import cache
 from pathlib import Path
 
+from admin.policy import KAFKA_SUPER_USERS, SCRAM_MECHANISM
+from common.defaults import FLEET_CARS, MQTT_PORT, MQTT_TLS_PORT
 from common.errors import LocalRuntimeError
 from common.logs import setup_logging
 from common.security import write_private
 from scripts.runtime.docker_engine import docker_path
 from scripts.runtime.local import ROOT, secured_kafka_properties, secured_mosquitto_access, secured_mosquitto_listener
 from scripts.runtime.schema_registry import CCOMPAT_PATH
-from scripts.runtime.secured import SCRAM_MECHANISM, SecureMaterial, default_material
+from scripts.runtime.secured import SecureMaterial, default_material
 from scripts.runtime.services import Containers
 
 log = logging.getLogger("compose")
@@ -50,7 +52,7 @@ APP_IMAGE = "car-stream-ml:0.1.0"
 INSIDE_THE_STACK = {
     "KAFKA_BOOTSTRAP_SERVERS": "kafka:19092",
     "MQTT_HOST": "mosquitto",
-    "MQTT_PORT": "1883",
+    "MQTT_PORT": str(MQTT_PORT),
     "SCHEMA_REGISTRY_URL": f"http://schema-registry:8080{CCOMPAT_PATH}",
     "PYTHONUNBUFFERED": "1",
     "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -128,7 +130,7 @@ def wait_ready(services: list[str], timeout: float = 300, secure: bool = False) 
         raise LocalRuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}")
 
 
-def up(services: list[str], timeout: float = 300, secure: bool = False, cars: int = 25) -> None:
+def up(services: list[str], timeout: float = 300, secure: bool = False, cars: int = FLEET_CARS) -> None:
     """Start `services` (all when empty) and wait until they are ready; `secure` first makes the material for at
     least `cars` cars (prepare_secure)."""
     if secure:
@@ -160,18 +162,18 @@ def prepare_secure(cars: int) -> SecureMaterial:
     kafka += [line.replace("listener.name.sasl_ssl.", "listener.name.host.") for line in kafka if "sasl_ssl." in line]
     write_private(out / "kafka.properties", "\n".join(kafka) + "\n")
     # The node's own user and the one that sets up the rest, as KafkaNode.prepare() formats them.
-    scram = [f"{SCRAM_MECHANISM}=[name={u},password={material.kafka_password(u)}]" for u in ("broker", "admin")]
+    scram = [f"{SCRAM_MECHANISM}=[name={u},password={material.kafka_password(u)}]" for u in KAFKA_SUPER_USERS]
     write_private(out / "kafka-scram", "\n".join(scram) + "\n")
-    admin = material.kafka_env("admin")
+    admin = material.kafka_security("admin")
     write_private(
         out / "admin-client.properties",
-        f"security.protocol={admin['KAFKA_SECURITY_PROTOCOL']}\nsasl.mechanism={SCRAM_MECHANISM}\n"
+        f"security.protocol={admin.security_protocol}\nsasl.mechanism={admin.sasl_mechanism}\n"
         "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="admin" password="{admin["KAFKA_SASL_PASSWORD"]}";\n'
+        f'username="{admin.sasl_username}" password="{admin.sasl_password.get_secret_value()}";\n'
         f"ssl.truststore.type=PEM\nssl.truststore.location={KAFKA_SECURE_DIR}/ca.crt\n",
     )
     in_container = SecureMaterial(Path(MOSQUITTO_SECURE_DIR))  # only its paths are used
-    listener = "listener 8883 0.0.0.0\n" + secured_mosquitto_listener(in_container)
+    listener = f"listener {MQTT_TLS_PORT} 0.0.0.0\n" + secured_mosquitto_listener(in_container)
     config = (ROOT / "compose" / "mosquitto" / "mosquitto.conf").read_text()
     config = re.sub(r"(?m)^listener .*$", lambda _: listener, config)
     config = config.replace("allow_anonymous true", secured_mosquitto_access(in_container))
@@ -205,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cars",
         type=int,
-        default=int(os.environ.get("CARS") or 25),
-        help="secured mode: cars with an MQTT password, at least (default: $CARS, else 25)",
+        default=int(os.environ.get("CARS") or FLEET_CARS),
+        help=f"secured mode: cars with an MQTT password, at least (default: $CARS, else {FLEET_CARS})",
     )
     args = parser.parse_intermixed_args(argv)  # `up --secure kafka`: options before the services too
     setup_logging()

@@ -26,17 +26,21 @@ import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from admin.policy import HEALTH_TOPIC_PREFIX, KAFKA_SUPER_USERS, SCRAM_MECHANISM
+from common.defaults import (
+    FLEET_CARS,
+    KAFKA_BOOTSTRAP_SERVERS,
+    KAFKA_PORT,
+    MQTT_PORT,
+    MQTT_TLS_PORT,
+    SCHEMA_REGISTRY_PORT,
+)
 from common.errors import CarStreamError, DependencyMissingError, LocalRuntimeError
 from common.logs import setup_logging
+from common.settings import PLAINTEXT, KafkaSecurity
 from scripts.runtime.port_holder import port_taken_message
 from scripts.runtime.prerequisites import TOOLS, find, install_hint
-from scripts.runtime.secured import (
-    HEALTH_TOPIC_PREFIX,
-    SECURED_TOPICS,
-    SecureMaterial,
-    apply_kafka_rules,
-    default_material,
-)
+from scripts.runtime.secured import SecureMaterial, default_material
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text()).group(1)
 KAFKA_LIBS = ROOT / ".deps" / f"kafka-{KAFKA_VERSION}" / "libs"
 DEFAULT_RUN_DIR = ROOT / ".run"
+KAFKA_CONTROLLER_PORT = 9093
 
 
 def require(program: str) -> str:
@@ -242,8 +247,8 @@ class KafkaNode(ServerProcess):
     def __init__(
         self,
         run_dir: Path,
-        port: int = 9092,
-        controller_port: int = 9093,
+        port: int = KAFKA_PORT,
+        controller_port: int = KAFKA_CONTROLLER_PORT,
         heap: str = "1g",
         secure: SecureMaterial | None = None,
     ) -> None:
@@ -253,9 +258,9 @@ class KafkaNode(ServerProcess):
         self.secure = secure
 
     @property
-    def client_config(self) -> dict[str, str]:
+    def admin_security(self) -> KafkaSecurity:
         """How an operator's tool connects: plaintext, or as `admin` in secured mode."""
-        return self.secure.kafka_client_config("admin") if self.secure else {}
+        return self.secure.kafka_security("admin") if self.secure else PLAINTEXT
 
     @property
     def bootstrap_servers(self) -> str:
@@ -319,8 +324,8 @@ class KafkaNode(ServerProcess):
             return
         cluster_id = uuid.uuid4().hex[:22]
         users = []
-        for name in ("broker", "admin") if self.secure else ():  # the node's own user and the one that sets up
-            users += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={self.secure.kafka_password(name)}]"]
+        for name in KAFKA_SUPER_USERS if self.secure else ():  # the node's own user and the one that sets up
+            users += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={self.secure.kafka_password(name)}]"]
         command = self._java_command(
             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--standalone", *users
         )
@@ -333,7 +338,7 @@ class KafkaNode(ServerProcess):
         return self._java_command("kafka.Kafka", str(self.run_dir / "server.properties"))
 
     def answers(self) -> bool:
-        return kafka_answers(self.bootstrap_servers, **self.client_config)
+        return kafka_answers(self.bootstrap_servers, self.admin_security)
 
 
 PLAINTEXT_KAFKA_PROPERTIES = [
@@ -371,13 +376,13 @@ def secured_kafka_properties(secure: SecureMaterial) -> list[str]:
     ]
 
 
-def kafka_answers(bootstrap_servers: str, **client: str) -> bool:
-    """Whether a broker at `bootstrap_servers` returns cluster metadata within 2 s (as `client`: an identity)."""
+def kafka_answers(bootstrap_servers: str, security: KafkaSecurity) -> bool:
+    """Whether a broker at `bootstrap_servers` returns cluster metadata within 2 s (as `security`'s identity)."""
     from confluent_kafka.admin import AdminClient
 
     from common.kafka import client_config
 
-    admin = AdminClient(client_config(bootstrap_servers, log_level=0, **client))
+    admin = AdminClient(client_config(bootstrap_servers, security, log_level=0))
     try:
         metadata = admin.list_topics(timeout=2)
     except Exception:
@@ -406,7 +411,7 @@ class MosquittoNode(ServerProcess):
 
     moved_by = "MQTT_PORT=1884"
 
-    def __init__(self, run_dir: Path, port: int = 1883, secure: SecureMaterial | None = None) -> None:
+    def __init__(self, run_dir: Path, port: int = MQTT_PORT, secure: SecureMaterial | None = None) -> None:
         super().__init__("mosquitto", run_dir, port)
         self.secure = secure
 
@@ -480,7 +485,6 @@ def _host_port(bootstrap: str) -> int:
 
 
 SECURED_MARKER = "secured"  # in the run folder while the runtime runs in secured mode: status and down find it
-SECURED_MQTT_PORT = 8883
 
 
 def default_nodes(run_dir: Path | None = None, secure: bool | None = None) -> tuple[KafkaNode, MosquittoNode]:
@@ -491,15 +495,15 @@ def default_nodes(run_dir: Path | None = None, secure: bool | None = None) -> tu
     material = default_material() if secure else None
     kafka = KafkaNode(
         run_dir,
-        port=_host_port(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")),
-        controller_port=int(os.environ.get("KAFKA_CONTROLLER_PORT", "9093")),
+        port=_host_port(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", KAFKA_BOOTSTRAP_SERVERS)),
+        controller_port=int(os.environ.get("KAFKA_CONTROLLER_PORT", KAFKA_CONTROLLER_PORT)),
         secure=material,
     )
-    mqtt_port = int(os.environ.get("MQTT_PORT", SECURED_MQTT_PORT if secure else 1883))
+    mqtt_port = int(os.environ.get("MQTT_PORT", MQTT_TLS_PORT if secure else MQTT_PORT))
     return kafka, MosquittoNode(run_dir, port=mqtt_port, secure=material)
 
 
-def start_nodes(kafka: KafkaNode, mosquitto: MosquittoNode, cars: int = 25) -> list[ServerProcess]:
+def start_nodes(kafka: KafkaNode, mosquitto: MosquittoNode, cars: int = FLEET_CARS) -> list[ServerProcess]:
     """Start what does not run yet, wait for each to answer; returns the nodes started. Secured: the material is
     completed first (certificates, a password file for `cars` cars), then Kafka's users, topics and ACLs."""
     secure = kafka.secure is not None
@@ -520,7 +524,7 @@ def start_nodes(kafka: KafkaNode, mosquitto: MosquittoNode, cars: int = 25) -> l
         marker = kafka.run_dir / SECURED_MARKER
         if kafka.secure:
             marker.touch()
-            apply_kafka_rules(kafka.bootstrap_servers, kafka.secure, SECURED_TOPICS)
+            kafka.secure.set_up_kafka(kafka.bootstrap_servers)
         else:
             marker.unlink(missing_ok=True)
     except BaseException:  # Ctrl-C or a failed start: stop what this call started before giving up
@@ -532,15 +536,17 @@ def start_nodes(kafka: KafkaNode, mosquitto: MosquittoNode, cars: int = 25) -> l
 
 def registry_node(kafka: KafkaNode):
     """The optional schema registry of the local runtime: Apicurio Registry (scripts/runtime/schema_registry.py) on
-    SCHEMA_REGISTRY_PORT (8081), keeping its schemas in the runtime's Kafka."""
+    SCHEMA_REGISTRY_PORT (common/defaults.py's by default), keeping its schemas in the runtime's Kafka."""
     from scripts.runtime.schema_registry import SchemaRegistryNode  # it builds on this module
 
     return SchemaRegistryNode(
-        kafka.run_dir, port=int(os.environ.get("SCHEMA_REGISTRY_PORT", "8081")), kafka_bootstrap=kafka.bootstrap_servers
+        kafka.run_dir,
+        port=int(os.environ.get("SCHEMA_REGISTRY_PORT", SCHEMA_REGISTRY_PORT)),
+        kafka_bootstrap=kafka.bootstrap_servers,
     )
 
 
-def up(with_registry: bool = False, secure: bool = False, cars: int = 25) -> None:
+def up(with_registry: bool = False, secure: bool = False, cars: int = FLEET_CARS) -> None:
     started = time.monotonic()
     kafka, mosquitto = default_nodes(secure=secure)
     if secure and with_registry:
@@ -596,14 +602,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--secure",
         action="store_true",
-        help="up: secured mode: Kafka SASL_SSL with ACLs, MQTT over TLS on 8883 with a password per car "
+        help=f"up: secured mode: Kafka SASL_SSL with ACLs, MQTT over TLS on {MQTT_TLS_PORT} with a password per car "
         "(material in SECURE_DIR, default .run/secure; SECURITY.md)",
     )
-    parser.add_argument("--cars", type=int, default=25, help="up --secure: cars the MQTT password file holds")
+    parser.add_argument(
+        "--cars",
+        type=int,
+        default=FLEET_CARS,
+        help="up --secure: cars the MQTT password file holds (default %(default)s)",
+    )
     parser.add_argument(
         "--schema-registry",
         action="store_true",
-        help="up: also start a schema registry (Apicurio, Confluent-compatible API) on SCHEMA_REGISTRY_PORT (8081)",
+        help="up: also start a schema registry (Apicurio, Confluent-compatible API) on SCHEMA_REGISTRY_PORT "
+        f"(default {SCHEMA_REGISTRY_PORT})",
     )
     args = parser.parse_args(argv)
     setup_logging()

@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from common.defaults import SCHEMA_REGISTRY_PORT
 from common.errors import CarStreamError, LocalRuntimeError
 from common.logs import setup_logging
 from scripts.runtime.local import ROOT, ServerProcess, require
@@ -89,7 +90,7 @@ class SchemaRegistryNode(ServerProcess):
     def __init__(
         self,
         run_dir: Path,
-        port: int = 8081,
+        port: int = SCHEMA_REGISTRY_PORT,
         kafka_bootstrap: str | None = None,
         journal_topic: str = "_schemas-apicurio",
         heap: str = "256m",

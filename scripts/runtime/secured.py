@@ -1,21 +1,14 @@
-"""The secured mode's material and rules: certificates, identities, Mosquitto's password and ACL files, Kafka's
-users and ACLs. Generated once per folder (SECURE_DIR, default `.run/secure`, git-ignored), never committed.
+"""The secured mode's material, made on the operator's machine: certificates, passwords, Mosquitto's password and
+ACL files, one env file per identity, the services' Kafka passwords for `python -m admin apply`. Generated once per
+folder (SECURE_DIR, default `.run/secure`, git-ignored), never committed. Who may do what (the users, topics and
+ACLs) is the product's policy, admin/policy.py, which this module and the services' image share.
 
     python -m scripts.runtime.secured init [--cars N]   # make (or complete) the folder; print what is where
     python -m scripts.runtime.secured env IDENTITY      # the environment of one identity (bridge, predictor, ...)
-    python -m scripts.runtime.secured apply --bootstrap HOST:PORT [--topic NAME=PARTITIONS ...]
-                                                # as admin: service users, topics and ACLs (compose's setup)
-
-Identities (SECURITY.md has the threat model):
-- Kafka (SCRAM-SHA-512 over TLS): `broker` (between the node's own listeners), `admin` (creates topics, users and
-  ACLs; the operator's tools), `bridge`, `predictor`, `trainer`, `dashboard`; each service may do exactly its job
-  (KAFKA_ACLS).
-- MQTT (password file, TLS on 8883): one user per car, named by its car id, allowed to publish to its own topic
-  only; `bridge`, allowed to read every car's topic; `monitor` (the operator's tools), allowed to read them too and to
-  round-trip messages under healthcheck/.
 
 The env files under `env/` hold one identity's connection settings each: compose reads them as `env_file`,
-Kubernetes as Secrets (`kubectl create secret generic --from-env-file`).
+Kubernetes as Secrets (`kubectl create secret generic --from-env-file`). `kafka-users.json` holds the services'
+Kafka passwords: what `python -m admin apply` (ADMIN_USERS_FILE) gives them.
 """
 
 from __future__ import annotations
@@ -23,82 +16,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import ConfigError, KafkaError
+from admin.kafka_rules import apply_kafka_rules
+from admin.policy import (
+    KAFKA_IDENTITIES,
+    KAFKA_SERVICE_USERS,
+    MOSQUITTO_ACL,
+    MQTT_SERVICE_IDENTITIES,
+    SCRAM_MECHANISM,
+    SECURED_TOPICS,
+)
+from common.defaults import FLEET_CARS
+from common.errors import ConfigError
 from common.lifecycle import run_main
 from common.logs import setup_logging
 from common.security import car_password, make_certificates, mosquitto_password_line, new_secret, write_private
-from common.topics import (
-    DLQ_TOPIC,
-    MQTT_TOPIC_FILTER,
-    MQTT_TOPIC_PREFIX,
-    PREDICTIONS_TOPIC,
-    PREDICTOR_GROUP,
-    READINGS_TOPIC,
-    car_id,
-)
+from common.settings import KafkaSecurity, MqttSettings
+from common.topics import car_id
 
 log = logging.getLogger(__name__)
 
-KAFKA_IDENTITIES = ("broker", "admin", "bridge", "predictor", "trainer", "dashboard")
-MQTT_SERVICE_IDENTITIES = ("bridge", "monitor")
 # The identities with an env file (env/<identity>.env): the services and the operator's tools.
 ENV_IDENTITIES = ("bridge", "simulator", "predictor", "trainer", "dashboard", "admin")
-SCRAM_MECHANISM = "SCRAM-SHA-512"
-# The topics admin creates at a secured start (nothing else may create any), with their partitions.
-SECURED_TOPICS = {READINGS_TOPIC: 4, PREDICTIONS_TOPIC: 4, DLQ_TOPIC: 1}
 SERVER_HOSTS = ["localhost", "127.0.0.1", "kafka", "mosquitto"]  # the names compose and Kubernetes use too
-HEALTH_TOPIC_PREFIX = "healthcheck"
-READER_GROUP_PREFIX = "ml-"  # the predictor's and trainer's bounded readers (ml/source.py) join ml-range-*/ml-reader-*
-
-
-@dataclass(frozen=True)
-class Grant:
-    """One ACL: `operation` on a topic or a consumer group, by exact name or by prefix."""
-
-    resource: str  # "topic" or "group"
-    name: str
-    operation: str  # "read", "write" or "describe"
-    prefixed: bool = False
-
-
-# What each service may do in Kafka, and nothing else (DESCRIBE comes with READ and WRITE).
-KAFKA_ACLS: dict[str, list[Grant]] = {
-    "bridge": [Grant("topic", READINGS_TOPIC, "write"), Grant("topic", DLQ_TOPIC, "write")],
-    "predictor": [
-        Grant("topic", READINGS_TOPIC, "read"),
-        Grant("topic", PREDICTIONS_TOPIC, "write"),
-        Grant("topic", DLQ_TOPIC, "write"),
-        Grant("group", PREDICTOR_GROUP, "read", prefixed=True),
-        Grant("group", READER_GROUP_PREFIX, "read", prefixed=True),
-    ],
-    "trainer": [Grant("topic", READINGS_TOPIC, "read"), Grant("group", READER_GROUP_PREFIX, "read", prefixed=True)],
-    # Reads by assign() and never commits: no group READ. DESCRIBE on the predictors' groups is what fetching
-    # their committed offsets (OffsetFetch) needs, for the lag chart; it cannot join or commit in them.
-    "dashboard": [
-        Grant("topic", READINGS_TOPIC, "read"),
-        Grant("topic", PREDICTIONS_TOPIC, "read"),
-        Grant("topic", DLQ_TOPIC, "read"),
-        Grant("group", PREDICTOR_GROUP, "describe", prefixed=True),
-    ],
-}
-
-MOSQUITTO_ACL = f"""\
-# Written by scripts/runtime/secured.py. Nothing is allowed that is not granted here.
-user bridge
-topic read {MQTT_TOPIC_FILTER}
-
-# The operator's tools: the broker's round-trip check, the demo's count of what the fleet publishes.
-user monitor
-topic readwrite {HEALTH_TOPIC_PREFIX}/#
-topic read {MQTT_TOPIC_FILTER}
-
-# Every other user is a car: it may publish to its own topic only (%u = its user name, its car id).
-pattern write {MQTT_TOPIC_PREFIX}/%u
-"""
 
 
 class SecureMaterial:
@@ -114,6 +57,7 @@ class SecureMaterial:
     identities_file = property(lambda self: self.folder / "identities.json")
     mosquitto_passwd = property(lambda self: self.folder / "mosquitto.passwd")
     mosquitto_acl = property(lambda self: self.folder / "mosquitto.acl")
+    kafka_users_file = property(lambda self: self.folder / "kafka-users.json")
 
     def exists(self) -> bool:
         return self.identities_file.exists() and self.server_pem.exists()
@@ -194,28 +138,31 @@ class SecureMaterial:
         self.mosquitto_acl.write_text(MOSQUITTO_ACL)
         log.info("wrote Mosquitto's password file for %d cars in %.1f s", cars, time.monotonic() - started)
 
+    def kafka_security(self, identity: str) -> KafkaSecurity:
+        """One Kafka identity: SCRAM over TLS, verified against this folder's CA."""
+        return KafkaSecurity(
+            security_protocol="SASL_SSL",
+            sasl_mechanism=SCRAM_MECHANISM,
+            sasl_username=identity,
+            sasl_password=self.kafka_password(identity),
+            ssl_ca_location=str(self.ca_file),
+        )
+
     def kafka_env(self, identity: str) -> dict[str, str]:
-        """KafkaSecurity's environment (common/kafka.py) for one Kafka identity."""
-        return {
-            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
-            "KAFKA_SASL_USERNAME": identity,
-            "KAFKA_SASL_PASSWORD": self.kafka_password(identity),
-            "KAFKA_SSL_CA_LOCATION": str(self.ca_file),
-        }
+        """The environment that gives a child process one Kafka identity."""
+        return self.kafka_security(identity).environment()
 
     def kafka_client_config(self, identity: str) -> dict[str, str]:
         """librdkafka's properties for one Kafka identity (for tools and tests that hold several identities)."""
-        from common.kafka import KafkaSecurity
+        return self.kafka_security(identity).client_config()
 
-        env = self.kafka_env(identity)
-        return KafkaSecurity(
-            security_protocol=env["KAFKA_SECURITY_PROTOCOL"],
-            sasl_mechanism=env["KAFKA_SASL_MECHANISM"],
-            sasl_username=env["KAFKA_SASL_USERNAME"],
-            sasl_password=env["KAFKA_SASL_PASSWORD"],
-            ssl_ca_location=env["KAFKA_SSL_CA_LOCATION"],
-        ).client_config()
+    def service_passwords(self) -> dict[str, str]:
+        """The services' Kafka passwords, which `admin` gives them (kafka-users.json)."""
+        return {user: self.kafka_password(user) for user in KAFKA_SERVICE_USERS}
+
+    def set_up_kafka(self, bootstrap: str, topics: dict[str, int] = SECURED_TOPICS) -> None:
+        """As admin, on a node started with this material: the services' users, `topics` and the ACLs."""
+        apply_kafka_rules(bootstrap, self.kafka_security("admin"), self.service_passwords(), topics)
 
     def mqtt_env(self, identity: str | None = None) -> dict[str, str]:
         """MqttSettings' environment: TLS verified against our CA, and `identity`'s credentials when given."""
@@ -224,9 +171,7 @@ class SecureMaterial:
             env.update(MQTT_USERNAME=identity, MQTT_PASSWORD=self.mqtt_password(identity))
         return env
 
-    def mqtt_settings(self, identity: str):
-        from common.settings import MqttSettings
-
+    def mqtt_settings(self, identity: str) -> MqttSettings:
         return MqttSettings(**self.mqtt_env(identity))
 
     def env(self, identity: str) -> dict[str, str]:
@@ -243,107 +188,38 @@ class SecureMaterial:
         for identity in ENV_IDENTITIES:
             body = "".join(f"{key}={value}\n" for key, value in self.env(identity).items())
             write_private(self.folder / "env" / f"{identity}.env", body)
+        write_private(self.kafka_users_file, json.dumps(self.service_passwords(), indent=2))
 
 
 def default_material() -> SecureMaterial:
-    import os
-
     from scripts.runtime.local import DEFAULT_RUN_DIR
 
     return SecureMaterial(Path(os.environ.get("SECURE_DIR", DEFAULT_RUN_DIR / "secure")))
-
-
-def apply_kafka_rules(bootstrap: str, material: SecureMaterial, topics: dict[str, int], timeout: float = 30.0) -> None:
-    """As `admin`: the service users (SCRAM), the topics, and the ACLs of KAFKA_ACLS. Idempotent."""
-    from confluent_kafka.admin import (
-        AclBinding,
-        AclBindingFilter,
-        AclOperation,
-        AclPermissionType,
-        AdminClient,
-        ResourcePatternType,
-        ResourceType,
-        ScramCredentialInfo,
-        ScramMechanism,
-        UserScramCredentialUpsertion,
-    )
-
-    from common.kafka import ensure_topics
-
-    admin_config = material.kafka_client_config("admin")
-    admin = AdminClient({"bootstrap.servers": bootstrap, **admin_config})
-    upserts = [
-        UserScramCredentialUpsertion(
-            name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), material.kafka_password(name).encode()
-        )
-        for name in KAFKA_ACLS
-    ]
-    for name, future in admin.alter_user_scram_credentials(upserts, request_timeout=timeout).items():
-        future.result()
-        log.debug("SCRAM credentials of %s set", name)
-    ensure_topics(bootstrap, topics, timeout, **admin_config)
-    kinds = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
-    operations = {"read": AclOperation.READ, "write": AclOperation.WRITE, "describe": AclOperation.DESCRIBE}
-    bindings = [
-        AclBinding(
-            kinds[grant.resource],
-            grant.name,
-            ResourcePatternType.PREFIXED if grant.prefixed else ResourcePatternType.LITERAL,
-            f"User:{identity}",
-            "*",
-            operations[grant.operation],
-            AclPermissionType.ALLOW,
-        )
-        for identity, grants in KAFKA_ACLS.items()
-        for grant in grants
-    ]
-    for future in admin.create_acls(bindings, request_timeout=timeout).values():
-        future.result()
-    # The broker applies new ACLs a moment after create_acls returns; a service started at once would be refused
-    # its first call: return once the broker lists them all.
-    everything = AclBindingFilter(
-        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
-    )
-    deadline = time.monotonic() + timeout
-    while not set(bindings) <= set(admin.describe_acls(everything, request_timeout=timeout).result()):
-        if time.monotonic() > deadline:
-            raise KafkaError(f"the broker does not list the ACLs {timeout:.0f} s after they were created")
-        time.sleep(0.1)
-    log.info("Kafka: users %s, topics %s and %d ACLs in place", ", ".join(KAFKA_ACLS), ", ".join(topics), len(bindings))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.runtime.secured",
         description="Make the secured mode's certificates, identities, Mosquitto password/ACL files and env files "
-        "in SECURE_DIR (default .run/secure), or print one identity's environment.",
+        "in SECURE_DIR (default .run/secure), or print one identity's environment. Kafka's users, topics and ACLs "
+        "are set by `python -m admin apply` (SECURITY.md).",
     )
     sub = parser.add_subparsers(dest="action", required=True)
     init = sub.add_parser("init", help="make (or complete) the folder")
-    init.add_argument("--cars", type=int, default=25, help="cars in Mosquitto's password file, at least (default 25)")
+    init.add_argument(
+        "--cars", type=int, default=FLEET_CARS, help="cars in Mosquitto's password file, at least (default %(default)s)"
+    )
     env = sub.add_parser("env", help="print KEY=VALUE lines of one identity's environment")
     env.add_argument("identity", choices=ENV_IDENTITIES)
-    apply = sub.add_parser("apply", help="as admin: the services' Kafka users, the topics and the ACLs (idempotent)")
-    apply.add_argument("--bootstrap", required=True, help="Kafka's SASL_SSL listener, HOST:PORT")
-    apply.add_argument(
-        "--topic",
-        action="append",
-        metavar="NAME=PARTITIONS",
-        help="a topic to create (repeatable; default: "
-        + ", ".join(f"{name}={count}" for name, count in SECURED_TOPICS.items())
-        + ")",
-    )
     args = parser.parse_args(argv)
     setup_logging()
     material = default_material()
     if args.action == "init":
         material.ensure(args.cars)
-        print(f"secured mode material in {material.folder} (CA: {material.ca_file}; env files: env/*.env)")
-    elif args.action == "apply":
-        # The same topics as the local runtime's secured start, unless named.
-        pairs = [item.rpartition("=") for item in args.topic or []]
-        topics = {name: int(count) for name, _, count in pairs} or SECURED_TOPICS
-        apply_kafka_rules(args.bootstrap, material, topics)
+        print(
+            f"secured mode material in {material.folder} (CA: {material.ca_file}; env files: env/*.env; "
+            f"the services' Kafka passwords: {material.kafka_users_file.name})"
+        )
     else:
         for key, value in material.env(args.identity).items():
             print(f"{key}={value}")

@@ -25,9 +25,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from common.cli import env_name
 from common.errors import CarStreamError
+from common.settings import KafkaSecurity, MqttSettings
 from scripts.runtime.docker_engine import docker_path
 from scripts.runtime.local import ROOT
+from simulator.settings import PublishSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +39,22 @@ class ServiceError(CarStreamError):
     """A service exited when it should not have, or did not finish in time."""
 
 
+def _variables(settings: type, *fields: str) -> set[str]:
+    return {env_name(settings, field, settings.model_fields[field]) for field in fields}
+
+
+# What says who a process is, named by the settings that read it: the Kafka identity, MQTT credentials, the fleet
+# secret. A child never inherits these from this process: each service is given its own.
 IDENTITY_VARIABLES = frozenset(
-    {
-        "KAFKA_SECURITY_PROTOCOL",
-        "KAFKA_SASL_MECHANISM",
-        "KAFKA_SASL_USERNAME",
-        "KAFKA_SASL_PASSWORD",
-        "MQTT_USERNAME",
-        "MQTT_PASSWORD",
-        "SIMULATOR_FLEET_SECRET",
-    }
+    KafkaSecurity.variables()
+    | _variables(MqttSettings, "mqtt_username", "mqtt_password")
+    | _variables(PublishSettings, "fleet_secret")
 )
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment less every identity (IDENTITY_VARIABLES): the base of a child's."""
+    return {key: value for key, value in os.environ.items() if key not in IDENTITY_VARIABLES}
 
 
 def service_env(
@@ -54,7 +62,7 @@ def service_env(
 ) -> dict[str, str]:
     """This process's environment pointed at the given servers, with the repository on the Python path. Identities
     (Kafka and MQTT credentials, the fleet secret) are not inherited: each service is given its own (`extra`)."""
-    env = {key: value for key, value in os.environ.items() if key not in IDENTITY_VARIABLES}
+    env = inherited_env()
     env.pop("SCHEMA_REGISTRY_URL", None)
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,

@@ -72,12 +72,13 @@ from common.avro import AvroCodec
 from common.errors import DecodeError, LocalRuntimeError
 from common.kafka import client_config, ensure_topics
 from common.logs import setup_logging
+from common.settings import KafkaSecurity
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC, mqtt_topic
 from scripts.bench.context import BenchContext
 from scripts.bench.e2e import small_model_dir
 from scripts.demo.stream_watch import StreamState, StreamWatcher, end_offsets
 from scripts.demo.summary import latest_model_metadata, percentile
-from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode, ServerProcess, port_in_use
+from scripts.runtime.local import DEFAULT_RUN_DIR, KafkaNode, MosquittoNode, ServerProcess, port_in_use
 from scripts.runtime.services import Service, ServiceGroup, service_env, wait_for
 from simulator.fleet import Fleet
 from simulator.payload import encode_reading
@@ -297,12 +298,12 @@ def drain(watcher: StreamWatcher, acked: set[Key], timeout: float, idle: float =
     return False
 
 
-def duplicate_times(bootstrap: str, topic: str, schema: dict) -> list[float]:
+def duplicate_times(bootstrap: str, security: KafkaSecurity, topic: str, schema: dict) -> list[float]:
     """Kafka timestamps (s) of the records of `topic` beyond the first per (car_id, seq), reading it whole: when
     each duplicate was written tells which kill it came from."""
     codec = AvroCodec(schema, topic)
-    ends = {partition: end for (_t, partition), end in end_offsets(bootstrap, [topic]).items()}
-    consumer = Consumer(client_config(bootstrap, **{"group.id": "chaos-count", "enable.auto.commit": False}))
+    ends = {partition: end for (_t, partition), end in end_offsets(bootstrap, security, [topic]).items()}
+    consumer = Consumer(client_config(bootstrap, security, **{"group.id": "chaos-count", "enable.auto.commit": False}))
     consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])
     seen: set[Key] = set()
     times: list[float] = []
@@ -337,9 +338,9 @@ def attribute_duplicates(kills: list[dict], name: str, times: list[float]) -> No
             kills[index][name] += 1
 
 
-def read_to_end(watcher: StreamWatcher, bootstrap: str, timeout: float = 120.0) -> None:
+def read_to_end(watcher: StreamWatcher, bootstrap: str, security: KafkaSecurity, timeout: float = 120.0) -> None:
     """Until the watcher has read both topics up to their current end offsets."""
-    total = sum(end_offsets(bootstrap, [READINGS_TOPIC, PREDICTIONS_TOPIC]).values())
+    total = sum(end_offsets(bootstrap, security, [READINGS_TOPIC, PREDICTIONS_TOPIC]).values())
     watcher.wait_until(lambda s: s.reading_records + s.prediction_records + s.undecodable >= total, timeout)
 
 
@@ -480,9 +481,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         for node in (kafka, mosquitto):
             node.start()
             node.wait_ready(timeout=180)
-        ensure_topics(
-            kafka.bootstrap_servers, {READINGS_TOPIC: PARTITIONS, PREDICTIONS_TOPIC: PARTITIONS, DLQ_TOPIC: 1}
-        )
+        kafka_login = (kafka.bootstrap_servers, kafka.admin_security)  # this process's clients, on its own node
+        ensure_topics(*kafka_login, {READINGS_TOPIC: PARTITIONS, PREDICTIONS_TOPIC: PARTITIONS, DLQ_TOPIC: 1})
         model_dir = args.model_dir or small_model_dir(BenchContext(kafka, mosquitto, work))
         log.info("model: %s", model_dir)
         services = ServiceGroup(service_env(kafka.bootstrap_servers, "127.0.0.1", mosquitto.port), work / "logs")
@@ -500,7 +500,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         logged = lambda service, text, times=1: lambda: sum(text in line for line in service.log_lines()) >= times  # noqa: E731
         wait_for(logged(bridge, "subscribing to"), 120, what="the bridge's subscription", check=services.check)
         wait_for(logged(predictor, "assigned partition", PARTITIONS), 300, what="the predictor", check=services.check)
-        watcher = StreamWatcher(kafka.bootstrap_servers, READINGS_TOPIC, PREDICTIONS_TOPIC).start()
+        watcher = StreamWatcher(*kafka_login, READINGS_TOPIC, PREDICTIONS_TOPIC).start()
         load = Load(mosquitto.port, args.cars, args.rate, args.window)
         by_name = {"mosquitto": server_target(mosquitto), "kafka": server_target(kafka)}
         by_name |= {"bridge": service_target(bridge), "predictor": service_target(predictor)}
@@ -508,10 +508,10 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         log.info("load stopped; waiting for the last acknowledgements and predictions")
         load.finish(timeout=120)
         drained = drain(watcher, set(load.acked), args.drain_timeout)
-        read_to_end(watcher, kafka.bootstrap_servers)
+        read_to_end(watcher, *kafka_login)
         duplicates = {
-            "duplicates_kafka": duplicate_times(kafka.bootstrap_servers, READINGS_TOPIC, schemas.READING),
-            "duplicates_predictions": duplicate_times(kafka.bootstrap_servers, PREDICTIONS_TOPIC, schemas.PREDICTION),
+            "duplicates_kafka": duplicate_times(*kafka_login, READINGS_TOPIC, schemas.READING),
+            "duplicates_predictions": duplicate_times(*kafka_login, PREDICTIONS_TOPIC, schemas.PREDICTION),
         }
         result = watcher.read(lambda state: figures(args, state, load, t0, kills, duplicates))
         result |= {"drained": drained, "unexpected_exits": exits}
@@ -583,7 +583,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--work-dir",
         type=Path,
-        default=ROOT / ".run" / "chaos",
+        default=DEFAULT_RUN_DIR / "chaos",
         help="each run gets a new folder <time>/ here: servers' data, logs, model (default: .run/chaos)",
     )
     args = parser.parse_args(argv)

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer
 from common import schemas
 from common.avro import AvroCodec
 from common.kafka import consumer_config
+from common.settings import PLAINTEXT
 from common.topics import mqtt_topic
 from scripts.runtime.local import ROOT, free_port
 from simulator.fleet import generate_readings
@@ -134,7 +135,7 @@ def as_messages(records: Iterable[dict]) -> list[tuple[str, bytes]]:
 
 def collect(kafka: str, topic: str, want: int, timeout: float = 90.0, linger: float = 3.0) -> list:
     """Every record of `topic` until `want` distinct (key, value) pairs came, then `linger` s for late duplicates."""
-    consumer = Consumer(consumer_config(kafka, f"test-{uuid.uuid4().hex[:10]}"))
+    consumer = Consumer(consumer_config(kafka, PLAINTEXT, f"test-{uuid.uuid4().hex[:10]}"))
     consumer.subscribe([topic])
     messages, distinct = [], set()
     deadline = time.monotonic() + timeout

@@ -27,6 +27,7 @@ from bridge_process import decoded
 from confluent_kafka import Consumer
 
 from common.kafka import consumer_config
+from common.settings import PLAINTEXT
 from common.topics import mqtt_topic
 from scripts.runtime.local import ROOT, ServerProcess, port_in_use
 from simulator.fleet import generate_readings
@@ -123,7 +124,7 @@ def crash_and_restart(broker: ServerProcess) -> float:
 
 def kafka_keys(kafka: str, topic: str, required: set, timeout: float = 45.0, linger: float = 2.0) -> list[dict]:
     """Records of `topic` until every required (car_id, seq) came (then `linger` s more), or `timeout`."""
-    consumer = Consumer(consumer_config(kafka, f"test-{uuid.uuid4().hex[:10]}"))
+    consumer = Consumer(consumer_config(kafka, PLAINTEXT, f"test-{uuid.uuid4().hex[:10]}"))
     consumer.subscribe([topic])
     messages, stop_at, deadline = [], None, time.monotonic() + timeout
     try:

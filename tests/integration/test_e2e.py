@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 from common.avro import AvroCodec
 from common.kafka import consumer_config
 from common.schemas import PREDICTION, READING
+from common.settings import PLAINTEXT
 from common.topics import car_id
 from scripts.runtime.local import ROOT
 from scripts.runtime.services import ServiceGroup, service_env, wait_for
@@ -41,7 +42,7 @@ SEED_FORM_WINDOW = 8
 
 def read_topic(bootstrap: str, topic: str, codec: AvroCodec) -> list[tuple[int, int, dict]]:
     """Every record of `topic` now, as (partition, offset, decoded value)."""
-    consumer = Consumer(consumer_config(bootstrap, unique("e2e-reader")))
+    consumer = Consumer(consumer_config(bootstrap, PLAINTEXT, unique("e2e-reader")))
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
@@ -61,7 +62,7 @@ def read_topic(bootstrap: str, topic: str, codec: AvroCodec) -> list[tuple[int, 
 
 
 def end_total(bootstrap: str, topic: str) -> int:
-    consumer = Consumer(consumer_config(bootstrap, unique("e2e-offsets")))
+    consumer = Consumer(consumer_config(bootstrap, PLAINTEXT, unique("e2e-offsets")))
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)

@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 from test_ml_predict import PredictorProcess, Stream, covered
 from test_ml_train import Topics, run_ml
 
+from common.settings import PLAINTEXT
 from ml import artifact, ood
 from scripts.bench.ml_read import write_readings
 from scripts.runtime.local import ROOT
@@ -76,7 +77,8 @@ def test_drift_report_flags_the_features_in_other_units_and_only_them(kafka_boot
     """One partition: 1000 simulator readings, then the fleet in other units; the recent stretch is the latter."""
     topic = topic_factory("ml-drift", 1)
     readings = fleet()
-    write_readings(kafka_bootstrap, topic, readings[:1000] + [in_other_units(r) for r in readings], partitions=1)
+    recorded = readings[:1000] + [in_other_units(r) for r in readings]
+    write_readings(kafka_bootstrap, PLAINTEXT, topic, recorded, partitions=1)
     drift_dir = trained.parent.parent / "drift"
     options = ("--recent-records", str(len(readings)), "--reader", "tfio", "--drift-dir", str(drift_dir))
     result = run_ml(kafka_bootstrap, "drift", "--topic", topic, "--model-dir", str(trained.parent), *options)
@@ -142,7 +144,8 @@ def test_training_on_unlabelled_data_stops_with_one_line_saying_where_labels_com
     kafka_bootstrap, topic_factory, tmp_path
 ):
     topic = topic_factory("ml-unlabelled", 1)
-    write_readings(kafka_bootstrap, topic, [r | {"failure_occurred": None} for r in fleet()[:600]], partitions=1)
+    unlabelled = [r | {"failure_occurred": None} for r in fleet()[:600]]
+    write_readings(kafka_bootstrap, PLAINTEXT, topic, unlabelled, partitions=1)
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, PYTHONPATH=str(ROOT))
     result = subprocess.run(
         [sys.executable, "-m", "ml", "train", "--topic", topic, "--model-dir", str(tmp_path), "--reader", "confluent"],

@@ -9,6 +9,7 @@ from confluent_kafka import Producer
 
 from common import schemas
 from common.avro import AvroCodec
+from common.settings import PLAINTEXT
 from ml.source import ConfluentPartitionReader, TfioPartitionReader, read_records, resolve_range
 from simulator.fleet import generate_readings
 
@@ -26,7 +27,7 @@ def two_partitions(kafka_bootstrap, topic_factory, producer):
 
 @pytest.mark.parametrize("reader_class", READERS, ids=["tfio", "confluent"])
 def test_reads_exactly_the_range_asked_for(kafka_bootstrap, two_partitions, reader_class):
-    reader = reader_class(kafka_bootstrap, two_partitions, 1)
+    reader = reader_class(kafka_bootstrap, PLAINTEXT, two_partitions, 1)
     try:
         for start, stop in [(0, 30), (0, 1), (1, 2), (29, 30), (5, 6), (10, 17), (3, 3)]:
             records = reader.read(start, stop)
@@ -40,7 +41,7 @@ def test_reads_exactly_the_range_asked_for(kafka_bootstrap, two_partitions, read
 
 @pytest.mark.parametrize("reader_class", READERS, ids=["tfio", "confluent"])
 def test_readers_of_different_partitions_stay_apart(kafka_bootstrap, two_partitions, reader_class):
-    readers = [reader_class(kafka_bootstrap, two_partitions, p) for p in (0, 1)]
+    readers = [reader_class(kafka_bootstrap, PLAINTEXT, two_partitions, p) for p in (0, 1)]
     try:
         for partition, reader in enumerate(readers):
             assert [r.value for r in reader.read(0, 30)] == [f"p{partition}-v{i}".encode() for i in range(30)]
@@ -81,7 +82,7 @@ def _seqs(codec, records) -> list[tuple[str, int]]:
 
 def test_the_transactional_fixture_ends_in_a_marker(kafka_bootstrap, transactional):
     topic, _, _ = transactional
-    assert resolve_range(kafka_bootstrap, topic).partitions[0].end == 15
+    assert resolve_range(kafka_bootstrap, PLAINTEXT, topic).partitions[0].end == 15
 
 
 @pytest.mark.parametrize("reader_class", READERS, ids=["tfio", "confluent"])
@@ -91,7 +92,7 @@ def test_a_range_ending_in_a_transaction_marker_is_read_to_its_end_without_stall
     """The confluent reader used to wait for a record at end-1 that a marker holds, and stalled for 30 s ("stalled
     at offset 5"). Ranges that end at the high watermark read every committed record, none aborted, at once."""
     topic, codec, committed = transactional
-    reader = reader_class(kafka_bootstrap, topic, 0)
+    reader = reader_class(kafka_bootstrap, PLAINTEXT, topic, 0)
     try:
         for start, stop in [(0, 15), (10, 15), (14, 15), (4, 15), (13, 15)]:
             started = time.monotonic()
@@ -105,7 +106,7 @@ def test_a_range_ending_in_a_transaction_marker_is_read_to_its_end_without_stall
 
 def test_the_confluent_reader_gives_exact_offsets_around_markers(kafka_bootstrap, transactional):
     topic, codec, committed = transactional
-    reader = ConfluentPartitionReader(kafka_bootstrap, topic, 0)
+    reader = ConfluentPartitionReader(kafka_bootstrap, PLAINTEXT, topic, 0)
     try:
         for start, stop in [(0, 5), (0, 4), (4, 5), (3, 10), (5, 10), (9, 11), (0, 15)]:
             records = reader.read(start, stop)
@@ -122,7 +123,7 @@ def test_the_tfio_reader_over_reads_at_most_one_record_past_a_marker_inside_the_
     marker with records after it, the next committed record comes too. Documented (ml/serving/README.md): the
     predictor then predicts that reading twice (a duplicate), never loses one."""
     topic, codec, committed = transactional
-    reader = TfioPartitionReader(kafka_bootstrap, topic, 0)
+    reader = TfioPartitionReader(kafka_bootstrap, PLAINTEXT, topic, 0)
     try:
         records = reader.read(0, 5)  # 4 is the commit marker; 5-9 are aborted; 10 is the next committed record
         wanted = [(committed[o]["car_id"], committed[o]["seq"]) for o in (0, 1, 2, 3)]
@@ -136,7 +137,7 @@ def test_a_bounded_read_of_a_transactional_topic_ends_at_its_end(kafka_bootstrap
     """The training reads (`read_records`) over [start, high watermark): every committed reading, none aborted."""
     topic, _, committed = transactional
     started = time.monotonic()
-    result = read_records(kafka_bootstrap, resolve_range(kafka_bootstrap, topic), reader)
+    result = read_records(kafka_bootstrap, PLAINTEXT, resolve_range(kafka_bootstrap, PLAINTEXT, topic), reader)
     assert time.monotonic() - started < 10
     assert [(r.value["car_id"], r.value["seq"]) for r in result.records] == [
         (committed[o]["car_id"], committed[o]["seq"]) for o in sorted(committed)

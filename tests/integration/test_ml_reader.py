@@ -7,6 +7,7 @@ from confluent_kafka import Producer
 
 from common.avro import AvroCodec
 from common.schemas import READING, SENSOR_FIELDS, raw_schema
+from common.settings import PLAINTEXT
 from ml.features import gather_windows, series_from_records, window_ends
 from ml.source import read_records, resolve_range
 from scripts.bench.ml_read import write_readings
@@ -47,9 +48,9 @@ def mixed_topic(kafka_bootstrap, topic_factory):
 @pytest.mark.parametrize("reader", ["tfio", "confluent"])
 def test_reader_returns_every_record_of_the_range_decoded(kafka_bootstrap, mixed_topic, reader):
     topic, readings = mixed_topic
-    topic_range = resolve_range(kafka_bootstrap, topic)
+    topic_range = resolve_range(kafka_bootstrap, PLAINTEXT, topic)
     assert topic_range.count == len(readings) + 1
-    result = read_records(kafka_bootstrap, topic_range, reader)
+    result = read_records(kafka_bootstrap, PLAINTEXT, topic_range, reader)
     assert result.rejected == 1
     assert sorted((r["car_id"], r["seq"]) for r in (x.value for x in result.records)) == sorted(
         (r["car_id"], r["seq"]) for r in readings
@@ -63,10 +64,11 @@ def test_reader_returns_every_record_of_the_range_decoded(kafka_bootstrap, mixed
 
 def test_both_readers_agree_on_positions_and_a_start_offset(kafka_bootstrap, mixed_topic):
     topic, _ = mixed_topic
-    topic_range = resolve_range(kafka_bootstrap, topic, start_offset=20)
+    kafka = (kafka_bootstrap, PLAINTEXT)
+    topic_range = resolve_range(*kafka, topic, start_offset=20)
     assert all(p.start == 20 for p in topic_range.partitions)
     tfio, confluent = (
-        {(x.partition, x.offset): x.value for x in read_records(kafka_bootstrap, topic_range, reader).records}
+        {(x.partition, x.offset): x.value for x in read_records(*kafka, topic_range, reader).records}
         for reader in ("tfio", "confluent")
     )
     assert tfio == confluent
@@ -82,9 +84,9 @@ def test_a_start_time_starts_at_the_first_record_at_or_after_it(kafka_bootstrap,
     for i, reading in enumerate(readings):
         producer.produce(topic, key=reading["car_id"].encode(), value=codec.encode(reading), timestamp=1000 * (i + 1))
     producer.flush(30)
-    topic_range = resolve_range(kafka_bootstrap, topic, start_time_ms=5500)
+    topic_range = resolve_range(kafka_bootstrap, PLAINTEXT, topic, start_time_ms=5500)
     assert topic_range.start_offsets() == {"0": 5}
-    result = read_records(kafka_bootstrap, topic_range, "tfio")
+    result = read_records(kafka_bootstrap, PLAINTEXT, topic_range, "tfio")
     assert [x.value for x in result.records] == readings[5:]
 
 
@@ -93,8 +95,8 @@ def test_windows_from_kafka_never_mix_cars(kafka_bootstrap, topic_factory):
     topic = topic_factory("ml-reader-cars", partitions=1)
     readings = list(generate_readings(4, 30, seed=5))
     assert [r["car_id"] for r in readings[:4]] == ["car-00001", "car-00002", "car-00003", "car-00004"]
-    write_readings(kafka_bootstrap, topic, readings, partitions=1)
-    records = read_records(kafka_bootstrap, resolve_range(kafka_bootstrap, topic), "tfio").records
+    write_readings(kafka_bootstrap, PLAINTEXT, topic, readings, partitions=1)
+    records = read_records(kafka_bootstrap, PLAINTEXT, resolve_range(kafka_bootstrap, PLAINTEXT, topic), "tfio").records
     assert len({x.partition for x in records}) == 1
     series = series_from_records([x.value for x in records])
     ends = window_ends(series, 8)
@@ -121,7 +123,8 @@ def test_one_record_ranges_are_read(kafka_bootstrap, topic_factory, reader):
     for reading in readings:
         producer.produce(topic, value=codec.encode(reading), partition=1)
     producer.flush(30)
-    whole = read_records(kafka_bootstrap, resolve_range(kafka_bootstrap, topic), reader).records
+    kafka = (kafka_bootstrap, PLAINTEXT)
+    whole = read_records(*kafka, resolve_range(*kafka, topic), reader).records
     assert sorted((x.partition, x.offset, x.value["seq"]) for x in whole) == [(0, 0, 0)] + [(1, i, i) for i in range(5)]
-    last = read_records(kafka_bootstrap, resolve_range(kafka_bootstrap, topic, start_offset=4), reader).records
+    last = read_records(*kafka, resolve_range(*kafka, topic, start_offset=4), reader).records
     assert [(x.partition, x.offset, x.value) for x in last] == [(1, 4, readings[4])]

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from common.avro import AvroCodec
 from common.schemas import PREDICTION
+from common.settings import PLAINTEXT
 from ml import artifact
 from ml.features import gather_windows, series_from_records, window_ends
 from scripts.bench.ml_read import write_readings
@@ -56,7 +57,7 @@ class Topics:
 
     def with_readings(self, prefix: str, readings: list[dict], partitions: int = 3) -> str:
         topic = self.name(prefix)
-        write_readings(self.bootstrap, topic, readings, partitions)
+        write_readings(self.bootstrap, PLAINTEXT, topic, readings, partitions)
         return topic
 
 

@@ -30,6 +30,7 @@ from test_ml_predict import WAIT_S, Stream, covered
 from test_predictor_state import TOLERANCE, assert_same_as_reference
 
 from common.kafka import ensure_topics
+from common.settings import PLAINTEXT
 from ml.serving.partitions import Partitions
 from ml.serving.settings import PredictorSettings
 from simulator.fleet import generate_readings
@@ -274,7 +275,7 @@ def test_a_predictor_fenced_by_a_static_member_with_its_id_exits_1_and_the_other
 def test_partitions_assigned_while_kafka_does_not_answer_are_taken_on_once_it_answers(kafka_node_factory):
     kafka = kafka_node_factory()
     topic, per_partition = "take-on-readings", 10
-    ensure_topics(kafka.bootstrap_servers, {topic: 2})
+    ensure_topics(kafka.bootstrap_servers, PLAINTEXT, {topic: 2})
     producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
     for partition in (0, 1):
         for i in range(per_partition):

@@ -226,6 +226,38 @@ def test_kafka_refuses_plaintext_wrong_passwords_and_untrusted_cas_on_the_secure
     assert {READINGS_TOPIC, PREDICTIONS_TOPIC, DLQ_TOPIC} <= metadata(secured.kafka_as("admin"))
 
 
+def test_admin_apply_sets_kafka_up_as_admin_and_is_refused_as_a_service(secured: Secured) -> None:
+    """`python -m admin apply` as a process, as the compose stack's `topics` and the Kubernetes Job `admin` run it
+    from the services' image: its identity from the environment (an env file of the material), the services'
+    passwords from the material's users file. As a service's identity, the same command is refused, and says so."""
+    topic = f"admin-apply-{uuid.uuid4().hex[:6]}"
+    base = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": secured.bootstrap,
+        "ADMIN_USERS_FILE": str(secured.material.kafka_users_file),
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "admin", "apply", "--topics", f"{topic}=3", "--timeout", "20"]
+
+    def topics() -> dict:
+        return AdminClient({**secured.kafka_as("admin"), "log_level": 0}).list_topics(timeout=10).topics
+
+    as_bridge = subprocess.run(
+        command, env={**base, **secured.material.env("bridge")}, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert as_bridge.returncode == 2 and "as bridge failed" in as_bridge.stderr, as_bridge.stderr
+    assert topic not in topics()
+    as_admin = subprocess.run(
+        command, env={**base, **secured.material.env("admin")}, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert as_admin.returncode == 0, as_admin.stderr
+    assert "kafka_security=SASL_SSL (SCRAM-SHA-512) as admin" in as_admin.stderr, "it logs who it is"
+    assert len(topics()[topic].partitions) == 3
+    output = as_admin.stdout + as_admin.stderr + as_bridge.stderr
+    for identity in ("admin", "bridge"):
+        assert secured.material.kafka_password(identity) not in output, f"{identity}'s password was logged"
+
+
 def read_error(config: dict[str, str], topic: str, timeout: float = 20.0) -> str | None:
     """Subscribe to `topic` and return the first error's name, or None when records or the end came instead."""
     consumer = Consumer({**config, "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 0})
@@ -332,7 +364,7 @@ def test_each_kafka_identity_may_do_its_job_and_nothing_else(secured: Secured) -
         assert assigned_read_error(reader("trainer"), topic) == "TOPIC_AUTHORIZATION_FAILED", topic
     # ... and of nothing else: a topic beside the stack's, which admin reads.
     other = f"not-the-dashboards-{uuid.uuid4().hex[:6]}"
-    ensure_topics(secured.bootstrap, {other: 1}, **secured.material.kafka_client_config("admin"))
+    ensure_topics(secured.bootstrap, secured.material.kafka_security("admin"), {other: 1})
     assert assigned_read_error(reader("dashboard"), other) == "TOPIC_AUTHORIZATION_FAILED"
     assert assigned_read_error(reader("admin"), other) is None
     # No group READ: it cannot join the predictors' group (and take partitions from them), nor commit in it.

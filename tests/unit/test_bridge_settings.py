@@ -8,6 +8,7 @@ from bridge.kafka_logs import Throttle
 from bridge.metrics import Metrics
 from bridge.settings import BridgeSettings
 from common.cli import settings_from_args
+from common.defaults import BRIDGE_METRICS_PORT
 from common.errors import ConfigError
 
 
@@ -36,7 +37,7 @@ def test_defaults_subscribe_the_filter_itself_with_a_stable_client_id(monkeypatc
     settings = parse([])
     assert settings.subscription == "vehicles/sensor/data/+"  # a shared one is not restored by a broker restart
     assert settings.client_id == f"car-bridge-{socket.gethostname()}"
-    assert settings.metrics_port == 9108
+    assert settings.metrics_port == BRIDGE_METRICS_PORT
 
 
 def test_environment_and_flags_set_the_subscription(monkeypatch):

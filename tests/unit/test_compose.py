@@ -12,17 +12,28 @@ import sys
 import tomllib
 import xml.etree.ElementTree as ET
 from graphlib import TopologicalSorter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
+from admin.policy import SECURED_TOPICS
+from admin.settings import parse_topics
+from common.defaults import (
+    BRIDGE_METRICS_PORT,
+    KAFKA_PORT,
+    MQTT_PORT,
+    MQTT_TLS_PORT,
+    PREDICTOR_METRICS_PORT,
+    SCHEMA_REGISTRY_PORT,
+)
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
+SECURE_FILE = COMPOSE_DIR / "docker-compose.secure.yml"
 POM = ROOT / "scripts" / "runtime" / "kafka" / "pom.xml"
 
 HEALTHY = "service_healthy"
@@ -49,11 +60,11 @@ DEPENDENCIES = {
 # The ports a user reaches from the host (docs/contracts.md, README.md "Ports").
 # service: (container port, host port), published on loopback only.
 PUBLISHED_PORTS = {
-    "kafka": (9092, 9092),
-    "mosquitto": (1883, 1883),
-    "schema-registry": (8080, 8081),
-    "bridge": (9108, 9108),
-    "predictor": (9109, 9109),
+    "kafka": (KAFKA_PORT, KAFKA_PORT),
+    "mosquitto": (MQTT_PORT, MQTT_PORT),
+    "schema-registry": (8080, SCHEMA_REGISTRY_PORT),
+    "bridge": (BRIDGE_METRICS_PORT, BRIDGE_METRICS_PORT),
+    "predictor": (PREDICTOR_METRICS_PORT, PREDICTOR_METRICS_PORT),
 }
 
 # ${NAME}, ${NAME:-default} (the default when unset), ${NAME:+text} (the text when set, nothing otherwise)
@@ -177,14 +188,14 @@ def test_kafka_is_a_single_kraft_node_with_a_container_and_a_host_listener(servi
     assert set(bound) == set(protocols), "every listener needs a security protocol"
     assert bound[controller].endswith(":9093")
     assert controller not in advertised, "the controller listener is never advertised to clients"
-    assert sorted(advertised.values()) == ["kafka:19092", "localhost:9092"]
+    assert sorted(advertised.values()) == ["kafka:19092", f"localhost:{KAFKA_PORT}"]
     for name, address in advertised.items():
         assert bound[name].rsplit(":", 1)[1] == address.rsplit(":", 1)[1], f"{name} binds another port"
     assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
     node_id = env["KAFKA_NODE_ID"]
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node_id}@kafka:9093"
     host_listener = next(name for name, address in advertised.items() if address.startswith("localhost:"))
-    assert published(services["kafka"])[int(bound[host_listener].rsplit(":", 1)[1])] == ("127.0.0.1", 9092)
+    assert published(services["kafka"])[int(bound[host_listener].rsplit(":", 1)[1])] == ("127.0.0.1", KAFKA_PORT)
 
 
 def test_services_reach_the_servers_inside_the_stack(services):
@@ -195,7 +206,7 @@ def test_services_reach_the_servers_inside_the_stack(services):
         env = environment(services[name])
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == internal, name
         assert env["MQTT_HOST"] == "mosquitto" and env["MQTT_HOST"] in services, name
-        assert env["MQTT_PORT"] == "1883", name
+        assert env["MQTT_PORT"] == str(MQTT_PORT), name
         assert env["SCHEMA_REGISTRY_URL"] == "http://schema-registry:8080/apis/ccompat/v7", name
     registry = environment(services["schema-registry"])
     assert registry["APICURIO_STORAGE_KIND"] == "kafkasql"  # schemas kept in Kafka: they survive a restart
@@ -212,8 +223,8 @@ def test_ports_of_the_contract_are_published(services):
         assert published(services[name]).get(container) == ("127.0.0.1", host), f"{name}: {services[name]['ports']}"
     for name, service in services.items():
         assert all(address == "127.0.0.1" for address, _ in published(service).values()), f"{name} beyond loopback"
-    assert environment(services["bridge"])["BRIDGE_METRICS_PORT"] == "9108"
-    assert environment(services["predictor"])["ML_METRICS_PORT"] == "9109"
+    assert environment(services["bridge"])["BRIDGE_METRICS_PORT"] == str(BRIDGE_METRICS_PORT)
+    assert environment(services["predictor"])["ML_METRICS_PORT"] == str(PREDICTOR_METRICS_PORT)
 
 
 def test_every_long_running_service_has_a_healthcheck(services):
@@ -234,7 +245,7 @@ def test_healthchecks_probe_what_each_server_serves(services):
     assert re.search(kafka_script, healthcheck_text(services["kafka"]))
     assert re.match(r"mosquitto_(sub|pub) ", healthcheck_text(services["mosquitto"]))
     assert "http://localhost:8080/apis/ccompat/v7/" in healthcheck_text(services["schema-registry"])
-    for name, port in (("bridge", 9108), ("predictor", 9109)):
+    for name, port in (("bridge", BRIDGE_METRICS_PORT), ("predictor", PREDICTOR_METRICS_PORT)):
         test = services[name]["healthcheck"]["test"]
         assert test[:3] == ["CMD", "python", "-c"], f"{name}: the slim image has no curl"
         assert f"http://localhost:{port}/readyz" in test[3], f"{name}: healthy means ready (common/health.py)"
@@ -410,3 +421,31 @@ def test_dockerignore_keeps_local_state_out_and_what_the_build_copies_in():
             path = source.rstrip("/")
             assert (ROOT / path).exists(), f"COPY {path}: not in the repository"
             assert not any(fnmatch.fnmatch(path, pattern) for pattern in patterns), f"COPY {path}: ignored"
+
+
+def test_the_secured_stack_sets_kafka_up_with_the_code_of_the_services_image():
+    """The secured mode's policy (users, topics, ACLs) runs from the services' image, `python -m admin apply`, never
+    from a source folder mounted into it: as admin (its env file), with the services' passwords from the material
+    that the secure-files one-shot hands it, readable by its group only."""
+    base = yaml.safe_load(COMPOSE_FILE.read_text())
+    secure = yaml.safe_load(SECURE_FILE.read_text())
+    topics = interpolate(secure["services"]["topics"])
+    assert topics["image"] == interpolate(base["services"]["bridge"]["image"]), "the services' image"
+    assert topics["entrypoint"] == ["python", "-m", "admin", "apply"]
+    [given] = [arg.split("=", 1)[1] for arg in topics["command"] if arg.startswith("--topics=")]
+    assert parse_topics(given) == SECURED_TOPICS, "the same topics as the local runtime's secured start"
+    for name, service in secure["services"].items():
+        for volume in service.get("volumes", []):
+            assert not volume.startswith("."), f"{name} mounts a folder of the repository: {volume}"
+    assert secure["services"]["topics"]["env_file"] == "${SECURE_DIR}/env/admin.env"
+    users_file = PurePosixPath(environment(topics)["ADMIN_USERS_FILE"])
+    copies = "\n".join(command(secure["services"]["secure-files"]))
+    setup = re.search(rf"put {users_file.parent.name} (\d+) (.*)", copies)
+    assert setup and users_file.name in setup.group(2).split(), "secure-files puts the users file where admin reads it"
+    assert setup.group(1) in topics["group_add"], "admin's container joins the group that may read it"
+    assert environment(topics)["KAFKA_SSL_CA_LOCATION"].startswith("/secure/")
+
+
+def test_the_secured_stack_publishes_mqtt_over_tls_on_the_usual_port():
+    mosquitto = interpolate(yaml.safe_load(SECURE_FILE.read_text())["services"]["mosquitto"])
+    assert published(mosquitto)[MQTT_TLS_PORT] == ("127.0.0.1", MQTT_TLS_PORT)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.defaults import BRIDGE_METRICS_PORT, DASHBOARD_PORT, PREDICTOR_METRICS_PORT
+
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST_DIR = ROOT / "compose" / "kubernetes"
 PART_OF = "car-stream-ml"
@@ -20,8 +22,11 @@ DEPLOYMENTS = {
     "predictor": ["python", "-m", "ml", "predict"],
     "dashboard": ["python", "-m", "dashboard"],
 }
-JOBS = {"trainer": ["python", "-m", "ml", "train"]}
-METRICS = {"bridge": ("BRIDGE_METRICS_PORT", 9108), "predictor": ("ML_METRICS_PORT", 9109)}
+JOBS = {"trainer": ["python", "-m", "ml", "train"], "admin": ["python", "-m", "admin", "apply"]}
+METRICS = {
+    "bridge": ("BRIDGE_METRICS_PORT", BRIDGE_METRICS_PORT),
+    "predictor": ("ML_METRICS_PORT", PREDICTOR_METRICS_PORT),
+}
 # Who mounts the model claim, where its setting says: the trainer writes versions, the others only read them.
 MODEL_DIRS = {"trainer": "ML_MODEL_DIR", "predictor": "ML_MODEL_DIR", "dashboard": "DASHBOARD_MODEL_DIR"}
 CONNECTION_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS", "MQTT_HOST", "MQTT_PORT", "SCHEMA_REGISTRY_URL"}
@@ -176,11 +181,11 @@ def test_dashboard_serves_its_page_in_the_cluster_and_is_probed_on_healthz(resou
     container = main_container(resources[("Deployment", "dashboard")])
     settings = env(container)
     # 127.0.0.1 by default: the probes and the Service reach the pod's address only when it listens on every one.
-    assert settings["DASHBOARD_HOST"] == "0.0.0.0" and int(settings["DASHBOARD_PORT"]) == 8050
+    assert settings["DASHBOARD_HOST"] == "0.0.0.0" and int(settings["DASHBOARD_PORT"]) == DASHBOARD_PORT
     ports = {item["name"]: item["containerPort"] for item in container["ports"]}
     for probe in ("livenessProbe", "readinessProbe"):
         http = container[probe]["httpGet"]
-        assert http["path"] == "/healthz" and ports.get(http["port"], http["port"]) == 8050, probe
+        assert http["path"] == "/healthz" and ports.get(http["port"], http["port"]) == DASHBOARD_PORT, probe
     # It scrapes the bridge and the predictor through their metrics Services.
     for name, url in (item.split("=", 1) for item in settings["DASHBOARD_METRICS_URLS"].split(",")):
         host, port = re.fullmatch(r"http://([\w-]+):(\d+)/metrics", url).groups()
@@ -192,9 +197,22 @@ def test_dashboard_serves_its_page_in_the_cluster_and_is_probed_on_healthz(resou
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "the page is reached by port-forward, not exposed"
     assert service["spec"]["selector"].items() <= pod_labels.items()
     [service_port] = service["spec"]["ports"]
-    assert service_port["port"] == 8050 and ports.get(service_port["targetPort"]) == 8050
+    assert service_port["port"] == DASHBOARD_PORT and ports.get(service_port["targetPort"]) == DASHBOARD_PORT
     limits, requests = container["resources"]["limits"], container["resources"]["requests"]
     assert (requests["cpu"], requests["memory"], limits["cpu"], limits["memory"]) == ("250m", "256Mi", "1", "1Gi")
+
+
+def test_the_admin_job_sets_kafka_up_with_the_services_passwords_mounted_for_it_alone(resources):
+    """The secured mode's policy runs from the services' image (python -m admin apply); the services' Kafka
+    passwords are a Secret mounted into that Job only, where ADMIN_USERS_FILE says."""
+    container = main_container(resources[("Job", "admin")])
+    users_file = env(container)["ADMIN_USERS_FILE"]
+    volumes = {v["name"]: v for v in resources[("Job", "admin")]["spec"]["template"]["spec"]["volumes"]}
+    [mount] = [m for m in container["volumeMounts"] if users_file.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] and volumes[mount["name"]]["secret"]["secretName"] == "car-stream-ml-kafka-users"
+    for name, workload in workloads(resources).items():
+        secrets = {v["secret"]["secretName"] for v in workload["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+        assert name == "admin" or "car-stream-ml-kafka-users" not in secrets, f"{name} may read the passwords"
 
 
 @pytest.fixture(scope="module")

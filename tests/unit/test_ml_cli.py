@@ -5,6 +5,7 @@ import argparse
 import pytest
 
 from common.cli import add_settings_arguments, settings_from_args
+from common.defaults import MODEL_DIR
 from common.errors import ConfigError
 from ml.__main__ import main
 from ml.training.settings import SeedFormSettings, TrainSettings
@@ -27,7 +28,7 @@ def test_flags_fall_back_to_ml_variables(monkeypatch):
     settings = settings_from_args(TrainSettings, parser.parse_args(["--horizon", "30"]))
     assert (settings.window, settings.horizon, settings.reader) == (30, 30, "confluent")
     assert settings.kafka_bootstrap_servers == "kafka:19092"
-    assert settings.model_dir == "artifacts/models"
+    assert settings.model_dir == MODEL_DIR
     assert SeedFormSettings().train_records == 1000 and SeedFormSettings().predict_records == 200
 
 

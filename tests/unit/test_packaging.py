@@ -24,7 +24,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "car-stream-ml"
-SERVICES = {"car-simulator": "simulator", "car-bridge": "bridge", "car-ml": "ml", "car-dashboard": "dashboard"}
+SERVICES = {
+    "car-simulator": "simulator",
+    "car-bridge": "bridge",
+    "car-ml": "ml",
+    "car-dashboard": "dashboard",
+    "car-admin": "admin",
+}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # The product's packages are pyproject's to name (packages.find): a new one is one line there, and this test follows.
 PRODUCT_PACKAGES = {name for name in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"] if "." not in name}

@@ -3,6 +3,7 @@ passwords, the Kafka identity a process reads from its environment, and the file
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import shutil
@@ -12,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from common.kafka import KafkaSecurity
+from admin.policy import KAFKA_ACLS, KAFKA_SERVICE_USERS, Grant
+from admin.settings import AdminSettings
+from common.cli import add_settings_arguments, settings_from_args
+from common.errors import ConfigError
 from common.security import car_password, mosquitto_password_line
+from common.settings import PLAINTEXT, KafkaSecurity, KafkaSettings
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
-from scripts.runtime.secured import ENV_IDENTITIES, KAFKA_ACLS, Grant, SecureMaterial
+from scripts.runtime.secured import ENV_IDENTITIES, SecureMaterial
+from scripts.runtime.services import IDENTITY_VARIABLES, service_env
 
 
 def test_our_password_lines_equal_what_mosquitto_passwd_writes_for_the_same_salt(tmp_path: Path) -> None:
@@ -43,26 +49,60 @@ def test_a_user_name_that_would_break_the_password_file_is_refused() -> None:
         mosquitto_password_line("car:1", "x")
 
 
-def test_kafka_identity_comes_from_the_environment_and_plaintext_adds_nothing(monkeypatch) -> None:
-    assert KafkaSecurity().client_config() == {}
-    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
-    monkeypatch.setenv("KAFKA_SASL_USERNAME", "bridge")
-    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "pw")
-    monkeypatch.setenv("KAFKA_SSL_CA_LOCATION", "/ca.crt")
-    assert KafkaSecurity().client_config() == {
+IDENTITY = {
+    "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "KAFKA_SASL_USERNAME": "bridge",
+    "KAFKA_SASL_PASSWORD": "pw",
+    "KAFKA_SSL_CA_LOCATION": "/ca.crt",
+}
+
+
+def test_the_kafka_identity_is_read_once_into_the_settings_and_plaintext_adds_nothing(monkeypatch) -> None:
+    assert PLAINTEXT.client_config() == {} and KafkaSettings().kafka_security == PLAINTEXT
+    for key, value in IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    settings = KafkaSettings()
+    assert settings.kafka_security.client_config() == {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "bridge",
         "sasl.password": "pw",
         "ssl.ca.location": "/ca.crt",
     }
-    assert "pw" not in repr(KafkaSecurity()), "the password never shows in logs of the settings"
+    # A value, not a reader of the environment: built without it, it is PLAINTEXT whatever the environment says.
+    assert KafkaSecurity() == PLAINTEXT
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "changed")
+    assert settings.kafka_security.sasl_username == "bridge", "read when the settings were built, not per client"
+    assert "pw" not in repr(settings) and "pw" not in str(settings.kafka_security), "the password is never shown"
+
+
+def test_the_kafka_identity_is_never_a_flag_and_a_bad_one_is_a_config_error(monkeypatch) -> None:
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser, KafkaSettings)
+    help_text = parser.format_help()
+    assert "--kafka-bootstrap-servers" in help_text and "--kafka-security" not in help_text
+    assert "KAFKA_SASL_PASSWORD" in help_text, "--help says where the identity comes from"
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_TLS")
+    with pytest.raises(ConfigError, match="KAFKA_SECURITY_PROTOCOL"):
+        KafkaSettings()
+
+
+def test_a_child_gets_exactly_the_identity_it_is_given(monkeypatch) -> None:
+    """The variables come from one place (KafkaSecurity) both ways; this process's own are never inherited."""
+    identity = KafkaSecurity.from_environment(IDENTITY)
+    assert KafkaSecurity.from_environment(identity.environment()) == identity
+    assert set(identity.environment()) <= KafkaSecurity.variables() <= IDENTITY_VARIABLES
+    for key, value in IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    assert not IDENTITY_VARIABLES & set(service_env("k:1", "m", 1)), "the parent's identity leaked into a child's"
+    child = service_env("k:1", "m", 1, **PLAINTEXT.environment())
+    assert KafkaSecurity.from_environment(child) == PLAINTEXT
 
 
 def test_material_is_private_complete_and_grows_with_the_fleet(tmp_path: Path) -> None:
     material = SecureMaterial(tmp_path / "secure").ensure(cars=3)
     assert stat.S_IMODE(material.folder.stat().st_mode) == 0o700
-    secrets = ("ca.key", "server.key", "server.pem", "identities.json", "mosquitto.passwd")
+    secrets = ("ca.key", "server.key", "server.pem", "identities.json", "mosquitto.passwd", "kafka-users.json")
     for secret in (*secrets, *(f"env/{identity}.env" for identity in ENV_IDENTITIES)):
         assert stat.S_IMODE((material.folder / secret).stat().st_mode) == 0o600, secret
     users = [line.split(":")[0] for line in material.mosquitto_passwd.read_text().splitlines()[1:]]
@@ -101,3 +141,18 @@ def test_a_folder_made_before_an_identity_existed_gets_it_and_keeps_the_other_pa
     assert completed["fleet_secret"] == identities["fleet_secret"]
     assert stat.S_IMODE(material.identities_file.stat().st_mode) == 0o600
     assert "KAFKA_SASL_USERNAME=dashboard\n" in (material.folder / "env" / "dashboard.env").read_text()
+
+
+def test_admin_reads_the_service_users_passwords_that_the_material_hands_it(tmp_path: Path, monkeypatch) -> None:
+    """`python -m admin apply` in the image gets the services' Kafka passwords from the material's file, and no
+    other secret (not the fleet secret, not the super users' passwords)."""
+    material = SecureMaterial(tmp_path / "secure").ensure(cars=1)
+    monkeypatch.setenv("ADMIN_USERS_FILE", str(material.kafka_users_file))
+    passwords = AdminSettings().passwords()
+    assert set(passwords) == set(KAFKA_SERVICE_USERS) == set(KAFKA_ACLS)
+    assert passwords == {user: material.kafka_password(user) for user in KAFKA_SERVICE_USERS}
+    monkeypatch.setenv("ADMIN_USERS_FILE", str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="missing.json"):
+        AdminSettings().passwords()
+    with pytest.raises(ConfigError, match="--topics"):
+        settings_from_args(AdminSettings, argparse.Namespace(topics="car-sensor=0"))

@@ -77,7 +77,9 @@ def decoded(messages: Iterable[Message], schema: str = schemas.READING, registry
     records = []
     for message in messages:
         topic = message.topic()
-        codec = codecs.setdefault(topic, AvroCodec(schema, topic, registry_url))
+        if topic not in codecs:
+            codecs[topic] = AvroCodec(schema, topic, registry_url)
+        codec = codecs[topic]
         record = codec.decode(message.value())
         if message.key() != record["car_id"].encode():
             raise AssertionError(f"{topic} {message.partition()}@{message.offset()}: key {message.key()!r} is not "

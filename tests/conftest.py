@@ -20,21 +20,21 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from common.kafka import consumer_config
 from common.settings import PLAINTEXT
 from scripts.runtime.docker_engine import docker_answers
 from scripts.runtime.local import KafkaNode, MosquittoNode, ServerProcess, free_port
 from scripts.runtime.schema_registry import SchemaRegistryNode
+from scripts.testkit.kafka import create_topic, delete_topics, unique
+from scripts.testkit.services import ChildService, python_env
 
 log = logging.getLogger(__name__)
 TESTS_DIR = Path(__file__).resolve().parent
@@ -70,10 +70,6 @@ class Endpoints:
     mqtt_host: str
     mqtt_port: int
     source: str
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="session")
@@ -158,19 +154,6 @@ def group_id() -> str:
     return unique("test-group")
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1) -> str:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
-    return name
-
-
-def delete_topics(bootstrap: str, names: list[str]) -> None:
-    if names:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        for future in admin.delete_topics(names).values():
-            future.result(timeout=30)
-
-
 @pytest.fixture
 def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     """Create uniquely named topics for one test; they are deleted afterwards."""
@@ -208,20 +191,21 @@ def consumer_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Consumer]]:
         consumer.close()
 
 
-def consume_all(consumer: Consumer, expected: int, timeout: float = 60.0, idle: float = 5.0) -> list:
-    """Poll until `expected` messages arrived, or nothing came for `idle` seconds, or `timeout` passed."""
-    messages = []
-    deadline = time.monotonic() + timeout
-    last = time.monotonic()
-    while time.monotonic() < deadline and len(messages) < expected:
-        batch = consumer.consume(num_messages=10_000, timeout=0.5)
-        batch = [m for m in batch if m.error() is None]
-        if batch:
-            messages.extend(batch)
-            last = time.monotonic()
-        elif time.monotonic() - last > idle:
-            break
-    return messages
+@pytest.fixture
+def service_factory(tmp_path: Path) -> Iterator[Callable[..., ChildService]]:
+    """Services under test (scripts/testkit/services.py): `start(name, module, *args, metrics_port=None,
+    **settings)` runs `python -m module args` with this environment and `settings`, logging to tmp_path/<name>.log;
+    whatever still runs after the test is killed."""
+    started: list[ChildService] = []
+
+    def start(name: str, module: str, *args: str, metrics_port: int | None = None, **settings: str) -> ChildService:
+        service = ChildService(name, module, args, python_env(**settings), tmp_path, metrics_port=metrics_port)
+        started.append(service.start())
+        return service
+
+    yield start
+    for service in started:
+        service.kill()
 
 
 def _private_nodes(make_node: Callable[[int], ServerProcess]) -> Iterator[Callable[[], ServerProcess]]:

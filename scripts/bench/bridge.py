@@ -24,29 +24,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from prometheus_client.parser import text_string_to_metric_families
 
-from common.kafka import client_config, consumer_config
+from common.kafka import client_config
 from common.settings import KafkaSecurity, MqttSettings
 from common.topics import MQTT_TOPIC_FILTER, mqtt_topic
 from scripts.bench.bridge_profile import profile_drain
 from scripts.bench.context import BenchContext, ProcessSampler, process_cpu_seconds, python_module, task_cpu_seconds
 from scripts.runtime.local import ROOT, free_port
+from scripts.runtime.services import Service
+from scripts.testkit.kafka import read_until
+from scripts.testkit.metrics import scrape_or_empty
+from scripts.testkit.readings import decoded
 from simulator.fleet import generate_readings
 
 log = logging.getLogger(__name__)
@@ -172,25 +172,11 @@ def create_topics(bootstrap: str, security: KafkaSecurity, *names: str) -> None:
 def append_times(
     bootstrap: str, security: KafkaSecurity, topic: str, count: int, timeout: float = 120.0
 ) -> list[tuple[int, int]]:
-    """(append time ms, event_time ms) of the first `count` records of `topic`."""
-    from common import schemas
-    from common.avro import AvroCodec
-
-    codec = AvroCodec(schemas.READING, topic)
-    consumer = Consumer(consumer_config(bootstrap, security, f"bench-{uuid.uuid4().hex[:8]}"))
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
-    out: list[tuple[int, int]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(out) < count and time.monotonic() < deadline:
-            for message in consumer.consume(num_messages=10_000, timeout=1.0):
-                if message.error() is None:
-                    out.append((message.timestamp()[1], codec.decode(message.value())["event_time"]))
-    finally:
-        consumer.close()
-    if len(out) < count:
-        raise RuntimeError(f"only {len(out)} of {count} records reached {topic}")
-    return out
+    """(append time ms, event_time ms) of the first `count` records of `topic` (all of them: what came by then)."""
+    messages = read_until(bootstrap, topic, lambda messages: len(messages) >= count, timeout=timeout, security=security)
+    if len(messages) < count:
+        raise RuntimeError(f"only {len(messages)} of {count} records reached {topic}")
+    return [(m.timestamp()[1], r["event_time"]) for m, r in zip(messages, decoded(messages), strict=True)]
 
 
 def rate_from_append_times(times: list[tuple[int, int]]) -> float:
@@ -241,54 +227,49 @@ def drain_backlog(
         BRIDGE_LOG_INTERVAL="5",
         **identity,
     )
-    log_path = ctx.work_dir / f"{client_id}.log"
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(python_module("bridge"), env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    sampler = ProcessSampler(process.pid)
-    cpu = drain_cpu_seconds(process, metrics_port, count)
+    bridge = Service(client_id, "bridge", (), env, ctx.work_dir).start()
+    sampler = ProcessSampler(bridge.pid)
+    cpu = drain_cpu_seconds(bridge, metrics_port, count)
     times = append_times(ctx.bootstrap, ctx.kafka_security, topic, count, timeout=600)
     drain = {
         "msgs_per_s": rate_from_append_times(times),
         "cpu_us_per_msg": cpu["process"] / count * 1e6,
         "librdkafka_cpu_us_per_msg": cpu["librdkafka"] / count * 1e6,
     }
-    return drain, {"process": process, "sampler": sampler, "log": log_path}
+    return drain, {"service": bridge, "sampler": sampler}
 
 
-def drain_cpu_seconds(
-    process: subprocess.Popen, metrics_port: int, count: int, timeout: float = 600
-) -> dict[str, float]:
+def stop_drained(running: dict) -> dict[str, float]:
+    """Stop the bridge `drain_backlog` left running (RuntimeError with its log's tail unless it exits 0); its
+    sampler's figures."""
+    bridge: Service = running["service"]
+    code = bridge.stop(60)
+    resources = running["sampler"].stop()
+    if code != 0:
+        raise RuntimeError(f"{bridge.name} exited with {code}; last lines of {bridge.log_file}:\n{bridge.tail()}")
+    return resources
+
+
+def drain_cpu_seconds(bridge: Service, metrics_port: int, count: int, timeout: float = 600) -> dict[str, float]:
     """CPU time the bridge spent from its first received message until Kafka confirmed `count` (start-up excluded):
     the whole process's, and its librdkafka threads' (named rdk:...)."""
     start = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the bridge exited with {process.returncode} during the drain")
-        metrics = scrape(metrics_port)
+        bridge.check_running()
+        metrics = scrape_or_empty(f"http://127.0.0.1:{metrics_port}/metrics")
         if start is None and metrics.get("bridge_received_total", 0) > 0:
-            start = process_cpu_seconds(process.pid), librdkafka_cpu_seconds(process.pid)
+            start = process_cpu_seconds(bridge.pid), librdkafka_cpu_seconds(bridge.pid)
         if metrics.get("bridge_produced_total", 0) >= count:
             start = start or (0.0, 0.0)
             return {
-                "process": process_cpu_seconds(process.pid) - start[0],
-                "librdkafka": librdkafka_cpu_seconds(process.pid) - start[1],
+                "process": process_cpu_seconds(bridge.pid) - start[0],
+                "librdkafka": librdkafka_cpu_seconds(bridge.pid) - start[1],
             }
         # Each scrape costs the bridge CPU (0.3 ms or more): often until the start is seen, which must be precise,
         # then seldom (the bridge idles after the last confirmation, so a late look adds next to nothing).
         time.sleep(0.05 if start is None else 0.5)
     raise RuntimeError(f"the bridge did not confirm {count} readings within {timeout:.0f} s")
-
-
-def scrape(port: int) -> dict[str, float]:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return {}
-    return {
-        family.name + ("_total" if family.type == "counter" else ""): sum(s.value for s in family.samples)
-        for family in text_string_to_metric_families(text)
-    }
 
 
 def librdkafka_cpu_seconds(pid: int) -> float:
@@ -336,11 +317,7 @@ def run(ctx: BenchContext) -> dict:
     try:
         lat = latency(ctx, topic, live_count, live_rate, skip=count)
     finally:
-        running["process"].send_signal(signal.SIGTERM)
-        code = running["process"].wait(timeout=60)
-        resources = running["sampler"].stop()
-    if code != 0:
-        raise RuntimeError(f"bridge exited with {code}; see {running['log']}")
+        resources = stop_drained(running)
     profile = profile_drain(ctx, messages[: 10_000 if ctx.quick else 30_000])
     return {
         "msgs_per_s": round(drain["msgs_per_s"], 1),

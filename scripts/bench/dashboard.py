@@ -55,13 +55,21 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from common.kafka import ensure_topics
 from scripts.bench.context import BenchContext, ProcessSampler
-from scripts.bench.e2e import CARS, PARTITIONS, RATE, _drain, _logged, _start_offsets, _totals, small_model_dir
+from scripts.bench.e2e import (
+    CARS,
+    PARTITIONS,
+    RATE,
+    logged,
+    records_added,
+    small_model_dir,
+    start_offsets,
+    wait_drained,
+)
 from scripts.runtime.local import free_port
 from scripts.runtime.services import Service, ServiceGroup, service_env, wait_for
+from scripts.testkit.metrics import scrape
 
 log = logging.getLogger(__name__)
 
@@ -120,21 +128,16 @@ def stage_totals(snap: dict) -> dict[str, float | None]:
 
 def own_metrics(base: str) -> dict[str, Any]:
     """The dashboard's histogram buckets ({le: cumulative count}), its sum and count, and the pushed updates."""
-    text = get(f"{base}/metrics")[0].decode()
-    out: dict[str, Any] = {"buckets": {}, "sum": 0.0, "count": 0.0, "pushed": 0.0, "clients": 0.0}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "dashboard_snapshot_seconds_bucket":
-                out["buckets"][float(sample.labels["le"])] = sample.value
-            elif sample.name == "dashboard_snapshot_seconds_sum":
-                out["sum"] = sample.value
-            elif sample.name == "dashboard_snapshot_seconds_count":
-                out["count"] = sample.value
-            elif sample.name == "dashboard_updates_pushed_total":
-                out["pushed"] = sample.value
-            elif sample.name == "dashboard_clients":
-                out["clients"] = sample.value
-    return out
+    metrics = scrape(f"{base}/metrics", timeout=30)
+    return {
+        "buckets": {
+            float(s.labels["le"]): s.value for s in metrics.samples if s.name == "dashboard_snapshot_seconds_bucket"
+        },
+        "sum": metrics.value("dashboard_snapshot_seconds_sum"),
+        "count": metrics.value("dashboard_snapshot_seconds_count"),
+        "pushed": metrics.value("dashboard_updates_pushed_total"),
+        "clients": metrics.value("dashboard_clients"),
+    }
 
 
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
@@ -306,12 +309,12 @@ class Page:
 
 def measure(ctx: BenchContext, model_dir: Path, seconds: float, topics: tuple[str, str, str], tag: str) -> dict:
     readings_topic, predictions_topic, dlq = topics
-    topic_partitions = {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1}
-    ensure_topics(ctx.bootstrap, ctx.kafka_security, topic_partitions)
-    start = _start_offsets(ctx, [readings_topic, predictions_topic])
+    kafka = (ctx.bootstrap, ctx.kafka_security)
+    ensure_topics(*kafka, {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1})
+    start = start_offsets(*kafka, [readings_topic, predictions_topic])
 
     def kafka_totals() -> tuple[int, int]:
-        return _totals(ctx, readings_topic, predictions_topic, start)
+        return records_added(*kafka, readings_topic, predictions_topic, start)
 
     env = service_env(ctx.bootstrap, "127.0.0.1", ctx.mqtt_port)
     summary_file = ctx.work_dir / f"dashboard-{tag}-simulator-summary.json"
@@ -339,8 +342,8 @@ def measure(ctx: BenchContext, model_dir: Path, seconds: float, topics: tuple[st
                 f"bridge=http://127.0.0.1:{bridge_port}/metrics,predictor=http://127.0.0.1:{predictor_port}/metrics"
             ),
         )  # fmt: skip
-        wait_for(_logged(bridge, "subscribing to"), 90, what="the bridge's subscription", check=services.check)
-        wait_for(_logged(predictor, "assigned partition", PARTITIONS), 300, what="the predictor", check=services.check)
+        wait_for(logged(bridge, "subscribing to"), 90, what="the bridge's subscription", check=services.check)
+        wait_for(logged(predictor, "assigned partition", PARTITIONS), 300, what="the predictor", check=services.check)
         base = wait_listening(dashboard, services)
         time.sleep(2.0)
         with Page(base) as page, SseClient(base) as sse:
@@ -399,7 +402,7 @@ def load(
     simulator_summary = json.loads(summary_file.read_text())
     published = simulator_summary["published"]
 
-    _drain(kafka_totals, published, timeout=300)
+    wait_drained(kafka_totals, published, timeout=300)
     final = kafka_totals()
 
     def counted_all() -> bool:

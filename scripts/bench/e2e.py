@@ -47,13 +47,13 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from common.kafka import ensure_topics
-from common.settings import MqttSettings
+from common.settings import KafkaSecurity, MqttSettings
 from scripts.bench.bridge import drop_session
 from scripts.bench.context import BenchContext, MachineSampler, ProcessSampler, run_module
-from scripts.bench.ml_read import write_readings
 from scripts.demo.stream_watch import StreamState, StreamWatcher, end_offsets
 from scripts.demo.summary import latest_model_metadata, percentile
 from scripts.runtime.services import Service, ServiceGroup, service_env, wait_for
+from scripts.testkit.readings import write_readings
 from simulator.fleet import generate_readings
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ def small_model_dir(ctx: BenchContext) -> Path:
     return model_dir
 
 
-def _logged(service: Service, text: str, times: int = 1) -> Callable[[], bool]:
+def logged(service: Service, text: str, times: int = 1) -> Callable[[], bool]:
+    """A wait_for condition: `text` is in `times` lines of the service's log."""
     return lambda: sum(text in line for line in service.log_lines()) >= times
 
 
@@ -132,9 +133,9 @@ def measure(
     `bridges` > 1 share one subscription (BRIDGE_SHARED_GROUP); `predictors` > 1 share one consumer group."""
     identities = identities or {}
     readings_topic, predictions_topic, dlq = topics
-    topic_partitions = {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1}
-    ensure_topics(ctx.bootstrap, ctx.kafka_security, topic_partitions)
-    start = _start_offsets(ctx, [readings_topic, predictions_topic])
+    kafka = (ctx.bootstrap, ctx.kafka_security)
+    ensure_topics(*kafka, {readings_topic: PARTITIONS, predictions_topic: PARTITIONS, dlq: 1})
+    start = start_offsets(*kafka, [readings_topic, predictions_topic])
     env = service_env(ctx.bootstrap, "127.0.0.1", ctx.mqtt_port)
     summary_file = ctx.work_dir / f"{name}-simulator-summary.json"
     shared = {"BRIDGE_SHARED_GROUP": f"bench-{name}"} if bridges > 1 else {}
@@ -159,7 +160,7 @@ def measure(
             for n in range(1, predictors + 1)
         ]  # fmt: skip
         for bridge in bridge_services:
-            wait_for(_logged(bridge, "subscribing to"), 90, what="the bridge's subscription", check=services.check)
+            wait_for(logged(bridge, "subscribing to"), 90, what="the bridge's subscription", check=services.check)
         # Every predictor holds partitions before the load starts: a rebalance would be measured as latency.
         wait_for(
             lambda: all(map(_assigned, predictor_services)) and sum(map(_assigned, predictor_services)) == PARTITIONS,
@@ -180,7 +181,7 @@ def measure(
         simulator_summary = json.loads(summary_file.read_text())
         published = simulator_summary["published"]
 
-        _drain(lambda: _totals(ctx, readings_topic, predictions_topic, start), published, timeout=300)
+        wait_drained(lambda: records_added(*kafka, readings_topic, predictions_topic, start), published, timeout=300)
         machine_cpu_seconds = machine.cpu_seconds()
         usage = {process: {**s.stop(), "cpu_seconds": s.cpu_seconds} for process, s in samplers.items()}
     # A stopped bridge's session outlives it (BRIDGE_SESSION_EXPIRY): Mosquitto would queue the next run's readings
@@ -218,12 +219,14 @@ def _assigned(predictor: Service) -> int:
     return sum("assigned partition" in line for line in lines) - revoked
 
 
-def _start_offsets(ctx: BenchContext, topics: list[str], timeout: float = 30.0) -> dict[tuple[str, int], int]:
+def start_offsets(
+    bootstrap: str, security: KafkaSecurity, topics: list[str], timeout: float = 30.0
+) -> dict[tuple[str, int], int]:
     """The topics' end offsets before the run; just-created partitions answer NOT_LEADER until they have one."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return end_offsets(ctx.bootstrap, ctx.kafka_security, topics)
+            return end_offsets(bootstrap, security, topics)
         except KafkaException:
             if time.monotonic() > deadline:
                 raise
@@ -251,18 +254,22 @@ def _connect_figures(simulator_log: list[str], first_event_ms: int) -> dict:
     }
 
 
-def _totals(
-    ctx: BenchContext, readings_topic: str, predictions_topic: str, start: dict[tuple[str, int], int]
+def records_added(
+    bootstrap: str,
+    security: KafkaSecurity,
+    readings_topic: str,
+    predictions_topic: str,
+    start: dict[tuple[str, int], int],
 ) -> tuple[int, int]:
     """Records added to each topic since `start`."""
-    offsets = end_offsets(ctx.bootstrap, ctx.kafka_security, [readings_topic, predictions_topic])
+    offsets = end_offsets(bootstrap, security, [readings_topic, predictions_topic])
     return (
         sum(v - start.get(k, 0) for k, v in offsets.items() if k[0] == readings_topic),
         sum(v - start.get(k, 0) for k, v in offsets.items() if k[0] == predictions_topic),
     )
 
 
-def _drain(totals: Callable[[], tuple[int, int]], published: int, timeout: float, idle: float = 30.0) -> None:
+def wait_drained(totals: Callable[[], tuple[int, int]], published: int, timeout: float, idle: float = 30.0) -> None:
     """Until the readings topic holds what was published and the predictions caught up, or nothing moves."""
     deadline, last, last_change = time.monotonic() + timeout, None, time.monotonic()
     while time.monotonic() < deadline:

@@ -5,39 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 
-from confluent_kafka import Producer
-
-from common.avro import AvroCodec
 from common.errors import KafkaError
-from common.kafka import ensure_topics, producer_config
-from common.schemas import READING
-from common.settings import KafkaSecurity
 from scripts.bench.context import BenchContext
+from scripts.testkit.readings import write_readings
 from simulator.fleet import generate_readings
 
 log = logging.getLogger(__name__)
 
 PARTITIONS = 3
-
-
-def write_readings(
-    bootstrap: str, security: KafkaSecurity, topic: str, readings: Iterable[dict], partitions: int = PARTITIONS
-) -> int:
-    """Readings to `topic` as the bridge writes them: Avro single-object encoding, key = car_id."""
-    ensure_topics(bootstrap, security, {topic: partitions})
-    codec = AvroCodec(READING, topic)
-    producer = Producer(producer_config(bootstrap, security, **{"linger.ms": 20}))
-    count = 0
-    for reading in readings:
-        producer.produce(topic, key=reading["car_id"].encode(), value=codec.encode(reading))
-        count += 1
-        if count % 5000 == 0:
-            producer.poll(0)
-    if producer.flush(60):
-        raise KafkaError(f"readings for {topic} were not all delivered")
-    return count
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -50,7 +26,7 @@ def run(ctx: BenchContext) -> dict:
     cars, per_car = (50, 200) if ctx.quick else (100, 500)
     topic = "bench-ml-read"
     kafka = (ctx.bootstrap, ctx.kafka_security)
-    written = write_readings(*kafka, topic, generate_readings(cars, per_car))
+    written = write_readings(*kafka, topic, generate_readings(cars, per_car), PARTITIONS)
     topic_range = resolve_range(*kafka, topic)
     best: dict[str, float] = {}
     for _ in range(2):  # alternate the readers, keep each one's best run: the machine is shared

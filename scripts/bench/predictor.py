@@ -20,11 +20,8 @@ change to the predictor's own code can remove.
 from __future__ import annotations
 
 import logging
-import signal
-import subprocess
 import threading
 import time
-import urllib.request
 
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -32,12 +29,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import schemas
 from common.avro import AvroCodec
-from common.kafka import client_config, consumer_config, producer_config
+from common.kafka import client_config, producer_config
 from common.settings import KafkaSecurity
 from ml import artifact
 from ml.training.untrained_model import save_untrained_model
-from scripts.bench.context import BenchContext, ProcessSampler, python_module
-from scripts.runtime.local import ROOT, free_port
+from scripts.bench.context import BenchContext, ProcessSampler
+from scripts.runtime.local import free_port
+from scripts.runtime.services import Service, wait_for
+from scripts.testkit.kafka import read_to_end
+from scripts.testkit.metrics import scrape_or_empty
+from scripts.testkit.readings import decoded
 from simulator.fleet import generate_readings
 
 log = logging.getLogger("bench.predictor")
@@ -100,44 +101,27 @@ def _lag(consumer: Consumer, topic: str) -> int:
 STEADY_AFTER_MS = 10_000  # readings produced after the first 10 s of load count as steady state
 
 
-def _wait_assigned(port: int, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the predictor exited during start-up")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-                text = response.read().decode()
-            if f"predictor_assigned_partitions {PARTITIONS}.0" in text:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the predictor did not own the {PARTITIONS} partitions within {timeout:.0f} s")
+def _wait_assigned(port: int, predictor: Service, timeout: float = 180) -> None:
+    """Until the predictor (still running) owns every partition."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_for(
+        lambda: scrape_or_empty(url).value("predictor_assigned_partitions") == PARTITIONS,
+        timeout,
+        what=f"the predictor to own the {PARTITIONS} partitions",
+        check=predictor.check_running,
+    )
 
 
 def _latencies(
-    bootstrap: str, security: KafkaSecurity, topic: str, expected: int
+    bootstrap: str, security: KafkaSecurity, topic: str
 ) -> tuple[np.ndarray, np.ndarray, set[tuple[str, int]]]:
-    """Per prediction: Kafka append time of the prediction minus the reading's event_time, and that event_time."""
-    codec = AvroCodec(schemas.PREDICTION, topic)
-    consumer = Consumer(consumer_config(bootstrap, security, f"bench-{topic}"))
-    consumer.subscribe([topic])
-    latencies, event_times, keys = [], [], set()
-    idle_since = time.monotonic()
-    try:
-        while len(latencies) < expected and time.monotonic() - idle_since < 10:
-            messages = consumer.consume(num_messages=10_000, timeout=1.0)
-            if messages:
-                idle_since = time.monotonic()
-            for message in messages:
-                if message.error() is None:
-                    prediction = codec.decode(message.value())
-                    latencies.append(message.timestamp()[1] - prediction["event_time"])
-                    event_times.append(prediction["event_time"])
-                    keys.add((prediction["car_id"], prediction["seq"]))
-    finally:
-        consumer.close()
+    """Per prediction of the whole topic: Kafka append time of the prediction minus the reading's event_time, and
+    that event_time; and the (car_id, seq) predicted."""
+    messages = read_to_end(bootstrap, topic, timeout=120, security=security)
+    predictions = decoded(messages, schemas.PREDICTION)
+    latencies = [m.timestamp()[1] - p["event_time"] for m, p in zip(messages, predictions, strict=True)]
+    event_times = [p["event_time"] for p in predictions]
+    keys = {(p["car_id"], p["seq"]) for p in predictions}
     return np.asarray(latencies, dtype=np.float64), np.asarray(event_times, dtype=np.int64), keys
 
 
@@ -171,14 +155,12 @@ def run(ctx: BenchContext) -> dict:
         ML_METRICS_PORT=str(port),
         TF_CPP_MIN_LOG_LEVEL="2",
     )
-    log_file = ctx.work_dir / "predictor.log"
-    with open(log_file, "wb") as out:
-        process = subprocess.Popen(python_module("ml", "predict"), env=env, cwd=ROOT, stdout=out, stderr=out)
-    lag_reader = Consumer(consumer_config(ctx.bootstrap, ctx.kafka_security, group))
+    predictor = Service("predictor", "ml", ("predict",), env, ctx.work_dir).start()
+    lag_reader = Consumer({"bootstrap.servers": ctx.bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        _wait_assigned(port, process)
-        sampler = ProcessSampler(process.pid)
-        writer = LoadWriter(ctx.bootstrap, ctx.kafka_security, readings_topic, cars, RATE, seconds)
+        _wait_assigned(port, predictor)
+        sampler = ProcessSampler(predictor.pid)
+        writer = LoadWriter(ctx.bootstrap, readings_topic, cars, RATE, seconds)
         started, started_ms = time.monotonic(), int(time.time() * 1000)
         writer.start()
         lags: list[int] = []
@@ -191,16 +173,13 @@ def run(ctx: BenchContext) -> dict:
         drained_s = time.monotonic() - started
         usage = sampler.stop()
         cpu_seconds = sampler.cpu_seconds
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
     finally:
         lag_reader.close()
-        if process.poll() is None:
-            process.kill()
-    for line in log_file.read_text(errors="replace").splitlines():
+        predictor.stop(60)
+    for line in predictor.log_lines():
         if " predictions in " in line:  # the predictor's own account of where each batch's time went
             log.info("predictor: %s", line.split(": ", 1)[-1])
-    latencies, event_times, predicted = _latencies(ctx.bootstrap, ctx.kafka_security, predictions_topic, writer.sent)
+    latencies, event_times, predicted = _latencies(ctx.bootstrap, ctx.kafka_security, predictions_topic)
     # The first seconds include the predictor meeting every car for the first time (ring buffers grow, the
     # batch shapes are new); steady state is what the 1 s target is about, so report it beside the whole run.
     steady = latencies[event_times >= started_ms + STEADY_AFTER_MS]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,7 +41,7 @@ from common.topics import (
     car_from_mqtt_topic,
     car_id,
 )
-from scripts.bench.bridge import create_session, create_topics, drain_backlog, drop_session, payloads
+from scripts.bench.bridge import create_session, create_topics, drain_backlog, drop_session, payloads, stop_drained
 from scripts.bench.context import BenchContext
 from scripts.bench.e2e import ROLES, measure, small_model_dir
 from scripts.runtime.local import KafkaNode, MosquittoNode, free_port
@@ -131,11 +130,7 @@ def bridge_drain(mode: Mode, messages: list[tuple[str, bytes]], cars: list[str])
     published = publish_backlog(mode, messages, cars)
     identity = mode.identity("bridge")
     drain, running = drain_backlog(ctx, len(messages), client_id, group, READINGS_TOPIC, DLQ_TOPIC, **identity)
-    running["process"].send_signal(signal.SIGTERM)
-    code = running["process"].wait(timeout=60)
-    running["sampler"].stop()
-    if code != 0:
-        raise RuntimeError(f"the {mode.name} bridge exited with {code}; see {running['log']}")
+    stop_drained(running)
     # Else Mosquitto would go on queueing the end-to-end run's readings for this session.
     drop_session(ctx.mqtt_port, client_id, login)
     log.info("security: %s bridge drain %.0f msg/s, %.1f us CPU per message", mode.name, drain["msgs_per_s"],

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from scripts.bench.context import ProcessSampler, python_module
-from scripts.bench.ml_read import write_readings
 from scripts.demo.plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR
 from scripts.runtime.local import ROOT
+from scripts.testkit.readings import write_readings
 from simulator.fleet import generate_readings
 
 TARGET_SECONDS = 180

@@ -61,7 +61,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import Consumer, TopicPartition
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from rich.console import Console
@@ -70,7 +69,7 @@ from rich.table import Table
 from common import schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError, LocalRuntimeError
-from common.kafka import client_config, ensure_topics
+from common.kafka import ensure_topics
 from common.logs import setup_logging
 from common.settings import KafkaSecurity
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC, mqtt_topic
@@ -80,6 +79,7 @@ from scripts.demo.stream_watch import StreamState, StreamWatcher, end_offsets
 from scripts.demo.summary import latest_model_metadata, percentile
 from scripts.runtime.local import DEFAULT_RUN_DIR, KafkaNode, MosquittoNode, ServerProcess, port_in_use
 from scripts.runtime.services import Service, ServiceGroup, service_env, wait_for
+from scripts.testkit.kafka import read_to_end
 from simulator.fleet import Fleet
 from simulator.payload import encode_reading
 
@@ -302,28 +302,17 @@ def duplicate_times(bootstrap: str, security: KafkaSecurity, topic: str, schema:
     """Kafka timestamps (s) of the records of `topic` beyond the first per (car_id, seq), reading it whole: when
     each duplicate was written tells which kill it came from."""
     codec = AvroCodec(schema, topic)
-    ends = {partition: end for (_t, partition), end in end_offsets(bootstrap, security, [topic]).items()}
-    consumer = Consumer(client_config(bootstrap, security, **{"group.id": "chaos-count", "enable.auto.commit": False}))
-    consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])
     seen: set[Key] = set()
     times: list[float] = []
-    left, deadline = sum(ends.values()), time.monotonic() + 120
-    try:
-        while left > 0 and time.monotonic() < deadline:
-            for message in consumer.consume(num_messages=5000, timeout=1.0):
-                if message.error() is not None:
-                    continue
-                left -= 1
-                try:
-                    record = codec.decode(message.value())
-                except DecodeError:
-                    continue
-                key = (record["car_id"], record["seq"])
-                if key in seen:
-                    times.append(message.timestamp()[1] / 1000)
-                seen.add(key)
-    finally:
-        consumer.close()
+    for message in read_to_end(bootstrap, topic, timeout=120, security=security):
+        try:
+            record = codec.decode(message.value())
+        except DecodeError:
+            continue
+        key = (record["car_id"], record["seq"])
+        if key in seen:
+            times.append(message.timestamp()[1] / 1000)
+        seen.add(key)
     return times
 
 
@@ -338,7 +327,7 @@ def attribute_duplicates(kills: list[dict], name: str, times: list[float]) -> No
             kills[index][name] += 1
 
 
-def read_to_end(watcher: StreamWatcher, bootstrap: str, security: KafkaSecurity, timeout: float = 120.0) -> None:
+def watched_to_end(watcher: StreamWatcher, bootstrap: str, security: KafkaSecurity, timeout: float = 120.0) -> None:
     """Until the watcher has read both topics up to their current end offsets."""
     total = sum(end_offsets(bootstrap, security, [READINGS_TOPIC, PREDICTIONS_TOPIC]).values())
     watcher.wait_until(lambda s: s.reading_records + s.prediction_records + s.undecodable >= total, timeout)
@@ -508,7 +497,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         log.info("load stopped; waiting for the last acknowledgements and predictions")
         load.finish(timeout=120)
         drained = drain(watcher, set(load.acked), args.drain_timeout)
-        read_to_end(watcher, *kafka_login)
+        watched_to_end(watcher, *kafka_login)
         duplicates = {
             "duplicates_kafka": duplicate_times(*kafka_login, READINGS_TOPIC, schemas.READING),
             "duplicates_predictions": duplicate_times(*kafka_login, PREDICTIONS_TOPIC, schemas.PREDICTION),

@@ -34,6 +34,7 @@ from ml.serving.settings import PredictorSettings
 from scripts.runtime import compose
 from scripts.runtime.local import free_port
 from scripts.runtime.secured import SecureMaterial
+from scripts.testkit.kafka import read_to_end
 
 CARS, DURATION, SPEEDUP = 40, 60, 60  # 240 readings/s for 60 s: about 14,400 readings
 TRAIN_MIN_RECORDS = 9000
@@ -92,25 +93,7 @@ def acknowledged_by_simulator(timeout: float, secure: bool = False) -> int:
 def keys_in(bootstrap: str, topic: str, decode, **client: str) -> Counter:
     """(car_id, seq) of every record of `topic`, read from the beginning to the end offsets of now (as `client`:
     an identity's properties, when secured)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}", **client})
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions}
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        keys: Counter = Counter()
-        left = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + 120
-        while left and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is None or message.error():
-                continue
-            keys[decode(message.value())] += 1
-            if message.offset() + 1 >= ends[message.partition()]:
-                left.discard(message.partition())
-        assert not left, f"{topic}: partitions {sorted(left)} not read to their end"
-        return keys
-    finally:
-        consumer.close()
+    return Counter(decode(message.value()) for message in read_to_end(bootstrap, topic, timeout=120, **client))
 
 
 def key_of(codec: AvroCodec):

@@ -11,11 +11,14 @@ import time
 from datetime import datetime
 
 import pytest
-from bridge_process import Publisher, as_messages, assert_none_missing, collect, decoded, readings
 
 from bridge.validation import content_seq
 from common import schemas
 from common.topics import mqtt_topic
+from scripts.testkit.bridge import assert_none_missing
+from scripts.testkit.kafka import collect
+from scripts.testkit.mqtt import Publisher
+from scripts.testkit.readings import as_mqtt_messages, decoded, readings
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -26,7 +29,7 @@ def test_10000_readings_arrive_exactly_once_decodable_and_keyed_by_car(
     broker = mosquitto_node_factory()
     bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
     sent = readings(cars=20, per_car=500)
-    Publisher(broker.port, as_messages(sent)).wait()
+    Publisher(broker.port, as_mqtt_messages(sent)).wait()
     messages = collect(kafka_bootstrap, bridge_topics[0], want=10_000)
     records = decoded(messages)
     assert len(records) == 10_000
@@ -37,9 +40,9 @@ def test_10000_readings_arrive_exactly_once_decodable_and_keyed_by_car(
         assert len({m.partition() for m in mine}) == 1
         assert [m.offset() for m in mine] == sorted(m.offset() for m in mine)
         assert [r["seq"] for r in decoded(mine)] == list(range(500))
-    metrics = bridge.wait_for(lambda m: m.get("bridge_produced_total") == 10_000, "produced count")
+    metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_produced_total") == 10_000, "produced count")
     assert metrics["bridge_in_flight"] == 0
-    assert bridge.terminate() == 0
+    bridge.stop_ok(timeout=60)
     assert "stopped;" in bridge.log()
 
 
@@ -49,8 +52,8 @@ def test_kafka_stopped_for_20_s_mid_stream_loses_nothing(kafka_node_factory, mos
     topics = ("outage-readings", "outage-dlq")
     bridge = bridge_factory(kafka.bootstrap_servers, broker.port, topics, BRIDGE_BUFFER_SIZE="300")
     sent = readings(cars=10, per_car=300)
-    publisher = Publisher(broker.port, as_messages(sent), rate=100)
-    bridge.wait_for(lambda m: m.get("bridge_produced_total", 0) >= 500, "readings before the outage")
+    publisher = Publisher(broker.port, as_mqtt_messages(sent), rate=100)
+    bridge.wait_for_metrics(lambda m: m.get("bridge_produced_total", 0) >= 500, "readings before the outage")
     kafka.stop()
     peak_in_flight, deadline = 0.0, time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -64,7 +67,7 @@ def test_kafka_stopped_for_20_s_mid_stream_loses_nothing(kafka_node_factory, mos
     records = decoded(collect(kafka.bootstrap_servers, topics[0], want=len(sent), timeout=120))
     duplicates = assert_none_missing(sent, records)
     print(f"Kafka outage: {len(sent)} sent, {len(records)} in Kafka, {sum(duplicates.values())} duplicates")
-    metrics = bridge.wait_for(lambda m: m.get("bridge_in_flight") == 0, "an empty buffer")
+    metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_in_flight") == 0, "an empty buffer")
     assert metrics["bridge_produced_total"] == len(records)
 
 
@@ -74,8 +77,8 @@ def test_bridge_killed_mid_stream_and_restarted_loses_nothing(
     broker = mosquitto_node_factory()
     first = bridge_factory(kafka_bootstrap, broker.port, bridge_topics, BRIDGE_BUFFER_SIZE="500")
     sent = readings(cars=10, per_car=400)
-    publisher = Publisher(broker.port, as_messages(sent), rate=1000)
-    first.wait_for(lambda m: m.get("bridge_produced_total", 0) >= 1000, "readings before the kill")
+    publisher = Publisher(broker.port, as_mqtt_messages(sent), rate=1000)
+    first.wait_for_metrics(lambda m: m.get("bridge_produced_total", 0) >= 1000, "readings before the kill")
     first.kill()
     time.sleep(1.0)
     bridge_factory(kafka_bootstrap, broker.port, bridge_topics, BRIDGE_BUFFER_SIZE="500")
@@ -94,9 +97,9 @@ def test_sigterm_mid_stream_flushes_and_acknowledges_so_a_restart_repeats_nothin
     broker = mosquitto_node_factory()
     first = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
     sent = readings(cars=10, per_car=300)
-    publisher = Publisher(broker.port, as_messages(sent), rate=1000)
-    first.wait_for(lambda m: m.get("bridge_produced_total", 0) >= 800, "readings before the stop")
-    assert first.terminate() == 0
+    publisher = Publisher(broker.port, as_mqtt_messages(sent), rate=1000)
+    first.wait_for_metrics(lambda m: m.get("bridge_produced_total", 0) >= 800, "readings before the stop")
+    first.stop_ok(timeout=60)
     assert "stopped;" in first.log()
     bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
     publisher.wait()
@@ -111,8 +114,8 @@ def test_mosquitto_restarted_mid_stream_loses_nothing(
     broker = mosquitto_node_factory()
     bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
     sent = readings(cars=10, per_car=300)
-    publisher = Publisher(broker.port, as_messages(sent), rate=600)
-    bridge.wait_for(lambda m: m.get("bridge_produced_total", 0) >= 800, "readings before the restart")
+    publisher = Publisher(broker.port, as_mqtt_messages(sent), rate=600)
+    bridge.wait_for_metrics(lambda m: m.get("bridge_produced_total", 0) >= 800, "readings before the restart")
     broker.stop()
     time.sleep(1.0)
     broker.start()
@@ -121,7 +124,7 @@ def test_mosquitto_restarted_mid_stream_loses_nothing(
     records = decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(sent)))
     duplicates = assert_none_missing(sent, records)
     print(f"Mosquitto restart: {len(sent)} sent, {len(records)} in Kafka, {sum(duplicates.values())} duplicates")
-    metrics = bridge.wait_for(lambda m: m.get("bridge_mqtt_reconnects_total", 0) >= 1, "a reconnect")
+    metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_mqtt_reconnects_total", 0) >= 1, "a reconnect")
     assert metrics["bridge_mqtt_connected"] == 1
     assert "(session resumed)" in bridge.log()  # the broker kept the session across its restart
 
@@ -164,8 +167,12 @@ def test_bad_payloads_go_to_the_dlq_with_their_error_and_the_good_ones_around_th
     seed = [{**{k: r[k] for k in schemas.SENSOR_FIELDS}, "timestamp": "2019-10-01T12:00:00", "vin": "X"} for r in good]
     messages = []
     for i, (topic, payload, _error) in enumerate(bad):
-        messages += [as_messages([good[i]])[0], (topic, payload), (mqtt_topic(seed_car), json.dumps(seed[i]).encode())]
-    messages += as_messages(good[len(bad) :])
+        messages += [
+            as_mqtt_messages([good[i]])[0],
+            (topic, payload),
+            (mqtt_topic(seed_car), json.dumps(seed[i]).encode()),
+        ]
+    messages += as_mqtt_messages(good[len(bad) :])
     before = int(time.time() * 1000)
     Publisher(broker.port, messages).wait()
 
@@ -191,9 +198,9 @@ def test_bad_payloads_go_to_the_dlq_with_their_error_and_the_good_ones_around_th
     assert [{k: r[k] for k in schemas.SENSOR_FIELDS} for r in from_seed] == [
         {k: s[k] for k in schemas.SENSOR_FIELDS} for s in seed[: len(bad)]
     ]
-    metrics = bridge.wait_for(lambda m: m.get("bridge_dead_lettered_total") == len(bad), "the DLQ count")
+    metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_dead_lettered_total") == len(bad), "the DLQ count")
     assert metrics["bridge_rejected_total"] == len(bad)
-    assert bridge.process.poll() is None
+    bridge.assert_running()
 
 
 @pytest.mark.parametrize("policy", ["flag", "reject", "off"])
@@ -205,7 +212,7 @@ def test_range_policy_decides_whether_a_reading_in_other_units_is_flagged_reject
     sent = readings(cars=2, per_car=5)
     for reading in sent[::2]:  # volts and degrees of another vendor's scale
         reading.update(battery_voltage=2989.37, coolant_temp=262.27)
-    Publisher(broker.port, as_messages(sent)).wait()
+    Publisher(broker.port, as_mqtt_messages(sent)).wait()
     foreign = len(sent[::2])
     if policy == "reject":
         dead = collect(kafka_bootstrap, bridge_topics[1], want=foreign)
@@ -221,7 +228,7 @@ def test_range_policy_decides_whether_a_reading_in_other_units_is_flagged_reject
     assert {(r["car_id"], r["seq"]) for r in flagged} == {(r["car_id"], r["seq"]) for r in sent[::2]}
     assert all(r["out_of_range"] == ["coolant_temp", "battery_voltage"] for r in flagged)
     assert all(r["battery_voltage"] == 2989.37 for r in flagged)  # forwarded as sent
-    metrics = bridge.wait_for(lambda m: m.get("bridge_flagged_total") == foreign, "the flagged count")
+    metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_flagged_total") == foreign, "the flagged count")
     assert metrics["bridge_out_of_range_total"] == 2 * foreign  # two fields per reading, labelled by field
 
 
@@ -234,11 +241,11 @@ def test_two_bridges_on_one_shared_subscription_split_the_load_and_deliver_every
         for n in "ab"
     ]
     sent = readings(cars=20, per_car=200)
-    Publisher(broker.port, as_messages(sent)).wait()
+    Publisher(broker.port, as_mqtt_messages(sent)).wait()
     records = decoded(collect(kafka_bootstrap, bridge_topics[0], want=len(sent)))
     assert not assert_none_missing(sent, records)
     assert len(records) == len(sent)
-    shares = [b.wait_for(lambda m: m.get("bridge_in_flight") == 0, "an empty buffer") for b in bridges]
+    shares = [b.wait_for_metrics(lambda m: m.get("bridge_in_flight") == 0, "an empty buffer") for b in bridges]
     produced = [m["bridge_produced_total"] for m in shares]
     assert sum(produced) == len(sent)
     assert all(p > 0 for p in produced), produced

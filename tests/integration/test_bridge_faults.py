@@ -9,45 +9,21 @@ import base64
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from bridge_process import (
-    Publisher,
-    as_messages,
-    assert_in_order_per_car,
-    assert_none_missing,
-    collect,
-    decoded,
-    readings,
-)
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from common import dlq
 from common.topics import mqtt_topic
 from scripts.runtime.local import MosquittoNode, free_port, port_in_use
 from scripts.runtime.schema_registry import SchemaRegistryNode
-from tests.conftest import unique
+from scripts.testkit.bridge import assert_in_order_per_car, assert_none_missing
+from scripts.testkit.kafka import alter_topic_config, collect, create_topic, unique
+from scripts.testkit.mqtt import Publisher
+from scripts.testkit.readings import as_mqtt_messages, decoded, readings
+from scripts.testkit.services import ChildService
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def create_topic(kafka: str, name: str, partitions: int = 4, **config: str) -> None:
-    admin = AdminClient({"bootstrap.servers": kafka})
-    admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result(30)
-
-
-def set_topic_config(kafka: str, name: str, **config: str) -> None:
-    """Incremental alter: only the named settings change."""
-    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
-
-    admin = AdminClient({"bootstrap.servers": kafka})
-    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]
-    resource = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=entries)
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(30)
 
 
 def interleave(good: list[tuple[str, bytes]], bad: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
@@ -72,12 +48,14 @@ def test_a_registry_down_at_the_first_reading_holds_readings_until_it_answers_th
     )
     try:
         sent = readings(cars=5, per_car=40)
-        publisher = Publisher(broker.port, as_messages(sent))
-        metrics = bridge.wait_for(lambda m: m.get("bridge_registry_waits_total", 0) >= 2, "waits for the registry")
+        publisher = Publisher(broker.port, as_mqtt_messages(sent))
+        metrics = bridge.wait_for_metrics(
+            lambda m: m.get("bridge_registry_waits_total", 0) >= 2, "waits for the registry"
+        )
         # Held, unacknowledged: nothing produced, nothing dead-lettered, the buffer full, the bridge alive.
         assert metrics["bridge_produced_total"] == 0
         assert metrics["bridge_dead_lettered_total"] == 0
-        bridge.wait_for(lambda m: m.get("bridge_in_flight") == 50, "a full buffer")
+        bridge.wait_for_metrics(lambda m: m.get("bridge_in_flight") == 50, "a full buffer")
         registry.start()
         registry.wait_ready(timeout=120)
         publisher.wait()
@@ -86,7 +64,7 @@ def test_a_registry_down_at_the_first_reading_holds_readings_until_it_answers_th
         assert not assert_none_missing(sent, decoded(messages))
         assert_in_order_per_car(messages)
         assert collect(kafka_bootstrap, bridge_topics[1], want=1, timeout=5, linger=0) == []
-        assert bridge.terminate() == 0
+        bridge.stop_ok(timeout=60)
     finally:
         registry.stop()
 
@@ -96,7 +74,7 @@ def test_a_dlq_that_refuses_records_for_good_parks_them_and_good_readings_keep_f
 ):
     """Five bad payloads and a buffer of five: if the DLQ's refusals held their MQTT slots, no good reading could
     pass. The DLQ topic takes no record of 100 bytes or more, so every DLQ delivery fails for good."""
-    create_topic(kafka_bootstrap, bridge_topics[1], **{"max.message.bytes": "100"})
+    create_topic(kafka_bootstrap, bridge_topics[1], 4, **{"max.message.bytes": "100"})
     broker = mosquitto_node_factory()
     park_file = tmp_path / "parked.jsonl"
     bridge = bridge_factory(
@@ -104,12 +82,12 @@ def test_a_dlq_that_refuses_records_for_good_parks_them_and_good_readings_keep_f
     )
     good = readings(cars=2, per_car=10)
     bad = [(mqtt_topic("car-00001"), b'{"not": "a reading %d"}' % i) for i in range(5)]
-    Publisher(broker.port, interleave(as_messages(good), bad)).wait()
+    Publisher(broker.port, interleave(as_mqtt_messages(good), bad)).wait()
 
     messages = collect(kafka_bootstrap, bridge_topics[0], want=len(good))
     assert not assert_none_missing(good, decoded(messages))
     assert_in_order_per_car(messages)
-    metrics = bridge.wait_for(lambda m: m.get("bridge_parked_total") == 5, "five parked")
+    metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_parked_total") == 5, "five parked")
     assert metrics["bridge_in_flight"] == 0
     assert metrics["bridge_dead_lettered_total"] == 0
     parked = [json.loads(line) for line in park_file.read_text().splitlines()]
@@ -119,7 +97,7 @@ def test_a_dlq_that_refuses_records_for_good_parks_them_and_good_readings_keep_f
         assert entry["headers"][dlq.SERVICE] == "bridge"
         assert entry["headers"][dlq.MQTT_TOPIC] == mqtt_topic("car-00001")
         assert "MSG_SIZE_TOO_LARGE" in entry["kafka_error"] or "too large" in entry["kafka_error"].lower()
-    assert bridge.process.poll() is None
+    bridge.assert_running()
 
 
 def test_refused_dlq_records_that_cannot_be_parked_are_held_with_a_throttled_log_and_delivered_when_it_accepts(
@@ -127,7 +105,7 @@ def test_refused_dlq_records_that_cannot_be_parked_are_held_with_a_throttled_log
 ):
     """No room in the parking file either: the two bad ones are held (unacknowledged, two of five slots) while
     good readings pass through the other three; once the DLQ takes records again, they land there."""
-    create_topic(kafka_bootstrap, bridge_topics[1], **{"max.message.bytes": "100"})
+    create_topic(kafka_bootstrap, bridge_topics[1], 4, **{"max.message.bytes": "100"})
     broker = mosquitto_node_factory()
     bridge = bridge_factory(
         kafka_bootstrap,
@@ -139,21 +117,21 @@ def test_refused_dlq_records_that_cannot_be_parked_are_held_with_a_throttled_log
     )
     good = readings(cars=2, per_car=30)
     bad = [(mqtt_topic("car-00002"), b"not json %d" % i) for i in range(2)]
-    Publisher(broker.port, interleave(as_messages(good), bad)).wait()
+    Publisher(broker.port, interleave(as_mqtt_messages(good), bad)).wait()
 
     messages = collect(kafka_bootstrap, bridge_topics[0], want=len(good))
     assert not assert_none_missing(good, decoded(messages))
-    metrics = bridge.wait_for(lambda m: m.get("bridge_dlq_held") == 2, "two held")
+    metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_dlq_held") == 2, "two held")
     assert metrics["bridge_in_flight"] == 2
     time.sleep(12)  # past one more offer to the DLQ: refused again, and not logged again
     assert bridge.metrics()["bridge_dlq_refusals_total"] >= 3
-    assert bridge.log_path.read_text().count("the parking file") == 1
+    assert bridge.log().count("the parking file") == 1
 
-    set_topic_config(kafka_bootstrap, bridge_topics[1], **{"max.message.bytes": "1048588"})
+    alter_topic_config(kafka_bootstrap, bridge_topics[1], **{"max.message.bytes": "1048588"})
     dead = collect(kafka_bootstrap, bridge_topics[1], want=2, timeout=60)
     assert sorted(m.value() for m in dead) == sorted(payload for _, payload in bad)
     assert {dlq.parse(m.headers())[dlq.ERROR] for m in dead} == {"malformed_json"}
-    metrics = bridge.wait_for(lambda m: m.get("bridge_in_flight") == 0, "nothing held")
+    metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_in_flight") == 0, "nothing held")
     assert metrics["bridge_dlq_held"] == 0
     assert not (tmp_path / "parked.jsonl").exists()
 
@@ -163,22 +141,22 @@ def test_readings_refused_for_a_while_are_produced_again_in_their_order(
 ):
     """The readings topic refuses every record (too large for it) until its limit is raised: each refused reading
     goes back to its place, nothing newer passes it, and each car's readings land in the order published."""
-    create_topic(kafka_bootstrap, bridge_topics[0], **{"max.message.bytes": "100"})
+    create_topic(kafka_bootstrap, bridge_topics[0], 4, **{"max.message.bytes": "100"})
     broker = mosquitto_node_factory()
     bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics, BRIDGE_BUFFER_SIZE="100")
     sent = readings(cars=4, per_car=100)
-    publisher = Publisher(broker.port, as_messages(sent), rate=200)
-    bridge.wait_for(lambda m: m.get("bridge_produce_retries_total", 0) >= 50, "refused deliveries")
+    publisher = Publisher(broker.port, as_mqtt_messages(sent), rate=200)
+    bridge.wait_for_metrics(lambda m: m.get("bridge_produce_retries_total", 0) >= 50, "refused deliveries")
     assert bridge.metrics()["bridge_produced_total"] == 0
-    set_topic_config(kafka_bootstrap, bridge_topics[0], **{"max.message.bytes": "1048588"})
+    alter_topic_config(kafka_bootstrap, bridge_topics[0], **{"max.message.bytes": "1048588"})
     publisher.wait()
     messages = collect(kafka_bootstrap, bridge_topics[0], want=len(sent), timeout=120)
     duplicates = assert_none_missing(sent, decoded(messages))
     assert not duplicates
     assert_in_order_per_car(messages)
-    log = bridge.log_path.read_text()
+    log = bridge.log()
     assert log.count("Kafka refused a reading") <= 2, "one warning per 30 s, not one per retry"
-    assert bridge.process.poll() is None
+    bridge.assert_running()
 
 
 def test_bytes_held_while_kafka_is_down_stay_under_the_bound_and_nothing_is_lost(
@@ -202,7 +180,7 @@ def test_bytes_held_while_kafka_is_down_stay_under_the_bound_and_nothing_is_lost
     kafka.stop()
     good = readings(cars=2, per_car=20)
     large = [(mqtt_topic("car-00001"), b'{"pad": "%s"}' % (b"x" * 300_000) + b" " * i) for i in range(30)]
-    publisher = Publisher(broker.port, interleave(as_messages(good), large))
+    publisher = Publisher(broker.port, interleave(as_mqtt_messages(good), large))
     peak, deadline = 0.0, time.monotonic() + 15
     while time.monotonic() < deadline:
         metrics = bridge.metrics()
@@ -218,7 +196,7 @@ def test_bytes_held_while_kafka_is_down_stay_under_the_bound_and_nothing_is_lost
     dead = collect(kafka.bootstrap_servers, topics[1], want=len(large), timeout=120)
     assert {m.value() for m in dead} == {payload for _, payload in large}
     assert {dlq.parse(m.headers())[dlq.ERROR] for m in dead} == {"payload_too_large"}
-    bridge.wait_for(lambda m: m.get("bridge_in_flight") == 0 and m.get("bridge_reading_paused") == 0, "drained")
+    bridge.wait_for_metrics(lambda m: m.get("bridge_in_flight") == 0 and m.get("bridge_reading_paused") == 0, "drained")
 
 
 def test_health_endpoints_say_ready_only_with_the_subscription_granted(
@@ -226,9 +204,9 @@ def test_health_endpoints_say_ready_only_with_the_subscription_granted(
 ):
     broker = mosquitto_node_factory()
     bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
-    bridge.wait_for(lambda m: m.get("bridge_mqtt_subscribed") == 1, "the subscription")
-    assert http_get(bridge.metrics_port, "/healthz") == (200, "ok")
-    assert http_get(bridge.metrics_port, "/readyz") == (200, "ok")
+    bridge.wait_for_metrics(lambda m: m.get("bridge_mqtt_subscribed") == 1, "the subscription")
+    assert bridge.health("/healthz") == (200, "ok")
+    assert bridge.health("/readyz") == (200, "ok")
 
     # A broker whose dynamic-security plugin refuses every subscription (reason 0x87, not authorized): connected,
     # but nothing can be read. (Mosquitto's plain acl_file grants a subscription it will not serve.)
@@ -250,27 +228,19 @@ def test_health_endpoints_say_ready_only_with_the_subscription_granted(
         strict.start()
         strict.wait_ready()
         refused = bridge_factory(kafka_bootstrap, strict.port, bridge_topics, client_id="bridge-refused")
-        _, body = wait_for_status(refused.metrics_port, "/readyz", 503)
+        _, body = wait_for_status(refused, "/readyz", 503)
         assert "not granted the subscription" in body
-        assert http_get(refused.metrics_port, "/healthz") == (200, "ok")  # alive: not ready is no reason to restart
+        assert refused.health("/healthz") == (200, "ok")  # alive: not ready is no reason to restart
         assert refused.metrics()["bridge_mqtt_connected"] == 1
         assert "refused the subscription" in refused.log()
     finally:
         strict.stop()
 
 
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
-            return response.status, response.read().decode().strip()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode().strip()
-
-
-def wait_for_status(port: int, path: str, status: int, timeout: float = 30) -> tuple[int, str]:
+def wait_for_status(service: ChildService, path: str, status: int, timeout: float = 30) -> tuple[int, str]:
     deadline = time.monotonic() + timeout
     while True:
-        answer = http_get(port, path)
+        answer = service.health(path)
         if answer[0] == status or time.monotonic() > deadline:
             assert answer[0] == status, answer
             return answer
@@ -309,10 +279,10 @@ def test_hostile_numbers_from_mosquitto_pub_are_dead_lettered_each_with_one_log_
     assert len(dead) == 50 * len(hostile)
     codes = {m.value().decode(): dlq.parse(m.headers())[dlq.ERROR] for m in dead}
     assert codes == hostile
-    log = bridge.log_path.read_text()
+    log = bridge.log()
     assert "Traceback" not in log
     assert len(log.splitlines()) < 60, "a line per message is a log flood"
-    assert bridge.process.poll() is None
+    bridge.assert_running()
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -330,18 +300,18 @@ def test_a_flood_of_200000_distinct_cars_and_2000_huge_bad_topics_keeps_the_brid
 ):
     broker = mosquitto_node_factory()
     bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
-    baseline = peak_rss_mib(bridge.process.pid)
+    baseline = peak_rss_mib(bridge.pid)
     good = readings(cars=1, per_car=1)[0]
     cars = [{**good, "car_id": f"flood-{i:06d}"} for i in range(200_000)]
     bad_topics = [(f"vehicles/sensor/data/bad car {i} " + "x" * 60_000, b"{}") for i in range(2_000)]
-    Publisher(broker.port, bad_topics + as_messages(cars)).wait(timeout=240)
-    metrics = bridge.wait_for(
+    Publisher(broker.port, bad_topics + as_mqtt_messages(cars)).wait(timeout=240)
+    metrics = bridge.wait_for_metrics(
         lambda m: m.get("bridge_produced_total") == len(cars) and m.get("bridge_in_flight") == 0,
         "every reading confirmed",
         timeout=240,
     )
     assert metrics["bridge_dead_lettered_total"] == len(bad_topics)
-    peak = peak_rss_mib(bridge.process.pid)
+    peak = peak_rss_mib(bridge.pid)
     print(f"bridge peak RSS {peak:.0f} MiB (at start {baseline:.0f} MiB) after 200,000 cars and 2,000 60 KB topics")
     assert peak < BRIDGE_RSS_LIMIT_MIB
     keys = {m.key() for m in collect(kafka_bootstrap, bridge_topics[0], want=len(cars), timeout=120, linger=1)}

@@ -23,13 +23,11 @@ from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
 import pytest
-from bridge_process import decoded
-from confluent_kafka import Consumer
 
-from common.kafka import consumer_config
-from common.settings import PLAINTEXT
 from common.topics import mqtt_topic
 from scripts.runtime.local import ROOT, ServerProcess, port_in_use
+from scripts.testkit.kafka import read_until
+from scripts.testkit.readings import decoded
 from simulator.fleet import generate_readings
 
 pytestmark = pytest.mark.timeout(120)
@@ -124,20 +122,11 @@ def crash_and_restart(broker: ServerProcess) -> float:
 
 def kafka_keys(kafka: str, topic: str, required: set, timeout: float = 45.0, linger: float = 2.0) -> list[dict]:
     """Records of `topic` until every required (car_id, seq) came (then `linger` s more), or `timeout`."""
-    consumer = Consumer(consumer_config(kafka, PLAINTEXT, f"test-{uuid.uuid4().hex[:10]}"))
-    consumer.subscribe([topic])
-    messages, stop_at, deadline = [], None, time.monotonic() + timeout
-    try:
-        while time.monotonic() < (stop_at or deadline):
-            batch = [m for m in consumer.consume(num_messages=5000, timeout=0.5) if m.error() is None]
-            messages.extend(batch)
-            if batch and stop_at is None:
-                seen = {(r["car_id"], r["seq"]) for r in decoded(messages)}
-                if required <= seen:
-                    stop_at = time.monotonic() + linger
-    finally:
-        consumer.close()
-    return decoded(messages)
+
+    def arrived(messages: list) -> bool:
+        return required <= {(r["car_id"], r["seq"]) for r in decoded(messages)}
+
+    return decoded(read_until(kafka, topic, arrived, timeout=timeout, linger=linger))
 
 
 def split_by_age(acknowledged: dict, killed_at: float) -> tuple[set, set]:
@@ -168,8 +157,8 @@ def test_bridge_away_readings_acknowledged_before_the_window_survive_a_sigkill(
     broker = mosquitto_node_factory()
     # The bridge has run before: its persistent session and shared subscription exist; now it is away.
     first = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
-    first.wait_for(lambda m: m.get("bridge_mqtt_subscribed") == 1.0, "the subscription")
-    assert first.terminate() == 0
+    first.wait_for_metrics(lambda m: m.get("bridge_mqtt_subscribed") == 1.0, "the subscription")
+    first.stop_ok(timeout=60)
     readings = list(generate_readings(10, 200, seed=11))
     publisher = TrackingPublisher(broker.port)
     publisher.publish(readings[:1000])  # queued for the absent bridge
@@ -199,13 +188,15 @@ def test_bridge_running_nothing_acknowledged_before_the_window_is_lost_when_mosq
 ):
     broker = mosquitto_node_factory()
     bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
-    bridge.wait_for(lambda m: m.get("bridge_mqtt_subscribed") == 1.0, "the subscription")
+    bridge.wait_for_metrics(lambda m: m.get("bridge_mqtt_subscribed") == 1.0, "the subscription")
     rate = 500
     readings = list(generate_readings(10, int(rate * (WINDOW_S + 6) / 10), seed=12))
     publisher = TrackingPublisher(broker.port)
     publisher.publish_in_background(readings, rate=rate)
     # Kill once readings older than the window exist, with the stream going on.
-    bridge.wait_for(lambda m: m.get("bridge_produced_total", 0) >= rate * (WINDOW_S + 2), "readings before the crash")
+    bridge.wait_for_metrics(
+        lambda m: m.get("bridge_produced_total", 0) >= rate * (WINDOW_S + 2), "readings before the crash"
+    )
     killed_at = crash_and_restart(broker)
     publisher.wait_acknowledged()
     publisher.close()
@@ -223,5 +214,5 @@ def test_bridge_running_nothing_acknowledged_before_the_window_is_lost_when_mosq
     # Whatever is lost was acknowledged inside the window before the kill, never after the restart.
     lost_after_restart = {k for k in recent - arrived if acknowledged[k][1] > killed_at}
     assert not lost_after_restart, f"{len(lost_after_restart)} readings acknowledged after the restart are lost"
-    metrics = bridge.wait_for(lambda m: m.get("bridge_mqtt_subscribed") == 1.0, "the subscription again")
+    metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_mqtt_subscribed") == 1.0, "the subscription again")
     assert metrics["bridge_mqtt_reconnects_total"] >= 1

@@ -10,23 +10,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from bridge_process import readings as generated_readings
-from confluent_kafka import Consumer, TopicPartition
 
 from common import dlq, schemas
 from common.avro import AvroCodec
 from common.topics import PREDICTOR_GROUP, car_id, mqtt_topic
 from ml.training.untrained_model import save_untrained_model
 from scripts.runtime.local import ROOT, free_port
+from scripts.testkit.kafka import read_to_end
+from scripts.testkit.readings import reading
 
 pytestmark = pytest.mark.integration
 
@@ -35,48 +31,6 @@ READINGS = 4000
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT_DIR = Path(os.environ.get("TEST_OUTPUT_DIR", ROOT / ".run" / "test-output"))
 WAIT_S = 120
-
-
-def start(name: str, module: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
-    with open(logs / f"{name}.log", "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **env},
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop(process: subprocess.Popen) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait(10)
-
-
-def read_topic(bootstrap: str, topic: str) -> list:
-    """Every committed record of `topic`, to its end."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dashboard-test", "enable.auto.commit": False})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        records, position = [], dict.fromkeys(partitions, 0)
-        deadline = time.monotonic() + 60
-        # read_committed: a transaction's marker takes an offset no record has, so stop on positions, not counts
-        while any(position[p] < ends[p] for p in partitions) and time.monotonic() < deadline:
-            for message in consumer.consume(num_messages=10_000, timeout=1.0):
-                if message.error() is None:
-                    records.append(message)
-            for tp in consumer.position([TopicPartition(topic, p) for p in partitions]):
-                position[tp.partition] = max(position[tp.partition], tp.offset)
-        return records
-    finally:
-        consumer.close()
 
 
 def page_number(page, selector: str) -> float | None:
@@ -97,7 +51,7 @@ def browser():
 
 
 def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka_holds(
-    kafka_bootstrap, mqtt_endpoint, topic_factory, bridge_factory, browser, tmp_path: Path
+    kafka_bootstrap, mqtt_endpoint, topic_factory, bridge_factory, service_factory, browser, tmp_path: Path
 ) -> None:
     _, mqtt_port = mqtt_endpoint
     readings_topic, predictions_topic = topic_factory("readings", 2), topic_factory("predictions", 2)
@@ -109,44 +63,23 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
     bridge = bridge_factory(kafka_bootstrap, mqtt_port, (readings_topic, dlq_topic), client_id=f"b-{readings_topic}")
     predictor_port, dashboard_port = free_port(), free_port()
     kafka = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
-    predictor = start(
-        "predictor",
-        "ml",
-        ["predict"],
-        {
-            **kafka,
-            "ML_MODEL_DIR": str(models),
-            "ML_TOPIC": readings_topic,
-            "ML_OUTPUT_TOPIC": predictions_topic,
-            "ML_DLQ_TOPIC": dlq_topic,
-            "ML_GROUP_ID": group,
-            "ML_METRICS_PORT": str(predictor_port),
-        },
-        tmp_path,
-    )
+    predictor = service_factory(
+        "predictor", "ml", "predict",
+        **kafka, ML_MODEL_DIR=str(models), ML_TOPIC=readings_topic, ML_OUTPUT_TOPIC=predictions_topic,
+        ML_DLQ_TOPIC=dlq_topic, ML_GROUP_ID=group, ML_METRICS_PORT=str(predictor_port),
+    )  # fmt: skip
     metrics = (
         f"bridge=http://127.0.0.1:{bridge.metrics_port}/metrics,predictor=http://127.0.0.1:{predictor_port}/metrics"
     )
-    dashboard = start(
-        "dashboard",
-        "dashboard",
-        [],
-        {
-            **kafka,
-            "DASHBOARD_PORT": str(dashboard_port),
-            "DASHBOARD_READINGS_TOPIC": readings_topic,
-            "DASHBOARD_PREDICTIONS_TOPIC": predictions_topic,
-            "DASHBOARD_DLQ_TOPIC": dlq_topic,
-            "DASHBOARD_PREDICTOR_GROUP": group,
-            "DASHBOARD_METRICS_URLS": metrics,
-            "DASHBOARD_MODEL_DIR": str(models),
-            "DASHBOARD_LOOKBACK_SECONDS": "3600",
-        },
-        tmp_path,
-    )
+    dashboard = service_factory(
+        "dashboard", "dashboard", metrics_port=dashboard_port,
+        **kafka, DASHBOARD_PORT=str(dashboard_port), DASHBOARD_READINGS_TOPIC=readings_topic,
+        DASHBOARD_PREDICTIONS_TOPIC=predictions_topic, DASHBOARD_DLQ_TOPIC=dlq_topic, DASHBOARD_PREDICTOR_GROUP=group,
+        DASHBOARD_METRICS_URLS=metrics, DASHBOARD_MODEL_DIR=str(models), DASHBOARD_LOOKBACK_SECONDS="3600",
+    )  # fmt: skip
     url = f"http://127.0.0.1:{dashboard_port}/"
     try:
-        wait_until(lambda: http_status(url + "readyz") == 200, "the dashboard to be ready", dashboard, tmp_path)
+        dashboard.wait_until(lambda: dashboard.health("/readyz")[0] == 200, "readiness", WAIT_S)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         errors: list[str] = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
@@ -154,36 +87,32 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
         page.wait_for_selector("#connection:has-text('live')", timeout=30_000)
 
         # The fleet, then payloads nobody here wrote: two that are not JSON, one naming another car than its topic.
-        simulator = start(
-            "simulator",
-            "simulator",
-            ["--cars", str(CARS), "--count", str(READINGS), "--speedup", "100000", "--seed", "11", "--qos", "1"]
-            + ["--client-id", f"sim-{readings_topic}", "--summary-file", str(tmp_path / "summary.json")]
-            + ["--no-progress"],
-            {"MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(mqtt_port)},
-            tmp_path,
-        )
-        assert simulator.wait(180) == 0, (tmp_path / "simulator.log").read_text()[-3000:]
+        simulator = service_factory(
+            "simulator", "simulator",
+            "--cars", str(CARS), "--count", str(READINGS), "--speedup", "100000", "--seed", "11", "--qos", "1",
+            "--client-id", f"sim-{readings_topic}", "--summary-file", str(tmp_path / "summary.json"), "--no-progress",
+            MQTT_HOST="127.0.0.1", MQTT_PORT=str(mqtt_port),
+        )  # fmt: skip
+        simulator.finish(180)
         published = json.loads((tmp_path / "summary.json").read_text())["published"]
         assert published == READINGS
-        mismatched = json.dumps({**generated_readings(1, 1)[0], "car_id": car_id(2)}).encode()
+        mismatched = json.dumps(reading(car_id=car_id(2))).encode()
         for payload, car in ((b"not json", car_id(1)), (b"{", car_id(1)), (mismatched, car_id(3))):
             mosquitto_pub(mqtt_port, mqtt_topic(car), payload)
 
         # Kafka's side, once everything arrived.
         codec_r, codec_p = AvroCodec(schemas.READING, readings_topic), AvroCodec(schemas.PREDICTION, predictions_topic)
-        wait_until(
+        predictor.wait_until(
             lambda: (
-                len(read_topic(kafka_bootstrap, predictions_topic)) >= READINGS
-                and len(read_topic(kafka_bootstrap, dlq_topic)) >= 3
+                len(read_to_end(kafka_bootstrap, predictions_topic)) >= READINGS
+                and len(read_to_end(kafka_bootstrap, dlq_topic)) >= 3
             ),
             "every prediction and dead letter in Kafka",
-            predictor,
-            tmp_path,
+            WAIT_S,
         )
-        readings = [codec_r.decode(m.value()) for m in read_topic(kafka_bootstrap, readings_topic)]
-        predictions = [codec_p.decode(m.value()) for m in read_topic(kafka_bootstrap, predictions_topic)]
-        dead = Counter(dlq.parse(m.headers())["error"] for m in read_topic(kafka_bootstrap, dlq_topic))
+        readings = [codec_r.decode(m.value()) for m in read_to_end(kafka_bootstrap, readings_topic)]
+        predictions = [codec_p.decode(m.value()) for m in read_to_end(kafka_bootstrap, predictions_topic)]
+        dead = Counter(dlq.parse(m.headers())["error"] for m in read_to_end(kafka_bootstrap, dlq_topic))
         assert len(readings) == len(predictions) == READINGS
 
         # The page settles on Kafka's totals.
@@ -259,9 +188,9 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
         page.screenshot(path=str(screenshot), full_page=True)
         print(f"screenshot: {screenshot}")
     finally:
-        assert stop(dashboard) == 0, (tmp_path / "dashboard.log").read_text()[-3000:]
-        stop(predictor)
-        bridge.terminate()
+        dashboard.stop_ok()
+        predictor.stop()
+        bridge.stop(60)
 
 
 def first_onset(readings: list[dict], car: str, after_seq: int) -> dict | None:
@@ -278,21 +207,3 @@ def mosquitto_pub(port: int, topic: str, payload: bytes) -> None:
     command = [shutil.which("mosquitto_pub") or "mosquitto_pub", "-p", str(port), "-q", "1", "-t", topic, "-s"]
     result = subprocess.run(command, input=payload, capture_output=True, timeout=30)
     assert result.returncode == 0, result.stderr
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
-
-
-def wait_until(condition, what: str, process: subprocess.Popen, logs: Path, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"a process exited while waiting for {what}; logs in {logs}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}; logs in {logs}"
-        time.sleep(0.5)

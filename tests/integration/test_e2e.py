@@ -21,16 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from common.avro import AvroCodec
-from common.kafka import consumer_config
 from common.schemas import PREDICTION, READING
-from common.settings import PLAINTEXT
 from common.topics import car_id
 from scripts.runtime.local import ROOT
 from scripts.runtime.services import ServiceGroup, service_env, wait_for
-from tests.conftest import create_topic, delete_topics, unique
+from scripts.testkit.kafka import create_topic, delete_topics, end_offsets, read_to_end, unique
 
 DEMO_CARS = 3
 SEED_CARS = 20
@@ -42,32 +39,7 @@ SEED_FORM_WINDOW = 8
 
 def read_topic(bootstrap: str, topic: str, codec: AvroCodec) -> list[tuple[int, int, dict]]:
     """Every record of `topic` now, as (partition, offset, decoded value)."""
-    consumer = Consumer(consumer_config(bootstrap, PLAINTEXT, unique("e2e-reader")))
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        records: list[tuple[int, int, dict]] = []
-        remaining = {p for p, end in ends.items() if end > 0}
-        while remaining:
-            for message in consumer.consume(num_messages=10_000, timeout=1.0):
-                if message.error() is not None:
-                    continue
-                records.append((message.partition(), message.offset(), codec.decode(message.value())))
-                if message.offset() >= ends[message.partition()] - 1:
-                    remaining.discard(message.partition())
-        return records
-    finally:
-        consumer.close()
-
-
-def end_total(bootstrap: str, topic: str) -> int:
-    consumer = Consumer(consumer_config(bootstrap, PLAINTEXT, unique("e2e-offsets")))
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
-    finally:
-        consumer.close()
+    return [(m.partition(), m.offset(), codec.decode(m.value())) for m in read_to_end(bootstrap, topic)]
 
 
 @dataclass
@@ -160,7 +132,9 @@ def chain_topic(kafka_bootstrap: str, mqtt_endpoint: tuple[str, int], tmp_path_f
             SIMULATOR_FAILURE_RATE="4",  # failures enough in 25 simulated minutes per car to train on
         )  # fmt: skip
         assert simulator.wait(120) == 0, simulator.tail()
-        wait_for(lambda: end_total(kafka_bootstrap, readings) >= expected, 60, what=f"{expected} readings")
+        wait_for(
+            lambda: sum(end_offsets(kafka_bootstrap, readings).values()) >= expected, 60, what=f"{expected} readings"
+        )
     try:
         yield readings
     finally:

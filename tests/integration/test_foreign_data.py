@@ -7,22 +7,22 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
-from bridge_process import Publisher, collect, decoded
 
 from bridge.validation import content_seq
 from common.schemas import SENSOR_FIELDS, SENSOR_RANGES
 from common.topics import mqtt_topic
 from ml.serving.ring_buffer import CarWindows
-from scripts.runtime.local import ROOT
+from scripts.testkit.kafka import collect
+from scripts.testkit.mqtt import Publisher
+from scripts.testkit.readings import decoded
+from scripts.testkit.services import run_module
 
 pytestmark = pytest.mark.timeout(300)
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -42,13 +42,11 @@ def test_the_reference_demos_recorded_csv_replayed_through_the_chain_arrives_who
     broker = mosquitto_node_factory()
     bridge = bridge_factory(kafka_bootstrap, broker.port, bridge_topics)
     summary_file = tmp_path / "replay.json"
-    replay = subprocess.run(
-        [sys.executable, "-m", "simulator", "replay", str(REFERENCE_CSV), "--pace", "max", "--qos", "1",
-         "--summary-file", str(summary_file), "--no-progress"],
-        env={**os.environ, "MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(broker.port), "PYTHONPATH": str(ROOT)},
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    run_module(
+        "simulator", "replay", str(REFERENCE_CSV), "--pace", "max", "--qos", "1",
+        "--summary-file", str(summary_file), "--no-progress",
+        timeout=240, MQTT_HOST="127.0.0.1", MQTT_PORT=str(broker.port),
     )  # fmt: skip
-    assert replay.returncode == 0, replay.stderr[-3000:]
     summary = json.loads(summary_file.read_text())
     assert (summary["published"], summary["acknowledged"], summary["skipped"]) == (len(rows), len(rows), 0)
 
@@ -78,7 +76,7 @@ def test_the_reference_demos_recorded_csv_replayed_through_the_chain_arrives_who
             assert record["failure_occurred"] is None  # unlabelled, not "no failure"
             for name in record["out_of_range"]:
                 flags[name] += 1
-    metrics = bridge.wait_for(lambda m: m.get("bridge_produced_total") == len(rows), "every row produced")
+    metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_produced_total") == len(rows), "every row produced")
     assert metrics["bridge_flagged_total"] == len(rows)
     assert metrics.get("bridge_rejected_total", 0) == 0
     print(f"reference CSV: {len(rows)} rows replayed, {len(records)} in Kafka, {len(rows)} flagged, 0 in the DLQ; "
@@ -134,7 +132,7 @@ def test_seq_less_stream_through_two_bridges_and_a_sigkill_keeps_one_identity_pe
                            "tire_pressure_2_1", "tire_pressure_2_2", "control_unit_firmware")})  # fmt: skip
             sent.append((mqtt_topic(car), json.dumps({**values, "timestamp": step}).encode()))
     publisher = Publisher(broker.port, sent, rate=800)
-    first.wait_for(lambda m: m.get("bridge_produced_total", 0) >= 600, "readings before the kill")
+    first.wait_for_metrics(lambda m: m.get("bridge_produced_total", 0) >= 600, "readings before the kill")
     first.kill()
     time.sleep(1.0)
     bridge_factory(kafka_bootstrap, broker.port, bridge_topics, client_id="bridge-a", **env)

@@ -13,15 +13,15 @@ import pytest
 
 from common.errors import LocalRuntimeError
 from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode, free_port, mqtt_round_trip, pid_alive, port_in_use
-from tests.conftest import consume_all
+from scripts.testkit.kafka import read_to_end
 
 
-def test_kafka_produces_and_consumes_real_records(topic_factory, producer, consumer_factory):
+def test_kafka_produces_and_consumes_real_records(kafka_bootstrap, topic_factory, producer):
     topic = topic_factory("infra", partitions=3)
     for i in range(500):
         producer.produce(topic, key=f"car-{i % 7:05d}", value=f"value-{i}".encode())
     producer.flush(30)
-    messages = consume_all(consumer_factory(topic), expected=500)
+    messages = read_to_end(kafka_bootstrap, topic)
     assert sorted(m.value() for m in messages) == sorted(f"value-{i}".encode() for i in range(500))
     # One key always lands on one partition: per-car order is kept.
     partitions_by_key = {}

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from confluent_kafka.admin import AdminClient
-from test_ml_predict import PredictorProcess, Stream, covered
-from test_ml_train import Topics, run_ml
 
 from common.settings import PLAINTEXT
 from ml import artifact, ood
-from scripts.bench.ml_read import write_readings
-from scripts.runtime.local import ROOT
+from scripts.testkit.kafka import delete_topics, unique
+from scripts.testkit.predictor import Stream, covered, start_predictor
+from scripts.testkit.readings import write_readings
+from scripts.testkit.services import run_module
 from simulator.fleet import generate_readings
 
 OTHER_UNITS = {
@@ -34,6 +31,10 @@ OTHER_UNITS = {
     "engine_vibration_amplitude": lambda amplitude: amplitude * 0.75,
 }
 FAR_OUT = ("battery_voltage", "current_draw", "coolant_temp")
+
+
+def run_ml(bootstrap: str, *args: str) -> subprocess.CompletedProcess:
+    return run_module("ml", *args, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
 
 
 def fleet() -> list[dict]:
@@ -47,14 +48,14 @@ def in_other_units(reading: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    topic = Topics(kafka_bootstrap).with_readings("ml-ood-train", fleet(), partitions=2)
+    topic = unique("ml-ood-train")
+    write_readings(kafka_bootstrap, PLAINTEXT, topic, fleet(), partitions=2)
     model_dir = tmp_path_factory.mktemp("ood-models")
     options = ("--window", "6", "--horizon", "3", "--epochs", "2", "--patience", "1", "--reader", "confluent")
     try:
         run_ml(kafka_bootstrap, "train", "--topic", topic, "--model-dir", str(model_dir), *options)
     finally:
-        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-        admin.delete_topics([topic])[topic].result(timeout=30)
+        delete_topics(kafka_bootstrap, [topic])
     path = artifact.latest(model_dir)
     assert path is not None
     return path
@@ -115,7 +116,7 @@ def test_the_predictor_flags_readings_in_other_units_as_out_of_distribution(
     foreign.append(foreign[10])  # an MQTT redelivery: the same payload, the same hash
     stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=2)
     stream.write(familiar + foreign)
-    predictor = PredictorProcess(stream, trained.parent, tmp_path / "predictor.log")
+    predictor = start_predictor(stream, trained.parent, tmp_path, "predictor")
     try:
         predictions = stream.collect(covered(familiar + foreign))
         by_car = collections.defaultdict(list)
@@ -131,30 +132,26 @@ def test_the_predictor_flags_readings_in_other_units_as_out_of_distribution(
 
         predictor.wait_for_log("OUT OF DISTRIBUTION: coolant_temp, battery_voltage")  # the model's feature order
         assert predictor.metric("predictor_ood_predictions_total") == len(foreign)
-        assert f'predictor_ood_features_total{{feature="battery_voltage"}} {float(len(foreign))}' in predictor.metrics()
-        assert "predictor_ood_score_bucket" in predictor.metrics()
+        metrics = predictor.metrics()
+        assert metrics.value("predictor_ood_features_total", default=-1, feature="battery_voltage") == len(foreign)
+        assert metrics.label_values("predictor_ood_score_bucket", "le"), "the OOD score's histogram"
         assert "keeps no training statistics" not in predictor.log()
-        assert predictor.stop() == 0
+        predictor.stop_ok()
     finally:
-        if predictor.process.poll() is None:
-            predictor.kill()
+        predictor.kill()
 
 
 def test_training_on_unlabelled_data_stops_with_one_line_saying_where_labels_come_from(
     kafka_bootstrap, topic_factory, tmp_path
 ):
     topic = topic_factory("ml-unlabelled", 1)
-    unlabelled = [r | {"failure_occurred": None} for r in fleet()[:600]]
-    write_readings(kafka_bootstrap, PLAINTEXT, topic, unlabelled, partitions=1)
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, PYTHONPATH=str(ROOT))
-    result = subprocess.run(
-        [sys.executable, "-m", "ml", "train", "--topic", topic, "--model-dir", str(tmp_path), "--reader", "confluent"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    write_readings(
+        kafka_bootstrap, PLAINTEXT, topic, [r | {"failure_occurred": None} for r in fleet()[:600]], partitions=1
     )
+    result = run_module(
+        "ml", "train", "--topic", topic, "--model-dir", str(tmp_path), "--reader", "confluent",
+        timeout=300, check=False, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in result.stderr

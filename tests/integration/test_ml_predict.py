@@ -8,180 +8,20 @@ tested.
 from __future__ import annotations
 
 import collections
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from common import dlq, schemas
 from common.avro import AvroCodec
 from ml.training.untrained_model import save_untrained_model
-from scripts.runtime.local import ROOT, free_port
+from scripts.runtime.local import free_port
 from scripts.runtime.schema_registry import SchemaRegistryNode
+from scripts.testkit.kafka import read_until
+from scripts.testkit.predictor import WAIT_S, Stream, covered
+from scripts.testkit.services import ChildService
 from simulator.fleet import generate_readings
-
-WAIT_S = 90
-
-
-class Stream:
-    """Topics of one test, readings written to them (and the offset each got), predictions read back.
-    `input_topic` reads an existing topic (a reference run over the same records, in a group of its own)."""
-
-    def __init__(
-        self, bootstrap: str, topic_factory, consumer_factory, group: str, partitions: int = 2, input_topic=None
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.input = input_topic or topic_factory("readings", partitions)
-        self.output = topic_factory("predictions", partitions)
-        self.dlq = topic_factory("dlq", 1)
-        self.group = group
-        self.codec = AvroCodec(schemas.READING, self.input)
-        self.prediction_codec = AvroCodec(schemas.PREDICTION, self.output)
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
-        self.predictions_consumer: Consumer = consumer_factory(self.output)
-        self.predictions: list[dict] = []
-        self.offsets: dict[tuple[str, int], tuple[int, int]] = {}
-        """(car_id, seq) -> (partition, offset) of each reading written."""
-
-    def write(self, readings: list[dict]) -> None:
-        def written(error, message, key) -> None:
-            assert error is None, error
-            self.offsets[key] = (message.partition(), message.offset())
-
-        for reading in readings:
-            key = (reading["car_id"], reading["seq"])
-            self.producer.produce(
-                self.input,
-                self.codec.encode(reading),
-                reading["car_id"].encode(),
-                on_delivery=lambda error, message, key=key: written(error, message, key),
-            )
-            self.producer.poll(0)
-        assert self.producer.flush(60) == 0
-
-    def committed(self, partitions: int) -> list[int]:
-        """The predictors' group's committed offset of each input partition (-1001: none yet)."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})  # never joins the group
-        try:
-            found = consumer.committed([TopicPartition(self.input, p) for p in range(partitions)], timeout=30)
-            return [tp.offset for tp in found]
-        finally:
-            consumer.close()
-
-    def high_watermarks(self, partitions: int, topic: str | None = None) -> list[int]:
-        """Where each partition of the input (or `topic`) ends now (read_committed: its last stable offset)."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "watermarks"})
-        try:
-            tps = [TopicPartition(topic or self.input, p) for p in range(partitions)]
-            return [consumer.get_watermark_offsets(tp, 30)[1] for tp in tps]
-        finally:
-            consumer.close()
-
-    def collect(self, until, timeout: float = WAIT_S) -> list[dict]:
-        """Read predictions until until(predictions) holds; returns every prediction read so far."""
-        deadline = time.monotonic() + timeout
-        while not until(self.predictions) and time.monotonic() < deadline:
-            for message in self.predictions_consumer.consume(num_messages=10_000, timeout=0.5):
-                if message.error() is None:
-                    prediction = self.prediction_codec.decode(message.value())
-                    assert message.key() == prediction["car_id"].encode()
-                    self.predictions.append(prediction)
-        return self.predictions
-
-
-def covered(readings: list[dict]):
-    wanted = {(r["car_id"], r["seq"]) for r in readings}
-    return lambda predictions: wanted <= {(p["car_id"], p["seq"]) for p in predictions}
-
-
-class PredictorProcess:
-    def __init__(self, stream: Stream, model_dir: Path, log_file: Path, **env: str) -> None:
-        self.log_file = log_file
-        self.metrics_port = free_port()
-        settings = {
-            "KAFKA_BOOTSTRAP_SERVERS": stream.bootstrap,
-            "ML_MODEL_DIR": str(model_dir),
-            "ML_TOPIC": stream.input,
-            "ML_OUTPUT_TOPIC": stream.output,
-            "ML_DLQ_TOPIC": stream.dlq,
-            "ML_GROUP_ID": stream.group,
-            "ML_METRICS_PORT": str(self.metrics_port),
-            "ML_RELOAD_INTERVAL": "0.5",
-            "ML_SESSION_TIMEOUT_MS": "6000",
-            "ML_MAX_BATCH": "200",
-            **env,
-        }
-        with open(log_file, "ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ml", "predict"],
-                env={**os.environ, **settings, "PYTHONUNBUFFERED": "1"},
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            return response.read().decode()
-
-    def health(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as response:
-                return response.status, response.read().decode().strip()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode().strip()
-
-    def metric(self, name: str) -> float:
-        lines = [line for line in self.metrics().splitlines() if line.startswith(name + " ")]
-        return float(lines[0].split()[-1]) if lines else 0.0
-
-    def wait_for_log(self, text: str, timeout: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            assert self.process.poll() is None, f"predictor exited:\n{self.log()[-3000:]}"
-            assert time.monotonic() < deadline, f"no {text!r} in the predictor's log:\n{self.log()[-3000:]}"
-            time.sleep(0.2)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
-
-
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    save_untrained_model(tmp_path / "models", window=6, threshold=0.3)
-    return tmp_path / "models"
-
-
-@pytest.fixture
-def predictors(tmp_path: Path):
-    started: list[PredictorProcess] = []
-
-    def start(stream: Stream, model_dir: Path, **env: str) -> PredictorProcess:
-        process = PredictorProcess(stream, model_dir, tmp_path / f"predictor-{len(started)}.log", **env)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.process.poll() is None:
-            process.kill()
 
 
 def test_every_reading_gets_one_prediction_and_a_bad_record_goes_to_the_dlq(
@@ -208,7 +48,7 @@ def test_every_reading_gets_one_prediction_and_a_bad_record_goes_to_the_dlq(
         assert prediction["failure_predicted"] == (prediction["failure_probability"] >= 0.3)
         assert prediction["predicted_at"] >= reading["event_time"]
 
-    dead = _read_messages(consumer_factory(stream.dlq), expected=1)
+    dead = read_until(kafka_bootstrap, stream.dlq, lambda messages: len(messages) >= 1, timeout=30)
     assert [m.value() for m in dead] == [b"\xc3\x01 not an avro reading"]
     headers = dlq.parse(dead[0].headers())
     assert headers[dlq.ERROR] == "undecodable" and "fingerprint" in headers[dlq.ERROR_DETAIL]
@@ -220,8 +60,9 @@ def test_every_reading_gets_one_prediction_and_a_bad_record_goes_to_the_dlq(
         assert "ALERT car" in predictor.log()
     assert predictor.metric("predictor_predictions_total") == len(readings)
     assert predictor.metric("predictor_dlq_total") == 1
-    assert "predictor_consumer_lag" in predictor.metrics() and "predictor_model_latency_seconds" in predictor.metrics()
-    assert predictor.stop() == 0
+    metrics = predictor.metrics()
+    assert "predictor_consumer_lag" in metrics and "predictor_model_latency_seconds_count" in metrics
+    predictor.stop_ok()
 
 
 def test_sigkill_and_restart_every_reading_still_predicted(
@@ -246,7 +87,7 @@ def test_sigkill_and_restart_every_reading_still_predicted(
     for key in duplicates:  # a duplicate is the same reading predicted again: same car, seq and event_time
         assert len({p["event_time"] for p in predictions if (p["car_id"], p["seq"]) == key}) == 1
     second.wait_for_log("rebuilt history from")
-    assert second.stop() == 0
+    second.stop_ok()
 
 
 def test_a_new_model_version_is_served_without_a_restart(
@@ -265,8 +106,8 @@ def test_a_new_model_version_is_served_without_a_restart(
     predictions = stream.collect(covered(readings))
     late = [p for p in predictions if (p["car_id"], p["seq"]) in {(r["car_id"], r["seq"]) for r in readings[100:]}]
     assert {p["model_version"] for p in late} == {new_version}
-    assert predictor.process.poll() is None, "the predictor must not restart to load a model"
-    assert predictor.stop() == 0
+    assert predictor.running(), "the predictor must not restart to load a model"
+    predictor.stop_ok()
 
 
 def test_health_says_alive_but_not_ready_until_a_model_is_loaded_then_ready(
@@ -289,7 +130,7 @@ def test_health_says_alive_but_not_ready_until_a_model_is_loaded_then_ready(
     readings = list(generate_readings(cars=2, readings_per_car=10, seed=3))
     stream.write(readings)
     assert len(stream.collect(covered(readings))) >= len(readings)
-    assert predictor.stop() == 0
+    predictor.stop_ok()
 
 
 def test_two_predictors_in_one_group_split_the_partitions(
@@ -313,21 +154,13 @@ def test_two_predictors_in_one_group_split_the_partitions(
     assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == {"0", "1", "2", "3"}
     assert one.metric("predictor_predictions_total") > 0 and two.metric("predictor_predictions_total") > 0
     assert one.metric("predictor_predictions_total") + two.metric("predictor_predictions_total") == len(readings)
-    assert one.stop() == 0 and two.stop() == 0
+    one.stop_ok()
+    two.stop_ok()
 
 
-def _partitions_with_lag(process: PredictorProcess) -> set[str]:
+def _partitions_with_lag(process: ChildService) -> set[str]:
     """The partitions a predictor reports lag for: exactly the ones it owns."""
-    prefix = 'predictor_consumer_lag{partition="'
-    return {line[len(prefix) :].split('"')[0] for line in process.metrics().splitlines() if line.startswith(prefix)}
-
-
-def _read_messages(consumer: Consumer, expected: int, timeout: float = 30) -> list:
-    messages: list = []
-    deadline = time.monotonic() + timeout
-    while len(messages) < expected and time.monotonic() < deadline:
-        messages += [m for m in consumer.consume(num_messages=100, timeout=0.5) if m.error() is None]
-    return messages
+    return process.metrics().label_values("predictor_consumer_lag", "partition")
 
 
 def test_a_kafka_crash_under_the_predictor_loses_no_prediction(
@@ -365,7 +198,7 @@ def test_a_kafka_crash_under_the_predictor_loses_no_prediction(
 
     kafka.kill()
     time.sleep(3)  # the predictor meets the dead broker: watermarks, reads and commits fail
-    assert predictor.process.poll() is None, f"the predictor exited:\n{predictor.log()[-3000:]}"
+    predictor.assert_running()
     kafka.start()
     kafka.wait_ready(timeout=120)
     stream.producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "enable.idempotence": True})
@@ -377,7 +210,7 @@ def test_a_kafka_crash_under_the_predictor_loses_no_prediction(
     assert not missing, f"{len(missing)} readings without a prediction:\n{predictor.log()[-3000:]}"
     # Whether the outage surfaced as an error (logged "does not answer") or a call simply blocked until the
     # broker was back depends on timing; either way the predictor must stay up and lose nothing.
-    assert predictor.stop() == 0
+    predictor.stop_ok()
     for consumer in consumers:
         consumer.close()
 
@@ -410,8 +243,7 @@ def test_a_registry_outage_is_waited_out_not_dead_lettered(
         predictions = stream.collect(covered(readings), timeout=120)
         assert {(p["car_id"], p["seq"]) for p in predictions} == {(r["car_id"], r["seq"]) for r in readings}
         assert predictor.metric("predictor_dlq_total") == 0
-        dlq = consumer_factory(stream.dlq)
-        assert _read_messages(dlq, 1, timeout=5) == []
-        assert predictor.stop() == 0
+        assert read_until(kafka_bootstrap, stream.dlq, lambda messages: len(messages) >= 1, timeout=5) == []
+        predictor.stop_ok()
     finally:
         registry.stop()

@@ -6,21 +6,20 @@ import pytest
 from confluent_kafka import Producer
 
 from common.avro import AvroCodec
-from common.schemas import READING, SENSOR_FIELDS, raw_schema
+from common.schemas import READING, SENSOR_FIELDS
 from common.settings import PLAINTEXT
 from ml.features import gather_windows, series_from_records, window_ends
 from ml.source import read_records, resolve_range
-from scripts.bench.ml_read import write_readings
+from scripts.testkit.readings import as_in_kafka, write_readings
 from simulator.fleet import generate_readings
 
 CONFLUENT_SCHEMA_ID = (7).to_bytes(4, "big")
-DEFAULTS = {field["name"]: field["default"] for field in raw_schema(READING)["fields"] if "default" in field}
 
 
 def generated(cars: int, per_car: int, seed: int) -> list[dict]:
     """Simulated readings as a reader returns them: the fields the simulator does not write (out_of_range and
     seq_origin, since the readings schema's version 2) at their defaults."""
-    return [DEFAULTS | reading for reading in generate_readings(cars, per_car, seed=seed)]
+    return [as_in_kafka(reading) for reading in generate_readings(cars, per_car, seed=seed)]
 
 
 def confluent_framed(codec: AvroCodec, reading: dict) -> bytes:

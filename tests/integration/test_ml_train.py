@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from common.avro import AvroCodec
@@ -20,8 +19,10 @@ from common.schemas import PREDICTION
 from common.settings import PLAINTEXT
 from ml import artifact
 from ml.features import gather_windows, series_from_records, window_ends
-from scripts.bench.ml_read import write_readings
 from scripts.runtime.local import ROOT
+from scripts.testkit.kafka import read_to_end
+from scripts.testkit.readings import write_readings
+from scripts.testkit.services import run_module
 from simulator.fleet import generate_readings
 
 SECTIONS = ("pr_auc", "roc_auc", "precision", "recall", "f1", "brier", "brier_uncalibrated", "threshold")
@@ -35,13 +36,8 @@ seeds (by up to 3e-3 with 60-car fleets). It must not do real harm; miscalibrati
 flipped slope) costs several hundredths, as the balanced logistic regression shows."""
 
 
-def run_ml(bootstrap: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PYTHONPATH=str(ROOT))
-    result = subprocess.run(
-        [sys.executable, "-m", "ml", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+def run_ml(bootstrap: str, *args: str) -> subprocess.CompletedProcess:
+    return run_module("ml", *args, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
 
 
 class Topics:
@@ -191,7 +187,7 @@ def test_labels_without_signal_score_near_chance(kafka_bootstrap, topics, tmp_pa
         assert abs(metrics["pr_auc"] - metrics["prevalence"]) < 0.1, (name, metrics)
 
 
-def test_seed_form_trains_then_writes_avro_predictions(kafka_bootstrap, topics, tmp_path, consumer_factory):
+def test_seed_form_trains_then_writes_avro_predictions(kafka_bootstrap, topics, tmp_path):
     """`python -m ml SERVERS TOPIC START_OFFSET RESULT_TOPIC`: train on the first 1000 records from the offset,
     one Avro prediction (key = car_id) for each of the following 200."""
     readings = list(generate_readings(10, 130, seed=11, failure_rate=6.0))
@@ -201,14 +197,8 @@ def test_seed_form_trains_then_writes_avro_predictions(kafka_bootstrap, topics, 
     run_ml(kafka_bootstrap, kafka_bootstrap, topic, "100", result_topic, *options)
     version = artifact.latest(tmp_path)
     assert json.loads((version / "metadata.json").read_text())["training"]["records"] == 1000
-    consumer = consumer_factory()
-    consumer.assign([TopicPartition(result_topic, 0, 0)])  # no group rebalance to wait for
     codec = AvroCodec(PREDICTION, result_topic)
-    values = []
-    while len(values) < 200:
-        batch = consumer.consume(num_messages=500, timeout=10)
-        assert batch, f"only {len(values)} predictions arrived"
-        values += [(m.key().decode(), codec.decode(m.value())) for m in batch if m.error() is None]
+    values = [(m.key().decode(), codec.decode(m.value())) for m in read_to_end(kafka_bootstrap, result_topic)]
     expected = {(r["car_id"], r["seq"]) for r in readings[1100:1300]}  # offsets 100.. in one partition
     assert {(p["car_id"], p["seq"]) for _, p in values} == expected and len(values) == 200
     assert all(key == p["car_id"] and p["model_version"] == version.name and p["horizon"] == 5 for key, p in values)

@@ -23,19 +23,15 @@ import threading
 import time
 
 import pytest
-import test_ml_predict
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
-from test_ml_predict import WAIT_S, Stream, covered
-from test_predictor_state import TOLERANCE, assert_same_as_reference
 
 from common.kafka import ensure_topics
 from common.settings import PLAINTEXT
 from ml.serving.partitions import Partitions
 from ml.serving.settings import PredictorSettings
+from scripts.testkit.kafka import alter_topic_config
+from scripts.testkit.predictor import TOLERANCE, WAIT_S, Stream, assert_same_as_reference, covered
 from simulator.fleet import generate_readings
-
-model_dir, predictors = test_ml_predict.model_dir, test_ml_predict.predictors  # its fixtures, shared
 
 
 def metric(process, name: str) -> float:
@@ -72,21 +68,20 @@ def kill_with_a_batch_uncommitted(stream: Stream, start, partitions: int, batch:
     try:
         while True:
             assert time.monotonic() < deadline, f"never caught the predictor between delivery and commit ({looks})"
-            assert process.process.poll() is None, process.log()[-3000:]
+            process.assert_running()
             arrived = stream.predictions_consumer.poll(0.5)  # returns at the first new prediction, unlike consume()
             if arrived is None or arrived.error() is not None:
                 continue
-            os.kill(process.process.pid, signal.SIGSTOP)
+            os.kill(process.pid, signal.SIGSTOP)
             looks += 1
             stream.predictions.append(stream.prediction_codec.decode(arrived.value()))
             committed = [max(tp.offset, 0) for tp in committed_reader.committed(tps, timeout=30)]
             produced = sum(stream.high_watermarks(partitions, stream.output))
             stream.collect(lambda predictions, n=produced: len(predictions) >= n, timeout=30)
             if not predicted_batch(stream, committed, batch):
-                os.kill(process.process.pid, signal.SIGCONT)
+                os.kill(process.pid, signal.SIGCONT)
                 continue
-            process.process.send_signal(signal.SIGKILL)
-            process.process.wait(10)
+            process.kill()
             after = [max(tp.offset, 0) for tp in committed_reader.committed(tps, timeout=30)]
             if predicted_batch(stream, after, batch):
                 print(f"caught after {looks} looks")
@@ -147,7 +142,7 @@ def test_sigkill_between_delivery_and_commit_predicts_the_batch_again(
         by_key[(p["car_id"], p["seq"])].append(p["failure_probability"])
     spread = max(max(by_key[key]) - min(by_key[key]) for key in uncommitted)
     assert spread <= TOLERANCE, "a batch predicted again saw another window"
-    assert second.stop() == 0
+    second.stop_ok()
 
 
 def test_a_rebalance_and_a_sigkill_mid_stream_keep_every_window_full(
@@ -180,18 +175,7 @@ def test_a_rebalance_and_a_sigkill_mid_stream_keep_every_window_full(
     assert shared[0] > 0 and shared[1] > 0
     assert two.log().count("rebuilt history from") >= 4, "two partitions rebuilt at the rebalance, two after the kill"
     print(f"predictions before the kill (one, two): {shared}; {sum(n - 1 for n in counts.values())} duplicates")
-    assert two.stop() == 0
-
-
-def set_max_message_bytes(bootstrap: str, topic: str, value: str | None) -> None:
-    """Set (None: remove) the topic's max.message.bytes."""
-    op = AlterConfigOpType.DELETE if value is None else AlterConfigOpType.SET
-    entry = ConfigEntry("max.message.bytes", value, incremental_operation=op)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.incremental_alter_configs(
-        [ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])]
-    ).values():
-        future.result(30)
+    two.stop_ok()
 
 
 def refused(stream: Stream, timeout: float = 30) -> bool:
@@ -226,7 +210,7 @@ def test_a_failed_delivery_commits_nothing_and_rewinds(
         time.sleep(0.2)
     delivered = stream.committed(2)
 
-    set_max_message_bytes(kafka_bootstrap, stream.output, "64")  # no prediction fits any more
+    alter_topic_config(kafka_bootstrap, stream.output, **{"max.message.bytes": "64"})  # no prediction fits any more
     deadline = time.monotonic() + WAIT_S
     while not refused(stream):
         assert time.monotonic() < deadline, "the broker never applied max.message.bytes"
@@ -238,9 +222,9 @@ def test_a_failed_delivery_commits_nothing_and_rewinds(
         time.sleep(0.2)
     assert stream.committed(2) == delivered, "committed past predictions Kafka refused"
     assert stream.high_watermarks(2, stream.output) == outputs
-    assert predictor.process.poll() is None
+    predictor.assert_running()
 
-    set_max_message_bytes(kafka_bootstrap, stream.output, None)
+    alter_topic_config(kafka_bootstrap, stream.output, **{"max.message.bytes": None})
     stream.write(readings[240:])
     predictions = [p for p in stream.collect(covered(readings)) if p["car_id"] != "probe"]
     assert {(p["car_id"], p["seq"]) for p in predictions} == {(r["car_id"], r["seq"]) for r in readings}
@@ -250,7 +234,7 @@ def test_a_failed_delivery_commits_nothing_and_rewinds(
         time.sleep(0.2)
     assert_same_as_reference(predictions, reference.collect(covered(readings)))
     assert "re-reading from offset" in predictor.log()
-    assert predictor.stop() == 0
+    predictor.stop_ok()
 
 
 def test_a_predictor_fenced_by_a_static_member_with_its_id_exits_1_and_the_other_predicts_everything(
@@ -264,12 +248,12 @@ def test_a_predictor_fenced_by_a_static_member_with_its_id_exits_1_and_the_other
     stream.write(readings[:80])
     stream.collect(covered(readings[:80]))
     second = predictors(stream, model_dir, ML_INSTANCE_ID="same-id")
-    assert first.process.wait(timeout=WAIT_S) == 1, first.log()[-3000:]
+    assert first.wait(WAIT_S) == 1, first.failure("expected exit code 1")
     assert "failed for good" in first.log()
     stream.write(readings[80:])
     predictions = stream.collect(covered(readings))
     assert {(p["car_id"], p["seq"]) for p in predictions} == {(r["car_id"], r["seq"]) for r in readings}
-    assert second.stop() == 0
+    second.stop_ok()
 
 
 def test_partitions_assigned_while_kafka_does_not_answer_are_taken_on_once_it_answers(kafka_node_factory):

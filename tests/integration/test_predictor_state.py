@@ -5,53 +5,25 @@
 - A flood of 200,000 distinct cars stays within the bound: the predictor's peak RSS (VmHWM in /proc) grows by at
   most the bound and an allowance, and stays under the Kubernetes memory limit; every reading is predicted.
 
-Every claim is counted by (car_id, seq), as in test_ml_predict.py (whose Stream and predictor process these use).
+Every claim is counted by (car_id, seq), as in test_ml_predict.py (scripts/testkit/predictor.py).
 """
 
 from __future__ import annotations
 
 import collections
-import re
 import time
 from pathlib import Path
 
 import pytest
-import test_ml_predict
-from test_ml_predict import Stream, covered
 
 from ml.serving.ring_buffer import CarWindows
 from ml.serving.settings import PredictorSettings
 from ml.training.untrained_model import save_untrained_model
+from scripts.testkit.predictor import TOLERANCE, Stream, assert_same_as_reference, covered, probabilities
 from simulator.fleet import generate_readings
 
-TOLERANCE = 1e-5  # the same window through the same model: equal up to float rounding across batch shapes
 K8S_MEMORY_LIMIT = 3 * 2**30  # compose/kubernetes/predictor.yaml: resources.limits.memory 3Gi
 FLOOD_ALLOWANCE = 512 * 2**20  # beside the state: batches in flight, Kafka clients' buffers (measured 245-325 MiB)
-
-model_dir, predictors = test_ml_predict.model_dir, test_ml_predict.predictors  # its fixtures, shared
-
-
-def labelled(process, name: str, **labels: str) -> float:
-    """A labelled metric's value (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.compile(rf"^{re.escape(name)}\{{{re.escape(wanted)}\}} (\S+)$", re.M)
-    found = pattern.search(process.metrics())
-    return float(found.group(1)) if found else 0.0
-
-
-def probabilities(predictions: list[dict]) -> dict[tuple[str, int], list[float]]:
-    found: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
-    for p in predictions:
-        found[(p["car_id"], p["seq"])].append(p["failure_probability"])
-    return found
-
-
-def assert_same_as_reference(predictions: list[dict], reference: list[dict]) -> None:
-    """Each prediction of (car_id, seq) equals the reference's: the window it was made on was the same."""
-    expected = {key: values[0] for key, values in probabilities(reference).items()}
-    for key, values in probabilities(predictions).items():
-        for value in values:
-            assert abs(value - expected[key]) <= TOLERANCE, f"{key}: {value} != reference {expected[key]}"
 
 
 def a_car_goes_away_and_returns(burst: int = 0) -> tuple[list[dict], str, int]:
@@ -97,13 +69,13 @@ def test_an_evicted_car_returns_with_its_history_rebuilt_from_kafka(
     assert abs(first_back - probabilities(ref)[(away, back)][0]) <= TOLERANCE, "its window was not rebuilt in full"
     assert_same_as_reference(predictions, ref)
 
-    assert labelled(predictor, "predictor_car_evictions_total", reason=reason) >= 1
+    assert predictor.metric("predictor_car_evictions_total", reason=reason) >= 1
     assert predictor.metric("predictor_cars_returned_total") >= 1
     assert "evicted car(s) back; history re-read from" in predictor.log()
     if reason == "bytes":
         assert predictor.metric("predictor_cars_held") <= 1248
         assert predictor.metric("predictor_state_bytes") <= 2**20
-    assert predictor.stop() == 0
+    predictor.stop_ok()
 
 
 def vm_kib(pid: int, field: str) -> int:
@@ -134,7 +106,7 @@ def test_a_flood_of_200000_cars_stays_within_the_state_bound(
     predictor = predictors(stream, models, ML_MAX_BATCH="5000", ML_MAX_STATE_BYTES=str(bound))
     stream.write(warm)
     stream.collect(covered(warm))  # the model has run: TensorFlow's own memory is in the baseline
-    baseline = vm_kib(predictor.process.pid, "VmHWM") * 1024
+    baseline = vm_kib(predictor.pid, "VmHWM") * 1024
 
     flood = [{**template[i % 1000], "car_id": f"flood-{i:06d}", "seq": 0} for i in range(FLOOD_CARS)]
     started = time.monotonic()
@@ -143,7 +115,7 @@ def test_a_flood_of_200000_cars_stays_within_the_state_bound(
     written = time.monotonic() - started
     predictions = stream.collect(covered(flood), timeout=150)
     seconds = time.monotonic() - started
-    peak = vm_kib(predictor.process.pid, "VmHWM") * 1024
+    peak = vm_kib(predictor.pid, "VmHWM") * 1024
     missing = {(r["car_id"], r["seq"]) for r in flood} - {(p["car_id"], p["seq"]) for p in predictions}
     print(
         f"flood: {FLOOD_CARS} cars written in {written:.1f} s, all predicted after {seconds:.1f} s "
@@ -156,5 +128,5 @@ def test_a_flood_of_200000_cars_stays_within_the_state_bound(
     assert peak - baseline <= bound + FLOOD_ALLOWANCE, f"grew {(peak - baseline) / 2**20:.0f} MiB"
     assert predictor.metric("predictor_cars_held") <= held
     assert predictor.metric("predictor_state_bytes") <= bound
-    assert labelled(predictor, "predictor_car_evictions_total", reason="bytes") >= FLOOD_CARS + 20 - held
-    assert predictor.stop() == 0
+    assert predictor.metric("predictor_car_evictions_total", reason="bytes") >= FLOOD_CARS + 20 - held
+    predictor.stop_ok()

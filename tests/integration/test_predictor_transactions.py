@@ -12,13 +12,10 @@ import collections
 import time
 
 import pytest
-import test_ml_predict
 from confluent_kafka import Producer
-from test_ml_predict import WAIT_S, Stream, covered
 
+from scripts.testkit.predictor import WAIT_S, Stream, covered
 from simulator.fleet import generate_readings
-
-model_dir, predictors = test_ml_predict.model_dir, test_ml_predict.predictors  # its fixtures, shared
 
 
 def write_in_transactions(stream: Stream, committed: list[dict], aborted: list[dict], size: int = 10) -> None:
@@ -66,4 +63,4 @@ def test_the_predictor_reads_a_transactional_topic_to_its_end(
     else:  # tensorflow-io's kernel reads one record past a range whose last offset is a marker (ml/serving/README)
         assert duplicates <= sum(ends) // 25 + 2
     assert "stalled" not in predictor.log()
-    assert predictor.stop() == 0
+    predictor.stop_ok()

@@ -21,18 +21,12 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from common import schemas
 from common.avro import AvroCodec
-from tests.conftest import consume_all, unique
+from scripts.testkit.kafka import read_to_end, unique
+from scripts.testkit.readings import reading
 
 HEADERS = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
 
-V1_READING: dict[str, Any] = {
-    **{name: 12.5 for name in schemas.SENSOR_FIELDS},
-    **{name: 31 for name in schemas.INT_SENSOR_FIELDS},
-    "car_id": "car-00003",
-    "seq": 41,
-    "event_time": 1_700_000_000_000,
-    "failure_occurred": None,
-}
+V1_READING: dict[str, Any] = reading(car_id="car-00003", seq=41, event_time=1_700_000_000_000, failure_occurred=None)
 V2_READING: dict[str, Any] = {
     **V1_READING,
     "seq": 42,
@@ -120,7 +114,7 @@ def test_the_registry_refuses_a_change_that_breaks_version_1_records(registry, c
 
 
 def test_codec_decodes_version_1_and_current_records_from_kafka(
-    schema_registry_url, registry, topic_factory, producer, consumer_factory
+    schema_registry_url, registry, kafka_bootstrap, topic_factory, producer
 ):
     topic = topic_factory("schema-registry")
     context = SerializationContext(topic, MessageField.VALUE)
@@ -136,7 +130,7 @@ def test_codec_decodes_version_1_and_current_records_from_kafka(
     producer.flush(30)
     assert registry.versions(subject) == [1, 2]
 
-    messages = consume_all(consumer_factory(topic), expected=2)
+    messages = read_to_end(kafka_bootstrap, topic)
     assert len(messages) == 2
     values = [m.value() for m in sorted(messages, key=lambda m: m.offset())]
     ids = [struct.unpack(">bI", value[:5]) for value in values]

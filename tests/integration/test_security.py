@@ -21,7 +21,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from bridge_process import BridgeProcess, readings
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -49,6 +48,9 @@ from common.topics import (
 )
 from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode, free_port, start_nodes
 from scripts.runtime.secured import SecureMaterial
+from scripts.testkit.bridge import start_bridge
+from scripts.testkit.kafka import end_offsets, read_to_end, read_until
+from scripts.testkit.readings import reading
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +71,11 @@ class Secured:
 
     def kafka_as(self, identity: str) -> dict[str, str]:
         return {"bootstrap.servers": self.bootstrap, **self.material.kafka_client_config(identity)}
+
+    @property
+    def admin(self) -> dict[str, str]:
+        """The admin identity's client properties: other tests of this module leave probes in the topics."""
+        return self.material.kafka_client_config("admin")
 
 
 @pytest.fixture(scope="module")
@@ -106,39 +113,18 @@ def car_password_of(secured: Secured, car: str) -> str:
 
 
 def reading_of(car: str, seq: int) -> bytes:
-    record = {**readings(1, 1)[0], "car_id": car, "seq": seq}
-    return json.dumps(record).encode()
-
-
-def end_offsets(secured: Secured, topic: str) -> dict[int, int]:
-    consumer = Consumer({**secured.kafka_as("admin"), "group.id": f"test-{uuid.uuid4().hex[:8]}"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-    finally:
-        consumer.close()
+    return json.dumps(reading(car_id=car, seq=seq)).encode()
 
 
 def read_decodable(secured: Secured, topic: str, schema: dict) -> list[tuple[int, int, dict]]:
     """Every record of `topic` that decodes with `schema`, as (partition, offset, value), read as admin (other
     tests of this module leave probes of their own in the topics)."""
     codec = AvroCodec(schema, topic)
-    ends = end_offsets(secured, topic)
-    consumer = Consumer({**secured.kafka_as("admin"), "group.id": f"test-{uuid.uuid4().hex[:8]}"})
-    try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        remaining, records = {p for p, end in ends.items() if end > 0}, []
-        while remaining:
-            for message in consumer.consume(num_messages=10_000, timeout=1.0):
-                if message.error() is not None:
-                    continue
-                with contextlib.suppress(DecodeError):
-                    records.append((message.partition(), message.offset(), codec.decode(message.value())))
-                if message.offset() >= ends[message.partition()] - 1:
-                    remaining.discard(message.partition())
-        return records
-    finally:
-        consumer.close()
+    records = []
+    for message in read_to_end(secured.bootstrap, topic, **secured.admin):
+        with contextlib.suppress(DecodeError):
+            records.append((message.partition(), message.offset(), codec.decode(message.value())))
+    return records
 
 
 def test_the_whole_chain_with_security_on_predicts_every_live_reading(secured: Secured, tmp_path: Path) -> None:
@@ -373,7 +359,8 @@ def test_each_kafka_identity_may_do_its_job_and_nothing_else(secured: Secured) -
     # The lag chart: the predictors' committed offsets (OffsetFetch, DESCRIBE on their groups), fetched as the
     # dashboard; any other group's are refused to it, and the predictors' to the trainer.
     predictor_group = f"{PREDICTOR_GROUP}-{uuid.uuid4().hex[:6]}"
-    commits = [TopicPartition(READINGS_TOPIC, p, end) for p, end in end_offsets(secured, READINGS_TOPIC).items()]
+    ends = end_offsets(secured.bootstrap, READINGS_TOPIC, **secured.admin)
+    commits = [TopicPartition(READINGS_TOPIC, p, end) for p, end in ends.items()]
     predictor = Consumer({**secured.kafka_as("predictor"), "group.id": predictor_group, "log_level": 0})
     try:
         assert all(tp.error is None for tp in predictor.commit(offsets=commits, asynchronous=False))
@@ -403,17 +390,7 @@ def test_each_kafka_identity_may_do_its_job_and_nothing_else(secured: Secured) -
 
 def collect_as_admin(secured: Secured, topic: str, until, timeout: float = 60.0) -> list:
     """Records of `topic` from the start until `until(records)` holds (or the timeout)."""
-    config = {**secured.kafka_as("admin"), "group.id": f"test-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
-    consumer = Consumer(config)
-    consumer.subscribe([topic])
-    messages: list = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not until(messages):
-            messages += [m for m in consumer.consume(num_messages=1000, timeout=0.5) if m.error() is None]
-    finally:
-        consumer.close()
-    return messages
+    return read_until(secured.bootstrap, topic, until, timeout=timeout, **secured.admin)
 
 
 def test_a_car_cannot_publish_for_another_car_and_nothing_it_sends_for_one_reaches_car_sensor(
@@ -425,12 +402,12 @@ def test_a_car_cannot_publish_for_another_car_and_nothing_it_sends_for_one_reach
         "MQTT_PORT": str(secured.mosquitto.port),
         **secured.material.env("bridge"),
     }
-    bridge = BridgeProcess(tmp_path, env, f"secure-bridge-{uuid.uuid4().hex[:6]}")
+    bridge = start_bridge(tmp_path, env, f"secure-bridge-{uuid.uuid4().hex[:6]}")
     try:
         victim, intruder = car_id(2), car_id(1)
         marker = uuid.uuid4().int % 1_000_000 + 1_000
         # The chain test's fleet published car 2 legitimately: only what arrives from here on counts.
-        before = end_offsets(secured, READINGS_TOPIC)
+        before = end_offsets(secured.bootstrap, READINGS_TOPIC, **secured.admin)
         # On the victim's topic with the victim's data: the broker refuses it (MQTT 5 PUBACK 0x87).
         code, output = mosquitto_pub(
             secured, *as_car(secured, 1), topic=mqtt_topic(victim), payload=reading_of(victim, marker)
@@ -457,7 +434,7 @@ def test_a_car_cannot_publish_for_another_car_and_nothing_it_sends_for_one_reach
         dead = mismatched(collect_as_admin(secured, DLQ_TOPIC, mismatched))
         assert [(json.loads(m.value())["car_id"], json.loads(m.value())["seq"]) for m in dead] == [(victim, marker + 1)]
     finally:
-        assert bridge.terminate() == 0, bridge.log()
+        bridge.stop_ok(timeout=60)
 
 
 def test_the_bridge_identity_reads_every_car_through_a_shared_subscription(secured: Secured) -> None:

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,7 +15,7 @@ import pytest
 
 from common.schemas import SENSOR_FIELDS, payload_fields
 from common.topics import MQTT_TOPIC_FILTER
-from scripts.runtime.local import ROOT
+from scripts.testkit.services import ChildService
 
 
 class Collector:
@@ -81,26 +77,17 @@ def collector(mqtt_endpoint):
     subscriber.close()
 
 
-def simulator(mqtt_endpoint, *args: str, **popen) -> subprocess.Popen:
+def simulator(service_factory, mqtt_endpoint, *args: str) -> ChildService:
+    """`python -m simulator <args>` against the broker at `mqtt_endpoint`; its output in tmp_path/simulator.log."""
     host, port = mqtt_endpoint
-    env = dict(os.environ, MQTT_HOST=host, MQTT_PORT=str(port), PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "simulator", *args, "--no-progress"]
-    return subprocess.Popen(
-        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
-    )
+    return service_factory("simulator", "simulator", *args, "--no-progress", MQTT_HOST=host, MQTT_PORT=str(port))
 
 
-def finish(process: subprocess.Popen, timeout: float = 60) -> str:
-    _, stderr = process.communicate(timeout=timeout)
-    assert process.returncode == 0, stderr
-    return stderr
-
-
-def test_ten_thousand_qos1_messages_all_reach_a_subscriber(mqtt_endpoint, collector, tmp_path):
+def test_ten_thousand_qos1_messages_all_reach_a_subscriber(mqtt_endpoint, service_factory, collector, tmp_path):
     summary_file = tmp_path / "summary.json"
     # 100 cars, one MQTT client per car, 100 readings each, 10,000 msg/s scheduled.
     args = ("--cars", "100", "--connections", "100", "--rate", "10", "--speedup", "10", "--count", "10000")
-    finish(simulator(mqtt_endpoint, *args, "--qos", "1", "--summary-file", str(summary_file)))
+    simulator(service_factory, mqtt_endpoint, *args, "--qos", "1", "--summary-file", str(summary_file)).finish()
     summary = json.loads(summary_file.read_text())
     assert (summary["published"], summary["acknowledged"], summary["unacknowledged"]) == (10_000, 10_000, 0)
     received = collector.wait_for(10_000)
@@ -124,12 +111,12 @@ def write_seed_csv(path: Path, rows: int, gap_s: float) -> list[list]:
     return table
 
 
-def test_replay_of_a_small_csv_publishes_every_row(mqtt_endpoint, collector, tmp_path):
+def test_replay_of_a_small_csv_publishes_every_row(mqtt_endpoint, service_factory, collector, tmp_path):
     path = tmp_path / "recorded.csv"
     table = write_seed_csv(path, rows=30, gap_s=0.1)
     summary_file = tmp_path / "summary.json"
     args = ("--pace", "recorded", "--speedup", "2", "--qos", "1", "--summary-file", str(summary_file))
-    finish(simulator(mqtt_endpoint, "replay", str(path), *args))
+    simulator(service_factory, mqtt_endpoint, "replay", str(path), *args).finish()
     summary = json.loads(summary_file.read_text())
     assert (summary["published"], summary["acknowledged"], summary["skipped"]) == (30, 30, 0)
     assert summary["seconds"] >= 1.4, "recorded pace at 2x: 2.9 s of recording take at least 1.45 s"
@@ -145,7 +132,9 @@ def test_replay_of_a_small_csv_publishes_every_row(mqtt_endpoint, collector, tmp
     assert arrival == sorted(arrival)
 
 
-def test_replay_skips_rows_no_reading_can_hold_and_publishes_the_rest(mqtt_endpoint, collector, tmp_path):
+def test_replay_skips_rows_no_reading_can_hold_and_publishes_the_rest(
+    mqtt_endpoint, service_factory, collector, tmp_path
+):
     """NaN in an int column, inf as the time, car ids with "/" or "+": each row is skipped with its reason, the
     replay goes on and exits 0, and every other row reaches the broker on its car's topic."""
     path = tmp_path / "foreign.csv"
@@ -157,7 +146,10 @@ def test_replay_skips_rows_no_reading_can_hold_and_publishes_the_rest(mqtt_endpo
     with path.open("a", newline="") as handle:
         csv.writer(handle).writerows(bad)
     summary_file = tmp_path / "summary.json"
-    output = finish(simulator(mqtt_endpoint, "replay", str(path), "--pace", "max", "--summary-file", str(summary_file)))
+    replay = simulator(
+        service_factory, mqtt_endpoint, "replay", str(path), "--pace", "max", "--summary-file", str(summary_file)
+    )
+    output = replay.finish()
     summary = json.loads(summary_file.read_text())
     assert (summary["published"], summary["acknowledged"], summary["skipped"]) == (12, 12, 4), output
     assert "not a finite number" in output and "MQTT topic level" in output
@@ -165,9 +157,10 @@ def test_replay_skips_rows_no_reading_can_hold_and_publishes_the_rest(mqtt_endpo
     assert all(topic.count("/") == 3 for topic in collector.topics)
 
 
-def test_sigterm_stops_cleanly_after_the_in_flight_messages(mqtt_endpoint, collector, tmp_path):
+def test_sigterm_stops_cleanly_after_the_in_flight_messages(mqtt_endpoint, service_factory, collector, tmp_path):
     summary_file = tmp_path / "summary.json"
     process = simulator(
+        service_factory,
         mqtt_endpoint,
         "--cars",
         "200",
@@ -181,10 +174,10 @@ def test_sigterm_stops_cleanly_after_the_in_flight_messages(mqtt_endpoint, colle
         str(summary_file),
     )
     deadline = time.monotonic() + 60
-    while len(collector.keys) < 2000 and time.monotonic() < deadline and process.poll() is None:
+    while len(collector.keys) < 2000 and time.monotonic() < deadline and process.running():
         time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
-    stderr = finish(process, timeout=40)
+    process.stop_ok(timeout=40)
+    stderr = process.log()
     assert "SIGTERM received" in stderr
     summary = json.loads(summary_file.read_text())
     assert summary["stopped_by"] == "signal"
@@ -198,14 +191,14 @@ def test_sigterm_stops_cleanly_after_the_in_flight_messages(mqtt_endpoint, colle
     assert all(sorted(seqs) == list(range(len(seqs))) for seqs in per_car.values())
 
 
-def test_a_broker_restart_mid_run_loses_no_qos1_reading(mosquitto_node_factory, tmp_path):
+def test_a_broker_restart_mid_run_loses_no_qos1_reading(mosquitto_node_factory, service_factory, tmp_path):
     node = mosquitto_node_factory()
     endpoint = ("127.0.0.1", node.port)
     subscriber = Collector(*endpoint, persistent=True)
     summary_file = tmp_path / "summary.json"
     try:
         args = ("--cars", "50", "--rate", "1", "--speedup", "20", "--count", "8000", "--qos", "1")
-        process = simulator(endpoint, *args, "--summary-file", str(summary_file))
+        process = simulator(service_factory, endpoint, *args, "--summary-file", str(summary_file))
         deadline = time.monotonic() + 60
         while len(subscriber.keys) < 1500 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -213,7 +206,7 @@ def test_a_broker_restart_mid_run_loses_no_qos1_reading(mosquitto_node_factory, 
         time.sleep(1.5)  # the simulator keeps simulating; its QoS 1 messages wait in paho for the broker
         node.start()
         node.wait_ready()
-        stderr = finish(process, timeout=90)
+        stderr = process.finish(timeout=90)
         assert "lost" in stderr and "is back" in stderr
         summary = json.loads(summary_file.read_text())
         assert (summary["published"], summary["unacknowledged"]) == (8000, 0)
@@ -226,21 +219,23 @@ def test_a_broker_restart_mid_run_loses_no_qos1_reading(mosquitto_node_factory, 
 SIMULATOR_RSS_LIMIT_MIB = 400  # simulator/README.md, "Memory"; the Kubernetes limit is 512Mi
 
 
-def test_a_fleet_of_200000_cars_stays_under_the_simulators_memory_limit(mosquitto_node_factory, tmp_path):
+def test_a_fleet_of_200000_cars_stays_under_the_simulators_memory_limit(
+    mosquitto_node_factory, service_factory, tmp_path
+):
     """The fleet's state grows with its cars by design: 200,000 of them, each publishing once at QoS 1."""
     broker = mosquitto_node_factory()
     summary_file = tmp_path / "summary.json"
     args = ("--cars", "200000", "--rate", "0.1", "--count", "200000", "--summary-file", str(summary_file))
-    process = simulator(("127.0.0.1", broker.port), *args)
+    process = simulator(service_factory, ("127.0.0.1", broker.port), *args)
     peak_kib = 0
-    while process.poll() is None:  # VmHWM is the peak so far: the last sample before exit is (close to) the peak
+    while process.running():  # VmHWM is the peak so far: the last sample before exit is (close to) the peak
         try:
             status = Path(f"/proc/{process.pid}/status").read_text()
         except FileNotFoundError:
             break
         peak_kib = max([peak_kib] + [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")])
         time.sleep(0.2)
-    finish(process, timeout=180)
+    process.finish(timeout=180)
     summary = json.loads(summary_file.read_text())
     assert (summary["published"], summary["acknowledged"]) == (200_000, 200_000)
     print(f"simulator peak RSS {peak_kib / 1024:.0f} MiB with 200,000 cars")

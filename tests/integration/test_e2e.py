@@ -48,7 +48,9 @@ def read_topic(bootstrap: str, topic: str, codec: AvroCodec) -> list[tuple[int, 
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         records: list[tuple[int, int, dict]] = []
         remaining = {p for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + 60
         while remaining:
+            assert time.monotonic() < deadline, f"{topic}: partitions {sorted(remaining)} not read to {ends}"
             for message in consumer.consume(num_messages=10_000, timeout=1.0):
                 if message.error() is not None:
                     continue
@@ -149,9 +151,8 @@ def chain_topic(kafka_bootstrap: str, mqtt_endpoint: tuple[str, int], tmp_path_f
             BRIDGE_CLIENT_ID=f"{run}-bridge", BRIDGE_SESSION_EXPIRY="60",
             BRIDGE_METRICS_PORT="0", BRIDGE_KAFKA_TOPIC=readings, BRIDGE_DLQ_TOPIC=dlq,
         )  # fmt: skip
-        subscribed = lambda: any("subscribing to" in line for line in bridge.log_lines())  # noqa: E731
-        wait_for(subscribed, 90, what="the bridge's subscription", check=services.check)
-        time.sleep(1.0)  # the SUBACK follows the log line
+        subscribed = lambda: any("granted the subscription" in line for line in bridge.log_lines())  # noqa: E731
+        wait_for(subscribed, 90, what="the bridge's subscription (SUBACK)", check=services.check)
         simulator = services.start(
             "simulator", "simulator",
             "--cars", str(SEED_CARS), "--count", str(expected), "--speedup", "100000", "--qos", "1",

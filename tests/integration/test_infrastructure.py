@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -35,11 +36,13 @@ def test_mosquitto_delivers_qos1_messages_to_a_subscriber(mqtt_endpoint):
     topic = f"test/{uuid.uuid4().hex}"
     received = []
     subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}")
+    subscribed = threading.Event()
     subscriber.on_message = lambda _c, _u, msg: received.append(msg.payload)
+    subscriber.on_subscribe = lambda *_args: subscribed.set()  # the SUBACK
     subscriber.connect(host, port)
     subscriber.loop_start()
     subscriber.subscribe(topic, qos=1)
-    time.sleep(0.3)
+    assert subscribed.wait(10), "no SUBACK"  # messages published before it would have no subscriber
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
     publisher.connect(host, port)
     publisher.loop_start()

@@ -100,6 +100,7 @@ def demo_run(kafka_bootstrap: str, mqtt_endpoint: tuple[str, int], tmp_path_fact
         delete_topics(kafka_bootstrap, topics)
 
 
+@pytest.mark.containers
 def test_demo_ends_with_predictions_and_exit_code_0(demo_run: DemoRun) -> None:
     output = demo_run.process.stdout + demo_run.process.stderr
     assert demo_run.process.returncode == 0, output[-5000:]
@@ -117,6 +118,7 @@ def test_demo_ends_with_predictions_and_exit_code_0(demo_run: DemoRun) -> None:
     assert "3/4 live" in output, "the headless view prints the phases as plain lines"
 
 
+@pytest.mark.containers
 def test_every_published_live_reading_arrives_and_gets_a_prediction(kafka_bootstrap: str, demo_run: DemoRun) -> None:
     published = demo_run.summary["published"]
     # The simulator publishes seq by seq, car by car: the first `published` of (seq 0: car 1..N, seq 1: ...).

@@ -102,6 +102,7 @@ def _seqs(codec, records) -> list[tuple[str, int]]:
     return [(r["car_id"], r["seq"]) for r in (codec.decode(record.value) for record in records)]
 
 
+@pytest.mark.containers
 def test_the_transactional_fixture_ends_in_a_marker(kafka_bootstrap, transactional):
     topic, _, _ = transactional
     assert resolve_range(kafka_bootstrap, topic).partitions[0].end == 15

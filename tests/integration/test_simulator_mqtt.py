@@ -96,6 +96,7 @@ def finish(process: subprocess.Popen, timeout: float = 60) -> str:
     return stderr
 
 
+@pytest.mark.containers
 def test_ten_thousand_qos1_messages_all_reach_a_subscriber(mqtt_endpoint, collector, tmp_path):
     summary_file = tmp_path / "summary.json"
     # 100 cars, one MQTT client per car, 100 readings each, 10,000 msg/s scheduled.

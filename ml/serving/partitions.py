@@ -111,7 +111,7 @@ class Partitions:
         return self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=timeout)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._closing:  # served by consumer.close(); confluent-kafka applies it itself, librdkafka drops it
+        if self._closing:  # served by consumer.close(), which is leaving the group: confluent-kafka applies it
             log.info(
                 "partitions %s assigned while leaving the group: not taken on",
                 sorted(tp.partition for tp in partitions),

@@ -25,7 +25,7 @@ PREREQUISITES ?= demo
 
 UPGRADE ?=
 
-.PHONY: help prerequisites setup lock images up down status demo test test-local test-compose test-unit test-integration bench chaos lint fmt clean
+.PHONY: help prerequisites setup lock images up down status demo test test-containers test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SECURE=1] [BENCH_OUT=path.json]"
@@ -86,13 +86,13 @@ demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTI
 	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(SECURE),--secure)
 
 # Target-specific: the setup these targets run installs the tests' programs too.
-test test-local test-compose test-integration: PREREQUISITES = test
+test test-containers test-compose test-integration: PREREQUISITES = test
 
-test: setup ## The whole suite, unit and integration, against a real Kafka and MQTT broker (containers when Docker answers)
+test: setup ## The whole suite, unit and integration, against a real Kafka and Mosquitto run as local processes
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-local: setup ## The whole suite with Kafka and Mosquitto as local processes, even where Docker answers
-	TEST_SERVERS=local $(PY) -m pytest $(PYTEST_ARGS)
+test-containers: setup ## The tests marked `containers` on Kafka and Mosquitto containers (testcontainers; make images first where nothing can be pulled)
+	TEST_SERVERS=containers $(PY) -m pytest -m containers $(PYTEST_ARGS)
 
 test-compose: setup ## The compose stack end to end on Docker (make images first where nothing can be pulled)
 	$(PY) -m pytest --compose-stack -s $(PYTEST_ARGS)

@@ -186,6 +186,8 @@ class MqttSource:
         refused = [reason for reason in reasons if reason.is_failure]
         for reason in refused:
             log.error("MQTT broker refused the subscription to %s: %s (not ready)", self.settings.subscription, reason)
+        if not refused:  # from here on, what is published reaches the bridge
+            log.info("MQTT broker granted the subscription to %s", self.settings.subscription)
         self.stats.subscribed = not refused
 
     def _on_disconnect(self, _client, _userdata, _flags, reason: ReasonCode, _properties) -> None:

@@ -2,12 +2,14 @@
 
 Kafka and MQTT endpoints are resolved once per session, in this order:
 1. environment variables naming running servers: TEST_KAFKA_BOOTSTRAP_SERVERS, TEST_MQTT_HOST, TEST_MQTT_PORT;
-2. containers through testcontainers (tests/containers.py: Kafka in KRaft mode and Mosquitto, the official
-   images or those `make images` built) when a Docker engine answers (DOCKER_HOST honoured), unless
-   TEST_SERVERS=local (`make test-local`);
-3. the local runtime (scripts/runtime/local.py) on free ports in a temporary folder, stopped at the end.
+2. TEST_SERVERS=containers (`make test-containers`): containers through testcontainers (tests/containers.py:
+   Kafka in KRaft mode and Mosquitto, the images `make images` built or the official ones) on the Docker engine
+   that DOCKER_HOST names;
+3. otherwise (TEST_SERVERS unset or `local`), the project's one default runtime: local processes
+   (scripts/runtime/local.py) on free ports in a temporary folder, stopped at the end.
 
-Tests under tests/integration/ are marked `integration`; tests under tests/unit/ need no server.
+Tests under tests/integration/ are marked `integration`; tests under tests/unit/ need no server. Tests marked
+`containers` are the subset `make test-containers` runs on containers: what differs there from local processes.
 Fault tests (a broker stopped or killed mid-stream) start private servers with `kafka_node_factory` and
 `mosquitto_node_factory`, so that they never disturb the shared ones.
 
@@ -38,6 +40,7 @@ from scripts.testkit.services import ChildService, python_env
 
 log = logging.getLogger(__name__)
 TESTS_DIR = Path(__file__).resolve().parent
+TEST_SERVERS = ("local", "containers")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,6 +49,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="run tests/compose/ (the whole compose stack in containers; `make test-compose`) and nothing else",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if servers_asked() not in TEST_SERVERS:
+        raise pytest.UsageError(f"TEST_SERVERS={servers_asked()!r}: choose one of {', '.join(TEST_SERVERS)}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -81,10 +89,21 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
             int(os.environ.get("TEST_MQTT_PORT", "1883")),
             "environment",
         )
-    elif os.environ.get("TEST_SERVERS", "auto") != "local" and docker_answers():
+    elif servers_asked() == "containers":
+        if not docker_answers():
+            pytest.exit(
+                "TEST_SERVERS=containers but no Docker engine answers: start one (or set DOCKER_HOST to it), or unset "
+                "TEST_SERVERS to test on local processes",
+                returncode=2,
+            )
         yield from _container_endpoints()
     else:
         yield from _local_endpoints(tmp_path_factory.mktemp("runtime"))
+
+
+def servers_asked() -> str:
+    """TEST_SERVERS: `local` (the default) or `containers`."""
+    return os.environ.get("TEST_SERVERS") or "local"
 
 
 def _container_endpoints() -> Iterator[Endpoints]:

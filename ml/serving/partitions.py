@@ -92,12 +92,19 @@ class Partitions:
         return len(metadata.partitions) if metadata and metadata.partitions else 1
 
     def close(self) -> None:
-        # consumer.close() hands an assignment that arrived after the last poll() (the other member left just
-        # before this one was stopped) to _on_assign, where the client, leaving, answers committed() with _DESTROY
-        # and the error escapes close(): exit 1. Nothing is taken on while leaving.
+        """Leave the group, releasing every owned partition first; a second call does nothing.
+
+        consumer.close() still serves the rebalance events queued since the last poll(): when the other member
+        left just before this one was stopped, an assignment of its partitions. Nothing of ours may fail there: an
+        exception raised inside a rebalance callback comes out of close() as confluent's KafkaError object, which
+        is no exception class, so no `except` catches it and a clean stop exits 1 (as it did when the callback
+        asked Kafka for committed offsets and a client being destroyed answered _DESTROY). So everything is
+        released here, and while closing the callbacks only log."""
+        if self._closing:
+            return
         self._closing = True
-        for state in self.owned.values():
-            state.reader.close()
+        self._release(list(self.owned))
+        self.pending.clear()
         self.consumer.close()
 
     # -- ownership ---------------------------------------------------------------------------------------------
@@ -106,7 +113,11 @@ class Partitions:
         return self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=timeout)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._closing:  # an assignment served by consumer.close(): leaving the group, nothing to take on
+        if self._closing:  # served by consumer.close(), which is leaving the group: confluent-kafka applies it
+            log.info(
+                "partitions %s assigned while leaving the group: not taken on",
+                sorted(tp.partition for tp in partitions),
+            )
             return
         consumer.assign(partitions)
         consumer.pause(partitions)  # data is read by the partition readers; poll() only keeps the membership
@@ -134,16 +145,21 @@ class Partitions:
         metrics.ASSIGNED.set(len(self.owned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.pending.discard(tp.partition)
-            state = self.owned.pop(tp.partition, None)
+        if not self._closing:  # while closing, everything was released before consumer.close()
+            self._release([tp.partition for tp in partitions])
+
+    def _release(self, partitions: list[int]) -> None:
+        """Partitions taken away, or let go when leaving: readers closed, their cars forgotten."""
+        for partition in partitions:
+            self.pending.discard(partition)
+            state = self.owned.pop(partition, None)
             if state is None:
                 continue
             state.reader.close()
-            self.on_revoke(tp.partition)
+            self.on_revoke(partition)
             with contextlib.suppress(KeyError):
-                metrics.LAG.remove(str(tp.partition))
-            log.info("partition %d revoked at committed offset %d", tp.partition, state.committed)
+                metrics.LAG.remove(str(partition))
+            log.info("partition %d revoked at committed offset %d", partition, state.committed)
         metrics.ASSIGNED.set(len(self.owned))
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +70,7 @@ def demo_run(kafka_bootstrap: str, mqtt_endpoint: tuple[str, int], tmp_path_fact
         delete_topics(kafka_bootstrap, topics)
 
 
+@pytest.mark.containers
 def test_demo_ends_with_predictions_and_exit_code_0(demo_run: DemoRun) -> None:
     output = demo_run.process.stdout + demo_run.process.stderr
     assert demo_run.process.returncode == 0, output[-5000:]
@@ -88,6 +88,7 @@ def test_demo_ends_with_predictions_and_exit_code_0(demo_run: DemoRun) -> None:
     assert "3/4 live" in output, "the headless view prints the phases as plain lines"
 
 
+@pytest.mark.containers
 def test_every_published_live_reading_arrives_and_gets_a_prediction(kafka_bootstrap: str, demo_run: DemoRun) -> None:
     published = demo_run.summary["published"]
     # The simulator publishes seq by seq, car by car: the first `published` of (seq 0: car 1..N, seq 1: ...).
@@ -122,9 +123,8 @@ def chain_topic(kafka_bootstrap: str, mqtt_endpoint: tuple[str, int], tmp_path_f
             BRIDGE_CLIENT_ID=f"{run}-bridge", BRIDGE_SESSION_EXPIRY="60",
             BRIDGE_METRICS_PORT="0", BRIDGE_KAFKA_TOPIC=readings, BRIDGE_DLQ_TOPIC=dlq,
         )  # fmt: skip
-        subscribed = lambda: any("subscribing to" in line for line in bridge.log_lines())  # noqa: E731
-        wait_for(subscribed, 90, what="the bridge's subscription", check=services.check)
-        time.sleep(1.0)  # the SUBACK follows the log line
+        subscribed = lambda: any("granted the subscription" in line for line in bridge.log_lines())  # noqa: E731
+        wait_for(subscribed, 90, what="the bridge's subscription (SUBACK)", check=services.check)
         simulator = services.start(
             "simulator", "simulator",
             "--cars", str(SEED_CARS), "--count", str(expected), "--speedup", "100000", "--qos", "1",

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -16,6 +17,7 @@ from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode, free_port, mqt
 from scripts.testkit.kafka import read_to_end
 
 
+@pytest.mark.containers
 def test_kafka_produces_and_consumes_real_records(kafka_bootstrap, topic_factory, producer):
     topic = topic_factory("infra", partitions=3)
     for i in range(500):
@@ -30,16 +32,19 @@ def test_kafka_produces_and_consumes_real_records(kafka_bootstrap, topic_factory
     assert all(len(p) == 1 for p in partitions_by_key.values())
 
 
+@pytest.mark.containers
 def test_mosquitto_delivers_qos1_messages_to_a_subscriber(mqtt_endpoint):
     host, port = mqtt_endpoint
     topic = f"test/{uuid.uuid4().hex}"
     received = []
     subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}")
+    subscribed = threading.Event()
     subscriber.on_message = lambda _c, _u, msg: received.append(msg.payload)
+    subscriber.on_subscribe = lambda *_args: subscribed.set()  # the SUBACK
     subscriber.connect(host, port)
     subscriber.loop_start()
     subscriber.subscribe(topic, qos=1)
-    time.sleep(0.3)
+    assert subscribed.wait(10), "no SUBACK"  # messages published before it would have no subscriber
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
     publisher.connect(host, port)
     publisher.loop_start()
@@ -53,6 +58,47 @@ def test_mosquitto_delivers_qos1_messages_to_a_subscriber(mqtt_endpoint):
         client.disconnect()
         client.loop_stop()
     assert received == [f"m{i}".encode() for i in range(200)]
+
+
+@pytest.mark.containers
+def test_a_persistent_session_gets_every_qos1_message_published_while_it_was_away(mqtt_endpoint):
+    """The broker's session queue (compose/mosquitto/mosquitto.conf, which the container mounts and the local runtime
+    rewrites): 3,000 QoS 1 messages for a subscriber that is away, three times Mosquitto's default bound (1,000),
+    which would drop the rest while still acknowledging every publish."""
+    host, port = mqtt_endpoint
+    topic, client_id, count = f"test/{uuid.uuid4().hex}", f"away-{uuid.uuid4().hex[:8]}", 3000
+    received: list[bytes] = []
+    subscribed = threading.Event()
+
+    def session() -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        client.on_message = lambda _c, _u, msg: received.append(msg.payload)
+        client.on_subscribe = lambda *_args: subscribed.set()
+        client.connect(host, port)
+        client.loop_start()
+        return client
+
+    subscriber = session()
+    subscriber.subscribe(topic, qos=1)
+    assert subscribed.wait(10), "no SUBACK"
+    subscriber.disconnect()
+    subscriber.loop_stop()
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    publisher.connect(host, port)
+    publisher.loop_start()
+    infos = [publisher.publish(topic, f"m{i}".encode(), qos=1) for i in range(count)]
+    for info in infos:
+        info.wait_for_publish(10)
+    publisher.disconnect()
+    publisher.loop_stop()
+
+    subscriber = session()  # the same client id, no clean session: the broker hands over what it queued
+    deadline = time.monotonic() + 30
+    while len(received) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    subscriber.disconnect()
+    subscriber.loop_stop()
+    assert received == [f"m{i}".encode() for i in range(count)]
 
 
 def test_a_second_start_does_not_start_a_second_broker(kafka_node_factory):

@@ -58,7 +58,10 @@ def test_every_reading_gets_one_prediction_and_a_bad_record_goes_to_the_dlq(
     alerts = [p for p in predictions if p["failure_predicted"]]
     if alerts:
         assert "ALERT car" in predictor.log()
-    assert predictor.metric("predictor_predictions_total") == len(readings)
+    deadline = time.monotonic() + WAIT_S  # the counter is raised after the commit, so after the topic has them
+    while predictor.metric("predictor_predictions_total") != len(readings):
+        assert time.monotonic() < deadline, f"{predictor.metric('predictor_predictions_total')} != {len(readings)}"
+        time.sleep(0.2)
     assert predictor.metric("predictor_dlq_total") == 1
     metrics = predictor.metrics()
     assert "predictor_consumer_lag" in metrics and "predictor_model_latency_seconds_count" in metrics
@@ -152,8 +155,12 @@ def test_two_predictors_in_one_group_split_the_partitions(
     assert {(p["car_id"], p["seq"]) for p in predictions} == {(r["car_id"], r["seq"]) for r in readings}
     owned = [_partitions_with_lag(process) for process in (one, two)]
     assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == {"0", "1", "2", "3"}
-    assert one.metric("predictor_predictions_total") > 0 and two.metric("predictor_predictions_total") > 0
-    assert one.metric("predictor_predictions_total") + two.metric("predictor_predictions_total") == len(readings)
+    counted = lambda: [process.metric("predictor_predictions_total") for process in (one, two)]  # noqa: E731
+    deadline = time.monotonic() + WAIT_S  # the counters are raised after the commit, so after the topic has them
+    while sum(counted()) != len(readings):
+        assert time.monotonic() < deadline, f"counted {counted()}, {len(readings)} readings"
+        time.sleep(0.2)
+    assert all(count > 0 for count in counted())
     one.stop_ok()
     two.stop_ok()
 

@@ -12,11 +12,14 @@
   on the windows it would have had without the failure (the history is rebuilt up to the commit).
 - Partitions assigned while Kafka does not answer (the broker frozen with SIGSTOP): taking them on fails, they
   stay pending, and once Kafka answers they are taken on and read in full, without waiting for a rebalance.
+- A stop while an assignment is in flight (the other member just left; the coordinator handed its partitions over
+  and the member did not poll since): leaving the group takes nothing on and does not fail.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import signal
 import threading
@@ -24,6 +27,7 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from common.kafka import ensure_topics
 from common.settings import PLAINTEXT
@@ -157,11 +161,14 @@ def test_a_rebalance_and_a_sigkill_mid_stream_keep_every_window_full(
     stream.collect(lambda predictions: len(predictions) >= 100)
 
     two = predictors(stream, model_dir, ML_MAX_BATCH="20")  # joins the group mid-stream: a rebalance
+    two.wait_for_log("predicting ")  # subscribed: TensorFlow's start, however slow, is not part of the rebalance
     written = 240
+    deadline = time.monotonic() + WAIT_S
     while metric(two, "predictor_predictions_total") == 0 or metric(one, "predictor_assigned_partitions") == 4:
-        assert written < 720, f"the second predictor never took part:\n{two.log()[-3000:]}"
-        stream.write(readings[written : written + 8])  # the stream goes on, slowly, while the group rebalances
-        written += 8
+        assert time.monotonic() < deadline, f"the second predictor never took part:\n{two.log()[-3000:]}"
+        if written < 720:  # the stream goes on, slowly, while the group rebalances
+            stream.write(readings[written : written + 4])
+            written += 4
         time.sleep(0.25)
     shared = one.metric("predictor_predictions_total"), two.metric("predictor_predictions_total")
     stream.write(readings[written:720])
@@ -291,3 +298,62 @@ def test_partitions_assigned_while_kafka_does_not_answer_are_taken_on_once_it_an
         assert read == [(p, offset) for p in (0, 1) for offset in range(per_partition)]
     finally:
         partitions.close()
+
+
+def group_view(admin: AdminClient, group: str) -> tuple[str, list[int]]:
+    """The coordinator's view of a group: its state and how many partitions each member was given."""
+    found = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    return found.state.name, sorted(len(member.assignment.topic_partitions) for member in found.members)
+
+
+def settle(members: list[Partitions], owned_each: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while any(len(member.owned) != owned_each for member in members):
+        assert time.monotonic() < deadline, [sorted(member.owned) for member in members]
+        for member in members:
+            member.poll()
+            member.take_on()
+        time.sleep(0.05)
+
+
+def test_an_assignment_arriving_while_a_predictor_leaves_does_not_fail_its_stop(
+    kafka_bootstrap, topic_factory, group_id, caplog
+):
+    """The predictor's SIGTERM path (loop._close -> Partitions.close) right after its peer left the group: the
+    peer's partitions were assigned to it after its last poll(), so consumer.close() serves that assignment to the
+    rebalance callback. It used to take the partitions on there (consumer.committed() answered _DESTROY, the
+    client being destroyed) and the error came out of close(): exit 1 instead of 0. The assignment is caught in
+    flight by waiting until the coordinator has handed it over and not polling; the stop must succeed and take
+    nothing on. Up to three attempts, in case librdkafka had not yet received the hand-over when close() began."""
+    topic = topic_factory("leaving-readings", 4)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    caplog.set_level(logging.INFO, logger="ml.serving.partitions")
+    served_while_leaving = 0
+    for attempt in range(3):
+        group = f"{group_id}-{attempt}"
+        settings = PredictorSettings(
+            kafka_bootstrap_servers=kafka_bootstrap, topic=topic, group_id=group, reader="confluent"
+        )
+        leaving = Partitions(settings, on_revoke=lambda partition: None)
+        staying = Partitions(settings, on_revoke=lambda partition: None)
+        try:
+            for member in (leaving, staying):
+                member.subscribe()
+            settle([leaving, staying], owned_each=2)
+            leaving.close()
+            settle([staying], owned_each=0)  # the eager protocol revokes everything before the new assignment
+            deadline = time.monotonic() + WAIT_S
+            while group_view(admin, group) != ("STABLE", [4]):  # handed over; `staying` does not poll
+                assert time.monotonic() < deadline, group_view(admin, group)
+                time.sleep(0.05)
+            caplog.clear()
+            staying.close()  # the stop under test: it raised the callback's error before the fix
+        finally:
+            leaving.close()  # no-ops for a member closed already
+            staying.close()
+        assert not staying.owned and not staying.pending, "nothing is taken on while leaving"
+        served_while_leaving += sum("while leaving the group" in record.getMessage() for record in caplog.records)
+        if served_while_leaving:
+            print(f"an assignment was in flight at close() in attempt {attempt + 1}")
+            break
+    assert served_while_leaving == 1, "close() never met an assignment in flight: the test proved nothing"

@@ -36,6 +36,7 @@ def write_in_transactions(stream: Stream, committed: list[dict], aborted: list[d
             transaction(aborted[2 * k : 2 * k + 2], commit=False)
 
 
+@pytest.mark.containers
 @pytest.mark.parametrize("reader", ["confluent", "tfio"])
 def test_the_predictor_reads_a_transactional_topic_to_its_end(
     kafka_bootstrap, topic_factory, consumer_factory, group_id, model_dir, predictors, reader

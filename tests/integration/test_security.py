@@ -444,12 +444,18 @@ def test_the_bridge_identity_reads_every_car_through_a_shared_subscription(secur
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"shared-{uuid.uuid4().hex[:6]}")
     login.configure_client(client)
     client.on_message = lambda _c, _u, message: received.append(message.payload)
+    acknowledged: list = []
+    client.on_subscribe = lambda _c, _u, _mid, reasons, _p: acknowledged.extend(reasons)
     client.connect("127.0.0.1", secured.mosquitto.port)
     client.loop_start()
     try:
-        granted = client.subscribe(f"$share/secured-test/{MQTT_TOPIC_FILTER}", qos=1)
-        assert granted[0] == mqtt.MQTT_ERR_SUCCESS
-        time.sleep(1.0)
+        sent = client.subscribe(f"$share/secured-test/{MQTT_TOPIC_FILTER}", qos=1)
+        assert sent[0] == mqtt.MQTT_ERR_SUCCESS
+        deadline = time.monotonic() + 10
+        while not acknowledged:  # readings published before the SUBACK would have no subscriber
+            assert time.monotonic() < deadline, "no SUBACK"
+            time.sleep(0.05)
+        assert not acknowledged[0].is_failure, f"the shared subscription was refused: {acknowledged[0]}"
         payloads = [reading_of(car_id(number), 900_000 + number) for number in (3, 4)]
         for number, payload in zip((3, 4), payloads, strict=True):
             code, output = mosquitto_pub(

@@ -83,6 +83,7 @@ def simulator(service_factory, mqtt_endpoint, *args: str) -> ChildService:
     return service_factory("simulator", "simulator", *args, "--no-progress", MQTT_HOST=host, MQTT_PORT=str(port))
 
 
+@pytest.mark.containers
 def test_ten_thousand_qos1_messages_all_reach_a_subscriber(mqtt_endpoint, service_factory, collector, tmp_path):
     summary_file = tmp_path / "summary.json"
     # 100 cars, one MQTT client per car, 100 readings each, 10,000 msg/s scheduled.

@@ -160,7 +160,7 @@ def run(ctx: BenchContext) -> dict:
     try:
         _wait_assigned(port, predictor)
         sampler = ProcessSampler(predictor.pid)
-        writer = LoadWriter(ctx.bootstrap, readings_topic, cars, RATE, seconds)
+        writer = LoadWriter(ctx.bootstrap, ctx.kafka_security, readings_topic, cars, RATE, seconds)
         started, started_ms = time.monotonic(), int(time.time() * 1000)
         writer.start()
         lags: list[int] = []

@@ -160,6 +160,7 @@ def test_scrape_reads_a_real_metrics_endpoint() -> None:
         assert metrics.value("probe_seconds_count") == 1.0
     finally:
         server.shutdown()
+        server.server_close()  # refused from now on, not accepted and left unanswered until the timeout
         thread.join(10)
     assert scrape_or_empty(url) == {}
     with pytest.raises(OSError):

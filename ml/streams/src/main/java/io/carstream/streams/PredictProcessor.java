@@ -1,0 +1,313 @@
+package io.carstream.streams;
+
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.time.OffsetDateTime;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import org.apache.avro.generic.GenericData;
+import org.apache.avro.generic.GenericRecord;
+import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.streams.KeyValue;
+import org.apache.kafka.streams.processor.PunctuationType;
+import org.apache.kafka.streams.processor.TaskId;
+import org.apache.kafka.streams.processor.api.Processor;
+import org.apache.kafka.streams.processor.api.ProcessorContext;
+import org.apache.kafka.streams.processor.api.Record;
+import org.apache.kafka.streams.state.KeyValueIterator;
+import org.apache.kafka.streams.state.KeyValueStore;
+import org.apache.kafka.streams.state.StoreBuilder;
+import org.apache.kafka.streams.state.Stores;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One task's readings in, one prediction per reading out, exactly once.
+ *
+ * <p>A model call costs about as much for 4,096 windows as for 20 (TensorFlow's fixed cost per call), so readings
+ * are predicted in batches: each reading goes first to the task's `pending` store, and the store is predicted when it
+ * holds --max-batch readings or every --batch-linger seconds. Both stores log to changelog topics, and Kafka Streams
+ * commits their changes, the predictions and the input offsets in one transaction: a reading committed but not yet
+ * predicted is in the pending store's changelog, so a crash loses none and predicts none twice.
+ *
+ * <p>Each car's last W readings live in the `windows` store (RocksDB, bounded by disk rather than memory, restored
+ * from its changelog after a crash): {@link CarWindow} keeps them exactly as the Python predictor does, so that both
+ * programs give the same window, and so the same probability, for the same reading.
+ */
+final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]> {
+    private static final Logger log = LoggerFactory.getLogger(PredictProcessor.class);
+    static final String WINDOWS = "windows";
+    static final String PENDING = "pending";
+    static final String PREDICTIONS_SINK = "predictions";
+    static final String DLQ_SINK = "dlq";
+    static final String SERVICE = "predictor-java";
+    static final String UNDECODABLE = "undecodable";
+    static final int DLQ_VALUE_LIMIT = 512 * 1024;
+    static final int DLQ_DETAIL_LIMIT = 1000;
+    private static final DateTimeFormatter ISO_MILLIS = DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ss.SSSxxx");
+
+    /** When a task last predicted (or found nothing to predict): liveness. */
+    static final Map<TaskId, Long> LAST_TURN = new ConcurrentHashMap<>();
+    private static final Map<TaskId, Long> CARS = new ConcurrentHashMap<>();
+
+    static StoreBuilder<KeyValueStore<String, byte[]>> windowsStore() {
+        return Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(WINDOWS), Serdes.String(), Serdes.ByteArray());
+    }
+
+    static StoreBuilder<KeyValueStore<Long, byte[]>> pendingStore() {
+        // in memory: it never holds more than --max-batch readings; its changelog makes it survive a crash
+        return Stores.keyValueStoreBuilder(Stores.inMemoryKeyValueStore(PENDING), Serdes.Long(), Serdes.ByteArray());
+    }
+
+    private final Settings settings;
+    private final ModelWatcher models;
+    private final ReadingDecoder decoder;
+    private final PredictionEncoder encoder;
+    private ProcessorContext<byte[], byte[]> context;
+    private KeyValueStore<String, byte[]> windows;
+    private KeyValueStore<Long, byte[]> pending;
+    private long nextKey;
+    private int held;
+    private ServedModel served;
+    private long registryRetryAt;
+
+    PredictProcessor(Settings settings, ModelWatcher models, ReadingDecoder decoder, PredictionEncoder encoder) {
+        this.settings = settings;
+        this.models = models;
+        this.decoder = decoder;
+        this.encoder = encoder;
+    }
+
+    @Override
+    public void init(ProcessorContext<byte[], byte[]> context) {
+        this.context = context;
+        this.windows = context.getStateStore(WINDOWS);
+        this.pending = context.getStateStore(PENDING);
+        try (KeyValueIterator<Long, byte[]> restored = pending.all()) {
+            while (restored.hasNext()) { // readings committed before a crash and not predicted yet
+                nextKey = Math.max(nextKey, restored.next().key + 1);
+                held++;
+            }
+        }
+        if (held > 0) {
+            log.info("task {}: {} readings restored from the pending store's changelog", context.taskId(), held);
+        }
+        LAST_TURN.put(context.taskId(), System.currentTimeMillis());
+        long linger = Math.max(1, (long) (settings.batchLinger() * 1000));
+        context.schedule(Duration.ofMillis(linger), PunctuationType.WALL_CLOCK_TIME, now -> predictPending());
+    }
+
+    @Override
+    public void process(Record<byte[], byte[]> record) {
+        var source = context.recordMetadata().orElseThrow();
+        pending.put(nextKey++, Pending.bytes(source.partition(), source.offset(), record.key(), record.value()));
+        if (++held >= settings.maxBatch()) {
+            predictPending();
+        }
+    }
+
+    @Override
+    public void close() {
+        LAST_TURN.remove(context.taskId());
+        CARS.remove(context.taskId());
+        Metrics.CARS_HELD.set(CARS.values().stream().mapToLong(Long::longValue).sum());
+    }
+
+    /** A buffered record: where it came from (for the DLQ), its key and its value. */
+    private record Pending(long key, int partition, long offset, byte[] recordKey, byte[] value) {
+        static byte[] bytes(int partition, long offset, byte[] key, byte[] value) {
+            int keyLength = key == null ? -1 : key.length;
+            int valueLength = value == null ? -1 : value.length;
+            ByteBuffer out = ByteBuffer.allocate(20 + Math.max(keyLength, 0) + Math.max(valueLength, 0));
+            out.putInt(partition).putLong(offset).putInt(keyLength);
+            if (key != null) {
+                out.put(key);
+            }
+            out.putInt(valueLength);
+            if (value != null) {
+                out.put(value);
+            }
+            return out.array();
+        }
+
+        static Pending of(long storeKey, byte[] stored) {
+            ByteBuffer in = ByteBuffer.wrap(stored);
+            int partition = in.getInt();
+            long offset = in.getLong();
+            byte[] key = take(in);
+            return new Pending(storeKey, partition, offset, key, take(in));
+        }
+
+        private static byte[] take(ByteBuffer in) {
+            int length = in.getInt();
+            if (length < 0) {
+                return null;
+            }
+            byte[] bytes = new byte[length];
+            in.get(bytes);
+            return bytes;
+        }
+    }
+
+    /** A decoded reading, with its feature row in the served model's order. */
+    private record Reading(String carId, long seq, long eventTime, boolean hashed, float[] row, List<String> outOfRange) {}
+
+    private void predictPending() {
+        LAST_TURN.put(context.taskId(), System.currentTimeMillis());
+        if (held == 0 || System.currentTimeMillis() < registryRetryAt) {
+            return;
+        }
+        ServedModel model = models.current();
+        if (model != served) {
+            log.info("task {}: serving model {} (window {}, horizon {}, threshold {})", context.taskId(),
+                    model.version, model.window, model.horizon, threshold(model));
+            served = model;
+            Metrics.setModelVersion(model.version);
+        }
+        List<Pending> batch = new ArrayList<>(held);
+        try (KeyValueIterator<Long, byte[]> all = pending.all()) {
+            while (all.hasNext()) {
+                KeyValue<Long, byte[]> entry = all.next();
+                batch.add(Pending.of(entry.key, entry.value));
+            }
+        }
+        // Decode all before forwarding anything: a registry that does not answer leaves the batch untouched for
+        // the next try, with nothing of it sent.
+        List<Reading> readings = new ArrayList<>(batch.size());
+        List<Pending> undecodable = new ArrayList<>();
+        List<String> reasons = new ArrayList<>();
+        try {
+            encoder.connect();
+            for (Pending record : batch) {
+                try {
+                    readings.add(reading(decoder.decode(record.value()), model));
+                } catch (ReadingDecoder.DecodeError e) {
+                    undecodable.add(record);
+                    reasons.add(e.getMessage());
+                }
+            }
+        } catch (SchemaRegistry.Unavailable e) {
+            Metrics.REGISTRY_ERRORS.inc();
+            log.warn("task {}: {} readings wait: {}; retrying in 1 s", context.taskId(), batch.size(), e.getMessage());
+            registryRetryAt = System.currentTimeMillis() + 1000;
+            return;
+        }
+        for (int i = 0; i < undecodable.size(); i++) {
+            deadLetter(undecodable.get(i), reasons.get(i));
+        }
+        predict(readings, model);
+        for (Pending record : batch) {
+            pending.delete(record.key());
+        }
+        held = 0;
+        CARS.put(context.taskId(), windows.approximateNumEntries());
+        Metrics.CARS_HELD.set(CARS.values().stream().mapToLong(Long::longValue).sum());
+    }
+
+    private double threshold(ServedModel model) {
+        return settings.threshold().orElse(model.threshold);
+    }
+
+    private static Reading reading(GenericRecord record, ServedModel model) throws ReadingDecoder.DecodeError {
+        float[] row = new float[model.featureCount()];
+        for (int f = 0; f < row.length; f++) {
+            Object value = record.hasField(model.features.get(f)) ? record.get(model.features.get(f)) : null;
+            if (!(value instanceof Number number)) {
+                throw new ReadingDecoder.DecodeError("the reading has no numeric " + model.features.get(f)
+                        + ", a feature of model " + model.version);
+            }
+            row[f] = (float) number.doubleValue();
+        }
+        List<String> outOfRange = new ArrayList<>();
+        if (record.get("out_of_range") instanceof List<?> names) {
+            names.forEach(name -> outOfRange.add(name.toString()));
+        }
+        Object origin = record.get("seq_origin");
+        boolean hashed = origin != null && ReadingDecoder.CONTENT_HASH.equals(origin.toString());
+        return new Reading(record.get("car_id").toString(), (Long) record.get("seq"),
+                (Long) record.get("event_time"), hashed, row, outOfRange);
+    }
+
+    private void predict(List<Reading> readings, ServedModel model) {
+        int n = readings.size();
+        if (n == 0) {
+            return;
+        }
+        int size = model.window * model.featureCount();
+        float[] batch = new float[n * size];
+        Map<String, CarWindow> cars = new HashMap<>();
+        for (int i = 0; i < n; i++) {
+            Reading reading = readings.get(i);
+            CarWindow car = cars.computeIfAbsent(reading.carId(),
+                    id -> CarWindow.of(windows.get(id), model.window, model.featureCount()));
+            car.push(reading.seq(), reading.hashed(), reading.row(), batch, i * size);
+        }
+        long started = System.nanoTime();
+        float[] probabilities = model.predict(batch, n);
+        Metrics.MODEL_LATENCY.observe((System.nanoTime() - started) / 1e9);
+        Metrics.BATCH_SIZE.observe(n);
+        double threshold = threshold(model);
+        long predictedAt = System.currentTimeMillis();
+        GenericData.Record prediction = new GenericData.Record(encoder.schema());
+        for (int i = 0; i < n; i++) {
+            Reading reading = readings.get(i);
+            double probability = probabilities[i];
+            boolean alert = probability >= threshold;
+            OodScorer.Score ood = model.ood.score(reading.row(), reading.outOfRange());
+            prediction.put("car_id", reading.carId());
+            prediction.put("seq", reading.seq());
+            prediction.put("event_time", reading.eventTime());
+            prediction.put("predicted_at", predictedAt);
+            prediction.put("failure_probability", probability);
+            prediction.put("failure_predicted", alert);
+            prediction.put("model_version", model.version);
+            prediction.put("horizon", model.horizon);
+            prediction.put("ood_score", ood.score());
+            prediction.put("out_of_distribution", ood.flagged());
+            prediction.put("ood_features", ood.features());
+            byte[] key = reading.carId().getBytes(StandardCharsets.UTF_8);
+            context.forward(new Record<>(key, encoder.encode(prediction), predictedAt), PREDICTIONS_SINK);
+            Metrics.END_TO_END.observe((predictedAt - reading.eventTime()) / 1000.0);
+            Metrics.OOD_SCORE.observe(ood.score());
+            if (alert) {
+                Metrics.ALERTS.inc();
+            }
+            if (ood.flagged()) {
+                Metrics.OOD.inc();
+                ood.features().forEach(feature -> Metrics.OOD_FEATURES.labelValues(feature).inc());
+            }
+        }
+        Metrics.PREDICTIONS.inc(n);
+        cars.forEach((id, car) -> windows.put(id, car.bytes()));
+    }
+
+    /** The DLQ record of common/dlq.py: the original bytes, the car's key, and the contract's headers. */
+    private void deadLetter(Pending record, String reason) {
+        RecordHeaders headers = new RecordHeaders();
+        String detail = reason.length() > DLQ_DETAIL_LIMIT ? reason.substring(0, DLQ_DETAIL_LIMIT) : reason;
+        headers.add("error", UNDECODABLE.getBytes(StandardCharsets.UTF_8));
+        headers.add("error_detail", detail.getBytes(StandardCharsets.UTF_8));
+        headers.add("service", SERVICE.getBytes(StandardCharsets.UTF_8));
+        headers.add("received_at",
+                OffsetDateTime.now(ZoneOffset.UTC).format(ISO_MILLIS).getBytes(StandardCharsets.UTF_8));
+        headers.add("source_topic", settings.topic().getBytes(StandardCharsets.UTF_8));
+        headers.add("source_partition", Integer.toString(record.partition()).getBytes(StandardCharsets.UTF_8));
+        headers.add("source_offset", Long.toString(record.offset()).getBytes(StandardCharsets.UTF_8));
+        byte[] value = record.value() == null ? new byte[0] : record.value();
+        if (value.length > DLQ_VALUE_LIMIT) {
+            headers.add("payload_truncated_from", Integer.toString(value.length).getBytes(StandardCharsets.UTF_8));
+            value = java.util.Arrays.copyOf(value, DLQ_VALUE_LIMIT);
+        }
+        log.warn("record {}[{}]@{} cannot be decoded ({}); sent to {}", settings.topic(), record.partition(),
+                record.offset(), reason, settings.dlqTopic());
+        context.forward(new Record<>(record.recordKey(), value, System.currentTimeMillis(), headers), DLQ_SINK);
+        Metrics.DLQ.inc();
+    }
+}

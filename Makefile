@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 KAFKA_JARS := .deps/.kafka-jars
 SCHEMA_REGISTRY := .deps/.schema-registry
+# The Java serving program (ml/streams/): a thin jar beside its lib/, rebuilt when its sources or the schemas change.
+STREAMS_JAR := ml/streams/target/car-failure-streams.jar
+STREAMS_SOURCES := ml/streams/pom.xml $(shell find ml/streams/src schemas -type f 2>/dev/null)
 PIP_TOOLS := .deps/pip-tools
 
 CARS ?= 25
@@ -36,7 +39,7 @@ prerequisites: ## Install the missing OS programs with apt-get or Homebrew, or n
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 2; }
 	@$(PYTHON) -m scripts.runtime.prerequisites --for $(PREREQUISITES)
 
-setup: prerequisites $(INSTALLED) $(KAFKA_JARS) $(SCHEMA_REGISTRY) ## Install everything: the OS programs, .venv with pinned packages, the Kafka jars, the test schema registry (idempotent)
+setup: prerequisites $(INSTALLED) $(KAFKA_JARS) $(SCHEMA_REGISTRY) $(STREAMS_JAR) ## Install everything: the OS programs, .venv with pinned packages, the Kafka jars, the test schema registry, the Java serving program (idempotent)
 
 $(INSTALLED): pyproject.toml requirements.lock | prerequisites
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +63,11 @@ $(KAFKA_JARS): scripts/runtime/kafka/pom.xml | $(INSTALLED)
 
 $(SCHEMA_REGISTRY): scripts/runtime/schema_registry.py | $(INSTALLED)
 	$(PY) -m scripts.runtime.schema_registry install
+	@touch $@
+
+# mvn package runs the module's unit tests (JUnit) before it packs the jar.
+$(STREAMS_JAR): $(STREAMS_SOURCES) | prerequisites
+	mvn -B -q -f ml/streams/pom.xml package
 	@touch $@
 
 images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, registry, services)

@@ -30,8 +30,18 @@ CONFLUENT_MAGIC = 0
 
 
 def single_object_header(name: str, version: str = "") -> bytes:
+    """C3 01 and the schema's CRC-64-AVRO fingerprint, little-endian, as the Avro specification and Avro's own
+    libraries write it (fastavro's hex digest is those eight bytes in that order)."""
     canonical = to_parsing_canonical_form(schemas.parsed_schema(name, version))
-    return SINGLE_OBJECT_MAGIC + int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+    return SINGLE_OBJECT_MAGIC + bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+
+
+def legacy_single_object_header(name: str, version: str = "") -> bytes:
+    """The header this stack wrote before issue 27, its fingerprint's bytes reversed (big-endian): Avro's Java
+    library, the first reader outside this code, found no schema for it. Still read, so that records already on
+    the topics (and recordings of them) decode; never written."""
+    header = single_object_header(name, version)
+    return header[:2] + header[:1:-1]
 
 
 def _millis(record: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +64,8 @@ class AvroCodec:
         self._writers = {
             single_object_header(name, v): (schemas.wire_schema(name, v), self._schema if v else None) for v in versions
         }
+        legacy = {legacy_single_object_header(name, v): self._writers[single_object_header(name, v)] for v in versions}
+        self._legacy = {header: known for header, known in legacy.items() if header not in self._writers}
         self._registry = None
         if registry_url:
             self._init_registry(registry_url)
@@ -93,7 +105,7 @@ class AvroCodec:
             raise DecodeError(f"value too short for Avro framing ({0 if data is None else len(data)} bytes)")
         try:
             if data[:2] == SINGLE_OBJECT_MAGIC:
-                known = self._writers.get(data[:10])
+                known = self._writers.get(data[:10]) or self._legacy.get(data[:10])
                 if known is None:
                     raise DecodeError(
                         f"single-object fingerprint {data[2:10].hex()} is no version of the {self.name} schema"
@@ -115,7 +127,7 @@ class AvroCodec:
     def _decode_unregistered(self, body: bytes) -> dict[str, Any]:
         """A Confluent-framed body without a registry to name its schema: the newest version that reads it whole."""
         failure: Exception | None = None
-        for writer, reader in self._writers.values():
+        for writer, reader in self._writers.values():  # the legacy headers name the same versions: not tried twice
             stream = io.BytesIO(body)
             try:
                 record = fastavro.schemaless_reader(stream, writer, reader)

@@ -85,7 +85,8 @@ def parse_time(value: str) -> int:
 
 
 def schema_fingerprint() -> str:
-    """CRC-64-AVRO fingerprint of the readings schema, as the single-object header carries it."""
+    """CRC-64-AVRO fingerprint of the readings schema, the 64-bit number (the single-object header carries it
+    little-endian)."""
     return f"{int.from_bytes(single_object_header(READING)[2:], 'little'):016x}"
 
 

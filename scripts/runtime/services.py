@@ -118,7 +118,8 @@ class Containers:
 
 
 class Service:
-    """One `python -m <module> <args>` child process (or container), logging to `log_dir/<name>.log`."""
+    """One `python -m <module> <args>` child process (or container), logging to `log_dir/<name>.log`; `program`
+    replaces `python -m <module>` with another local command (the Java serving program's `java -jar ...`)."""
 
     def __init__(
         self,
@@ -129,12 +130,15 @@ class Service:
         log_dir: Path,
         containers: Containers | None = None,
         publish: Mapping[int, int] | None = None,
+        program: Sequence[str] | None = None,
     ) -> None:
         """`publish`: a container's port -> the host's port (on 127.0.0.1); a local process binds its own."""
         self.name = name
         self.containers = containers
+        if program is not None and containers is not None:
+            raise ValueError(f"{name}: a program of its own runs as a local process only")
         if containers is None:
-            self.command = [sys.executable, "-m", module, *args]
+            self.command = [*(program or (sys.executable, "-m", module)), *args]
             self.env = dict(env)
         else:  # the docker CLI gets this process's environment (DOCKER_HOST); the service gets `env`
             self.command = containers.command(name, module, args, env, publish or {})

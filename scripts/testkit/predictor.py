@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from common import schemas
 from common.avro import AvroCodec
 from scripts.runtime.local import free_port
+from scripts.runtime.streams import java_serving_command
 from scripts.testkit.services import ChildService, python_env
 
 WAIT_S = 90
@@ -135,3 +136,25 @@ def assert_same_as_reference(predictions: list[dict], reference: list[dict]) -> 
     for key, values in probabilities(predictions).items():
         for value in values:
             assert abs(value - expected[key]) <= TOLERANCE, f"{key}: {value} != reference {expected[key]}"
+
+
+def start_java_predictor(stream: Stream, model_dir: Path, log_dir: Path, name: str, **env: str) -> ChildService:
+    """The Java serving program (ml/streams/) on `stream`'s topics, `stream.group` its application id, its state
+    under `log_dir`: reloading every 0.5 s, predicting every 0.05 s, unless `env` says otherwise."""
+    port = free_port()
+    settings = {
+        "KAFKA_BOOTSTRAP_SERVERS": stream.bootstrap,
+        "ML_MODEL_DIR": str(model_dir),
+        "ML_TOPIC": stream.input,
+        "ML_OUTPUT_TOPIC": stream.output,
+        "ML_DLQ_TOPIC": stream.dlq,
+        "ML_STREAMS_APPLICATION_ID": stream.group,
+        "ML_STREAMS_STATE_DIR": str(log_dir / f"{name}-state"),
+        "ML_METRICS_PORT": str(port),
+        "ML_RELOAD_INTERVAL": "0.5",
+        "ML_BATCH_LINGER": "0.05",
+        **env,
+    }
+    return ChildService(
+        name, "", (), python_env(**settings), log_dir, metrics_port=port, program=java_serving_command()
+    ).start()

@@ -33,8 +33,9 @@ class ChildService(Service):
         env: Mapping[str, str],
         log_dir: Path,
         metrics_port: int | None = None,
+        program: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(name, module, args, env, log_dir)
+        super().__init__(name, module, args, env, log_dir, program=program)
         self.metrics_port = metrics_port
 
     def start(self) -> ChildService:

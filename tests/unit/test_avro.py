@@ -5,7 +5,7 @@ import fastavro
 import pytest
 
 from common import schemas
-from common.avro import AvroCodec, registry_unreachable, single_object_header
+from common.avro import AvroCodec, legacy_single_object_header, registry_unreachable, single_object_header
 from common.errors import DecodeError
 from common.topics import READINGS_TOPIC
 
@@ -32,13 +32,38 @@ def test_reading_schema_has_the_fields_of_design_md():
     } == schemas.INT_SENSOR_FIELDS
 
 
-def test_single_object_header_matches_the_avro_spec_fingerprint_of_int():
-    # Avro spec: the CRC-64-AVRO fingerprint of "int" is 0x8f5c393f1ad57572, written little-endian.
-    from fastavro.schema import fingerprint
+def crc64_avro(data: bytes) -> int:
+    """The Avro specification's reference CRC-64-AVRO ("Schema Fingerprints"), written out here so that the
+    header is checked against the specification, not against the library that computes it."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty if fp & 1 else 0)
+        table.append(fp)
+    fp = empty
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
 
-    assert fingerprint('"int"', "CRC-64-AVRO") == "8f5c393f1ad57572"
-    header = single_object_header(schemas.READING)
-    assert header[:2] == b"\xc3\x01" and len(header) == 10
+
+def test_single_object_header_is_the_specs_fingerprint_little_endian():
+    # Avro's Java library writes C3 01 and the 64-bit fingerprint little-endian; this stack wrote it reversed
+    # until a Java reader found no schema for it (issue 27).
+    from fastavro.schema import to_parsing_canonical_form
+
+    for version in ("", *schemas.previous_versions(schemas.READING)):
+        canonical = to_parsing_canonical_form(schemas.parsed_schema(schemas.READING, version))
+        expected = b"\xc3\x01" + crc64_avro(canonical.encode()).to_bytes(8, "little")
+        assert single_object_header(schemas.READING, version) == expected
+
+
+def test_a_record_written_with_the_legacy_byte_reversed_header_still_decodes():
+    codec = AvroCodec(schemas.READING, READINGS_TOPIC)
+    data = codec.encode(reading())
+    legacy = legacy_single_object_header(schemas.READING) + data[10:]
+    assert legacy[:10] != data[:10] and codec.decode(legacy) == reading()
 
 
 def test_single_object_round_trip():

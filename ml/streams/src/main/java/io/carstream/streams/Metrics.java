@@ -5,6 +5,7 @@ import com.sun.net.httpserver.HttpServer;
 import io.prometheus.metrics.core.metrics.Counter;
 import io.prometheus.metrics.core.metrics.Gauge;
 import io.prometheus.metrics.core.metrics.Histogram;
+import io.prometheus.metrics.core.metrics.Info;
 import io.prometheus.metrics.expositionformats.PrometheusTextFormatWriter;
 import io.prometheus.metrics.instrumentation.jvm.JvmMetrics;
 import io.prometheus.metrics.model.registry.PrometheusRegistry;
@@ -53,23 +54,23 @@ final class Metrics {
     static final Gauge CARS_HELD = Gauge.builder().name("predictor_cars_held")
             .help("Cars whose window the state stores hold (RocksDB's estimate, summed over this instance's tasks)")
             .register();
-    static final Gauge MODEL_VERSION = Gauge.builder().name("predictor_model_info")
+    // Info metrics: exposed as predictor_model_info{version=...} 1, the Python predictor's gauge sample
+    static final Info MODEL_VERSION = Info.builder().name("predictor_model_info")
             .help("The model version being served (value 1)").labelNames("version").register();
-    static final Gauge SERVING = Gauge.builder().name("predictor_serving_info")
+    static final Info SERVING = Info.builder().name("predictor_serving_info")
             .help("Which program serves the model (value 1)").labelNames("program").register();
 
     private Metrics() {}
 
     static void setModelVersion(String version) {
-        MODEL_VERSION.clear();
-        MODEL_VERSION.labelValues(version).set(1);
+        MODEL_VERSION.setLabelValues(version);
     }
 
     /** A check: null when fine, else what is wrong. */
     interface Check extends Supplier<String> {}
 
     static HttpServer serve(String host, int port, Check liveness, Check readiness) throws IOException {
-        SERVING.labelValues("java").set(1);
+        SERVING.setLabelValues("java");
         JvmMetrics.builder().register();
         HttpServer server = HttpServer.create(new InetSocketAddress(host, port), 0);
         PrometheusTextFormatWriter writer = new PrometheusTextFormatWriter(false);

@@ -19,7 +19,8 @@ import org.apache.avro.io.DecoderFactory;
  * Readings in both framings the Python side reads (common/avro.py), written with any kept version of the schema:
  *
  * <ul>
- *   <li>single-object encoding: C3 01, the writer schema's 8-byte CRC-64-AVRO fingerprint (little-endian), body;
+ *   <li>single-object encoding: C3 01, the writer schema's 8-byte CRC-64-AVRO fingerprint (little-endian), body
+ *       (or the fingerprint byte-reversed, as the Python side wrote it before issue 27);
  *   <li>Confluent framing: 00, a 4-byte big-endian schema id, body; the registry names the writer schema, and without
  *       one the newest local version that reads the body whole is taken (this stack only writes schemas/).
  * </ul>
@@ -51,6 +52,12 @@ final class ReadingDecoder {
                     .order(ByteOrder.LITTLE_ENDIAN).getLong();
             byFingerprint.put(fingerprint, reader);
             newestFirst.add(reader);
+        }
+        // The Python side wrote the fingerprint's bytes reversed until this reader found no schema for them
+        // (common/avro.py, legacy_single_object_header): records already on the topics still decode.
+        for (Schema writer : AvroSchemas.versions(AvroSchemas.READING)) {
+            long fingerprint = org.apache.avro.SchemaNormalization.parsingFingerprint64(writer);
+            byFingerprint.putIfAbsent(Long.reverseBytes(fingerprint), new GenericDatumReader<>(writer, current));
         }
     }
 

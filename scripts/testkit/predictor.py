@@ -140,7 +140,8 @@ def assert_same_as_reference(predictions: list[dict], reference: list[dict]) -> 
 
 def start_java_predictor(stream: Stream, model_dir: Path, log_dir: Path, name: str, **env: str) -> ChildService:
     """The Java serving program (ml/streams/) on `stream`'s topics, `stream.group` its application id, its state
-    under `log_dir`: reloading every 0.5 s, predicting every 0.05 s, unless `env` says otherwise."""
+    under `log_dir`: reloading every 0.5 s, predicting every 0.05 s, a session timeout of 6 s, unless `env` says
+    otherwise."""
     port = free_port()
     settings = {
         "KAFKA_BOOTSTRAP_SERVERS": stream.bootstrap,
@@ -153,6 +154,7 @@ def start_java_predictor(stream: Stream, model_dir: Path, log_dir: Path, name: s
         "ML_METRICS_PORT": str(port),
         "ML_RELOAD_INTERVAL": "0.5",
         "ML_BATCH_LINGER": "0.05",
+        "ML_SESSION_TIMEOUT_MS": "6000",
         **env,
     }
     return ChildService(

@@ -11,7 +11,7 @@ import pytest
 
 from ml.training.untrained_model import save_untrained_model
 from scripts.testkit.bridge import start_bridge
-from scripts.testkit.predictor import Stream, start_predictor
+from scripts.testkit.predictor import Stream, start_java_predictor, start_predictor
 from scripts.testkit.services import ChildService
 
 
@@ -60,6 +60,21 @@ def predictors(tmp_path: Path) -> Iterator[Callable[..., ChildService]]:
 
     def start(stream: Stream, model_dir: Path, **env: str) -> ChildService:
         started.append(start_predictor(stream, model_dir, tmp_path, f"predictor-{len(started)}", **env))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+@pytest.fixture
+def java_predictors(tmp_path: Path) -> Iterator[Callable[..., ChildService]]:
+    """`start(stream, model_dir, **env)`: the Java serving program (ml/streams/) on the stream's topics, the stream's
+    group its application id (java-<n>.log in tmp_path, its state beside it); whatever still runs is killed."""
+    started: list[ChildService] = []
+
+    def start(stream: Stream, model_dir: Path, **env: str) -> ChildService:
+        started.append(start_java_predictor(stream, model_dir, tmp_path, f"java-{len(started)}", **env))
         return started[-1]
 
     yield start

@@ -32,6 +32,8 @@ record Settings(
         int streamThreads,
         int standbyReplicas,
         double stallSeconds,
+        int sessionTimeoutMs,
+        Optional<String> instanceId,
         Properties security) {
 
     /** One setting: its flag, its environment variable, its default (null: none), what it means. */
@@ -75,7 +77,11 @@ record Settings(
             new Option("standby-replicas", "ML_STREAMS_STANDBY_REPLICAS", "0",
                     "Standby replicas of each task's state (warm copies on other instances)"),
             new Option("stall-seconds", "ML_STALL_SECONDS", "300",
-                    "Liveness (/healthz) fails when an assigned task has not predicted for this long"));
+                    "Liveness (/healthz) fails when an assigned task has not predicted for this long"),
+            new Option("session-timeout-ms", "ML_SESSION_TIMEOUT_MS", "10000",
+                    "Consumer group session timeout (ms): how long a crashed instance's partitions wait"),
+            new Option("instance-id", "ML_INSTANCE_ID", null,
+                    "Static group membership id (e.g. the pod name): a restart takes its partitions back at once"));
 
     static final String[] SECURITY_VARIABLES = {
         "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
@@ -144,6 +150,8 @@ record Settings(
                 (int) p.number("stream-threads", 1, 1024),
                 (int) p.number("standby-replicas", 0, 16),
                 p.number("stall-seconds", 1, Double.MAX_VALUE),
+                (int) p.number("session-timeout-ms", 1000, 3_600_000),
+                Optional.ofNullable(values.get("instance-id")),
                 kafkaSecurity(environment));
     }
 

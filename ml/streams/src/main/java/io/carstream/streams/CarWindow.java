@@ -1,6 +1,7 @@
 package io.carstream.streams;
 
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 
 /**
  * One car's last W readings, as ml/serving/ring_buffer.py keeps them, so that both programs build the same windows:
@@ -38,7 +39,7 @@ final class CarWindow {
         if (stored == null) {
             return car;
         }
-        ByteBuffer in = ByteBuffer.wrap(stored);
+        ByteBuffer in = ByteBuffer.wrap(stored).order(ByteOrder.LITTLE_ENDIAN); // no byte swapping
         if (in.getInt() != window || in.getInt() != features) {
             return car;
         }
@@ -51,7 +52,7 @@ final class CarWindow {
     }
 
     byte[] bytes() {
-        ByteBuffer out = ByteBuffer.allocate(8 + 16 + 8 * window + 4 * window * features);
+        ByteBuffer out = ByteBuffer.allocate(8 + 16 + 8 * window + 4 * window * features).order(ByteOrder.LITTLE_ENDIAN);
         out.putInt(window).putInt(features).putLong(count).putLong(lastSeq);
         out.asLongBuffer().put(seqs);
         out.position(out.position() + 8 * window);

@@ -3,17 +3,21 @@ package io.carstream.streams;
 import com.sun.net.httpserver.HttpServer;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
 import java.util.Properties;
+import java.util.Set;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
@@ -53,8 +57,9 @@ public final class Main {
     static Topology topology(Settings settings, ModelWatcher models, Optional<SchemaRegistry> registry) {
         Topology topology = new Topology();
         topology.addSource(SOURCE, new ByteArrayDeserializer(), new ByteArrayDeserializer(), settings.topic());
+        PendingRecovery recovery = new PendingRecovery(settings);
         topology.addProcessor(PROCESSOR, () -> new PredictProcessor(settings, models, new ReadingDecoder(registry),
-                new PredictionEncoder(registry, settings.outputTopic())), SOURCE);
+                new PredictionEncoder(registry, settings.outputTopic()), recovery), SOURCE);
         topology.addStateStore(PredictProcessor.windowsStore(), PROCESSOR);
         topology.addStateStore(PredictProcessor.pendingStore(), PROCESSOR);
         topology.addSink(PredictProcessor.PREDICTIONS_SINK, settings.outputTopic(), new ByteArraySerializer(),
@@ -71,6 +76,7 @@ public final class Main {
         props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, settings.bootstrapServers());
         props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
         props.put(StreamsConfig.STATE_DIR_CONFIG, Path.of(settings.stateDir()).toAbsolutePath().toString());
+        props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, settings.commitIntervalMs());
         props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, settings.streamThreads());
         props.put(StreamsConfig.NUM_STANDBY_REPLICAS_CONFIG, settings.standbyReplicas());
         props.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.ByteArraySerde.class);
@@ -147,27 +153,52 @@ public final class Main {
         streams.start();
     }
 
-    /** Kafka Streams stops at once when a source topic is missing: wait for the topics instead. */
+    /**
+     * Kafka Streams stops at once when a topic is missing: wait for the readings topic, and create the predictions
+     * topic (as many partitions as the readings') and the DLQ (one) when they are missing, as the Python predictor
+     * does. An identity without the right to create them waits for them instead (secured mode: `car-admin apply`).
+     */
     private static boolean waitForTopics(Settings settings, CountDownLatch stop) {
         Properties props = new Properties();
         props.putAll(settings.security());
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, settings.bootstrapServers());
-        List<String> topics = List.of(settings.topic(), settings.outputTopic(), settings.dlqTopic());
         long logged = 0;
         try (Admin admin = Admin.create(props)) {
             while (stop.getCount() > 0) {
+                String problem;
                 try {
-                    admin.describeTopics(topics).allTopicNames().get(10, TimeUnit.SECONDS);
-                    return true;
-                } catch (ExecutionException | java.util.concurrent.TimeoutException e) {
-                    if (System.currentTimeMillis() - logged > 30_000) {
-                        String why = e.getCause() instanceof UnknownTopicOrPartitionException
-                                ? "a topic is missing" : String.valueOf(e.getCause() == null ? e : e.getCause());
-                        log.warn("waiting for the topics {} on {}: {}", topics, settings.bootstrapServers(), why);
-                        logged = System.currentTimeMillis();
+                    int partitions = admin.describeTopics(List.of(settings.topic())).allTopicNames()
+                            .get(10, TimeUnit.SECONDS).get(settings.topic()).partitions().size();
+                    Set<String> existing = admin.listTopics().names().get(10, TimeUnit.SECONDS);
+                    List<NewTopic> missing = new ArrayList<>();
+                    if (!existing.contains(settings.outputTopic())) {
+                        missing.add(new NewTopic(settings.outputTopic(), Optional.of(partitions), Optional.empty()));
                     }
-                    stop.await(1, TimeUnit.SECONDS);
+                    if (!existing.contains(settings.dlqTopic())) {
+                        missing.add(new NewTopic(settings.dlqTopic(), Optional.of(1), Optional.empty()));
+                    }
+                    for (var created : admin.createTopics(missing).values().entrySet()) {
+                        try {
+                            created.getValue().get(30, TimeUnit.SECONDS);
+                            log.info("created topic {}", created.getKey());
+                        } catch (ExecutionException e) {
+                            if (!(e.getCause() instanceof TopicExistsException)) {
+                                throw e;
+                            }
+                        }
+                    }
+                    return true;
+                } catch (ExecutionException e) {
+                    problem = e.getCause() instanceof UnknownTopicOrPartitionException
+                            ? "topic " + settings.topic() + " does not exist" : String.valueOf(e.getCause());
+                } catch (java.util.concurrent.TimeoutException e) {
+                    problem = "Kafka does not answer";
                 }
+                if (System.currentTimeMillis() - logged > 30_000) {
+                    log.warn("waiting for the topics on {}: {}", settings.bootstrapServers(), problem);
+                    logged = System.currentTimeMillis();
+                }
+                stop.await(1, TimeUnit.SECONDS);
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();

@@ -1,6 +1,5 @@
 package io.carstream.streams;
 
-import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.time.OffsetDateTime;
@@ -25,6 +24,7 @@ import org.apache.kafka.streams.state.KeyValueIterator;
 import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.StoreBuilder;
 import org.apache.kafka.streams.state.Stores;
+import io.carstream.streams.PendingRecovery.Pending;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -32,10 +32,12 @@ import org.slf4j.LoggerFactory;
  * One task's readings in, one prediction per reading out, exactly once.
  *
  * <p>A model call costs about as much for 4,096 windows as for 20 (TensorFlow's fixed cost per call), so readings
- * are predicted in batches: each reading goes first to the task's `pending` store, and the store is predicted when it
- * holds --max-batch readings or every --batch-linger seconds. Both stores log to changelog topics, and Kafka Streams
- * commits their changes, the predictions and the input offsets in one transaction: a reading committed but not yet
- * predicted is in the pending store's changelog, so a crash loses none and predicts none twice.
+ * are predicted in batches: a task buffers them and predicts the buffer when it holds --max-batch readings or every
+ * --batch-linger seconds. Kafka Streams commits when its commit interval says, buffer or not, so the offset of the
+ * first buffered reading is kept in the `pending` store: Kafka Streams commits the stores' changelogs, the
+ * predictions and the input offsets in one transaction, so after a crash the records from that offset up to the
+ * committed one are exactly those taken and not predicted, and they are read again ({@link PendingRecovery}): none
+ * is lost, none predicted twice. One store write per batch, not one per reading.
  *
  * <p>Each car's last W readings live in the `windows` store (RocksDB, bounded by disk rather than memory, restored
  * from its changelog after a crash): {@link CarWindow} keeps them exactly as the Python predictor does, so that both
@@ -61,28 +63,30 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
         return Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(WINDOWS), Serdes.String(), Serdes.ByteArray());
     }
 
-    static StoreBuilder<KeyValueStore<Long, byte[]>> pendingStore() {
-        // in memory: it never holds more than --max-batch readings; its changelog makes it survive a crash
-        return Stores.keyValueStoreBuilder(Stores.inMemoryKeyValueStore(PENDING), Serdes.Long(), Serdes.ByteArray());
+    static StoreBuilder<KeyValueStore<Integer, Long>> pendingStore() {
+        // partition -> offset of its first buffered reading; in memory, its changelog makes it survive a crash
+        return Stores.keyValueStoreBuilder(Stores.inMemoryKeyValueStore(PENDING), Serdes.Integer(), Serdes.Long());
     }
 
     private final Settings settings;
     private final ModelWatcher models;
     private final ReadingDecoder decoder;
     private final PredictionEncoder encoder;
+    private final PendingRecovery recovery;
+    private final List<Pending> buffer = new ArrayList<>();
     private ProcessorContext<byte[], byte[]> context;
     private KeyValueStore<String, byte[]> windows;
-    private KeyValueStore<Long, byte[]> pending;
-    private long nextKey;
-    private int held;
+    private KeyValueStore<Integer, Long> pending;
     private ServedModel served;
     private long registryRetryAt;
 
-    PredictProcessor(Settings settings, ModelWatcher models, ReadingDecoder decoder, PredictionEncoder encoder) {
+    PredictProcessor(Settings settings, ModelWatcher models, ReadingDecoder decoder, PredictionEncoder encoder,
+            PendingRecovery recovery) {
         this.settings = settings;
         this.models = models;
         this.decoder = decoder;
         this.encoder = encoder;
+        this.recovery = recovery;
     }
 
     @Override
@@ -90,14 +94,14 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
         this.context = context;
         this.windows = context.getStateStore(WINDOWS);
         this.pending = context.getStateStore(PENDING);
-        try (KeyValueIterator<Long, byte[]> restored = pending.all()) {
+        try (KeyValueIterator<Integer, Long> restored = pending.all()) {
             while (restored.hasNext()) { // readings committed before a crash and not predicted yet
-                nextKey = Math.max(nextKey, restored.next().key + 1);
-                held++;
+                KeyValue<Integer, Long> first = restored.next();
+                List<Pending> found = recovery.read(first.key, first.value);
+                buffer.addAll(found);
+                log.info("task {}: {} readings restored from the pending store's changelog (partition {} from "
+                        + "offset {}), read again", context.taskId(), found.size(), first.key, first.value);
             }
-        }
-        if (held > 0) {
-            log.info("task {}: {} readings restored from the pending store's changelog", context.taskId(), held);
         }
         LAST_TURN.put(context.taskId(), System.currentTimeMillis());
         long linger = Math.max(1, (long) (settings.batchLinger() * 1000));
@@ -107,8 +111,11 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
     @Override
     public void process(Record<byte[], byte[]> record) {
         var source = context.recordMetadata().orElseThrow();
-        pending.put(nextKey++, Pending.bytes(source.partition(), source.offset(), record.key(), record.value()));
-        if (++held >= settings.maxBatch()) {
+        if (buffer.isEmpty()) { // a task reads one partition: the first buffered reading starts the range
+            pending.put(source.partition(), source.offset());
+        }
+        buffer.add(new Pending(source.partition(), source.offset(), record.key(), record.value()));
+        if (buffer.size() >= settings.maxBatch()) {
             predictPending();
         }
     }
@@ -120,48 +127,12 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
         Metrics.CARS_HELD.set(CARS.values().stream().mapToLong(Long::longValue).sum());
     }
 
-    /** A buffered record: where it came from (for the DLQ), its key and its value. */
-    private record Pending(long key, int partition, long offset, byte[] recordKey, byte[] value) {
-        static byte[] bytes(int partition, long offset, byte[] key, byte[] value) {
-            int keyLength = key == null ? -1 : key.length;
-            int valueLength = value == null ? -1 : value.length;
-            ByteBuffer out = ByteBuffer.allocate(20 + Math.max(keyLength, 0) + Math.max(valueLength, 0));
-            out.putInt(partition).putLong(offset).putInt(keyLength);
-            if (key != null) {
-                out.put(key);
-            }
-            out.putInt(valueLength);
-            if (value != null) {
-                out.put(value);
-            }
-            return out.array();
-        }
-
-        static Pending of(long storeKey, byte[] stored) {
-            ByteBuffer in = ByteBuffer.wrap(stored);
-            int partition = in.getInt();
-            long offset = in.getLong();
-            byte[] key = take(in);
-            return new Pending(storeKey, partition, offset, key, take(in));
-        }
-
-        private static byte[] take(ByteBuffer in) {
-            int length = in.getInt();
-            if (length < 0) {
-                return null;
-            }
-            byte[] bytes = new byte[length];
-            in.get(bytes);
-            return bytes;
-        }
-    }
-
     /** A decoded reading, with its feature row in the served model's order. */
     private record Reading(String carId, long seq, long eventTime, boolean hashed, float[] row, List<String> outOfRange) {}
 
     private void predictPending() {
         LAST_TURN.put(context.taskId(), System.currentTimeMillis());
-        if (held == 0 || System.currentTimeMillis() < registryRetryAt) {
+        if (buffer.isEmpty() || System.currentTimeMillis() < registryRetryAt) {
             return;
         }
         ServedModel model = models.current();
@@ -171,13 +142,7 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
             served = model;
             Metrics.setModelVersion(model.version);
         }
-        List<Pending> batch = new ArrayList<>(held);
-        try (KeyValueIterator<Long, byte[]> all = pending.all()) {
-            while (all.hasNext()) {
-                KeyValue<Long, byte[]> entry = all.next();
-                batch.add(Pending.of(entry.key, entry.value));
-            }
-        }
+        List<Pending> batch = buffer;
         // Decode all before forwarding anything: a registry that does not answer leaves the batch untouched for
         // the next try, with nothing of it sent.
         List<Reading> readings = new ArrayList<>(batch.size());
@@ -203,10 +168,8 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
             deadLetter(undecodable.get(i), reasons.get(i));
         }
         predict(readings, model);
-        for (Pending record : batch) {
-            pending.delete(record.key());
-        }
-        held = 0;
+        batch.stream().map(Pending::partition).distinct().forEach(pending::delete);
+        buffer.clear();
         CARS.put(context.taskId(), windows.approximateNumEntries());
         Metrics.CARS_HELD.set(CARS.values().stream().mapToLong(Long::longValue).sum());
     }
@@ -307,7 +270,7 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
         }
         log.warn("record {}[{}]@{} cannot be decoded ({}); sent to {}", settings.topic(), record.partition(),
                 record.offset(), reason, settings.dlqTopic());
-        context.forward(new Record<>(record.recordKey(), value, System.currentTimeMillis(), headers), DLQ_SINK);
+        context.forward(new Record<>(record.key(), value, System.currentTimeMillis(), headers), DLQ_SINK);
         Metrics.DLQ.inc();
     }
 }

@@ -34,6 +34,7 @@ record Settings(
         double stallSeconds,
         int sessionTimeoutMs,
         Optional<String> instanceId,
+        int commitIntervalMs,
         Properties security) {
 
     /** One setting: its flag, its environment variable, its default (null: none), what it means. */
@@ -81,7 +82,10 @@ record Settings(
             new Option("session-timeout-ms", "ML_SESSION_TIMEOUT_MS", "10000",
                     "Consumer group session timeout (ms): how long a crashed instance's partitions wait"),
             new Option("instance-id", "ML_INSTANCE_ID", null,
-                    "Static group membership id (e.g. the pod name): a restart takes its partitions back at once"));
+                    "Static group membership id (e.g. the pod name): a restart takes its partitions back at once"),
+            new Option("commit-interval-ms", "ML_STREAMS_COMMIT_INTERVAL_MS", "100",
+                    "Milliseconds between two transactions: predictions become visible to read_committed readers "
+                            + "when theirs commits; longer spreads its fixed cost over more readings"));
 
     static final String[] SECURITY_VARIABLES = {
         "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
@@ -152,6 +156,7 @@ record Settings(
                 p.number("stall-seconds", 1, Double.MAX_VALUE),
                 (int) p.number("session-timeout-ms", 1000, 3_600_000),
                 Optional.ofNullable(values.get("instance-id")),
+                (int) p.number("commit-interval-ms", 1, 3_600_000),
                 kafkaSecurity(environment));
     }
 

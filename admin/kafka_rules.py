@@ -31,8 +31,13 @@ from common.settings import KafkaSecurity
 log = logging.getLogger(__name__)
 
 SCRAM_ITERATIONS = 8192
-KINDS = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
-OPERATIONS = {"read": AclOperation.READ, "write": AclOperation.WRITE, "describe": AclOperation.DESCRIBE}
+KINDS = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "transactional_id": ResourceType.TRANSACTIONAL_ID}
+OPERATIONS = {
+    "read": AclOperation.READ,
+    "write": AclOperation.WRITE,
+    "describe": AclOperation.DESCRIBE,
+    "create": AclOperation.CREATE,
+}
 
 
 def acl_bindings() -> list[AclBinding]:

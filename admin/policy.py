@@ -20,6 +20,7 @@ from common.topics import (
     PREDICTIONS_TOPIC,
     PREDICTOR_GROUP,
     READINGS_TOPIC,
+    STREAMS_APPLICATION_ID,
     TOPIC_PARTITIONS,
 )
 
@@ -32,11 +33,11 @@ HEALTH_TOPIC_PREFIX = "healthcheck"
 
 @dataclass(frozen=True)
 class Grant:
-    """One ACL: `operation` on a topic or a consumer group, by exact name or by prefix."""
+    """One ACL: `operation` on a topic, a consumer group or a transactional id, by exact name or by prefix."""
 
-    resource: str  # "topic" or "group"
+    resource: str  # "topic", "group" or "transactional_id"
     name: str
-    operation: str  # "read", "write" or "describe"
+    operation: str  # "read", "write", "describe" or "create"
     prefixed: bool = False
 
 
@@ -59,6 +60,20 @@ KAFKA_ACLS: dict[str, list[Grant]] = {
         Grant("topic", PREDICTIONS_TOPIC, "read"),
         Grant("topic", DLQ_TOPIC, "read"),
         Grant("group", PREDICTOR_GROUP, "describe", prefixed=True),
+    ],
+    # The Java serving program (ml/streams/, Kafka Streams, exactly_once_v2) under its default application id: its
+    # group, the changelog topics it creates and restores from (<application id>-<store>-changelog), its producers'
+    # transactional ids (<application id>-<process id>-<thread>). It does not serve without any one of these
+    # (SECURITY.md says how each is missed).
+    "streams-predictor": [
+        Grant("topic", READINGS_TOPIC, "read"),
+        Grant("topic", PREDICTIONS_TOPIC, "write"),
+        Grant("topic", DLQ_TOPIC, "write"),
+        Grant("group", STREAMS_APPLICATION_ID, "read"),
+        Grant("topic", f"{STREAMS_APPLICATION_ID}-", "create", prefixed=True),
+        Grant("topic", f"{STREAMS_APPLICATION_ID}-", "read", prefixed=True),
+        Grant("topic", f"{STREAMS_APPLICATION_ID}-", "write", prefixed=True),
+        Grant("transactional_id", f"{STREAMS_APPLICATION_ID}-", "write", prefixed=True),
     ],
 }
 KAFKA_SERVICE_USERS = tuple(KAFKA_ACLS)

@@ -11,6 +11,9 @@ PREDICTOR_GROUP = "car-stream-predictor"  # predictors' consumer groups start wi
 # The ml readers' throw-away groups (metadata and assigned reads, never committed) start with it: ml-range-*,
 # ml-reader-* (the secured mode's ACLs name the prefix).
 ML_READER_GROUP_PREFIX = "ml-"
+# The Java serving program's (ml/streams/) default application id: its consumer group, the prefix of its changelog
+# topics and of its transactional ids (the secured mode's ACLs name it; Settings.java has the same default).
+STREAMS_APPLICATION_ID = "car-failure-streams"
 
 MQTT_TOPIC_PREFIX = "vehicles/sensor/data"
 MQTT_TOPIC_FILTER = f"{MQTT_TOPIC_PREFIX}/+"

@@ -15,9 +15,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -30,7 +32,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import schemas
 from common.avro import AvroCodec
@@ -43,6 +45,7 @@ from common.topics import (
     PREDICTIONS_TOPIC,
     PREDICTOR_GROUP,
     READINGS_TOPIC,
+    STREAMS_APPLICATION_ID,
     car_id,
     mqtt_topic,
 )
@@ -50,7 +53,9 @@ from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode, free_port, sta
 from scripts.runtime.secured import SecureMaterial
 from scripts.testkit.bridge import start_bridge
 from scripts.testkit.kafka import end_offsets, read_to_end, read_until
-from scripts.testkit.readings import reading
+from scripts.testkit.predictor import start_java_predictor
+from scripts.testkit.readings import reading, readings, write_readings
+from scripts.testkit.services import ChildService
 
 pytestmark = pytest.mark.integration
 
@@ -469,3 +474,89 @@ def test_the_bridge_identity_reads_every_car_through_a_shared_subscription(secur
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+STREAMS_IDENTITY = "streams-predictor"
+
+
+def start_streams(
+    secured: Secured, model_dir: Path, log_dir: Path, name: str, application_id: str = ""
+) -> ChildService:
+    """The Java serving program (ml/streams/) on the stack's topics, which the ACLs name, as `streams-predictor`;
+    application_id "": its own default, which the policy names too."""
+    topics = SimpleNamespace(  # what start_java_predictor reads of a Stream
+        bootstrap=secured.bootstrap, input=READINGS_TOPIC, output=PREDICTIONS_TOPIC, dlq=DLQ_TOPIC, group=application_id
+    )
+    return start_java_predictor(topics, model_dir, log_dir, name, **secured.material.env(STREAMS_IDENTITY))
+
+
+def new_cars(secured: Secured, tag: str) -> set[tuple[str, int]]:
+    """Readings of three cars no other test has, written to car-sensor as the bridge; their (car_id, seq)."""
+    records = [{**r, "car_id": f"streams-{tag}-{r['car_id']}"} for r in readings(3, 20)]
+    write_readings(secured.bootstrap, secured.material.kafka_security("bridge"), READINGS_TOPIC, records)
+    return {(r["car_id"], r["seq"]) for r in records}
+
+
+def predictions_of(secured: Secured, keys: set[tuple[str, int]]) -> Counter:
+    """How many predictions car-sensor-predictions holds of each of `keys`."""
+    found = (p for _, _, p in read_decodable(secured, PREDICTIONS_TOPIC, schemas.PREDICTION))
+    return Counter(key for p in found if (key := (p["car_id"], p["seq"])) in keys)
+
+
+def test_the_java_serving_program_predicts_every_reading_exactly_once_under_its_own_identity(
+    secured: Secured, model_dir: Path, tmp_path: Path
+) -> None:
+    """As `streams-predictor`, with exactly the grants of admin/policy.py: its group, its changelogs (created at its
+    first start), its transactions. Every reading gets one committed prediction."""
+    written = new_cars(secured, uuid.uuid4().hex[:6])
+    streams = start_streams(secured, model_dir, tmp_path, "streams")
+    try:
+        streams.wait_until(lambda: written <= set(predictions_of(secured, written)), "every prediction", timeout=180)
+        streams.stop_ok(timeout=60)
+    finally:
+        streams.kill()
+    counts = predictions_of(secured, written)
+    assert set(counts) == written
+    assert {key: n for key, n in counts.items() if n != 1} == {}, "predicted more than once"
+    assert f"as SASL_SSL (SCRAM-SHA-512) as {STREAMS_IDENTITY}," in streams.log()
+    changelogs = AdminClient({**secured.kafka_as("admin"), "log_level": 0}).list_topics(timeout=10).topics
+    assert f"{STREAMS_APPLICATION_ID}-windows-changelog" in changelogs
+
+
+def create_error(config: dict[str, str], topic: str) -> str | None:
+    """Create `topic`; the refusal's name, or None when Kafka made it."""
+    admin = AdminClient({**config, "log_level": 0})
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    except KafkaException as exc:
+        return exc.args[0].name()
+    return None
+
+
+def test_the_java_serving_programs_identity_may_do_its_job_and_nothing_else(
+    secured: Secured, model_dir: Path, tmp_path: Path
+) -> None:
+    streams = secured.kafka_as(STREAMS_IDENTITY)
+    tag = uuid.uuid4().hex[:6]
+    assert write_error(streams, DLQ_TOPIC) is None
+    assert write_error(streams, READINGS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED"
+    # Reads car-sensor, and no other topic (by assign(): its group may hold a stopped program's member still).
+    in_its_group = {**streams, "group.id": STREAMS_APPLICATION_ID}
+    assert assigned_read_error(in_its_group, READINGS_TOPIC) is None
+    for topic in (PREDICTIONS_TOPIC, DLQ_TOPIC):
+        assert assigned_read_error(in_its_group, topic) == "TOPIC_AUTHORIZATION_FAILED", topic
+    # Topics under its application id's prefix only: its changelogs.
+    assert create_error(streams, f"{STREAMS_APPLICATION_ID}-probe-{tag}") is None
+    assert create_error(streams, f"not-its-{tag}") == "TOPIC_AUTHORIZATION_FAILED"
+    # Another application id, even one under that prefix: its group is refused, the program stops and predicts
+    # nothing (the readings it was given stay without a prediction).
+    written = new_cars(secured, tag)
+    other = start_streams(secured, model_dir, tmp_path, "streams-other", f"{STREAMS_APPLICATION_ID}-{tag}")
+    try:
+        code = other.wait(timeout=120)
+    finally:
+        other.kill()
+    log = other.log()
+    assert code == 1, other.failure(f"exited with code {code}, expected 1")
+    assert f"GroupAuthorizationException: Not authorized to access group: {STREAMS_APPLICATION_ID}-{tag}" in log, log
+    assert not predictions_of(secured, written)

@@ -12,14 +12,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import ResourcePatternType, ResourceType
 
+from admin.kafka_rules import acl_bindings
 from admin.policy import KAFKA_ACLS, KAFKA_SERVICE_USERS, Grant
 from admin.settings import AdminSettings
 from common.cli import add_settings_arguments, settings_from_args
 from common.errors import ConfigError
 from common.security import car_password, mosquitto_password_line
 from common.settings import PLAINTEXT, KafkaSecurity, KafkaSettings
-from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC, STREAMS_APPLICATION_ID
 from scripts.runtime.secured import ENV_IDENTITIES, SecureMaterial
 from scripts.runtime.services import IDENTITY_VARIABLES, service_env
 
@@ -127,6 +129,28 @@ def test_the_dashboard_reads_its_topics_and_the_predictors_offsets_and_writes_no
         ],
         key=repr,
     )
+
+
+def test_the_java_serving_program_has_an_identity_of_its_own_that_names_nothing_but_its_own(tmp_path: Path) -> None:
+    """The stack's topics by name, as the Python predictor has them; everything else under its application id:
+    its group by name, its changelogs and transactional ids by the prefix `<application id>-`."""
+    env = SecureMaterial(tmp_path / "secure").ensure(cars=1).env("streams-predictor")
+    assert env["KAFKA_SASL_USERNAME"] == "streams-predictor" and not any(key.startswith("MQTT_") for key in env)
+    grants = KAFKA_ACLS["streams-predictor"]
+    stack = {READINGS_TOPIC, PREDICTIONS_TOPIC, DLQ_TOPIC}
+    assert sorted((g.name, g.operation) for g in grants if g.name in stack) == sorted(
+        [(READINGS_TOPIC, "read"), (PREDICTIONS_TOPIC, "write"), (DLQ_TOPIC, "write")]
+    )
+    assert not any(g.prefixed for g in grants if g.name in stack)
+    own = [g for g in grants if g.name not in stack]
+    assert [g for g in own if g.resource == "group"] == [Grant("group", STREAMS_APPLICATION_ID, "read")]
+    assert all(g.name == f"{STREAMS_APPLICATION_ID}-" and g.prefixed for g in own if g.resource != "group")
+    transactional = [
+        (b.name, b.resource_pattern_type)
+        for b in acl_bindings()
+        if b.principal == "User:streams-predictor" and b.restype == ResourceType.TRANSACTIONAL_ID
+    ]
+    assert transactional == [(f"{STREAMS_APPLICATION_ID}-", ResourcePatternType.PREFIXED)]
 
 
 def test_a_folder_made_before_an_identity_existed_gets_it_and_keeps_the_other_passwords(tmp_path: Path) -> None:

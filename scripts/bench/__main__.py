@@ -25,7 +25,10 @@ from scripts.runtime.local import KafkaNode, MosquittoNode, free_port
 
 log = logging.getLogger("bench")
 
-SECTIONS = ["machine", "simulator", "bridge", "ml_read", "training", "predictor", "e2e", "dashboard", "security"]
+SECTIONS = [
+    "machine", "simulator", "bridge", "ml_read", "training", "predictor", "java_serving", "e2e", "dashboard",
+    "security",
+]  # fmt: skip
 
 
 def _shown(value: object) -> str:
@@ -57,8 +60,9 @@ def print_table(results: dict, console: Console) -> None:
     table.add_column("value", justify="right")
     for section, figures in results.items():
         for key, value in figures.items():
-            table.add_row(section, key, _shown(value))
-            section = ""
+            for name, shown in value.items() if isinstance(value, dict) else [("", value)]:
+                table.add_row(section, f"{key}.{name}" if name else key, _shown(shown))
+                section = ""
     console.print(table)
 
 

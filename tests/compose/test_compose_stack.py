@@ -135,13 +135,7 @@ def check_every_reading_predicted(
     returns the records of both by (car_id, seq)."""
     readings = keys_in(bootstrap, READINGS_TOPIC, key_of(AvroCodec(READING, READINGS_TOPIC, registry)), **client)
     assert sum(readings.values()) >= acknowledged and len(readings) == acknowledged
-    decode_prediction = key_of(AvroCodec(PREDICTION, PREDICTIONS_TOPIC, registry))
-    deadline = time.monotonic() + 300
-    while True:
-        predictions = keys_in(bootstrap, PREDICTIONS_TOPIC, decode_prediction, **client)
-        if set(predictions) >= set(readings) or time.monotonic() > deadline:
-            break
-        time.sleep(10)
+    predictions = predictions_covering(readings, bootstrap, PREDICTIONS_TOPIC, registry, **client)
     missing = set(readings) - set(predictions)
     print(
         f"{project}: simulator acknowledged {acknowledged:,}; car-sensor {sum(readings.values()):,} records, "
@@ -150,6 +144,21 @@ def check_every_reading_predicted(
     )
     assert not missing, f"{len(missing)} readings without a prediction, e.g. {sorted(missing)[:5]}"
     return readings, predictions
+
+
+def predictions_covering(
+    readings: Counter, bootstrap: str, topic: str, registry: str | None, check=lambda: None, **client
+) -> Counter:
+    """The predictions on `topic` by (car_id, seq), read again until they cover `readings` or 5 minutes have
+    passed; `check()` before each read fails fast when what writes them has died."""
+    decode = key_of(AvroCodec(PREDICTION, topic, registry))
+    deadline = time.monotonic() + 300
+    while True:
+        check()
+        predictions = keys_in(bootstrap, topic, decode, **client)
+        if set(predictions) >= set(readings) or time.monotonic() > deadline:
+            return predictions
+        time.sleep(5)
 
 
 def test_the_java_serving_program_of_the_profile_java_predicts_every_reading_of_the_stack(stack):
@@ -168,20 +177,18 @@ def test_the_java_serving_program_of_the_profile_java_predicts_every_reading_of_
     compose.compose("--profile", "java", "run", "-d", "--no-deps", f"--name={container}", *variables, "predictor-java")
     try:
         readings = keys_in(bootstrap, READINGS_TOPIC, key_of(AvroCodec(READING, READINGS_TOPIC, registry)))
-        decode = key_of(AvroCodec(PREDICTION, output, registry))
-        deadline = time.monotonic() + 300
-        while True:
+
+        def running() -> None:
             assert container_state(container, "Status") == "running", f"{container} stopped"
-            predictions = keys_in(bootstrap, output, decode)
-            if set(predictions) >= set(readings) or time.monotonic() > deadline:
-                break
-            time.sleep(5)
+
+        predictions = predictions_covering(readings, bootstrap, output, registry, check=running)
         missing = set(readings) - set(predictions)
         print(
             f"{project}: the Java serving program predicted {len(predictions):,} of {len(readings):,} readings "
             f"({sum(predictions.values()):,} records) in {time.monotonic() - started:.0f} s"
         )
         assert not missing, f"{len(missing)} readings without a prediction, e.g. {sorted(missing)[:5]}"
+        deadline = time.monotonic() + 120  # the health check runs every 10 s
         while container_state(container, "Health.Status") == "starting" and time.monotonic() < deadline:
             time.sleep(2)
         assert container_state(container, "Health.Status") == "healthy"

@@ -108,6 +108,7 @@ class Dashboard:
             "dlq": dlq,
             "model": model,
             "services": self.sampler.services(),
+            "serving": self.sampler.serving(),
         }
         self.build_time.observe(time.perf_counter() - started)
         return snapshot

@@ -33,6 +33,8 @@ SCRAPE_TIMEOUT_S = 2.0
 # Per service name, the counter whose total is a stage's: summed over every endpoint of that name.
 STAGE_COUNTERS = {"bridge": ("mqtt_in", "bridge_received")}
 SAFE_NAME = re.compile(r"^[\w.-]+$")
+# Its label `program` says which program serves the model: python (python -m ml predict) or java (ml/streams/).
+SERVING_INFO = "predictor_serving_info"
 
 
 def parse_metrics_urls(text: str) -> list[tuple[str, str]]:
@@ -53,20 +55,18 @@ class Endpoint:
     up: bool = False
     error: str | None = None
     samples: dict[str, float] = field(default_factory=dict)
+    program: str | None = None  # the serving program, when this is a predictor's endpoint
 
     def scrape(self) -> None:
         try:
             with urllib.request.urlopen(self.url, timeout=SCRAPE_TIMEOUT_S) as response:
                 text = response.read().decode()
-            self.samples = {
-                sample.name: sample.value
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-                if not sample.labels
-            }
+            samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+            self.samples = {sample.name: sample.value for sample in samples if not sample.labels}
+            self.program = next((s.labels.get("program") for s in samples if s.name == SERVING_INFO), None)
             self.up, self.error = True, None
         except (OSError, ValueError) as exc:
-            self.up, self.error, self.samples = False, str(exc)[:200], {}
+            self.up, self.error, self.samples, self.program = False, str(exc)[:200], {}, None
 
 
 class Sampler:
@@ -176,6 +176,10 @@ class Sampler:
 
     def services(self) -> list[dict[str, Any]]:
         return [{"name": e.name, "url": e.url, "up": e.up, "error": e.error} for e in self.endpoints]
+
+    def serving(self) -> str | None:
+        """The program that serves the model, as the predictors' metrics say; None while none answers."""
+        return " and ".join(sorted({e.program for e in self.endpoints if e.program})) or None
 
 
 class ModelReports:

@@ -243,6 +243,7 @@ function recordRenderTime(ms) {
 function renderHeader(snap) {
   setText($("#last-update"), fmtClock(snap.generated_at));
   setText($("#header-model-version"), snap.model?.version ?? "none");
+  setText($("#header-serving"), servedBy(snap));
   refreshAge();
 }
 
@@ -470,6 +471,11 @@ function renderDlq(snap) {
 
 // ---- model --------------------------------------------------------------------------------------------
 
+/** "served by java" or "served by python": the program the predictors' metrics name (predictor_serving_info). */
+function servedBy(snap) {
+  return snap.serving ? `served by ${snap.serving}` : "";
+}
+
 const makeMetricRow = rowFactory(["name", "num lstm", "num gbm"]);
 
 function renderModel(snap) {
@@ -477,6 +483,7 @@ function renderModel(snap) {
   $("#model-none").hidden = model != null;
   $("#model-body").hidden = model == null;
   setText($("#model-version"), model?.version ?? "");
+  setText($("#model-serving"), servedBy(snap));
   if (model == null) {
     setText($("#model-facts"), "");
     return;

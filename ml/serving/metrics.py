@@ -69,6 +69,8 @@ UNDELIVERED = Counter(
 LAG = Gauge("predictor_consumer_lag", "Records not yet predicted (high watermark - position)", ["partition"])
 ASSIGNED = Gauge("predictor_assigned_partitions", "Partitions this predictor owns")
 MODEL_VERSION = Gauge("predictor_model_info", "The model version being served (value 1)", ["version"])
+# The Java serving program (ml/streams/) exports the same metric names with program="java": the dashboard says which.
+SERVING = Gauge("predictor_serving_info", "Which program serves the model (value 1)", ["program"])
 
 
 class RateMeter:
@@ -101,6 +103,7 @@ def count_delivered(predictions: list[dict], ood: OodScores, rate: RateMeter) ->
 
 
 def serve_metrics(port: int, health: Health, host: str) -> None:
+    SERVING.labels(program="python").set(1)
     serve(port, health, host=host)
 
 

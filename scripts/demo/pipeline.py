@@ -1,13 +1,14 @@
 """make demo: the whole pipeline in one command, with a live view and a summary at the end.
 
-    python -m scripts.demo [--cars 25] [--duration 120] [--runtime local|compose|external]
+    python -m scripts.demo [--cars 25] [--duration 120] [--runtime local|compose|external] [--serving python|java]
 
 1. Start the infrastructure: Kafka and Mosquitto as local processes (the default, as for `make up`), or the compose
    stack when asked (`--runtime compose`: then the services below run in containers of the services' image too).
 2. Start the bridge; a history fleet (300 cars x 300 readings) publishes through MQTT -> bridge -> car-sensor.
 3. `python -m ml train` trains the LSTM from that stretch of car-sensor and saves a model version.
-4. `python -m ml predict` serves it while the live fleet (--cars) drives: predictions flow to
-   car-sensor-predictions and the view shows readings/s at each stage, predictions, alerts and the model.
+4. `python -m ml predict` (or the Java serving program, `--serving java`: scripts/demo/serving.py) serves it while
+   the live fleet (--cars) drives: predictions flow to car-sensor-predictions and the view shows readings/s at each
+   stage, predictions, alerts and the model.
    The web dashboard (`python -m dashboard`, http://127.0.0.1:8050/) shows the same and more from the start of
    the run to its end: the fleet grid, alerts with their lead, rates and lag, the DLQ, the model's report.
 5. Wait until every live reading has its prediction, stop everything this run started (also on Ctrl-C) and
@@ -40,6 +41,7 @@ from common.kafka import ensure_topics
 from common.logs import setup_logging
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC, TOPIC_PARTITIONS
 from scripts.demo import runtime as demo_runtime
+from scripts.demo import serving
 from scripts.demo.plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
 from scripts.demo.stream_watch import MqttCounter, StreamWatcher, commit_group_offsets, end_offsets
 from scripts.demo.summary import DemoResult, latest_model_metadata, print_summary
@@ -74,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=demo_runtime.DEFAULT_RUNTIME,
         help="local: Kafka and Mosquitto as local processes, as `make up` starts them; compose: the compose stack "
         "(a Docker engine); external: servers named by KAFKA_BOOTSTRAP_SERVERS, MQTT_HOST, MQTT_PORT "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--serving",
+        choices=serving.PROGRAMS,
+        default=serving.DEFAULT_PROGRAM,
+        help="the program that serves the model: python (python -m ml predict) or java (ml/streams/, Kafka Streams) "
         "(default: %(default)s)",
     )
     parser.add_argument("--speedup", type=float, help="simulated time speed of the live fleet (default: sized)")
@@ -128,7 +137,11 @@ class Demo:
         self.metrics_ports: dict[str, int] = {}
         self.watcher: StreamWatcher | None = None
         self.result = DemoResult(
-            cars=plan.cars, plan=plan.describe(), log_dir=str(self.log_dir), speedup=plan.live_speedup
+            cars=plan.cars,
+            plan=plan.describe(),
+            log_dir=str(self.log_dir),
+            speedup=plan.live_speedup,
+            serving=args.serving,
         )
 
     # -- phases ---------------------------------------------------------------------------------------------------
@@ -301,11 +314,9 @@ class Demo:
         readings = self.args.readings_topic
         self.result.live_start_offsets = {str(p): offset for (t, p), offset in offsets.items() if t == readings}
         self._watch(offsets)
-        self.status.set_phase("3/4 live", "starting the predictor (TensorFlow loads the model)")
-        predictor = self.group.start(
-            "predictor",
-            "ml",
-            "predict",
+        self.status.set_phase("3/4 live", f"starting {serving.DESCRIPTION[self.args.serving]}")
+        predictor = serving.Predictor(self.args.serving, self.group, self.log_dir / "predictor-state")
+        predictor.start(
             ML_GROUP_ID=group_id,
             ML_MODEL_DIR=str(self.model_dir),
             **self._metrics_env("predictor", "ML"),
@@ -314,7 +325,7 @@ class Demo:
             **self.infra.identity("predictor"),
         )
         # The live fleet starts once the predictor holds its partitions, so predictions show while it drives.
-        wait_until_logged(predictor, "assigned partition", 180, self.group)
+        predictor.wait_serving(180)
         self.status.set_phase("3/4 live", f"{plan.cars:,} cars at {plan.live_speedup:g}x for {seconds:.0f} s")
         simulator = self.group.start(
             "simulator",
@@ -392,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     if not console.is_terminal:
         console = Console(width=120)  # logs and CI: wide enough for the summary's lines, never a guessed 80
     try:
+        serving.check(args.serving, args.secure)
         plan = make_plan(
             args.cars, args.duration, args.max_rate, args.speedup, args.history_cars, args.history_readings
         )

@@ -70,6 +70,8 @@ class DemoResult:
     live_start_offsets: dict[str, int] = field(default_factory=dict)
     """Partition -> first offset of the live fleet's readings on the readings topic."""
     model: dict[str, Any] | None = None
+    serving: str = "python"
+    """The program that served the model: python (python -m ml predict) or java (ml/streams/)."""
     interrupted: bool = False
     error: str | None = None
 
@@ -157,7 +159,7 @@ def print_summary(result: DemoResult, console: Console) -> None:
         metrics = result.model.get("metrics", {})
         episodes = metrics.get("episodes") or {}
         bar = (result.model.get("baseline") or {}).get("pr_auc")
-        rows.append(("model version", result.model.get("version")))
+        rows.append(("model version, served by", f"{result.model.get('version')}, {result.serving}"))
         rows.append(("model test PR-AUC (gradient boosting)", f"{_fmt(metrics.get('pr_auc'))} ({_fmt(bar)})"))
         rows.append(
             (

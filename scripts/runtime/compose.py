@@ -26,6 +26,8 @@ import time
 from functools import cache
 from pathlib import Path
 
+import yaml
+
 from admin.policy import KAFKA_SUPER_USERS, SCRAM_MECHANISM
 from common.defaults import FLEET_CARS, MQTT_PORT, MQTT_TLS_PORT
 from common.errors import LocalRuntimeError
@@ -36,6 +38,7 @@ from scripts.runtime.local import ROOT, secured_kafka_properties, secured_mosqui
 from scripts.runtime.schema_registry import CCOMPAT_PATH
 from scripts.runtime.secured import SecureMaterial, default_material
 from scripts.runtime.services import Containers
+from scripts.runtime.streams import STREAMS_IMAGE
 
 log = logging.getLogger("compose")
 
@@ -130,13 +133,25 @@ def wait_ready(services: list[str], timeout: float = 300, secure: bool = False) 
         raise LocalRuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}")
 
 
+def started_services(secure: bool = False) -> list[str]:
+    """The services `up` starts when it names none: those of no profile or of an active one (COMPOSE_PROFILES).
+    Compose 1.29's `config --services` lists every service, whatever its profiles."""
+    config = yaml.safe_load(compose("config", secure=secure))
+    active = set(filter(None, os.environ.get("COMPOSE_PROFILES", "").split(",")))
+    return [
+        name
+        for name, service in config["services"].items()
+        if not service.get("profiles") or active & set(service["profiles"])
+    ]
+
+
 def up(services: list[str], timeout: float = 300, secure: bool = False, cars: int = FLEET_CARS) -> None:
     """Start `services` (all when empty) and wait until they are ready; `secure` first makes the material for at
     least `cars` cars (prepare_secure)."""
     if secure:
         prepare_secure(cars)
     compose("up", "-d", *services, secure=secure)
-    wait_ready(services or compose("config", "--services", secure=secure).split(), timeout, secure)
+    wait_ready(services or started_services(secure), timeout, secure)
 
 
 def down(secure: bool = False) -> None:
@@ -183,13 +198,25 @@ def prepare_secure(cars: int) -> SecureMaterial:
     return material
 
 
+def built_image(variable: str, default: str, *build: str) -> str:
+    """The image that `variable` names (compose/images.env, the environment), else `default`; when it is not there,
+    built first with `compose build` and `build` (`make images` builds it where nothing can be pulled)."""
+    image = images_env(variable) or default
+    if subprocess.run([docker_path(), "image", "inspect", image], capture_output=True).returncode != 0:
+        log.info("building %s (compose %s)", image, " ".join(build))
+        compose(*build, timeout=1800)
+    return image
+
+
+def streams_image() -> str:
+    """The Java serving program's image (the predictor-java service, in the profile `java`)."""
+    return built_image("STREAMS_IMAGE", STREAMS_IMAGE, "--profile", "java", "build", "predictor-java")
+
+
 def service_containers(run_id: str, mounts: list[Path]) -> Containers:
     """The services' image on the project's network (its servers must run), `mounts` shared with the host. The
-    image is built from the Dockerfile when it is not there (`make images` builds it where nothing can be pulled)."""
-    image = images_env("APP_IMAGE") or APP_IMAGE
-    if subprocess.run([docker_path(), "image", "inspect", image], capture_output=True).returncode != 0:
-        log.info("building the services' image %s (compose build)", image)
-        compose("build", "bridge", timeout=1800)
+    image is built from the Dockerfile when it is not there."""
+    image = built_image("APP_IMAGE", APP_IMAGE, "build", "bridge")
     for folder in mounts:
         folder.mkdir(parents=True, exist_ok=True)
     return Containers(image, f"{project()}_default", mounts, f"{project()}-{run_id}")

@@ -8,7 +8,8 @@ builds equivalents from what the host's package sources and Maven Central provid
 - Kafka from the local runtime's Maven Central jars (scripts/runtime/kafka/pom.xml) and a JRE from Debian;
 - Mosquitto and Python 3.11 from Debian's packages;
 - Apicurio Registry from its Maven Central artifact (scripts/runtime/schema_registry.py);
-- the services from the repository's Dockerfile on that Python base.
+- the services from the repository's Dockerfile on that Python base;
+- the Java serving program from the jar and lib/ that `make setup` built (ml/streams/target/) and a JRE from Debian.
 
 It then writes compose/images.env, which `make` passes to compose and the container tests read, naming these
 images. Built once: the base is reused when present and Docker's layer cache makes a second run take seconds.
@@ -26,10 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.errors import LocalRuntimeError
+from common.errors import DependencyMissingError, LocalRuntimeError
 from common.logs import setup_logging
 from scripts.runtime.local import ROOT, install_kafka_jars, require
 from scripts.runtime.schema_registry import install_schema_registry
+from scripts.runtime.streams import STREAMS_IMAGE, built_jar
 
 log = logging.getLogger("images")
 
@@ -155,7 +157,7 @@ def write_env_file() -> None:
     ENV_FILE.write_text(
         "# Written by `make images`: the compose stack and the container tests use these locally built images.\n"
         f"KAFKA_IMAGE={KAFKA}\nMOSQUITTO_IMAGE={MOSQUITTO}\nSCHEMA_REGISTRY_IMAGE={REGISTRY}\n"
-        f"PYTHON_IMAGE={PYTHON}\nAPP_IMAGE={APP}\n"
+        f"PYTHON_IMAGE={PYTHON}\nAPP_IMAGE={APP}\nSTREAMS_IMAGE={STREAMS_IMAGE}\n"
     )
 
 
@@ -166,6 +168,8 @@ def build_all() -> None:
     build_with_files(KAFKA, "kafka", {"libs": install_kafka_jars()})
     build_with_files(REGISTRY, "registry", {"app": install_schema_registry()})
     build(APP, ROOT, ROOT / "Dockerfile", PYTHON_IMAGE=PYTHON)
+    jar = built_jar()
+    build_with_files(STREAMS_IMAGE, "streams", {jar.name: jar, "lib": jar.parent / "lib"})
     write_env_file()
 
 
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         output = (error.stderr or b"").decode(errors="replace") if isinstance(error.stderr, bytes) else error.stderr
         log.error("%s failed:\n%s", " ".join(error.cmd[:3]), (output or "")[-4000:])
         return 1
-    except LocalRuntimeError as error:
+    except (LocalRuntimeError, DependencyMissingError) as error:
         log.error("%s", error)
         return 1
     done = f"{BASE} ready" if args.base_only else "images ready; compose/images.env names them"

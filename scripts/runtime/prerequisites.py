@@ -1,6 +1,6 @@
 """`make setup`'s first step: the OS programs the stack needs, installed with the OS's package manager when missing.
 
-    python3 -m scripts.runtime.prerequisites --for demo   # Java 17+, Maven, Mosquitto (make demo, up, setup)
+    python3 -m scripts.runtime.prerequisites --for demo   # Java 17+ with javac, Maven, Mosquitto (make demo, up, setup)
     python3 -m scripts.runtime.prerequisites --for test   # and mosquitto_pub, kcat, Chromium (make test)
 
 Quiet when everything is there. Otherwise: Debian and Ubuntu install with apt-get, as root or through passwordless
@@ -31,7 +31,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-MIN_JAVA = 17  # the schema registry (Apicurio 3) needs 17; Kafka 3.9 and Maven run on it
+MIN_JAVA = 17  # the schema registry (Apicurio 3) needs 17; Kafka 3.9 and Maven run on it; ml/streams is Java 17
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin")  # servers live there, often off a user's PATH
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 DENY_SERVICE_STARTS = "#!/bin/sh\n# Written by `make setup` while it installs packages: start no service.\nexit 101\n"
@@ -57,6 +57,14 @@ JAVA = Tool(
     # Homebrew's openjdk@17 is keg-only: not on PATH, nor behind macOS's /usr/bin/java stub.
     ("/opt/homebrew/opt/openjdk@17/bin", "/usr/local/opt/openjdk@17/bin"),
 )
+# `make setup` compiles the Java serving program (ml/streams/) with Maven, which needs a JDK: a runtime has no javac.
+JAVAC = Tool(
+    "javac",
+    f"a Java {MIN_JAVA}+ JDK (javac)",
+    ("openjdk-17-jdk-headless", "openjdk-21-jdk-headless", "default-jdk-headless"),
+    JAVA.brew,
+    JAVA.folders,
+)
 MAVEN = Tool("mvn", "Apache Maven", ("maven",), ("maven",))
 MOSQUITTO = Tool("mosquitto", "the Mosquitto MQTT broker", ("mosquitto",), ("mosquitto",), SBIN, service="mosquitto")
 MOSQUITTO_PUB = Tool("mosquitto_pub", "Mosquitto's clients", ("mosquitto-clients",), ("mosquitto",))
@@ -64,10 +72,11 @@ KCAT = Tool("kcat", "kcat, a Kafka client", ("kcat", "kafkacat"), ("kcat",))
 CHROMIUM = Tool("chromium", "Chromium (or set CHROMIUM to a browser)", ("chromium",), ("--cask", "chromium"))
 DEBOOTSTRAP = Tool("debootstrap", "debootstrap (make images)", ("debootstrap",), (), SBIN)
 
-TOOLS = {tool.name: tool for tool in (JAVA, MAVEN, MOSQUITTO, MOSQUITTO_PUB, KCAT, CHROMIUM, DEBOOTSTRAP)}
+TOOLS = {tool.name: tool for tool in (JAVA, JAVAC, MAVEN, MOSQUITTO, MOSQUITTO_PUB, KCAT, CHROMIUM, DEBOOTSTRAP)}
 NEEDS = {
-    "demo": (JAVA, MAVEN, MOSQUITTO),  # the local runtime: Kafka from Maven Central's jars, Mosquitto
-    "test": (JAVA, MAVEN, MOSQUITTO, MOSQUITTO_PUB, KCAT, CHROMIUM),  # the tests' own clients and browser too
+    # the local runtime (Kafka from Maven Central's jars, Mosquitto) and the Java serving program, built by setup
+    "demo": (JAVA, JAVAC, MAVEN, MOSQUITTO),
+    "test": (JAVA, JAVAC, MAVEN, MOSQUITTO, MOSQUITTO_PUB, KCAT, CHROMIUM),  # the tests' own clients and browser too
 }
 
 
@@ -141,16 +150,17 @@ def find(tool: Tool) -> str | None:
         browser = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # what the dashboard's browser test launches
         return browser if os.access(browser, os.X_OK) else None
     folders = tool.folders
-    if tool is JAVA and os.environ.get("JAVA_HOME"):
+    if tool in (JAVA, JAVAC) and os.environ.get("JAVA_HOME"):
         folders = (str(Path(os.environ["JAVA_HOME"]) / "bin"), *folders)
-    if tool is JAVA:  # JAVA_HOME and Homebrew's keg before macOS's stub /usr/bin/java, which runs no Java
-        return shutil.which("java", path=os.pathsep.join(folders)) or shutil.which("java")
+    if tool in (JAVA, JAVAC):  # JAVA_HOME and Homebrew's keg before macOS's stubs in /usr/bin, which run no Java
+        return shutil.which(tool.name, path=os.pathsep.join(folders)) or shutil.which(tool.name)
     return shutil.which(tool.name) or shutil.which(tool.name, path=os.pathsep.join(folders))
 
 
 def java_major(version_output: str) -> int | None:
-    """The major version in `java -version`'s output: 8 for "1.8.0_402", 17 for "17.0.15"; None if there is none."""
-    found = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    """The major version in `java -version`'s or `javac -version`'s output: 8 for "1.8.0_402", 17 for "17.0.15" and
+    for "javac 17.0.15"; None if there is none."""
+    found = re.search(r'(?:version "|^javac )(\d+)(?:\.(\d+))?', version_output, re.MULTILINE)
     if not found:
         return None
     major = int(found.group(1))
@@ -158,7 +168,7 @@ def java_major(version_output: str) -> int | None:
 
 
 def java_version(java: str) -> int | None:
-    """The major version of `java`, None when it runs no Java (macOS's stub without a JDK exits 1)."""
+    """The major version of `java` (or `javac`), None when it runs no Java (macOS's stub without a JDK exits 1)."""
     try:
         result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -168,7 +178,7 @@ def java_version(java: str) -> int | None:
 
 def present(tool: Tool) -> bool:
     path = find(tool)
-    if tool is JAVA:
+    if tool in (JAVA, JAVAC):
         return path is not None and (java_version(path) or 0) >= MIN_JAVA
     return path is not None
 
@@ -293,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         dest="purpose",
         choices=sorted(NEEDS),
         default="demo",
-        help="demo: Java, Maven, Mosquitto (make setup, up, demo); test: and mosquitto_pub, kcat, Chromium "
+        help="demo: Java with javac, Maven, Mosquitto (make setup, up, demo); test: and mosquitto_pub, kcat, Chromium "
         "(make test) (default: demo)",
     )
     args = parser.parse_args(argv)

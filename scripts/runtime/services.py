@@ -79,7 +79,8 @@ def service_env(
 
 
 class Containers:
-    """Runs a service as `docker run --rm --init <image> python -m <module> <args>` on a network of containers."""
+    """Runs a service as `docker run --rm --init <image> python -m <module> <args>` on a network of containers, or
+    another image's own entrypoint with `<args>` (the Java serving program's image)."""
 
     def __init__(self, image: str, network: str, mounts: Sequence[Path], prefix: str) -> None:
         self.image = image
@@ -88,8 +89,15 @@ class Containers:
         self.prefix = prefix
 
     def command(
-        self, name: str, module: str, args: Sequence[str], env: Mapping[str, str], publish: Mapping[int, int]
+        self,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        publish: Mapping[int, int],
+        image: str | None = None,
     ) -> list[str]:
+        run = [image] if image else [self.image, "python", "-m", module]
         volumes = [f"--volume={folder}:{folder}" for folder in self.mounts]
         variables = [f"--env={key}={value}" for key, value in env.items()]
         ports = [f"--publish=127.0.0.1:{host}:{inside}" for inside, host in publish.items()]
@@ -105,10 +113,7 @@ class Containers:
             *volumes,
             *variables,
             *ports,
-            self.image,
-            "python",
-            "-m",
-            module,
+            *run,
             *args,
         ]
 
@@ -119,7 +124,8 @@ class Containers:
 
 class Service:
     """One `python -m <module> <args>` child process (or container), logging to `log_dir/<name>.log`; `program`
-    replaces `python -m <module>` with another local command (the Java serving program's `java -jar ...`)."""
+    replaces `python -m <module>` with another local command (the Java serving program's `java -jar ...`), `image`
+    the services' image and `python -m <module>` in a container with another image and its entrypoint."""
 
     def __init__(
         self,
@@ -131,17 +137,20 @@ class Service:
         containers: Containers | None = None,
         publish: Mapping[int, int] | None = None,
         program: Sequence[str] | None = None,
+        image: str | None = None,
     ) -> None:
         """`publish`: a container's port -> the host's port (on 127.0.0.1); a local process binds its own."""
         self.name = name
         self.containers = containers
         if program is not None and containers is not None:
             raise ValueError(f"{name}: a program of its own runs as a local process only")
+        if image is not None and containers is None:
+            raise ValueError(f"{name}: an image runs in a container only")
         if containers is None:
             self.command = [*(program or (sys.executable, "-m", module)), *args]
             self.env = dict(env)
         else:  # the docker CLI gets this process's environment (DOCKER_HOST); the service gets `env`
-            self.command = containers.command(name, module, args, env, publish or {})
+            self.command = containers.command(name, module, args, env, publish or {}, image)
             self.env = dict(os.environ)
         self.log_file = log_dir / f"{name}.log"
         self.process: subprocess.Popen | None = None
@@ -250,9 +259,19 @@ class ServiceGroup:
         self.services: list[Service] = []
 
     def start(
-        self, name: str, module: str, *args: str, publish: Mapping[int, int] | None = None, **env: str
+        self,
+        name: str,
+        module: str,
+        *args: str,
+        publish: Mapping[int, int] | None = None,
+        program: Sequence[str] | None = None,
+        image: str | None = None,
+        **env: str,
     ) -> Service:
-        service = Service(name, module, args, {**self.env, **env}, self.log_dir, self.containers, publish)
+        """Service(...).start() with the group's environment under `env`; `program` and `image` as for Service."""
+        service = Service(
+            name, module, args, {**self.env, **env}, self.log_dir, self.containers, publish, program, image
+        )
         self.services.append(service)
         return service.start()
 

@@ -3,8 +3,9 @@
 compose/docker-compose.yml runs as a project of its own (its own name, free host ports, its own model volume):
 Kafka, Mosquitto and the schema registry, the topics, a simulator fleet of CARS cars for DURATION seconds, the
 bridge, the trainer once enough readings are in, the predictor. Every reading the simulator had acknowledged must
-be in car-sensor and get a prediction, counted by (car_id, seq); then `down --volumes` must leave no container,
-network or volume of the project behind. Images: those `make images` named in compose/images.env, else the
+be in car-sensor and get a prediction, counted by (car_id, seq); the Java serving program of the profile `java`
+must predict each of them too, into topics of its own; then `down --volumes` must leave no container, network or
+volume of the project behind. Images: those `make images` named in compose/images.env, else the
 official ones.
 
 The secured mode (compose/docker-compose.secure.yml on top, material in a temporary SECURE_DIR) runs the same way
@@ -27,8 +28,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from common.avro import AvroCodec
+from common.kafka import ensure_topics
 from common.schemas import PREDICTION, READING
 from common.security import car_password
+from common.settings import PLAINTEXT
 from common.topics import MQTT_TOPIC_PREFIX, PREDICTIONS_TOPIC, READINGS_TOPIC, car_id
 from ml.serving.settings import PredictorSettings
 from scripts.runtime import compose
@@ -132,13 +135,7 @@ def check_every_reading_predicted(
     returns the records of both by (car_id, seq)."""
     readings = keys_in(bootstrap, READINGS_TOPIC, key_of(AvroCodec(READING, READINGS_TOPIC, registry)), **client)
     assert sum(readings.values()) >= acknowledged and len(readings) == acknowledged
-    decode_prediction = key_of(AvroCodec(PREDICTION, PREDICTIONS_TOPIC, registry))
-    deadline = time.monotonic() + 300
-    while True:
-        predictions = keys_in(bootstrap, PREDICTIONS_TOPIC, decode_prediction, **client)
-        if set(predictions) >= set(readings) or time.monotonic() > deadline:
-            break
-        time.sleep(10)
+    predictions = predictions_covering(readings, bootstrap, PREDICTIONS_TOPIC, registry, **client)
     missing = set(readings) - set(predictions)
     print(
         f"{project}: simulator acknowledged {acknowledged:,}; car-sensor {sum(readings.values()):,} records, "
@@ -147,6 +144,75 @@ def check_every_reading_predicted(
     )
     assert not missing, f"{len(missing)} readings without a prediction, e.g. {sorted(missing)[:5]}"
     return readings, predictions
+
+
+def predictions_covering(
+    readings: Counter, bootstrap: str, topic: str, registry: str | None, check=lambda: None, **client
+) -> Counter:
+    """The predictions on `topic` by (car_id, seq), read again until they cover `readings` or 5 minutes have
+    passed; `check()` before each read fails fast when what writes them has died."""
+    decode = key_of(AvroCodec(PREDICTION, topic, registry))
+    deadline = time.monotonic() + 300
+    while True:
+        check()
+        predictions = keys_in(bootstrap, topic, decode, **client)
+        if set(predictions) >= set(readings) or time.monotonic() > deadline:
+            return predictions
+        time.sleep(5)
+
+
+def test_the_java_serving_program_of_the_profile_java_predicts_every_reading_of_the_stack(stack):
+    """Runs after the first test. The profile's predictor-java (its image, the stack's model volume) on car-sensor
+    into topics of its own, beside the predictor that serves car-sensor-predictions: every reading gets a
+    prediction, its health check (/readyz) turns healthy, and its metrics say that the Java program serves."""
+    bootstrap, registry, project, _ = stack
+    run = uuid.uuid4().hex[:6]
+    output, dead_letters = f"java-predictions-{run}", f"java-dlq-{run}"
+    ensure_topics(bootstrap, PLAINTEXT, {output: 4, dead_letters: 1})
+    settings = {"ML_OUTPUT_TOPIC": output, "ML_DLQ_TOPIC": dead_letters, "ML_STREAMS_APPLICATION_ID": f"java-{run}"}
+    variables = [argument for key, value in settings.items() for argument in ("-e", f"{key}={value}")]
+    container = f"{project}-predictor-java-{run}"
+    started = time.monotonic()
+    # --no-deps: its dependencies ran already (the trainer must not train again)
+    compose.compose("--profile", "java", "run", "-d", "--no-deps", f"--name={container}", *variables, "predictor-java")
+    try:
+        readings = keys_in(bootstrap, READINGS_TOPIC, key_of(AvroCodec(READING, READINGS_TOPIC, registry)))
+
+        def running() -> None:
+            assert container_state(container, "Status") == "running", f"{container} stopped"
+
+        predictions = predictions_covering(readings, bootstrap, output, registry, check=running)
+        missing = set(readings) - set(predictions)
+        print(
+            f"{project}: the Java serving program predicted {len(predictions):,} of {len(readings):,} readings "
+            f"({sum(predictions.values()):,} records) in {time.monotonic() - started:.0f} s"
+        )
+        assert not missing, f"{len(missing)} readings without a prediction, e.g. {sorted(missing)[:5]}"
+        deadline = time.monotonic() + 120  # the health check runs every 10 s
+        while container_state(container, "Health.Status") == "starting" and time.monotonic() < deadline:
+            time.sleep(2)
+        assert container_state(container, "Health.Status") == "healthy"
+        scraped = subprocess.run(
+            ["docker", "exec", container, "curl", "--silent", "http://localhost:9109/metrics"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert 'predictor_serving_info{program="java"} 1' in scraped
+    finally:
+        logs = subprocess.run(["docker", "logs", "--tail", "5", container], capture_output=True, text=True)
+        print(logs.stdout + logs.stderr)
+        subprocess.run(["docker", "rm", "--force", container], capture_output=True)
+
+
+def container_state(container: str, field: str) -> str:
+    """A field of the container's state: Status (running, exited), Health.Status (starting, healthy, unhealthy)."""
+    return subprocess.run(
+        ["docker", "inspect", "--format", f"{{{{.State.{field}}}}}", container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def stored_offsets(bootstrap: str) -> tuple[dict[int, int], dict[int, int]]:

@@ -182,6 +182,9 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
         assert dead == {"malformed_json": 2, "car_id_mismatch": 1}, dead
 
         assert page.inner_text("#model-version").strip() == version
+        # Which program serves, from the predictor's metrics (predictor_serving_info), beside the version.
+        assert page.inner_text("#model-serving").strip() == "served by python"
+        assert page.inner_text("#header-serving").strip() == "served by python"
         assert errors == [], errors
         SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
         screenshot = SCREENSHOT_DIR / "dashboard.png"

@@ -29,6 +29,7 @@ from common.defaults import (
     SCHEMA_REGISTRY_PORT,
 )
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
+from scripts.runtime.streams import STREAMS_IMAGE, STREAMS_JAR
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
@@ -347,6 +348,29 @@ def test_model_directory_is_a_named_volume_shared_by_trainer_and_predictor(stack
         assert read_only == (name == "predictor")
         sources[name] = source
     assert sources["trainer"] == sources["predictor"]
+
+
+def test_the_java_serving_program_takes_the_predictors_place_in_the_profile_java(raw, stack, services):
+    java, predictor = services["predictor-java"], services["predictor"]
+    assert java["profiles"] == ["java"] and "profiles" not in predictor, "the Python predictor serves by default"
+    # What the predictor has, so that it can stand in for it: settings, port, dependencies, readiness, models.
+    assert environment(java) == {**environment(predictor), "ML_STREAMS_STATE_DIR": "/state"}
+    assert published(java) == published(predictor) and java["depends_on"] == predictor["depends_on"]
+    assert f"http://localhost:{PREDICTOR_METRICS_PORT}/readyz" in healthcheck_text(java)
+    mounts = volume_mounts(java)
+    assert mounts["/models"] == volume_mounts(predictor)["/models"]
+    state, read_only = mounts["/state"]
+    assert state in stack["volumes"] and not read_only, "its state stores outlive the container"
+    # The dashboard scrapes http://predictor:9109/metrics: whichever program serves answers there.
+    assert java["networks"]["default"]["aliases"] == ["predictor"]
+    # Its image: the jar and lib/ that `make setup` built, named as `make images` names it.
+    assert java["image"] == STREAMS_IMAGE and defaulted_variable(raw["services"]["predictor-java"]["image"])
+    context = (COMPOSE_DIR / java["build"]["context"]).resolve()
+    dockerfile = (context / java["build"]["dockerfile"]).resolve()
+    assert context == STREAMS_JAR.parent and dockerfile == COMPOSE_DIR / "images" / "streams" / "Dockerfile"
+    instructions = [line.split(None, 1) for line in dockerfile.read_text().splitlines() if line[:1].isupper()]
+    copied = {arguments.split()[0] for keyword, arguments in instructions if keyword == "COPY"}
+    assert copied == {"lib/", STREAMS_JAR.name}, "the context holds the jar and its lib/ only"
 
 
 def test_mosquitto_runs_with_the_repository_config_and_keeps_its_data(services):

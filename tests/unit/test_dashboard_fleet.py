@@ -3,8 +3,24 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prometheus_client import generate_latest
+
 from dashboard.fleet import DURING, FOLLOWED, NO_FAILURE, OPEN, Fleet, page_of
-from dashboard.sources import parse_metrics_urls, report_metrics
+from dashboard.sources import Endpoint, parse_metrics_urls, report_metrics
+from ml.serving import metrics as predictor_metrics
+
+# What the Java serving program (ml/streams/, Prometheus' Java client) serves, as a run of it wrote it.
+JAVA_EXPOSITION = b"""# HELP predictor_predictions_total Predictions handed to Kafka
+# TYPE predictor_predictions_total counter
+predictor_predictions_total 0.0
+# HELP predictor_serving_info Which program serves the model (value 1)
+# TYPE predictor_serving_info gauge
+predictor_serving_info{program="java"} 1
+"""
 
 HORIZON = 5
 INTERVAL_MS = 10_000
@@ -121,6 +137,39 @@ def test_metrics_urls_are_named_and_a_bad_one_is_a_clear_error() -> None:
         assert "name=http" in str(exc)
     else:
         raise AssertionError("a malformed list was accepted")
+
+
+def python_exposition() -> bytes:
+    """The Python predictor's metrics as it serves them once started (serve_metrics sets the program)."""
+    predictor_metrics.SERVING.labels(program="python").set(1)
+    return generate_latest()
+
+
+@pytest.mark.parametrize(("program", "exposition"), [("python", python_exposition), ("java", lambda: JAVA_EXPOSITION)])
+def test_the_serving_program_is_read_from_the_predictors_metrics(program: str, exposition) -> None:
+    body = exposition()
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = Endpoint("predictor", f"http://127.0.0.1:{server.server_address[1]}/metrics")
+        endpoint.scrape()
+        assert endpoint.up and endpoint.program == program
+        assert endpoint.samples["predictor_predictions_total"] == 0.0
+    finally:
+        server.shutdown()
+        server.server_close()
+    endpoint.scrape()  # nothing answers: no program either
+    assert not endpoint.up and endpoint.program is None
 
 
 def test_the_report_shows_the_lstm_beside_gradient_boosting() -> None:

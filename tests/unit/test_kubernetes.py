@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from common.defaults import BRIDGE_METRICS_PORT, DASHBOARD_PORT, PREDICTOR_METRICS_PORT
+from scripts.runtime.streams import STREAMS_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST_DIR = ROOT / "compose" / "kubernetes"
@@ -21,15 +22,28 @@ DEPLOYMENTS = {
     "simulator": ["python", "-m", "simulator"],
     "bridge": ["python", "-m", "bridge"],
     "predictor": ["python", "-m", "ml", "predict"],
+    "predictor-java": ["java", "-jar", "/opt/car-failure-streams/car-failure-streams.jar"],
     "dashboard": ["python", "-m", "dashboard"],
 }
+# The serving programs: the Python predictor serves by default, the Java one (its own image) in its place when asked.
+SERVING = {"predictor": 1, "predictor-java": 0}
 JOBS = {"trainer": ["python", "-m", "ml", "train"], "admin": ["python", "-m", "admin", "apply"]}
 METRICS = {
     "bridge": ("BRIDGE_METRICS_PORT", BRIDGE_METRICS_PORT),
     "predictor": ("ML_METRICS_PORT", PREDICTOR_METRICS_PORT),
+    "predictor-java": ("ML_METRICS_PORT", PREDICTOR_METRICS_PORT),
 }
+# The Service in front of each workload's metrics: both serving programs' pods are behind predictor-metrics.
+METRICS_SERVICES = {"bridge": "bridge-metrics", "predictor": "predictor-metrics", "predictor-java": "predictor-metrics"}
 # Who mounts the model claim, where its setting says: the trainer writes versions, the others only read them.
-MODEL_DIRS = {"trainer": "ML_MODEL_DIR", "predictor": "ML_MODEL_DIR", "dashboard": "DASHBOARD_MODEL_DIR"}
+MODEL_DIRS = {
+    "trainer": "ML_MODEL_DIR",
+    "predictor": "ML_MODEL_DIR",
+    "predictor-java": "ML_MODEL_DIR",
+    "dashboard": "DASHBOARD_MODEL_DIR",
+}
+# The identity (Secret car-stream-ml-<identity>) of each workload whose name is not its identity's.
+IDENTITIES = {"predictor-java": "streams-predictor"}
 CONNECTION_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS", "MQTT_HOST", "MQTT_PORT", "SCHEMA_REGISTRY_URL"}
 QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|Ki|Mi|Gi)?")
 UNITS = {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
@@ -128,9 +142,9 @@ def test_metrics_probes_and_services_reach_the_metrics_port(resources):
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             http = container[probe]["httpGet"]
             assert http["path"] == path and ports.get(http["port"], http["port"]) == port, f"{name} {probe}"
-        service = resources[("Service", f"{name}-metrics")]
+        service = resources[("Service", METRICS_SERVICES[name])]
         pod_labels = resources[("Deployment", name)]["spec"]["template"]["metadata"]["labels"]
-        assert service["spec"]["selector"].items() <= pod_labels.items(), f"{name}-metrics selects no pod"
+        assert service["spec"]["selector"].items() <= pod_labels.items(), f"{service} does not select {name}'s pods"
         [service_port] = service["spec"]["ports"]
         assert service_port["port"] == port and ports.get(service_port["targetPort"]) == port
 
@@ -173,7 +187,7 @@ def test_every_workload_logs_in_with_its_own_secret_and_trusts_the_ca(resources)
     ca_dir = config["data"]["KAFKA_SSL_CA_LOCATION"].rsplit("/", 1)[0]
     for name, workload in workloads(resources).items():
         secrets = [item["secretRef"]["name"] for item in main_container(workload)["envFrom"] if "secretRef" in item]
-        assert secrets == [f"car-stream-ml-{name}"], name
+        assert secrets == [f"car-stream-ml-{IDENTITIES.get(name, name)}"], name
         volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
         [mount] = [m for m in main_container(workload)["volumeMounts"] if m["mountPath"] == ca_dir]
         assert mount["readOnly"] and volumes[mount["name"]]["secret"]["secretName"] == "car-stream-ml-ca", name
@@ -191,9 +205,10 @@ def test_dashboard_serves_its_page_in_the_cluster_and_is_probed_on_healthz(resou
     # It scrapes the bridge and the predictor through their metrics Services.
     for name, url in (item.split("=", 1) for item in settings["DASHBOARD_METRICS_URLS"].split(",")):
         host, port = re.fullmatch(r"http://([\w-]+):(\d+)/metrics", url).groups()
-        service = resources[("Service", host)]
-        assert service["spec"]["selector"]["app.kubernetes.io/name"] == name
-        assert int(port) == METRICS[name][1] and [p["port"] for p in service["spec"]["ports"]] == [int(port)]
+        assert host == METRICS_SERVICES[name], f"the dashboard reads {name} through {METRICS_SERVICES[name]}"
+        assert int(port) == METRICS[name][1] and [p["port"] for p in resources[("Service", host)]["spec"]["ports"]] == [
+            int(port)
+        ]
     service = resources[("Service", "dashboard")]
     pod_labels = resources[("Deployment", "dashboard")]["spec"]["template"]["metadata"]["labels"]
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "the page is reached by port-forward, not exposed"
@@ -223,9 +238,12 @@ def compose() -> dict:
 
 
 def test_services_run_the_image_of_the_compose_stack_and_every_image_is_pinned(resources, compose):
-    compose_image = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", compose["services"]["bridge"]["image"])
-    app_images = {main_container(workload)["image"] for workload in workloads(resources).values()}
-    assert app_images == {compose_image}
+    def compose_image(service: str) -> str:
+        return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", compose["services"][service]["image"])
+
+    images = {name: main_container(workload)["image"] for name, workload in workloads(resources).items()}
+    assert images.pop("predictor-java") == compose_image("predictor-java") == STREAMS_IMAGE
+    assert set(images.values()) == {compose_image("bridge")}
     for name, workload in workloads(resources).items():
         for container in containers(workload):
             tag = container["image"].rsplit("/", 1)[-1].partition(":")[2]
@@ -250,6 +268,24 @@ def test_simulator_probe_is_the_compose_healthcheck(resources, compose):
         assert container[probe]["exec"]["command"] == healthcheck[1:], probe
 
 
+def test_one_serving_program_runs_by_default_and_both_are_behind_the_predictors_metrics(resources):
+    """Two serving programs would predict every reading twice: the Java one has no replica until asked for. The
+    Service predictor-metrics (the dashboard's) selects the pods of either."""
+    for name, replicas in SERVING.items():
+        deployment = resources[("Deployment", name)]
+        assert deployment["spec"]["replicas"] == replicas, name
+        assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "predictor"
+    java, python = (main_container(resources[("Deployment", name)]) for name in ("predictor-java", "predictor"))
+    assert env(java) == {**env(python), "ML_STREAMS_STATE_DIR": "/state"}, "the predictor's settings"
+    assert [item["configMapRef"] for item in java["envFrom"] if "configMapRef" in item] == [
+        item["configMapRef"] for item in python["envFrom"] if "configMapRef" in item
+    ]
+    [state] = [m for m in java["volumeMounts"] if m["mountPath"] == "/state"]
+    volumes = {v["name"]: v for v in resources[("Deployment", "predictor-java")]["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[state["name"]], "its state stores: restored from their changelog topics"
+    assert java["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+
 def kustomize_command() -> list[str] | None:
     """`kubectl kustomize`, else a standalone `kustomize build` (on PATH or in .deps/bin, where .ci/run installs it
     when neither exists), else None."""
@@ -261,15 +297,40 @@ def kustomize_command() -> list[str] | None:
     return None
 
 
-def test_kustomize_builds_every_manifest(resources):
-    """kustomize (offline, no cluster), kubectl's or its own: the manifests build into the resources here."""
+@pytest.fixture
+def render():
+    """kustomize (offline, no cluster), kubectl's or its own, as a function: a folder -> its rendered documents."""
     command = kustomize_command()
     if command is None:
         missing = "neither kubectl nor kustomize is installed (.ci/run installs kustomize into .deps/bin)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{missing}: CI must render the manifests")
         pytest.skip(f"{missing}: the structure checks above still ran")
-    built = subprocess.run([*command, str(MANIFEST_DIR)], capture_output=True, text=True, timeout=60)
-    assert built.returncode == 0, built.stderr
-    kinds = {(doc["kind"], doc["metadata"]["name"]) for doc in yaml.safe_load_all(built.stdout) if doc}
+
+    def rendered(folder: Path) -> list[dict]:
+        built = subprocess.run([*command, str(folder)], capture_output=True, text=True, timeout=60)
+        assert built.returncode == 0, built.stderr
+        return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+
+    return rendered
+
+
+def test_kustomize_builds_every_manifest(resources, render):
+    """The manifests build into the resources here."""
+    kinds = {(doc["kind"], doc["metadata"]["name"]) for doc in render(MANIFEST_DIR)}
     assert kinds == set(resources)
+
+
+def test_the_readme_s_replicas_put_the_java_program_in_the_predictor_s_place(render, tmp_path):
+    """README.md, "The Java serving program": these lines in kustomization.yaml serve with the Java program."""
+    replicas = "replicas:\n  - name: predictor\n    count: 0\n  - name: predictor-java\n    count: 1\n"
+    assert replicas in (MANIFEST_DIR / "README.md").read_text()
+    shutil.copytree(MANIFEST_DIR, tmp_path / "kubernetes")
+    kustomization = tmp_path / "kubernetes" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text() + replicas)
+    counts = {
+        doc["metadata"]["name"]: doc["spec"]["replicas"]
+        for doc in render(kustomization.parent)
+        if doc["kind"] == "Deployment"
+    }
+    assert counts == {"simulator": 1, "bridge": 1, "predictor": 0, "predictor-java": 1, "dashboard": 1}

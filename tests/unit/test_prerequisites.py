@@ -13,14 +13,17 @@ from scripts.runtime.port_holder import port_taken_message, processes_named
 from scripts.runtime.prerequisites import (
     CHROMIUM,
     JAVA,
+    JAVAC,
     KCAT,
     MAVEN,
     MOSQUITTO,
     MOSQUITTO_PUB,
     NEEDS,
     Host,
+    find,
     java_major,
     plan,
+    present,
 )
 
 DEMO = NEEDS["demo"]
@@ -32,15 +35,18 @@ def test_nothing_missing_plans_nothing() -> None:
     assert steps.commands == () and steps.refusal is None
 
 
-def test_the_demo_needs_the_runtime_only_and_the_tests_their_own_clients_and_browser_too() -> None:
-    assert [tool.name for tool in NEEDS["demo"]] == ["java", "mvn", "mosquitto"]
-    assert [tool.name for tool in NEEDS["test"]] == ["java", "mvn", "mosquitto", "mosquitto_pub", "kcat", "chromium"]
+def test_the_demo_needs_the_runtime_and_a_jdk_and_the_tests_their_own_clients_and_browser_too() -> None:
+    assert [tool.name for tool in NEEDS["demo"]] == ["java", "javac", "mvn", "mosquitto"]
+    assert [tool.name for tool in NEEDS["test"]] == [
+        "java", "javac", "mvn", "mosquitto", "mosquitto_pub", "kcat", "chromium"
+    ]  # fmt: skip
 
 
 def test_root_on_debian_installs_with_apt_get_directly() -> None:
     steps = plan(DEMO, Host("apt", root=True))
-    assert steps.packages == ("openjdk-17-jre-headless", "maven", "mosquitto")
-    assert steps.commands == ((*APT_INSTALL, "openjdk-17-jre-headless", "maven", "mosquitto"),)
+    packages = ("openjdk-17-jre-headless", "openjdk-17-jdk-headless", "maven", "mosquitto")
+    assert steps.packages == packages
+    assert steps.commands == ((*APT_INSTALL, *packages),)
     assert steps.privilege == () and steps.refusal is None
 
 
@@ -54,16 +60,24 @@ def test_without_root_or_sudo_one_line_names_what_to_install() -> None:
     steps = plan(DEMO, Host("apt"))
     assert steps.commands == ()
     assert steps.refusal == (
-        "error: missing java, mvn, mosquitto; install them: "
-        "sudo apt-get install openjdk-17-jre-headless maven mosquitto"
+        "error: missing java, javac, mvn, mosquitto; install them: "
+        "sudo apt-get install openjdk-17-jre-headless openjdk-17-jdk-headless maven mosquitto"
     )
+
+
+def test_a_runtime_without_a_compiler_gets_the_jdk() -> None:
+    """A JRE runs Kafka but cannot build ml/streams: javac alone is missing, and the JDK package provides it."""
+    steps = plan([JAVAC], Host("apt"))
+    assert steps.refusal == "error: missing javac; install them: sudo apt-get install openjdk-17-jdk-headless"
 
 
 def test_the_first_package_apt_can_install_is_chosen() -> None:
     # Debian 13 has no Java 17 but 21; older releases call kcat kafkacat.
-    known = frozenset({"openjdk-21-jre-headless", "default-jre-headless", "kafkacat", "maven"})
-    steps = plan([JAVA, KCAT, MAVEN], Host("apt", root=True, apt_packages=known))
-    assert steps.packages == ("openjdk-21-jre-headless", "kafkacat", "maven")
+    known = frozenset(
+        {"openjdk-21-jre-headless", "openjdk-21-jdk-headless", "default-jre-headless", "kafkacat", "maven"}
+    )
+    steps = plan([JAVA, JAVAC, KCAT, MAVEN], Host("apt", root=True, apt_packages=known))
+    assert steps.packages == ("openjdk-21-jre-headless", "openjdk-21-jdk-headless", "kafkacat", "maven")
 
 
 def test_a_tool_apt_has_no_package_for_is_left_out_and_named() -> None:
@@ -87,7 +101,8 @@ def test_macos_without_homebrew_and_other_systems_get_one_line() -> None:
     mac = plan(DEMO, Host("macos"))
     assert mac.commands == ()
     assert mac.refusal == (
-        "error: missing java, mvn, mosquitto; install them: with Homebrew, brew install openjdk@17 maven mosquitto"
+        "error: missing java, javac, mvn, mosquitto; install them: "
+        "with Homebrew, brew install openjdk@17 maven mosquitto"
     )
     other = plan([MAVEN], Host("other"))
     assert other.commands == () and other.refusal == "error: missing mvn; install them: Apache Maven"
@@ -99,11 +114,28 @@ def test_macos_without_homebrew_and_other_systems_get_one_line() -> None:
         ('openjdk version "17.0.15" 2025-04-15', 17),
         ('java version "1.8.0_402"', 8),
         ('openjdk version "21" 2023-09-19', 21),
+        ("javac 17.0.15", 17),
+        ("javac 1.8.0_402", 8),
+        ("Picked up JAVA_TOOL_OPTIONS: -Xmx1g\njavac 21.0.2", 21),
         ("The operation couldn't be completed. Unable to locate a Java Runtime.", None),
     ],
 )
-def test_the_java_version_is_read_from_java_dash_version(output: str, major: int | None) -> None:
+def test_the_java_version_is_read_from_java_or_javac_dash_version(output: str, major: int | None) -> None:
     assert java_major(output) == major
+
+
+def test_javac_is_found_in_java_home_first_and_must_be_17_or_newer(tmp_path, monkeypatch) -> None:
+    """JAVA_HOME's javac before the one on PATH, and a javac older than 17 does not count: ml/streams is Java 17."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    javac = bin_dir / "javac"
+    javac.write_text("#!/bin/sh\necho 'javac 11.0.22'\n")
+    javac.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    assert find(JAVAC) == str(javac)
+    assert not present(JAVAC)
+    javac.write_text("#!/bin/sh\necho 'javac 17.0.15'\n")
+    assert present(JAVAC)
 
 
 @pytest.fixture

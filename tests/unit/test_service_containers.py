@@ -25,3 +25,11 @@ def test_a_published_port_reaches_the_host_on_loopback_only(tmp_path: Path):
     command = runs.command("dashboard", "dashboard", [], {}, {8050: 18050})
     assert "--publish=127.0.0.1:18050:8050" in command
     assert command.index("--publish=127.0.0.1:18050:8050") < command.index("car-stream-ml:0.1.0")
+
+
+def test_another_image_runs_its_own_entrypoint_with_the_arguments(tmp_path: Path):
+    """The Java serving program's image: `docker run ... <image> <args>`, no `python -m`."""
+    runs = Containers("car-stream-ml:0.1.0", "car-stream-ml_default", [], "car-stream-ml-run1")
+    command = runs.command("predictor", "", [], {"ML_TOPIC": "car-sensor"}, {}, image="car-stream-ml-streams:0.1.0")
+    assert command[-1] == "car-stream-ml-streams:0.1.0" and "car-stream-ml:0.1.0" not in command
+    assert "--name=car-stream-ml-run1-predictor" in command and "--env=ML_TOPIC=car-sensor" in command

@@ -117,6 +117,17 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
         buffer.add(new Pending(source.partition(), source.offset(), record.key(), record.value()));
         if (buffer.size() >= settings.maxBatch()) {
             predictPending();
+            // Still full: the schema registry does not answer. Hold the stream thread rather than buffer without
+            // bound; Kafka Streams takes no more records meanwhile.
+            while (buffer.size() >= settings.maxBatch()) {
+                try {
+                    Thread.sleep(Math.max(1, registryRetryAt - System.currentTimeMillis()));
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+                predictPending();
+            }
         }
     }
 

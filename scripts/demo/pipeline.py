@@ -307,7 +307,10 @@ class Demo:
     def _live(self, seconds: float) -> None:
         plan = self.plan
         offsets = self._offsets()
-        group_id = self.predictor_group
+        secure = self.infra.secure is not None
+        group_id = serving.group_id(self.args.serving, secure, self.predictor_group)
+        if group_id != self.predictor_group:
+            serving.reset_application(self.infra.bootstrap, self.infra.kafka_security, group_id)
         commit_group_offsets(
             self.infra.bootstrap, self.infra.kafka_security, group_id, offsets, self.args.readings_topic
         )
@@ -322,7 +325,7 @@ class Demo:
             **self._metrics_env("predictor", "ML"),
             ML_TOPIC=self.args.readings_topic,
             ML_OUTPUT_TOPIC=self.args.predictions_topic,
-            **self.infra.identity("predictor"),
+            **self.infra.identity(serving.IDENTITY[self.args.serving]),
         )
         # The live fleet starts once the predictor holds its partitions, so predictions show while it drives.
         predictor.wait_serving(180)
@@ -403,7 +406,6 @@ def main(argv: list[str] | None = None) -> int:
     if not console.is_terminal:
         console = Console(width=120)  # logs and CI: wide enough for the summary's lines, never a guessed 80
     try:
-        serving.check(args.serving, args.secure)
         plan = make_plan(
             args.cars, args.duration, args.max_rate, args.speedup, args.history_cars, args.history_readings
         )

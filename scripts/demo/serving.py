@@ -4,21 +4,29 @@ Java serving program (ml/streams/, a Kafka Streams application, `--serving java`
 Both take the same ML_* settings, serve the same metrics (the dashboard's), /healthz and /readyz on ML_METRICS_PORT
 and write the same predictions. The Java program's consumer group is its application id, which is also the prefix
 of its changelog topics and transactional ids: the run's predictor group (ML_GROUP_ID) becomes that id, so that it
-starts at the offsets the demo committed for the live fleet. Its state goes to the run's log folder. On the local
+starts at the offsets the demo committed for the live fleet. In the secured mode its ACLs name one application id,
+which the demo resets first (`reset_application`). Its state goes to the run's log folder. On the local
 runtime it is `java -jar` (scripts/runtime/streams.py); on the compose runtime a container of its image.
 """
 
 from __future__ import annotations
 
+import logging
 import urllib.request
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
+
 from common.defaults import PREDICTOR_METRICS_PORT
-from common.errors import ConfigError
+from common.kafka import client_config
+from common.settings import KafkaSecurity
+from common.topics import STREAMS_APPLICATION_ID
 from scripts.runtime import compose
 from scripts.runtime.local import free_port
 from scripts.runtime.services import Service, ServiceGroup, wait_for
 from scripts.runtime.streams import java_serving_command
+
+log = logging.getLogger(__name__)
 
 PROGRAMS = ("python", "java")
 DEFAULT_PROGRAM = "python"
@@ -28,13 +36,27 @@ DESCRIPTION = {
 }
 
 
-def check(program: str, secure: bool) -> None:
-    """The secured mode gives the Python predictor its identity only: the Java program needs one of its own."""
-    if program == "java" and secure:
-        raise ConfigError(
-            "SERVING=java with SECURE=1 is not supported yet: the secured demo has no Kafka identity for the Java "
-            "serving program; use SERVING=java without SECURE, or SECURE=1 with the Python predictor"
-        )
+IDENTITY = {"python": "predictor", "java": "streams-predictor"}
+"""The Kafka identity each program serves under in the secured mode (admin/policy.py)."""
+
+
+def group_id(program: str, secure: bool, run_group: str) -> str:
+    """The consumer group the program serves in: the run's own group, except for the Java program in the secured
+    mode, whose ACLs name its one application id (the demo resets that id first: `reset_application`)."""
+    return STREAMS_APPLICATION_ID if program == "java" and secure else run_group
+
+
+def reset_application(bootstrap: str, security: KafkaSecurity, application_id: str) -> None:
+    """What Kafka Streams' application reset does, as the operator: delete the application's internal topics (its
+    changelogs: the windows and pending readings of an earlier run on this Kafka), so that it starts from the
+    offsets the demo commits for its group and from no state. Its group's offsets are committed afterwards."""
+    admin = AdminClient(client_config(bootstrap, security))
+    internal = [t for t in admin.list_topics(timeout=30).topics if t.startswith(f"{application_id}-")]
+    for topic, future in admin.delete_topics(internal, operation_timeout=30).items() if internal else ():
+        future.result()
+        log.info("deleted %s, left by an earlier run of %s", topic, application_id)
+    # topic deletion completes in the background: wait until the broker no longer lists them
+    wait_for(lambda: not set(internal) & set(admin.list_topics(timeout=30).topics), 60, what="the deletions")
 
 
 class Predictor:

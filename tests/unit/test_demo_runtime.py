@@ -1,13 +1,14 @@
 """The demo's runtime option: local processes by default, as for `make up`; compose only when asked. Its serving
-program: the Python predictor by default, the Java one when asked, and not in the secured mode yet."""
+program: the Python predictor by default, the Java one when asked, in the secured mode as its own identity."""
 
-import subprocess
-import sys
+from __future__ import annotations
 
 import pytest
 
+from admin.policy import KAFKA_ACLS
+from common.topics import STREAMS_APPLICATION_ID
+from scripts.demo import serving
 from scripts.demo.pipeline import build_parser
-from scripts.runtime.local import ROOT
 
 
 def test_the_demo_runs_on_local_processes_unless_told_otherwise() -> None:
@@ -30,8 +31,10 @@ def test_the_python_predictor_serves_unless_the_java_program_is_asked_for() -> N
     assert build_parser().parse_args(["--serving", "java"]).serving == "java"
 
 
-def test_the_secured_demo_refuses_the_java_program_before_it_starts_anything() -> None:
-    demo = [sys.executable, "-m", "scripts.demo", "--serving", "java", "--secure", "--plain"]
-    refused = subprocess.run(demo, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 2
-    assert refused.stderr.startswith("error: SERVING=java with SECURE=1 is not supported yet"), refused.stderr
+def test_the_secured_demo_serves_the_java_program_in_its_one_application_id_as_its_own_identity() -> None:
+    # its ACLs name one application id; the run's own group serves everywhere else
+    assert serving.group_id("java", True, "car-stream-predictor-demo-x") == STREAMS_APPLICATION_ID
+    assert serving.group_id("java", False, "car-stream-predictor-demo-x") == "car-stream-predictor-demo-x"
+    assert serving.group_id("python", True, "car-stream-predictor-demo-x") == "car-stream-predictor-demo-x"
+    assert (serving.IDENTITY["python"], serving.IDENTITY["java"]) == ("predictor", "streams-predictor")
+    assert set(serving.IDENTITY.values()) <= set(KAFKA_ACLS)

@@ -99,23 +99,28 @@ def covered(readings: list[dict]) -> Callable[[list[dict]], bool]:
     return lambda predictions: wanted <= {(p["car_id"], p["seq"]) for p in predictions}
 
 
-def start_predictor(stream: Stream, model_dir: Path, log_dir: Path, name: str, **env: str) -> ChildService:
-    """`python -m ml predict` on `stream`'s topics and group with the models of `model_dir`: reloading every 0.5 s,
-    a session timeout of 6 s, batches of at most 200 readings, unless `env` says otherwise."""
-    port = free_port()
-    settings = {
+def serving_settings(stream: Stream, model_dir: Path, port: int, **env: str) -> dict[str, str]:
+    """What either serving program is given in the tests: `stream`'s topics, the models of `model_dir`, metrics on
+    `port`, reloading every 0.5 s, a session timeout of 6 s, unless `env` says otherwise."""
+    return {
         "KAFKA_BOOTSTRAP_SERVERS": stream.bootstrap,
         "ML_MODEL_DIR": str(model_dir),
         "ML_TOPIC": stream.input,
         "ML_OUTPUT_TOPIC": stream.output,
         "ML_DLQ_TOPIC": stream.dlq,
-        "ML_GROUP_ID": stream.group,
         "ML_METRICS_PORT": str(port),
         "ML_RELOAD_INTERVAL": "0.5",
         "ML_SESSION_TIMEOUT_MS": "6000",
-        "ML_MAX_BATCH": "200",
         **env,
     }
+
+
+def start_predictor(stream: Stream, model_dir: Path, log_dir: Path, name: str, **env: str) -> ChildService:
+    """`python -m ml predict` (serving_settings) in `stream`'s group, batches of at most 200 readings unless `env`
+    says otherwise."""
+    port = free_port()
+    own = {"ML_GROUP_ID": stream.group, "ML_MAX_BATCH": "200"}
+    settings = serving_settings(stream, model_dir, port, **{**own, **env})
     return ChildService(name, "ml", ("predict",), python_env(**settings), log_dir, metrics_port=port).start()
 
 
@@ -139,24 +144,15 @@ def assert_same_as_reference(predictions: list[dict], reference: list[dict]) -> 
 
 
 def start_java_predictor(stream: Stream, model_dir: Path, log_dir: Path, name: str, **env: str) -> ChildService:
-    """The Java serving program (ml/streams/) on `stream`'s topics, `stream.group` its application id, its state
-    under `log_dir`: reloading every 0.5 s, predicting every 0.05 s, a session timeout of 6 s, unless `env` says
-    otherwise."""
+    """The Java serving program (ml/streams/, serving_settings), `stream.group` its application id, its state under
+    `log_dir`, predicting every 0.05 s unless `env` says otherwise."""
     port = free_port()
-    settings = {
-        "KAFKA_BOOTSTRAP_SERVERS": stream.bootstrap,
-        "ML_MODEL_DIR": str(model_dir),
-        "ML_TOPIC": stream.input,
-        "ML_OUTPUT_TOPIC": stream.output,
-        "ML_DLQ_TOPIC": stream.dlq,
+    own = {
         "ML_STREAMS_APPLICATION_ID": stream.group,
         "ML_STREAMS_STATE_DIR": str(log_dir / f"{name}-state"),
-        "ML_METRICS_PORT": str(port),
-        "ML_RELOAD_INTERVAL": "0.5",
         "ML_BATCH_LINGER": "0.05",
-        "ML_SESSION_TIMEOUT_MS": "6000",
-        **env,
     }
+    settings = serving_settings(stream, model_dir, port, **{**own, **env})
     return ChildService(
         name, "", (), python_env(**settings), log_dir, metrics_port=port, program=java_serving_command()
     ).start()

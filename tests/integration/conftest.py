@@ -52,31 +52,30 @@ def model_dir(tmp_path: Path) -> Path:
     return tmp_path / "models"
 
 
-@pytest.fixture
-def predictors(tmp_path: Path) -> Iterator[Callable[..., ChildService]]:
-    """`start(stream, model_dir, **env)`: a predictor on the stream's topics (predictor-<n>.log in tmp_path);
-    whatever still runs after the test is killed."""
+def _serving_programs(
+    start_one: Callable[..., ChildService], log_dir: Path, prefix: str
+) -> Iterator[Callable[..., ChildService]]:
+    """`start(stream, model_dir, **env)` with `start_one` (<prefix>-<n>.log in log_dir); whatever still runs after
+    the test is killed."""
     started: list[ChildService] = []
 
     def start(stream: Stream, model_dir: Path, **env: str) -> ChildService:
-        started.append(start_predictor(stream, model_dir, tmp_path, f"predictor-{len(started)}", **env))
+        started.append(start_one(stream, model_dir, log_dir, f"{prefix}-{len(started)}", **env))
         return started[-1]
 
     yield start
     for process in started:
         process.kill()
+
+
+@pytest.fixture
+def predictors(tmp_path: Path) -> Iterator[Callable[..., ChildService]]:
+    """`start(stream, model_dir, **env)`: a predictor on the stream's topics (predictor-<n>.log in tmp_path)."""
+    yield from _serving_programs(start_predictor, tmp_path, "predictor")
 
 
 @pytest.fixture
 def java_predictors(tmp_path: Path) -> Iterator[Callable[..., ChildService]]:
     """`start(stream, model_dir, **env)`: the Java serving program (ml/streams/) on the stream's topics, the stream's
-    group its application id (java-<n>.log in tmp_path, its state beside it); whatever still runs is killed."""
-    started: list[ChildService] = []
-
-    def start(stream: Stream, model_dir: Path, **env: str) -> ChildService:
-        started.append(start_java_predictor(stream, model_dir, tmp_path, f"java-{len(started)}", **env))
-        return started[-1]
-
-    yield start
-    for process in started:
-        process.kill()
+    group its application id (java-<n>.log in tmp_path, its state beside it)."""
+    yield from _serving_programs(start_java_predictor, tmp_path, "java")

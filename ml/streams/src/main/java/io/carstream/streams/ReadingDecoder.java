@@ -10,6 +10,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import org.apache.avro.Schema;
+import org.apache.avro.SchemaNormalization;
 import org.apache.avro.generic.GenericDatumReader;
 import org.apache.avro.generic.GenericRecord;
 import org.apache.avro.io.BinaryDecoder;
@@ -46,19 +47,17 @@ final class ReadingDecoder {
 
     ReadingDecoder(Optional<SchemaRegistry> registry) {
         this.registry = registry;
+        Map<Long, GenericDatumReader<GenericRecord>> legacy = new LinkedHashMap<>();
         for (Schema writer : AvroSchemas.versions(AvroSchemas.READING)) {
             GenericDatumReader<GenericRecord> reader = new GenericDatumReader<>(writer, current);
-            long fingerprint = ByteBuffer.wrap(AvroSchemas.singleObjectHeader(writer), 2, 8)
-                    .order(ByteOrder.LITTLE_ENDIAN).getLong();
+            long fingerprint = SchemaNormalization.parsingFingerprint64(writer);
             byFingerprint.put(fingerprint, reader);
             newestFirst.add(reader);
+            // The Python side wrote the fingerprint's bytes reversed until this reader found no schema for them
+            // (common/avro.py, legacy_single_object_header): records already on the topics still decode.
+            legacy.put(Long.reverseBytes(fingerprint), reader);
         }
-        // The Python side wrote the fingerprint's bytes reversed until this reader found no schema for them
-        // (common/avro.py, legacy_single_object_header): records already on the topics still decode.
-        for (Schema writer : AvroSchemas.versions(AvroSchemas.READING)) {
-            long fingerprint = org.apache.avro.SchemaNormalization.parsingFingerprint64(writer);
-            byFingerprint.putIfAbsent(Long.reverseBytes(fingerprint), new GenericDatumReader<>(writer, current));
-        }
+        legacy.forEach(byFingerprint::putIfAbsent);
     }
 
     Schema schema() {

@@ -84,6 +84,9 @@ class WindowSet:
     def windows(self) -> np.ndarray:
         return gather_windows(self.series.features, self.ends, self.window)
 
+    def windows_of(self, part: slice) -> np.ndarray:
+        return gather_windows(self.series.features, self.ends[part], self.window)
+
     def last_readings(self) -> np.ndarray:
         return self.series.features[self.ends]
 
@@ -97,13 +100,18 @@ def window_set(series: Series, window: int, horizon: int) -> WindowSet:
     return WindowSet(series, ends, label[ends].astype(np.float32), window)
 
 
-def tf_dataset(windows: WindowSet, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """(windows [B, W, F], labels [B]); reshuffled every epoch when a seed is given."""
+def tf_dataset(
+    windows: WindowSet, batch_size: int, shuffle_seed: int | None = None, repeat: bool = False
+) -> tf.data.Dataset:
+    """(windows [B, W, F], labels [B]); reshuffled every epoch when a seed is given; `repeat`: endless, every
+    batch full (the training loop counts its steps)."""
     features = tf.constant(windows.series.features)
     offsets = tf.range(-windows.window + 1, 1, dtype=tf.int64)
     dataset = tf.data.Dataset.from_tensor_slices((windows.ends.astype(np.int64), windows.labels))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(windows), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
 
     def gather(ends: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.gather(features, ends[:, None] + offsets), labels

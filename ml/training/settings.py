@@ -8,8 +8,8 @@ from ml.ood import DEFAULT_THRESHOLD
 from ml.settings import MlSettings
 
 
-class TrainSettings(MlSettings):
-    """`python -m ml train`: a bounded range of the topic, read once, then epochs through tf.data."""
+class FitSettings(MlSettings):
+    """What fits and evaluates a model: a bounded range of the topic, read once, then epochs through tf.data."""
 
     window: int = Field(36, ge=2, description="Readings per window (W): the model sees W consecutive readings")
     horizon: int = Field(
@@ -34,9 +34,28 @@ class TrainSettings(MlSettings):
     validation_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of cars held out for validation")
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of cars held out for the test report")
     seed: int = Field(42, description="Seed of the car split, shuffling and initial weights")
+    split_seed: int | None = Field(None, description="Seed of the car split alone; unset: --seed")
 
 
-class SeedFormSettings(TrainSettings):
+class TrainSettings(FitSettings):
+    """`python -m ml train`: one process, or one worker of a cluster."""
+
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Training workers: N > 1 starts N worker processes on this machine (loopback ports), each "
+        "reading its share of the topic's partitions, unless --worker-hosts (or TF_CONFIG) names the cluster",
+    )
+    worker_hosts: str | None = Field(
+        None,
+        description="host:port of every worker, comma-separated, the same list on each; one host with {index} in "
+        "it stands for --workers hosts (trainer-{index}.svc:2222); dns:SERVICE:PORT: the addresses SERVICE resolves "
+        "to, sorted. This process is the --worker-index-th. TF_CONFIG, when set, wins",
+    )
+    worker_index: int | None = Field(None, ge=0, description="This worker's place in --worker-hosts (0: the chief)")
+
+
+class SeedFormSettings(FitSettings):
     """The seed's `python -m ml <servers> <topic> <start offset> [result topic]`."""
 
     train_records: int = Field(1000, ge=1, description="Records from the start offset to train on")

@@ -9,8 +9,10 @@ bounded) and every epoch streams shuffled windows through tf.data (ml/training/d
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,22 +24,22 @@ import numpy as np
 from common.avro import single_object_header
 from common.cli import add_settings_arguments, describe, settings_from_args
 from common.errors import ConfigError
-from common.lifecycle import interrupt_on_signals
+from common.lifecycle import EXIT_FAILED, interrupt_on_signals
 from common.logs import setup_logging
 from common.schemas import READING, SENSOR_FIELDS
 from ml import artifact, ood
 from ml.episodes import reading_interval_s
 from ml.features import Series, gather_windows, series_from_records, window_ends
-from ml.source import TopicRange, read_records, resolve_range
+from ml.source import PartitionRange, TopicRange, read_records, resolve_range
 from ml.training.baseline import Scorer, fit_gbm, fit_logistic, fit_prevalence
 from ml.training.calibration import brier, fit_platt, logit
+from ml.training.cluster import ONE_PROCESS, SINGLE, STRATEGY, Cluster, Collective, WorkerLost, cluster_from
 from ml.training.dataset import (
     CarSplit,
     TrainingDataError,
     WindowSet,
     require_labels,
     split_cars,
-    tf_dataset,
     window_set,
 )
 from ml.training.evaluate import (
@@ -48,9 +50,11 @@ from ml.training.evaluate import (
     episode_metrics,
     tradeoff,
 )
+from ml.training.launcher import launch_local_workers
+from ml.training.loop import Fitted, fit
 from ml.training.model import build_model, logit_model, with_calibration
 from ml.training.report import MODELS, targets, text_table, verdict, write_report
-from ml.training.settings import TrainSettings
+from ml.training.settings import FitSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +121,7 @@ class Evaluated:
 
 
 def _evaluate(
-    raw: Scorer, published: Scorer, parts: dict[str, Series], sets: dict[str, WindowSet], settings: TrainSettings
+    raw: Scorer, published: Scorer, parts: dict[str, Series], sets: dict[str, WindowSet], settings: FitSettings
 ) -> Evaluated:
     """Threshold for the false-alarm budget on the validation cars, then window and episode metrics on the test
     cars, of the published (calibrated) scores; the Brier score of the raw ones beside them."""
@@ -146,19 +150,24 @@ def _keras_scorer(model: keras.Model, window: int) -> Scorer:
     return lambda series, ends: _predict(model, gather_windows(series.features, ends, window))
 
 
-class _EpochLog(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, float))
-        log.info("epoch %d: %s", epoch + 1, shown)
+@dataclass(frozen=True)
+class Prepared:
+    """The cars split, their labelled windows and the scaling: everything training needs before the model."""
+
+    series: Series
+    split: CarSplit
+    parts: dict[str, Series]
+    sets: dict[str, WindowSet]
+    mean: np.ndarray
+    std: np.ndarray
 
 
-def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, Any]) -> TrainedModel:
-    """Split cars; fit scaling, the LSTM and the baselines on the training cars; calibrate and choose thresholds
-    on the validation cars; report every model on the test cars. `source` describes where the data came from
-    (metadata's `training`)."""
+def prepare(series: Series, settings: FitSettings) -> Prepared:
+    """Split cars; label their windows; fit the scaling on the training cars."""
     window, horizon = settings.window, settings.horizon
     require_labels(series)
-    split: CarSplit = split_cars(series, settings.validation_fraction, settings.test_fraction, settings.seed)
+    split_seed = settings.seed if settings.split_seed is None else settings.split_seed
+    split: CarSplit = split_cars(series, settings.validation_fraction, settings.test_fraction, split_seed)
     parts = {name: series.select_cars(getattr(split, name)) for name in ("train", "validation", "test")}
     sets = {name: window_set(part, window, horizon) for name, part in parts.items()}
     for name, windows in sets.items():
@@ -167,30 +176,90 @@ def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, 
         )
         if len(windows) == 0:
             raise TrainingDataError(f"the {name} cars have no full window of {window} readings (+{horizon} ahead)")
-    train, validation = sets["train"], sets["validation"]
-    if train.positives in (0, len(train)):
+    if sets["train"].positives in (0, len(sets["train"])):
         raise TrainingDataError("the training cars hold a single class: no failure to learn from")
+    return Prepared(series, split, parts, sets, *_scaling(parts["train"]))
 
+
+def _builder(settings: FitSettings, mean: np.ndarray, std: np.ndarray) -> Callable[[], keras.Model]:
     keras.utils.set_random_seed(settings.seed)
-    mean, std = _scaling(parts["train"])
-    model = build_model(
-        window, mean, std, settings.units, settings.dropout, settings.noise, learning_rate=settings.learning_rate
+    return lambda: build_model(
+        settings.window, mean, std, settings.units, settings.dropout, settings.noise, settings.learning_rate
     )
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_pr_auc", mode="max", patience=settings.patience, restore_best_weights=True
+
+
+def _fit(
+    collective: Collective,
+    settings: FitSettings,
+    mean: np.ndarray,
+    std: np.ndarray,
+    train: WindowSet,
+    validation: WindowSet | None = None,
+) -> Fitted:
+    build = _builder(settings, mean, std)
+    return fit(
+        collective, build, train, validation, settings.epochs, settings.patience, settings.batch_size, settings.seed
     )
-    started = time.monotonic()
-    history = model.fit(
-        tf_dataset(train, settings.batch_size, shuffle_seed=settings.seed),
-        validation_data=tf_dataset(validation, PREDICT_BATCH),
-        epochs=settings.epochs,
-        callbacks=[stop, _EpochLog()],
-        verbose=0,
-    ).history
-    seconds = time.monotonic() - started
-    epochs_run = len(history["loss"])
-    samples_per_s = epochs_run * len(train) / seconds
+
+
+def car_key(car: str) -> int:
+    """A car id as a number below 2**48, exact in the float64 the workers exchange."""
+    return int.from_bytes(hashlib.blake2b(car.encode(), digest_size=6).digest(), "big")
+
+
+def fit_and_evaluate(
+    series: Series,
+    settings: FitSettings,
+    source: dict[str, Any],
+    collective: Collective | None = None,
+    share_cars: set[str] | None = None,
+) -> TrainedModel:
+    """Split cars; fit scaling, the LSTM and the baselines on the training cars; calibrate and choose thresholds
+    on the validation cars; report every model on the test cars. `source` describes where the data came from
+    (metadata's `training`).
+
+    In a cluster this runs on the chief, which holds every car: it hands the others the training cars and the
+    scaling, trains on the training cars of its own partitions (`share_cars`), and evaluates alone."""
+    collective = collective or Collective(SINGLE)
+    prepared = prepare(series, settings)
+    sets, parts, split = prepared.sets, prepared.parts, prepared.split
+    train = sets["train"]
+    if collective.cluster.size > 1:
+        collective.array_from_chief(np.array([car_key(car) for car in split.train], np.float64))
+        collective.from_chief(np.concatenate([prepared.mean, prepared.std]))
+        train = window_set(parts["train"].select_cars(set(split.train) & (share_cars or set())), *_horizon(settings))
+    fitted = _fit(collective, settings, prepared.mean, prepared.std, train, sets["validation"])
+    return _evaluated(prepared, fitted, settings, source, collective.cluster)
+
+
+def train_share(series: Series, settings: FitSettings, collective: Collective) -> None:
+    """A worker other than the chief: the training cars and the scaling from the chief, then the loop on its
+    share. Its collectives mirror `fit_and_evaluate`'s, in the same order."""
+    keys = set(collective.array_from_chief(None).astype(np.int64).tolist())
+    scaling = collective.from_chief(None, (2 * len(SENSOR_FIELDS),))
+    mean, std = scaling[: len(SENSOR_FIELDS)], scaling[len(SENSOR_FIELDS) :]
+    cars = [car for car in series.cars if car_key(car) in keys]
+    train = window_set(series.select_cars(cars), *_horizon(settings))
+    log.info("%d training cars of the %d in this worker's partitions", len(cars), len(series.cars))
+    _fit(collective, settings, mean, std, train)
+
+
+def _horizon(settings: FitSettings) -> tuple[int, int]:
+    return settings.window, settings.horizon
+
+
+def _evaluated(
+    prepared: Prepared, fitted: Fitted, settings: FitSettings, source: dict[str, Any], cluster: Cluster
+) -> TrainedModel:
+    """Calibration, thresholds, baselines and the report, on one process (the chief in a cluster)."""
+    window, horizon = settings.window, settings.horizon
+    series, split, parts, sets = prepared.series, prepared.split, prepared.parts, prepared.sets
+    mean, std = prepared.mean, prepared.std
+    validation = sets["validation"]
+    model, history, epochs_run, seconds = fitted.model, fitted.history, fitted.epochs, fitted.seconds
+    samples_per_s = fitted.samples_per_s
     log.info("trained %d epochs in %.1f s (%.0f windows/s)", epochs_run, seconds, samples_per_s)
+    train = sets["train"]
 
     platt = fit_platt(_predict(logit_model(model), validation.windows()), validation.labels)
     published = with_calibration(model, platt.slope, platt.intercept)
@@ -243,6 +312,10 @@ def fit_and_evaluate(series: Series, settings: TrainSettings, source: dict[str, 
         "epochs": epochs_run,
         "seconds": round(seconds, 2),
         "samples_per_s": round(samples_per_s, 1),
+        "strategy": STRATEGY if cluster.size > 1 else ONE_PROCESS,
+        "workers": cluster.size,
+        "windows_per_worker": fitted.windows_per_worker,
+        "batch_per_worker": fitted.batch_per_worker,
     }
     metadata = {
         "created_at": _iso(int(time.time() * 1000)),
@@ -313,31 +386,81 @@ def source_description(topic_range: TopicRange, reader: str, records: int, rejec
     }
 
 
-def train(settings: TrainSettings) -> Path:
-    start_time = parse_time(settings.start_time) if settings.start_time else None
+def _agreed_range(settings: TrainSettings, collective: Collective) -> TopicRange:
+    """The range the chief resolves, on every worker: the topic grows while they start, and all must read one."""
     kafka = (settings.kafka_bootstrap_servers, settings.kafka_security)
-    topic_range = resolve_range(*kafka, settings.topic, settings.start_offset, start_time, settings.max_records)
+    flat = None
+    if collective.cluster.is_chief:
+        start_time = parse_time(settings.start_time) if settings.start_time else None
+        resolved = resolve_range(*kafka, settings.topic, settings.start_offset, start_time, settings.max_records)
+        flat = np.array([(p.partition, p.start, p.end) for p in resolved.partitions], np.float64).reshape(-1)
+    rows = collective.array_from_chief(flat).astype(np.int64).reshape(-1, 3)
+    return TopicRange(settings.topic, tuple(PartitionRange(int(p), int(a), int(b)) for p, a, b in rows))
+
+
+def worker_share(topic_range: TopicRange, cluster: Cluster) -> TopicRange:
+    """This worker's partitions: every size-th one from its index. A car's readings are in one partition (the key
+    decides it), so its windows never cross workers."""
+    return TopicRange(topic_range.topic, topic_range.partitions[cluster.index :: cluster.size])
+
+
+def train(settings: TrainSettings, collective: Collective) -> Path | None:
+    """Read, train, evaluate and save; in a cluster the chief reads every partition (it evaluates every car),
+    the others only their share; only the chief saves, and returns the artifact's path."""
+    cluster = collective.cluster
+    topic_range = _agreed_range(settings, collective)
     if topic_range.count == 0:
         raise TrainingDataError(f"no records in {settings.topic} from the requested start")
-    result = read_records(*kafka, topic_range, settings.reader, settings.schema_registry_url)
+    share = worker_share(topic_range, cluster)
+    if cluster.size > len(topic_range.partitions):
+        raise ConfigError(f"{cluster.size} workers for {len(topic_range.partitions)} partitions of {settings.topic}")
+    kafka = (settings.kafka_bootstrap_servers, settings.kafka_security)
+    result = read_records(
+        *kafka, topic_range if cluster.is_chief else share, settings.reader, settings.schema_registry_url
+    )
     # Arrival order (per partition, by offset): the order of readings whose seq is a content hash (ml/features.py).
     arrived = sorted(result.records, key=lambda record: (record.partition, record.offset))
     series = series_from_records([record.value for record in arrived])
+    if not cluster.is_chief:
+        train_share(series, settings, collective)
+        collective.from_chief(None)  # wait for the chief's artifact: the run ends when the model is written
+        return None
     source = source_description(topic_range, settings.reader, len(result.records), result.rejected)
-    return save_trained(fit_and_evaluate(series, settings, source), settings.model_dir)
+    source["partitions_per_worker"] = [
+        [p.partition for p in worker_share(topic_range, Cluster(cluster.hosts, i)).partitions]
+        for i in range(cluster.size)
+    ]
+    mine = {p.partition for p in share.partitions}
+    share_cars = {record.value["car_id"] for record in result.records if record.partition in mine}
+    path = save_trained(fit_and_evaluate(series, settings, source, collective, share_cars), settings.model_dir)
+    collective.from_chief(1.0)
+    return path
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ml train",
         description="Train the failure LSTM on a bounded range of the readings topic (its start to the current end "
-        "of every partition) and save a versioned model artifact with its evaluation report.",
+        "of every partition) and save a versioned model artifact with its evaluation report. With --workers N it "
+        "trains on N worker processes (TensorFlow's MultiWorkerMirroredStrategy), each reading its share of the "
+        "topic's partitions; ML_WORKER_HOSTS and ML_WORKER_INDEX (or TF_CONFIG) make this process one worker of a "
+        "cluster on several machines.",
     )
     add_settings_arguments(parser, TrainSettings)
     settings = settings_from_args(TrainSettings, parser.parse_args(argv))
-    setup_logging()
+    cluster = cluster_from(settings.worker_hosts, settings.worker_index, settings.workers)
+    setup_logging(tag=cluster.name if cluster.size > 1 else None)
     interrupt_on_signals()
+    if settings.workers > 1 and cluster.size == 1:
+        return launch_local_workers(settings.workers, ["-m", "ml", "train", *argv])
+    if settings.workers not in (1, cluster.size):
+        raise ConfigError(f"--workers {settings.workers} but the cluster names {cluster.size} workers")
     log.info("training with %s", describe(settings))
-    path = train(settings)
-    print(path)
+    try:
+        path = train(settings, Collective(cluster))
+    except WorkerLost as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    if path is not None:
+        print(path)
     return 0

@@ -20,6 +20,8 @@ REGISTRY ?=
 SECURE ?=
 # The program that serves the model in the demo: python (`python -m ml predict`) or java (ml/streams/, Kafka Streams).
 SERVING ?=
+# Training workers of the demo (python -m ml train --workers N): one process each, MultiWorkerMirroredStrategy.
+TRAIN_WORKERS ?=
 BENCH_OUT ?= bench-results.json
 CHAOS_OUT ?= $(BENCH_OUT)
 CHAOS_ARGS ?=
@@ -33,7 +35,7 @@ UPGRADE ?=
 .PHONY: help prerequisites setup lock images up down status demo test test-containers test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
-	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [SECURE=1] [BENCH_OUT=path.json]"
+	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [SECURE=1] [BENCH_OUT=path.json]"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
@@ -92,8 +94,8 @@ endif
 status: ## Show whether the local servers run and answer
 	@$(PY) -m scripts.runtime.local status
 
-demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [SECURE=1]
-	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(SERVING),--serving $(SERVING)) $(if $(SECURE),--secure)
+demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [SECURE=1]
+	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(SERVING),--serving $(SERVING)) $(if $(TRAIN_WORKERS),--train-workers $(TRAIN_WORKERS)) $(if $(SECURE),--secure)
 
 # Target-specific: the setup these targets run installs the tests' programs too.
 test test-containers test-compose test-integration: PREREQUISITES = test

@@ -1,11 +1,13 @@
 """make demo: the whole pipeline in one command, with a live view and a summary at the end.
 
     python -m scripts.demo [--cars 25] [--duration 120] [--runtime local|compose|external] [--serving python|java]
+                           [--train-workers N]
 
 1. Start the infrastructure: Kafka and Mosquitto as local processes (the default, as for `make up`), or the compose
    stack when asked (`--runtime compose`: then the services below run in containers of the services' image too).
 2. Start the bridge; a history fleet (300 cars x 300 readings) publishes through MQTT -> bridge -> car-sensor.
-3. `python -m ml train` trains the LSTM from that stretch of car-sensor and saves a model version.
+3. `python -m ml train` (on N worker processes with `--train-workers N`) trains the LSTM from that stretch of
+   car-sensor and saves a model version.
 4. `python -m ml predict` (or the Java serving program, `--serving java`: scripts/demo/serving.py) serves it while
    the live fleet (--cars) drives: predictions flow to car-sensor-predictions and the view shows readings/s at each
    stage, predictions, alerts and the model.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -99,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="readings per history car (default: %(default)s)",
     )
     parser.add_argument("--epochs", type=int, help="most training epochs (default: the trainer's)")
+    parser.add_argument(
+        "--train-workers",
+        type=int,
+        default=int(os.environ.get("TRAIN_WORKERS") or 1),
+        help="training workers (python -m ml train --workers N), at most the readings topic's partitions "
+        "(default: TRAIN_WORKERS or 1)",
+    )
     parser.add_argument("--model-dir", default=MODEL_DIR, help="model versions (default: %(default)s)")
     parser.add_argument("--readings-topic", default=READINGS_TOPIC, help="default: %(default)s")
     parser.add_argument("--predictions-topic", default=PREDICTIONS_TOPIC, help="default: %(default)s")
@@ -285,11 +295,15 @@ class Demo:
         log.info("history: %d readings on %s", published, self.args.readings_topic)
 
     def _train(self) -> None:
-        self.status.set_phase("2/4 training", "python -m ml train on the history in car-sensor")
+        workers = self.args.train_workers
+        on = f" on {workers} workers" if workers > 1 else ""
+        self.status.set_phase("2/4 training", f"python -m ml train{on} on the history in car-sensor")
         args = ["train", "--topic", self.args.readings_topic, "--start-time", str(self.history_start_ms)]
         args += ["--model-dir", str(self.model_dir)]
         if self.args.epochs:
             args += ["--epochs", str(self.args.epochs)]
+        if self.args.train_workers > 1:
+            args += ["--workers", str(self.args.train_workers)]
         trainer = self.group.start("trainer", "ml", *args, **self.infra.identity("trainer"))
         while trainer.running():
             progress = [m.group(1) for line in trainer.log_lines() if (m := PROGRESS_LINE.search(line))]

@@ -108,7 +108,10 @@ class DemoResult:
         data["model"] = (
             None
             if self.model is None
-            else {k: self.model.get(k) for k in ("version", "window", "horizon", "threshold", "metrics", "baseline")}
+            else {
+                **{k: self.model.get(k) for k in ("version", "window", "horizon", "threshold", "metrics", "baseline")},
+                "training": {k: self.model.get("training", {}).get(k) for k in ("strategy", "workers")},
+            }
         )
         data["complete"] = self.complete
         return data
@@ -159,7 +162,11 @@ def print_summary(result: DemoResult, console: Console) -> None:
         metrics = result.model.get("metrics", {})
         episodes = metrics.get("episodes") or {}
         bar = (result.model.get("baseline") or {}).get("pr_auc")
-        rows.append(("model version, served by", f"{result.model.get('version')}, {result.serving}"))
+        workers = result.model.get("training", {}).get("workers") or 1
+        trained = f"trained on {workers} workers" if workers > 1 else "trained in one process"
+        rows.append(
+            ("model version, served by", f"{result.model.get('version')}, {trained}, served by {result.serving}")
+        )
         rows.append(("model test PR-AUC (gradient boosting)", f"{_fmt(metrics.get('pr_auc'))} ({_fmt(bar)})"))
         rows.append(
             (

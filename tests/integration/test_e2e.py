@@ -1,7 +1,8 @@
 """End to end, every service its own process, against the session's real Kafka and Mosquitto.
 
 - `make demo` headless (`python -m scripts.demo --runtime external`): a history fleet through MQTT and Kafka,
-  training, then N live cars for T seconds through simulator -> Mosquitto -> bridge -> Kafka -> ml predict. It
+  training on two workers, then N live cars for T seconds through simulator -> Mosquitto -> bridge -> Kafka -> ml
+  predict. It
   must end with exit code 0 and a summary; and, counted here with a consumer of the test's own (not the demo's
   watcher), every (car_id, seq) the live simulator published arrives on the readings topic and gets a prediction.
 - The seed's `python -m ml <servers> <topic> <start offset> <result topic>` on readings that came through
@@ -51,14 +52,14 @@ class DemoRun:
 
 @pytest.fixture(scope="module")
 def demo_run(kafka_bootstrap: str, mqtt_endpoint: tuple[str, int], tmp_path_factory) -> Iterator[DemoRun]:
-    """`make demo` headless with small sizes, on the session's servers and topics of its own."""
+    """`make demo TRAIN_WORKERS=2` headless with small sizes, on the session's servers and topics of its own."""
     work = tmp_path_factory.mktemp("demo")
     topics = [unique("demo-readings"), unique("demo-predictions")]
     env = service_env(kafka_bootstrap, *mqtt_endpoint)
     command = [
         sys.executable, "-m", "scripts.demo", "--runtime", "external", "--plain",
         "--cars", str(DEMO_CARS), "--duration", "20", "--history-cars", "20", "--history-readings", "150",
-        "--epochs", "2", "--model-dir", str(work / "models"), "--log-dir", str(work / "logs"),
+        "--epochs", "2", "--train-workers", "2", "--model-dir", str(work / "models"), "--log-dir", str(work / "logs"),
         "--readings-topic", topics[0], "--predictions-topic", topics[1],
     ]  # fmt: skip
     try:
@@ -83,6 +84,7 @@ def test_demo_ends_with_predictions_and_exit_code_0(demo_run: DemoRun) -> None:
     assert summary["episodes"] is not None and summary["healthy_car_hours"] >= 0
     assert summary["episodes_warned"] + summary["episodes_missed"] == summary["episodes"]
     assert summary["model"]["version"] in output
+    assert summary["model"]["training"]["workers"] == 2, "make demo TRAIN_WORKERS=2 trains on two workers"
     assert "demo summary" in output and "readings with a prediction" in output
     assert "episodes warned ahead / missed" in output and "false alerts per healthy car-hour" in output
     assert "3/4 live" in output, "the headless view prints the phases as plain lines"

@@ -227,7 +227,8 @@ def fit_and_evaluate(
     if collective.cluster.size > 1:
         collective.array_from_chief(np.array([car_key(car) for car in split.train], np.float64))
         collective.from_chief(np.concatenate([prepared.mean, prepared.std]))
-        train = window_set(parts["train"].select_cars(set(split.train) & (share_cars or set())), *_horizon(settings))
+        mine = parts["train"].select_cars(set(split.train) & (share_cars or set()))
+        train = window_set(mine, settings.window, settings.horizon)
     fitted = _fit(collective, settings, prepared.mean, prepared.std, train, sets["validation"])
     return _evaluated(prepared, fitted, settings, source, collective.cluster)
 
@@ -239,13 +240,9 @@ def train_share(series: Series, settings: FitSettings, collective: Collective) -
     scaling = collective.from_chief(None, (2 * len(SENSOR_FIELDS),))
     mean, std = scaling[: len(SENSOR_FIELDS)], scaling[len(SENSOR_FIELDS) :]
     cars = [car for car in series.cars if car_key(car) in keys]
-    train = window_set(series.select_cars(cars), *_horizon(settings))
+    train = window_set(series.select_cars(cars), settings.window, settings.horizon)
     log.info("%d training cars of the %d in this worker's partitions", len(cars), len(series.cars))
     _fit(collective, settings, mean, std, train)
-
-
-def _horizon(settings: FitSettings) -> tuple[int, int]:
-    return settings.window, settings.horizon
 
 
 def _evaluated(

@@ -20,6 +20,10 @@ REGISTRY ?=
 SECURE ?=
 # The program that serves the model in the demo: python (`python -m ml predict`) or java (ml/streams/, Kafka Streams).
 SERVING ?=
+# Training workers (`make demo TRAIN_WORKERS=N`; the compose stack's trainer replicas). Exported: the demo and the
+# compose CLI that make runs read it from the environment (compose/docker-compose.yml).
+TRAIN_WORKERS ?= 1
+export TRAIN_WORKERS
 BENCH_OUT ?= bench-results.json
 CHAOS_OUT ?= $(BENCH_OUT)
 CHAOS_ARGS ?=
@@ -33,7 +37,7 @@ UPGRADE ?=
 .PHONY: help prerequisites setup lock images up down status demo test test-containers test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
-	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [SECURE=1] [BENCH_OUT=path.json]"
+	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=1] [SECURE=1] [BENCH_OUT=path.json]"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 

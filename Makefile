@@ -20,8 +20,10 @@ REGISTRY ?=
 SECURE ?=
 # The program that serves the model in the demo: python (`python -m ml predict`) or java (ml/streams/, Kafka Streams).
 SERVING ?=
-# Training workers of the demo (python -m ml train --workers N): one process each, MultiWorkerMirroredStrategy.
-TRAIN_WORKERS ?=
+# Training workers (`make demo TRAIN_WORKERS=N`; the compose stack's trainer replicas). Exported: the demo and the
+# compose CLI that make runs read it from the environment (compose/docker-compose.yml).
+TRAIN_WORKERS ?= 1
+export TRAIN_WORKERS
 BENCH_OUT ?= bench-results.json
 CHAOS_OUT ?= $(BENCH_OUT)
 CHAOS_ARGS ?=

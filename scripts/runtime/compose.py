@@ -112,20 +112,27 @@ def _state(container_id: str) -> dict:
     return json.loads(found.stdout)[0]["State"] if found.returncode == 0 else {}
 
 
+def _ready(service: str, state: dict) -> bool:
+    """A container's: healthy (or, without a health check, running), or exited with 0; a LocalRuntimeError when it
+    exited otherwise."""
+    if state.get("Status") == "exited":
+        if state.get("ExitCode") != 0:
+            raise LocalRuntimeError(f"{service} exited with {state.get('ExitCode')}: see `compose logs`")
+        return True
+    health = state.get("Health", {}).get("Status")
+    return health == "healthy" or (health is None and state.get("Status") == "running")
+
+
 def wait_ready(services: list[str], timeout: float = 300, secure: bool = False) -> None:
-    """Until every service's container is healthy (or, without a health check, running or exited with 0)."""
+    """Until every container of every service is healthy (or, without a health check, running or exited with 0): a
+    service of several replicas (the trainer's workers) is ready when all are."""
     deadline = time.monotonic() + timeout
     pending = list(services)
     while pending and time.monotonic() < deadline:
         for service in list(pending):
             ids = compose("ps", "-q", service, secure=secure).split()
-            state = _state(ids[0]) if ids else {}
-            health = state.get("Health", {}).get("Status")
-            if health == "healthy" or (health is None and state.get("Status") == "running"):
-                pending.remove(service)
-            elif state.get("Status") == "exited":
-                if state.get("ExitCode") != 0:
-                    raise LocalRuntimeError(f"{service} exited with {state.get('ExitCode')}: see `compose logs`")
+            # Every container checked (a list, not a generator): one that failed fails the wait at once.
+            if ids and all([_ready(service, _state(container)) for container in ids]):
                 pending.remove(service)
         if pending:
             time.sleep(2)

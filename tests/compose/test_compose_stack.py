@@ -2,15 +2,16 @@
 
 compose/docker-compose.yml runs as a project of its own (its own name, free host ports, its own model volume):
 Kafka, Mosquitto and the schema registry, the topics, a simulator fleet of CARS cars for DURATION seconds, the
-bridge, the trainer once enough readings are in, the predictor. Every reading the simulator had acknowledged must
+bridge, the trainer's TRAIN_WORKERS=2 containers, one cluster, once enough readings are in, the predictor. The two
+trainer containers must have trained one model together; every reading the simulator had acknowledged must
 be in car-sensor and get a prediction, counted by (car_id, seq); the Java serving program of the profile `java`
 must predict each of them too, into topics of its own; then `down --volumes` must leave no container, network or
 volume of the project behind. Images: those `make images` named in compose/images.env, else the
 official ones.
 
 The secured mode (compose/docker-compose.secure.yml on top, material in a temporary SECURE_DIR) runs the same way
-with fewer cars: every service logs in as itself, and the count is read as admin; an anonymous MQTT client is
-refused on the published TLS port where a car with its password is let in.
+with fewer cars and one trainer container: every service logs in as itself, and the count is read as admin; an
+anonymous MQTT client is refused on the published TLS port where a car with its password is let in.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from common.security import car_password
 from common.settings import PLAINTEXT
 from common.topics import MQTT_TOPIC_PREFIX, PREDICTIONS_TOPIC, READINGS_TOPIC, car_id
 from ml.serving.settings import PredictorSettings
+from ml.training.cluster import STRATEGY
 from scripts.runtime import compose
 from scripts.runtime.local import free_port
 from scripts.runtime.secured import SecureMaterial
 from scripts.testkit.kafka import read_to_end
 
 CARS, DURATION, SPEEDUP = 40, 60, 60  # 240 readings/s for 60 s: about 14,400 readings
+TRAIN_WORKERS = 2  # the trainer service's replicas, one cluster (compose/README.md, "Training workers")
 TRAIN_MIN_RECORDS = 9000
 SECURE_CARS, SECURE_DURATION, SECURE_TRAIN_MIN_RECORDS = 20, 60, 5000  # 120 readings/s for 60 s: 7,200 readings
 PREDICTOR_GROUP = PredictorSettings.model_fields["group_id"].default  # the group the stack's predictor commits in
@@ -59,6 +62,7 @@ def stack(monkeypatch_module):
         "DURATION": str(DURATION),
         "SPEEDUP": str(SPEEDUP),
         "TRAIN_MIN_RECORDS": str(TRAIN_MIN_RECORDS),
+        "TRAIN_WORKERS": str(TRAIN_WORKERS),
         "BRIDGE_CLIENT_ID": f"{project}-bridge",
     }
     for key, value in settings.items():
@@ -78,6 +82,40 @@ def stack(monkeypatch_module):
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
+
+
+# Run in the predictor's container, which mounts the models volume: every entry of the volume, and the training
+# section of the newest version's metadata.
+MODELS_VOLUME = """
+import json, os
+from ml.artifact import latest, read_metadata
+newest = latest("/models")
+print(json.dumps({"entries": sorted(os.listdir("/models")), "training": read_metadata(newest)["training"]}))
+"""
+
+
+def test_the_trainer_s_containers_trained_one_model_together(stack):
+    """TRAIN_WORKERS trainer containers, replicas of one service, found each other by the service's name and trained
+    as one cluster: each exited 0, the models volume holds one version (only the chief writes), and its metadata
+    names the strategy, the workers and the partitions each one read."""
+    bootstrap, _, project, _ = stack
+    trainers = compose.compose("ps", "-q", "trainer").split()
+    assert len(trainers) == TRAIN_WORKERS
+    assert [container_state(container, "ExitCode") for container in trainers] == ["0"] * TRAIN_WORKERS
+    [predictor] = compose.compose("ps", "-q", "predictor").split()
+    found = subprocess.run(
+        ["docker", "exec", predictor, "python", "-c", MODELS_VOLUME], capture_output=True, text=True, check=True
+    )
+    volume = json.loads(found.stdout.splitlines()[-1])
+    training = volume["training"]
+    print(
+        f"{project}: models volume {volume['entries']}; trained by {training['workers']} workers in "
+        f"{training['seconds']} s, partitions {training['partitions_per_worker']}"
+    )
+    assert len(volume["entries"]) == 1, f"one version, nothing else: {volume['entries']}"
+    assert training["strategy"] == STRATEGY and training["workers"] == TRAIN_WORKERS
+    shares, partitions = training["partitions_per_worker"], stored_offsets(bootstrap)[0]
+    assert len(shares) == TRAIN_WORKERS and all(shares) and sorted(sum(shares, [])) == sorted(partitions)
 
 
 def acknowledged_by_simulator(timeout: float, secure: bool = False) -> int:
@@ -264,6 +302,7 @@ def secured_stack(tmp_path_factory):
         "DURATION": str(SECURE_DURATION),
         "SPEEDUP": str(SPEEDUP),
         "TRAIN_MIN_RECORDS": str(SECURE_TRAIN_MIN_RECORDS),
+        "TRAIN_WORKERS": "1",  # whatever the caller's environment says (make exports TRAIN_WORKERS)
         "BRIDGE_CLIENT_ID": f"{project}-bridge",
     }
     with pytest.MonkeyPatch.context() as patch:

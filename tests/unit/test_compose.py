@@ -29,6 +29,7 @@ from common.defaults import (
     SCHEMA_REGISTRY_PORT,
 )
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
+from ml.training.cluster import DNS_PREFIX
 from scripts.runtime.streams import STREAMS_IMAGE, STREAMS_JAR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -371,6 +372,37 @@ def test_the_java_serving_program_takes_the_predictors_place_in_the_profile_java
     instructions = [line.split(None, 1) for line in dockerfile.read_text().splitlines() if line[:1].isupper()]
     copied = {arguments.split()[0] for keyword, arguments in instructions if keyword == "COPY"}
     assert copied == {"lib/", STREAMS_JAR.name}, "the context holds the jar and its lib/ only"
+
+
+WORKER_SETTINGS = {"ML_WORKERS", "ML_WORKER_HOSTS", "ML_WORKER_INDEX", "TF_CONFIG"}
+
+
+def test_the_trainer_runs_train_workers_containers_as_one_cluster(raw, services):
+    """TRAIN_WORKERS replicas of the trainer, each a worker of one cluster (ml/training/cluster.py): the replicas and
+    ML_WORKERS are the one variable, and replicas, which have no index of their own, find each other as the
+    addresses the service's own name resolves to on the stack's network."""
+    trainer, raw_trainer = services["trainer"], raw["services"]["trainer"]
+    replicas, workers = raw_trainer["deploy"]["replicas"], raw_trainer["environment"]["ML_WORKERS"]
+    assert replicas == workers and defaulted_variable(replicas) == "TRAIN_WORKERS", "replicas and ML_WORKERS agree"
+    env = environment(trainer)
+    assert env["ML_WORKER_HOSTS"].startswith(DNS_PREFIX)
+    name, port = env["ML_WORKER_HOSTS"].removeprefix(DNS_PREFIX).split(":")
+    assert name == "trainer" and int(port) > 0, "the name of the trainer's own replicas"
+    aliases = {
+        alias
+        for other, service in services.items()
+        if other != name and isinstance(service.get("networks"), dict)
+        for network in service["networks"].values()
+        for alias in (network or {}).get("aliases", [])
+    }
+    assert name not in aliases, f"only the trainer's replicas answer to {name}"
+    assert not {"ML_WORKER_INDEX", "TF_CONFIG"} & set(env), "the index comes from the address"
+    assert "container_name" not in trainer, "replicas need names of their own"
+    # Each worker reads its share of car-sensor's partitions: at most one worker per partition.
+    assert 1 <= int(trainer["deploy"]["replicas"]) <= int(environment(services["topics"])["CAR_SENSOR_PARTITIONS"])
+    # The secured stack trains the same way: its override leaves the cluster alone.
+    secured = yaml.safe_load(SECURE_FILE.read_text())["services"]["trainer"]
+    assert not {"deploy", "scale"} & set(secured) and not WORKER_SETTINGS & set(environment(secured))
 
 
 def test_mosquitto_runs_with_the_repository_config_and_keeps_its_data(services):

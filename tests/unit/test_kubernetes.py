@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from common.defaults import BRIDGE_METRICS_PORT, DASHBOARD_PORT, PREDICTOR_METRICS_PORT
+from common.topics import READINGS_TOPIC, TOPIC_PARTITIONS
+from ml.training.cluster import cluster_from
 from scripts.runtime.streams import STREAMS_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +50,8 @@ CONNECTION_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS", "MQTT_HOST", "MQTT_PORT", "SCH
 QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|Ki|Mi|Gi)?")
 UNITS = {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 RENDERERS = (("kubectl", "kustomize"), ("kustomize", "build"))
+# Where Kubernetes puts an indexed Job's pod's index (the downward API reads it into ML_WORKER_INDEX).
+COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 
 
 def quantity(value: str | int) -> float:
@@ -84,7 +88,8 @@ def main_container(workload: dict) -> dict:
 
 
 def env(container: dict) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in container.get("env", [])}
+    """The settings given as values (not those from the downward API, `valueFrom`)."""
+    return {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
 
 
 def test_kustomization_lists_every_manifest():
@@ -334,3 +339,63 @@ def test_the_readme_s_replicas_put_the_java_program_in_the_predictor_s_place(ren
         if doc["kind"] == "Deployment"
     }
     assert counts == {"simulator": 1, "bridge": 1, "predictor": 0, "predictor-java": 1, "dashboard": 1}
+
+
+def check_training_cluster(job: dict, service: dict) -> int:
+    """The trainer Job and its headless Service name one cluster of workers (ml/training/cluster.py); returns how
+    many workers."""
+    spec, pod = job["spec"], job["spec"]["template"]
+    container = main_container(job)
+    workers = int(env(container)["ML_WORKERS"])
+    # One pod per worker, all at once: the workers wait for each other in the first collective.
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == workers
+    # A worker lost fails the run: no pod is retried into a cluster whose other workers have given up.
+    assert pod["spec"]["restartPolicy"] == "Never" and spec["backoffLimit"] == 0
+    [index] = [item for item in container["env"] if item["name"] == "ML_WORKER_INDEX"]
+    assert index["valueFrom"]["fieldRef"]["fieldPath"] == COMPLETION_INDEX
+    # ML_WORKER_HOSTS, as the program expands it, names pod i by its hostname (<job>-<i>) in the Service's subdomain.
+    [port] = container["ports"]
+    service_name = service["metadata"]["name"]
+    assert pod["spec"]["subdomain"] == service_name
+    hosts = cluster_from(env(container)["ML_WORKER_HOSTS"], 0, workers).hosts
+    names = tuple(f"{job['metadata']['name']}-{i}.{service_name}:{port['containerPort']}" for i in range(workers))
+    assert hosts == names
+    # Headless, with every pod's record from its start, and those of the Job's pods only.
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    [service_port] = service["spec"]["ports"]
+    assert service_port["port"] == port["containerPort"] and service_port["targetPort"] == port["name"]
+    return workers
+
+
+def test_the_trainer_is_an_indexed_job_of_two_workers_behind_a_headless_service(resources):
+    job, service = resources[("Job", "trainer")], resources[("Service", "trainer-workers")]
+    workers = check_training_cluster(job, service)
+    assert 2 == workers <= TOPIC_PARTITIONS[READINGS_TOPIC], "each worker reads its share of the partitions"
+    for name, workload in workloads(resources).items():
+        pod_labels = workload["spec"]["template"]["metadata"]["labels"]
+        selects = service["spec"]["selector"].items() <= pod_labels.items()
+        assert selects == (name == "trainer"), f"trainer-workers selects {name}'s pods"
+
+
+def test_the_readme_s_patches_change_the_number_of_workers_and_the_claim_s_access_mode(render, tmp_path):
+    """README.md, "Training workers": the patch changes the three numbers together; the next one makes the model
+    claim ReadWriteMany."""
+    readme = (MANIFEST_DIR / "README.md").read_text()
+    [patch] = re.findall(r"```yaml\n(patches:\n.*?)```", readme, re.DOTALL)
+    [claim_patch] = re.findall(
+        r"```yaml\n(  - patch: \|-\n\s+apiVersion: v1\n\s+kind: PersistentVolumeClaim\n.*?)```", readme, re.DOTALL
+    )
+    shutil.copytree(MANIFEST_DIR, tmp_path / "kubernetes")
+    kustomization = tmp_path / "kubernetes" / "kustomization.yaml"
+
+    def workers() -> int:
+        rendered = {(doc["kind"], doc["metadata"]["name"]): doc for doc in render(kustomization.parent)}
+        return check_training_cluster(rendered[("Job", "trainer")], rendered[("Service", "trainer-workers")])
+
+    assert workers() == 2
+    kustomization.write_text(kustomization.read_text() + patch)
+    assert workers() == 4
+    kustomization.write_text(kustomization.read_text() + claim_patch)
+    [claim] = [doc for doc in render(kustomization.parent) if doc["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and workers() == 4

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import CarStreamError, ConfigError
+from common.lifecycle import interrupt_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,9 @@ class Collective:
         os.environ["TF_CONFIG"] = cluster.tf_config()
         log.info("joining the cluster %s as worker %d", ", ".join(cluster.hosts), cluster.index)
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        # The strategy's coordination agent takes SIGTERM for its preemption notifier, which nothing here uses:
+        # a worker would ignore every polite stop (the launcher's, Kubernetes'). SIGTERM interrupts again.
+        interrupt_on_signals()
         log.info("%d replicas in sync", self.strategy.num_replicas_in_sync)
 
     def total(self, value: np.ndarray | float) -> np.ndarray:
@@ -145,10 +149,15 @@ class Collective:
         return self.from_chief(value, (length,))
 
 
+LOSS_SIGNS = ("heartbeat timeout", "Socket closed", "Connection reset", "Connection refused", "aborted")
+
+
 def lost_message(cluster: Cluster, exc: Exception) -> str:
+    """What the failed collective says about the lost worker: TensorFlow's message is pages of graph context
+    around one telling line."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    said = next((line for line in lines if "error:" not in line.lower()[-7:]), type(exc).__name__)
+    said = next((line for line in lines if any(sign in line for sign in LOSS_SIGNS)), type(exc).__name__)
     return (
-        f"another worker of the {cluster.size} stopped mid-training ({said[:300]}); the run is abandoned and no "
+        f"another worker of the {cluster.size} stopped mid-training ({said[:240]}); the run is abandoned and no "
         "model is written: start the training again"
     )

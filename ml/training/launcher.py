@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.2
 STOP_GRACE_S = 15.0
 PR_SET_PDEATHSIG = 1
+LAUNCHER_PID = "ML_TRAIN_LAUNCHER_PID"
 
 
 def free_loopback_ports(count: int) -> list[int]:
@@ -38,10 +39,16 @@ def free_loopback_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _die_with_launcher() -> None:
-    """In the child before exec: SIGTERM when the launcher dies, even by SIGKILL (Linux's parent-death signal),
-    so no worker is left waiting for a cluster that is gone."""
+def follow_launcher() -> None:
+    """In a worker the launcher started: SIGTERM when the launcher dies, even by SIGKILL (Linux's parent-death
+    signal), so that no worker is left waiting for a cluster that is gone. Set by the worker itself (a preexec_fn
+    in the launcher, which has TensorFlow's threads, could deadlock the fork); a launcher already gone ends it."""
+    launcher = os.environ.get(LAUNCHER_PID)
+    if launcher is None or not sys.platform.startswith("linux"):
+        return
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(launcher):
+        raise SystemExit(EXIT_INTERRUPTED)
 
 
 def _exit_reason(code: int) -> str:
@@ -67,9 +74,9 @@ def launch_local_workers(count: int, python_args: list[str]) -> int:
     log.info("starting %d training workers on %s", count, hosts)
     workers = []
     for index in range(count):
-        env = {**os.environ, "ML_WORKER_HOSTS": hosts, "ML_WORKER_INDEX": str(index)}
+        env = {**os.environ, "ML_WORKER_HOSTS": hosts, "ML_WORKER_INDEX": str(index), LAUNCHER_PID: str(os.getpid())}
         env.pop("TF_CONFIG", None)
-        workers.append(subprocess.Popen([sys.executable, *python_args], env=env, preexec_fn=_die_with_launcher))
+        workers.append(subprocess.Popen([sys.executable, *python_args], env=env))
     try:
         while True:
             codes = [worker.poll() for worker in workers]

@@ -50,7 +50,7 @@ from ml.training.evaluate import (
     episode_metrics,
     tradeoff,
 )
-from ml.training.launcher import launch_local_workers
+from ml.training.launcher import follow_launcher, launch_local_workers
 from ml.training.loop import Fitted, fit
 from ml.training.model import build_model, logit_model, with_calibration
 from ml.training.report import MODELS, targets, text_table, verdict, write_report
@@ -448,6 +448,7 @@ def main(argv: list[str]) -> int:
     cluster = cluster_from(settings.worker_hosts, settings.worker_index, settings.workers)
     setup_logging(tag=cluster.name if cluster.size > 1 else None)
     interrupt_on_signals()
+    follow_launcher()
     if settings.workers > 1 and cluster.size == 1:
         return launch_local_workers(settings.workers, ["-m", "ml", "train", *argv])
     if settings.workers not in (1, cluster.size):

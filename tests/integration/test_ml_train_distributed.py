@@ -3,9 +3,10 @@ through tensorflow-io and train one model with TensorFlow's MultiWorkerMirroredS
 
 - Two workers write one artifact with the one-process contract, its metadata naming the strategy, the workers and
   each worker's partitions and windows; its held-out figures lie within the spread of one-process training on the
-  same data over training seeds (measured, see ONE_WORKER_SPREAD); the predictor serves it.
+  same data over training seeds (measured, see ONE_WORKER); the predictor serves it.
 - A worker SIGKILLed mid-training ends the run with exit 1 and no model, whether the launcher watches the workers
-  (one machine) or they run as a cluster of their own (compose, Kubernetes: no launcher), and whichever worker dies.
+  (one machine) or they run as a cluster of their own (compose, Kubernetes: no launcher), and whichever worker dies;
+  a launcher SIGKILLed takes its workers with it.
 """
 
 from __future__ import annotations
@@ -207,4 +208,21 @@ def test_a_worker_killed_in_a_cluster_without_launcher_makes_the_other_exit_1_wi
         for worker in workers:
             worker.kill()
     assert "stopped mid-training" in logs[survivor].read_text() and "no model is written" in logs[survivor].read_text()
+    _no_model(model_dir)
+
+
+def test_a_killed_launcher_takes_its_workers_with_it(kafka_bootstrap, fleet_topic, tmp_path):
+    """SIGKILL gives the launcher no chance to stop anyone: the workers' parent-death signal ends them."""
+    model_dir, log = tmp_path / "models", tmp_path / "train.log"
+    args = _train_args(fleet_topic, model_dir, "--workers", "2", "--epochs", "25", "--patience", "25")
+    launcher = _start(args, log, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+    _wait_for(log, f"[worker 1 of 2] epoch {KILL_AT_EPOCH}:", launcher)
+    workers = _children(launcher.pid)
+    assert len(workers) == 2
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    deadline = time.monotonic() + EXIT_TIMEOUT_S
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), log.read_text()[-3000:]
     _no_model(model_dir)

@@ -26,16 +26,36 @@ from scripts.runtime.local import KafkaNode, MosquittoNode, free_port
 log = logging.getLogger("bench")
 
 SECTIONS = [
-    "machine", "simulator", "bridge", "ml_read", "training", "predictor", "java_serving", "e2e", "dashboard",
-    "security",
+    "machine", "simulator", "bridge", "ml_read", "training", "distributed_training", "predictor", "java_serving", "e2e",
+    "dashboard", "security",
 ]  # fmt: skip
 
 
+def _is_records(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+
+
 def _shown(value: object) -> str:
-    """Rates and seconds with one decimal; scores and shares (below 10) with three, so 0.55 and 0.60 differ."""
+    """Rates and seconds with one decimal; scores and shares (below 10) with three, so 0.55 and 0.60 differ;
+    smaller ones with three significant digits."""
+    if isinstance(value, list):
+        return ", ".join(_shown(item) for item in value)
     if not isinstance(value, float):
         return str(value)
+    if 0 < abs(value) < 0.01:
+        return f"{value:.3g}"  # seconds per reading
     return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
+
+
+def _records_table(title: str, records: list[dict]) -> Table:
+    """A list of records (a section's runs) as a table of its own: a row per figure, a column per record."""
+    table = Table(title=title, show_header=False)
+    table.add_column("figure")
+    for _ in records:
+        table.add_column(justify="right")
+    for name in records[0]:
+        table.add_row(name, *(_shown(record.get(name)) for record in records))
+    return table
 
 
 def available_sections() -> list[str]:
@@ -58,12 +78,19 @@ def print_table(results: dict, console: Console) -> None:
     table.add_column("section")
     table.add_column("figure")
     table.add_column("value", justify="right")
+    records = []
     for section, figures in results.items():
+        first = section  # the section's name on its first row only
         for key, value in figures.items():
+            if _is_records(value):
+                records.append(_records_table(f"{section}.{key}", value))
+                value = "(table below)"
             for name, shown in value.items() if isinstance(value, dict) else [("", value)]:
-                table.add_row(section, f"{key}.{name}" if name else key, _shown(shown))
-                section = ""
+                table.add_row(first, f"{key}.{name}" if name else key, _shown(shown))
+                first = ""
     console.print(table)
+    for each in records:
+        console.print(each)
 
 
 def main(argv: list[str] | None = None) -> int:

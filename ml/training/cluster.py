@@ -19,8 +19,10 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import tensorflow as tf
@@ -124,6 +126,16 @@ class Collective:
         # a worker would ignore every polite stop (the launcher's, Kubernetes'). SIGTERM interrupts again.
         interrupt_on_signals()
         log.info("%d replicas in sync", self.strategy.num_replicas_in_sync)
+
+    def leave(self, code: int) -> NoReturn:
+        """End this worker now, its output flushed. A normal exit runs TensorFlow's coordination-service shutdown,
+        which waits for every worker at a barrier: measured in `make bench`, the processes of a run outlived its
+        model by 9 s with two workers and 44 s with four, doing nothing. Everything is written by now: the
+        artifact is complete (renamed when whole) and the Kafka readers are closed."""
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
     def total(self, value: np.ndarray | float) -> np.ndarray:
         """The sum of every worker's `value` (the same shape on each), as float64."""

@@ -454,11 +454,15 @@ def main(argv: list[str]) -> int:
     if settings.workers not in (1, cluster.size):
         raise ConfigError(f"--workers {settings.workers} but the cluster names {cluster.size} workers")
     log.info("training with %s", describe(settings))
+    collective = Collective(cluster)
+    path, code = None, 0
     try:
-        path = train(settings, Collective(cluster))
+        path = train(settings, collective)
     except WorkerLost as exc:
         log.error("%s", exc)
-        return EXIT_FAILED
+        code = EXIT_FAILED
     if path is not None:
         print(path)
-    return 0
+    if cluster.size > 1:
+        collective.leave(code)
+    return code

@@ -132,13 +132,14 @@ def read_decodable(secured: Secured, topic: str, schema: dict) -> list[tuple[int
     return records
 
 
-@pytest.mark.parametrize("serving", ["python", "java"])
+@pytest.mark.parametrize(("serving", "train_workers"), [("python", 1), ("java", 2)])
 def test_the_whole_chain_with_security_on_predicts_every_live_reading(
-    secured: Secured, tmp_path: Path, serving: str
+    secured: Secured, tmp_path: Path, serving: str, train_workers: int
 ) -> None:
-    """`make demo SECURE=1 [SERVING=java]` on these servers: every service with its own identity (simulator: a login
-    per car; the Java serving program as streams-predictor, after its application's reset), every (car_id, seq)
-    published arrives in car-sensor and gets its prediction."""
+    """`make demo SECURE=1 [SERVING=java TRAIN_WORKERS=2]` on these servers: every service with its own identity
+    (simulator: a login per car; two training workers, each as trainer; the Java serving program as
+    streams-predictor, after its application's reset), every (car_id, seq) published arrives in car-sensor and
+    gets its prediction."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": secured.bootstrap,
@@ -151,7 +152,7 @@ def test_the_whole_chain_with_security_on_predicts_every_live_reading(
         sys.executable, "-m", "scripts.demo", "--runtime", "external", "--secure", "--plain",
         "--cars", str(DEMO_CARS), "--duration", "20", "--history-cars", "20", "--history-readings", "150",
         "--epochs", "2", "--model-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "logs"),
-        "--serving", serving,
+        "--serving", serving, "--train-workers", str(train_workers),
     ]  # fmt: skip
     process = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
     output = process.stdout + process.stderr
@@ -159,6 +160,7 @@ def test_the_whole_chain_with_security_on_predicts_every_live_reading(
     summary = json.loads((tmp_path / "logs" / "summary.json").read_text())
     assert summary["predicted"] == summary["in_kafka"] == summary["published"] > 0
     assert summary["serving"] == serving
+    assert summary["model"]["training"]["workers"] == train_workers
     assert "secured (Kafka SASL_SSL + ACLs, MQTT TLS + a password per car)" in output
 
     published = summary["published"]

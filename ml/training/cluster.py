@@ -43,6 +43,10 @@ class WorkerLost(CarStreamError):
     """Another worker of the cluster stopped (crashed, killed, preempted) while this one needed it."""
 
 
+LOST_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.InternalError)
+"""What a collective raises when a worker it waits for is gone."""
+
+
 @dataclass(frozen=True)
 class Cluster:
     hosts: tuple[str, ...]
@@ -127,16 +131,6 @@ class Collective:
         interrupt_on_signals()
         log.info("%d replicas in sync", self.strategy.num_replicas_in_sync)
 
-    def leave(self, code: int) -> NoReturn:
-        """End this worker now, its output flushed. A normal exit runs TensorFlow's coordination-service shutdown,
-        which waits for every worker at a barrier: measured in `make bench`, the processes of a run outlived its
-        model by 9 s with two workers and 44 s with four, doing nothing. Everything is written by now: the
-        artifact is complete (renamed when whole) and the Kafka readers are closed."""
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
     def total(self, value: np.ndarray | float) -> np.ndarray:
         """The sum of every worker's `value` (the same shape on each), as float64."""
         value = np.asarray(value, np.float64)
@@ -145,7 +139,7 @@ class Collective:
         try:
             per_replica = self.strategy.run(lambda: tf.constant(value))
             return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
-        except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.InternalError) as exc:
+        except LOST_ERRORS as exc:
             raise WorkerLost(lost_message(self.cluster, exc)) from exc
 
     def from_chief(self, value: np.ndarray | float | None, shape: tuple[int, ...] = ()) -> np.ndarray:
@@ -159,6 +153,17 @@ class Collective:
         """A 1-D array of the chief's, of a length the others do not know."""
         length = int(self.from_chief(None if value is None else len(value)))
         return self.from_chief(value, (length,))
+
+
+def leave(code: int) -> NoReturn:
+    """End this worker of a cluster now, its output flushed. A normal exit runs TensorFlow's coordination-service
+    shutdown, which waits for every worker at a barrier: measured in `make bench`, the processes of a run outlived
+    its model by 9 s with two workers and 44 s with four, doing nothing. Everything is written by now: the
+    artifact is complete (renamed when whole) and the Kafka readers are closed."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 LOSS_SIGNS = ("heartbeat timeout", "Socket closed", "Connection reset", "Connection refused", "aborted")

@@ -29,13 +29,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ml.training.cluster import Collective, WorkerLost, lost_message
+from ml.training.cluster import LOST_ERRORS, Collective, WorkerLost, lost_message
 from ml.training.dataset import TrainingDataError, WindowSet, tf_dataset
 
 log = logging.getLogger(__name__)
 
 VALIDATION_BATCH = 2048
-LOST = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.InternalError)
 
 
 @dataclass
@@ -147,7 +146,7 @@ def fit(
                 best, best_weights, waited = val_pr_auc, model.get_weights(), 0
             elif waited >= patience and epoch > 0:
                 break
-    except LOST as exc:
+    except LOST_ERRORS as exc:
         raise WorkerLost(lost_message(cluster, exc)) from exc
     seconds = time.monotonic() - started
     published = build()  # plain variables: what calibration, evaluation and the artifact use, as in one process

@@ -33,7 +33,7 @@ from ml.features import Series, gather_windows, series_from_records, window_ends
 from ml.source import PartitionRange, TopicRange, read_records, resolve_range
 from ml.training.baseline import Scorer, fit_gbm, fit_logistic, fit_prevalence
 from ml.training.calibration import brier, fit_platt, logit
-from ml.training.cluster import ONE_PROCESS, SINGLE, STRATEGY, Cluster, Collective, WorkerLost, cluster_from
+from ml.training.cluster import ONE_PROCESS, SINGLE, STRATEGY, Cluster, Collective, WorkerLost, cluster_from, leave
 from ml.training.dataset import (
     CarSplit,
     TrainingDataError,
@@ -464,5 +464,5 @@ def main(argv: list[str]) -> int:
     if path is not None:
         print(path)
     if cluster.size > 1:
-        collective.leave(code)
+        leave(code)
     return code

@@ -55,6 +55,13 @@ def _exit_reason(code: int) -> str:
     return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
 
 
+def failure_report(failed: list[tuple[int, int]]) -> str:
+    """The failed workers, (index, exit code) each, those killed by a signal first: a killed worker's peers fail
+    at once, and by the next look the launcher may see them all; the killed one is the cause."""
+    ordered = sorted(failed, key=lambda failure: (failure[1] > 0, failure[0]))
+    return ", ".join(f"worker {index} {_exit_reason(code)}" for index, code in ordered)
+
+
 def _stop(workers: list[subprocess.Popen]) -> None:
     for worker in workers:
         if worker.poll() is None:
@@ -82,10 +89,7 @@ def launch_local_workers(count: int, python_args: list[str]) -> int:
             codes = [worker.poll() for worker in workers]
             failed = [(index, code) for index, code in enumerate(codes) if code not in (None, 0)]
             if failed:
-                index, code = failed[0]
-                log.error(
-                    "training worker %d %s: stopping the other workers; no model was written", index, _exit_reason(code)
-                )
+                log.error("training %s: stopping the other workers; no model was written", failure_report(failed))
                 _stop(workers)
                 return EXIT_FAILED
             if all(code == 0 for code in codes):

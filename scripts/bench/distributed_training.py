@@ -28,6 +28,7 @@ from scripts.bench.context import BenchContext, MachineSampler, python_module, r
 from scripts.demo.plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, MAX_CARS
 from scripts.demo.summary import latest_model_metadata
 from scripts.runtime.local import ROOT
+from scripts.testkit.processes import child_pids, worker_index
 from scripts.testkit.readings import write_readings
 from simulator.fleet import FleetConfig, generate_readings
 
@@ -125,29 +126,6 @@ def _status_kb(pid: int, field: str) -> int | None:
     return None
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _worker_index(pid: int) -> int | None:
-    """ML_WORKER_INDEX of a launched worker (None before its exec, or for any other child)."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    value = next((item.split(b"=", 1)[1] for item in environ if item.startswith(b"ML_WORKER_INDEX=")), None)
-    return int(value) if value is not None else None
-
-
 class PeakRss:
     """Peak RSS (VmHWM, the kernel's own high-water mark) of a training run's processes, polled while it runs:
     with one worker the process itself, with several the launcher and each worker it started."""
@@ -162,8 +140,8 @@ class PeakRss:
             self.kb[0 if self.workers == 1 else "launcher"] = launcher
         if self.workers == 1:
             return
-        for child in _children(self.pid):
-            index, peak = _worker_index(child), _status_kb(child, "VmHWM:")
+        for child in child_pids(self.pid):
+            index, peak = worker_index(child), _status_kb(child, "VmHWM:")
             if index is not None and peak is not None:
                 self.kb[index] = max(self.kb.get(index, 0), peak)
 

@@ -29,6 +29,7 @@ from ml.training.launcher import free_loopback_ports
 from scripts.runtime.local import ROOT
 from scripts.testkit.kafka import delete_topics, unique
 from scripts.testkit.predictor import Stream, covered
+from scripts.testkit.processes import child_pids, worker_index
 from scripts.testkit.readings import write_readings
 from scripts.testkit.services import python_env, run_module
 from simulator.fleet import generate_readings
@@ -115,28 +116,6 @@ def test_the_predictor_serves_the_two_worker_model(
 # -- a worker killed mid-training -----------------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _worker_index(pid: int) -> int | None:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    values = [item.split(b"=", 1)[1] for item in environ if item.startswith(b"ML_WORKER_INDEX=")]
-    return int(values[0]) if values else None
-
-
 def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while text not in log.read_text(errors="replace"):
@@ -166,7 +145,7 @@ def test_a_worker_killed_under_the_launcher_ends_the_run_with_exit_1_and_no_mode
     launcher = _start(args, log, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
     try:
         _wait_for(log, f"[worker {killed} of 2] epoch {KILL_AT_EPOCH}:", launcher)
-        workers = {_worker_index(pid): pid for pid in _children(launcher.pid)}
+        workers = {worker_index(pid): pid for pid in child_pids(launcher.pid)}
         assert set(workers) == {0, 1}, workers
         os.kill(workers[killed], signal.SIGKILL)
         assert launcher.wait(EXIT_TIMEOUT_S) == 1, log.read_text()[-3000:]
@@ -217,7 +196,7 @@ def test_a_killed_launcher_takes_its_workers_with_it(kafka_bootstrap, fleet_topi
     args = _train_args(fleet_topic, model_dir, "--workers", "2", "--epochs", "25", "--patience", "25")
     launcher = _start(args, log, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
     _wait_for(log, f"[worker 1 of 2] epoch {KILL_AT_EPOCH}:", launcher)
-    workers = _children(launcher.pid)
+    workers = child_pids(launcher.pid)
     assert len(workers) == 2
     launcher.send_signal(signal.SIGKILL)
     launcher.wait()

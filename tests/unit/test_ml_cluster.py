@@ -11,7 +11,7 @@ import pytest
 from common.errors import ConfigError
 from ml.source import PartitionRange, TopicRange
 from ml.training.cluster import SINGLE, Cluster, cluster_from
-from ml.training.launcher import _exit_reason, free_loopback_ports
+from ml.training.launcher import _exit_reason, failure_report, free_loopback_ports
 from ml.training.train import car_key, worker_share
 
 
@@ -87,3 +87,9 @@ def test_free_loopback_ports_are_distinct():
 def test_exit_reasons_name_the_signal():
     assert _exit_reason(-9) == "was killed by SIGKILL"
     assert _exit_reason(2) == "exited with code 2"
+
+
+def test_a_killed_worker_is_named_first_among_the_failed():
+    """Its peers fail within the same look of the launcher: the report starts with the cause."""
+    assert failure_report([(0, 1), (1, -9)]) == "worker 1 was killed by SIGKILL, worker 0 exited with code 1"
+    assert failure_report([(2, 1), (0, 2)]) == "worker 0 exited with code 2, worker 2 exited with code 1"

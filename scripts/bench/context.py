@@ -63,6 +63,17 @@ def task_cpu_seconds(task: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def status_kb(pid: int, field: str) -> int | None:
+    """A kB figure of /proc/<pid>/status (`VmRSS:`, `VmHWM:`), None once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return None
+
+
 class ProcessSampler:
     """Samples a process's RSS and CPU time from /proc while it runs; peak RSS in MB, CPU in percent of one core."""
 
@@ -85,13 +96,7 @@ class ProcessSampler:
             return 0.0
 
     def _rss_mb(self) -> float:
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except FileNotFoundError:
-            pass
-        return 0.0
+        return (status_kb(self.pid, "VmRSS:") or 0) / 1024
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.training.settings import FitSettings
-from scripts.bench.context import BenchContext, MachineSampler, python_module, run_module
+from scripts.bench.context import BenchContext, MachineSampler, python_module, run_module, status_kb
 from scripts.demo.plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, MAX_CARS
 from scripts.demo.summary import latest_model_metadata
 from scripts.runtime.local import ROOT
@@ -116,16 +116,6 @@ def fleet_day(
     }
 
 
-def _status_kb(pid: int, field: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return None
-
-
 class PeakRss:
     """Peak RSS (VmHWM, the kernel's own high-water mark) of a training run's processes, polled while it runs:
     with one worker the process itself, with several the launcher and each worker it started."""
@@ -135,13 +125,13 @@ class PeakRss:
         self.kb: dict[int | str, int] = {}
 
     def poll(self) -> None:
-        launcher = _status_kb(self.pid, "VmHWM:")
+        launcher = status_kb(self.pid, "VmHWM:")
         if launcher is not None:
             self.kb[0 if self.workers == 1 else "launcher"] = launcher
         if self.workers == 1:
             return
         for child in child_pids(self.pid):
-            index, peak = worker_index(child), _status_kb(child, "VmHWM:")
+            index, peak = worker_index(child), status_kb(child, "VmHWM:")
             if index is not None and peak is not None:
                 self.kb[index] = max(self.kb.get(index, 0), peak)
 

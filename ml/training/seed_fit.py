@@ -16,7 +16,8 @@ readings before it (W <= n / 2).
 
 A model needs failures to learn from, and held-out cars to measure it on: at least `MIN_FAILING_CARS` cars whose
 failure starts in the records after a labelled window, one each for training, validation and test. Fewer, and no
-model is trained (the labels are never made up).
+model is trained (the labels are never made up); a model whose validation or test cars hold no failure after all
+is not saved.
 """
 
 from __future__ import annotations
@@ -168,3 +169,16 @@ def require_failures(held: RecordsHeld, fit: WindowFit, failures: dict[str, int]
         "records that hold failures: more of them (--train-records) or a START_OFFSET where failures are "
         "(ml/README.md, the seed's form)"
     )
+
+
+def require_measured(positives: dict[str, int]) -> None:
+    """TrainingDataError unless the validation and test cars of the split hold a labelled failure (`positives`:
+    the trained model's `training.positives`). The split is stratified by cars with any failed reading, so a car
+    already failed at the range's start (no onset in it) can take a held-out place of a car with an onset."""
+    empty = [name for name in ("validation", "test") if positives.get(name, 0) == 0]
+    if empty:
+        raise TrainingDataError(
+            f"the {' and '.join(empty)} cars of the split hold no labelled failure (positive windows per split: "
+            f"{positives}): the model cannot be calibrated and measured, so it was not saved and nothing was "
+            "predicted. Train on records that hold more failures (--train-records, or another START_OFFSET)"
+        )

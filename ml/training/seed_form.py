@@ -5,7 +5,7 @@ with the window W and horizon H fitted to what those records hold (ml/training/s
 the artifact (its metadata's `seed_form` says how W and H were chosen), predicts each of the following
 --predict-records readings from the window of W readings of its car that ends at it, and writes the predictions
 as Avro (schemas/car_failure_prediction.avsc, key = car_id) to the result topic when one is given. It prints the
-artifact's path. When the training records hold too few failures to train and measure a model, it trains nothing,
+artifact's path. When the training records hold too few failures to train and measure a model, it saves no model,
 writes nothing and exits 2 with the numbers (`error: ...`).
 """
 
@@ -31,7 +31,7 @@ from ml.features import feature_matrix, gather_windows, series_from_records
 from ml.ood import OodScorer, out_of_range
 from ml.source import SourceRecord, TopicRange, read_records, resolve_range
 from ml.training.dataset import TrainingDataError
-from ml.training.seed_fit import failing_cars, fit_window, records_held, require_failures
+from ml.training.seed_fit import failing_cars, fit_window, records_held, require_failures, require_measured
 from ml.training.settings import SeedFormSettings
 from ml.training.train import fit_and_evaluate, save_trained, source_description
 
@@ -97,7 +97,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ml",
         usage="python -m ml SERVERS TOPIC START_OFFSET [RESULT_TOPIC] [options]",
-        description="The seed's form: train on the first records from START_OFFSET, predict the following ones.",
+        description="The seed's form: train on the first records from START_OFFSET (window and horizon fitted to "
+        "them unless given), predict the following ones.",
     )
     parser.add_argument("kafka_bootstrap_servers", metavar="SERVERS", help="Kafka bootstrap servers")
     parser.add_argument("topic", metavar="TOPIC", help="topic of the readings (Avro)")
@@ -133,6 +134,7 @@ def main(argv: list[str]) -> int:
     fitted = settings.model_copy(update={"window": fit.window, "horizon": fit.horizon})
     source = source_description(topic_range, settings.reader, len(history), result.rejected)
     trained = fit_and_evaluate(series, fitted, source)
+    require_measured(trained.metadata["training"]["positives"])
     seed_form = {
         "train_records": settings.train_records,
         "predict_records": settings.predict_records,

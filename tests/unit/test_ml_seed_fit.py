@@ -17,6 +17,7 @@ from ml.training.seed_fit import (
     fit_window,
     records_held,
     require_failures,
+    require_measured,
 )
 from simulator.fleet import generate_readings
 
@@ -103,3 +104,11 @@ def test_failing_cars_counts_the_cars_whose_onset_has_a_labelled_window_before_i
     assert failures["cars_with_labelled_onset"] == len(positive_cars) >= 3
     assert failures["onsets"] >= failures["cars_with_onset"] >= failures["cars_with_labelled_onset"]
     require_failures(records_held(series), fit, failures, "")  # enough: no error
+
+
+def test_a_split_whose_held_out_cars_hold_no_failure_is_not_saved():
+    require_measured({"train": 40, "validation": 5, "test": 3})
+    with pytest.raises(TrainingDataError, match="the test cars of the split hold no labelled failure"):
+        require_measured({"train": 40, "validation": 5, "test": 0})
+    with pytest.raises(TrainingDataError, match="the validation and test cars"):
+        require_measured({"train": 40, "validation": 0, "test": 0})

@@ -12,8 +12,9 @@ USAGE = """usage: python -m ml train [options]         train the LSTM on a bound
        python -m ml drift [options]         recent car-sensor data against the serving model's training data:
                                             an HTML report per feature (PSI, KS, share outside the training range)
        python -m ml SERVERS TOPIC START_OFFSET [RESULT_TOPIC] [options]
-                                            the seed's form: train on the first records from START_OFFSET,
-                                            predict the following ones (to RESULT_TOPIC when given)
+                                            the seed's form: train on the first records from START_OFFSET
+                                            (window and horizon fitted to them), predict the following ones
+                                            (to RESULT_TOPIC when given)
 
 `python -m ml <command> --help` explains each command's options and their environment variables. The console
 script `car-ml` is the same command (`car-ml train`, `car-ml predict`, ...)."""

@@ -1,9 +1,12 @@
 """The seed's command line: `python -m ml <bootstrap servers> <topic> <start offset> [result topic]`.
 
 Trains on the first --train-records readings from the start offset (in event-time order over all partitions),
-saves the artifact, predicts each of the following --predict-records readings from the window of W readings of
-its car that ends at it, and writes the predictions as Avro (schemas/car_failure_prediction.avsc, key = car_id)
-to the result topic when one is given.
+with the window W and horizon H fitted to what those records hold (ml/training/seed_fit.py) unless given, saves
+the artifact (its metadata's `seed_form` says how W and H were chosen), predicts each of the following
+--predict-records readings from the window of W readings of its car that ends at it, and writes the predictions
+as Avro (schemas/car_failure_prediction.avsc, key = car_id) to the result topic when one is given. It prints the
+artifact's path. When the training records hold too few failures to train and measure a model, it saves no model,
+writes nothing and exits 2 with the numbers (`error: ...`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 from confluent_kafka import Producer
@@ -25,8 +29,9 @@ from common.schemas import PREDICTION
 from ml import artifact
 from ml.features import feature_matrix, gather_windows, series_from_records
 from ml.ood import OodScorer, out_of_range
-from ml.source import SourceRecord, read_records, resolve_range
+from ml.source import SourceRecord, TopicRange, read_records, resolve_range
 from ml.training.dataset import TrainingDataError
+from ml.training.seed_fit import failing_cars, fit_window, records_held, require_failures, require_measured
 from ml.training.settings import SeedFormSettings
 from ml.training.train import fit_and_evaluate, save_trained, source_description
 
@@ -92,7 +97,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ml",
         usage="python -m ml SERVERS TOPIC START_OFFSET [RESULT_TOPIC] [options]",
-        description="The seed's form: train on the first records from START_OFFSET, predict the following ones.",
+        description="The seed's form: train on the first records from START_OFFSET (window and horizon fitted to "
+        "them unless given), predict the following ones.",
     )
     parser.add_argument("kafka_bootstrap_servers", metavar="SERVERS", help="Kafka bootstrap servers")
     parser.add_argument("topic", metavar="TOPIC", help="topic of the readings (Avro)")
@@ -108,7 +114,8 @@ def main(argv: list[str]) -> int:
 
     wanted = settings.train_records + settings.predict_records
     kafka = (settings.kafka_bootstrap_servers, settings.kafka_security)
-    topic_range = resolve_range(*kafka, settings.topic, settings.start_offset, None, wanted)
+    whole = resolve_range(*kafka, settings.topic, settings.start_offset)
+    topic_range = TopicRange(whole.topic, tuple(replace(p, end=min(p.end, p.start + wanted)) for p in whole.partitions))
     result = read_records(*kafka, topic_range, settings.reader, settings.schema_registry_url)
     readings = _event_order(result.records)[:wanted]
     history, following = readings[: settings.train_records], readings[settings.train_records :]
@@ -117,9 +124,26 @@ def main(argv: list[str]) -> int:
             f"{settings.topic} holds {len(history)} records from offset {settings.start_offset}, "
             f"fewer than --train-records {settings.train_records}"
         )
+    series = series_from_records(history)
+    held = records_held(series)
+    fit = fit_window(held, settings.window, settings.horizon)
+    log.info("window and horizon: W=%d, H=%d: %s", fit.window, fit.horizon, fit.reason)
+    failures = failing_cars(series, fit)
+    log.info("failures in the training records: %s", failures)
+    require_failures(held, fit, failures, _beyond(whole, settings))
+    fitted = settings.model_copy(update={"window": fit.window, "horizon": fit.horizon})
     source = source_description(topic_range, settings.reader, len(history), result.rejected)
-    trained = fit_and_evaluate(series_from_records(history), settings, source)
-    model = artifact.load(save_trained(trained, settings.model_dir))
+    trained = fit_and_evaluate(series, fitted, source)
+    require_measured(trained.metadata["training"]["positives"])
+    seed_form = {
+        "train_records": settings.train_records,
+        "predict_records": settings.predict_records,
+        **fit.as_dict(),
+        "failures": failures,
+    }
+    trained.metadata["seed_form"] = trained.report["seed_form"] = seed_form
+    path = save_trained(trained, settings.model_dir)
+    model = artifact.load(path)
     predictions = predict_following(model, history, following)
     alerts = sum(p >= model.threshold for _, p in predictions)
     log.info(
@@ -132,4 +156,14 @@ def main(argv: list[str]) -> int:
     )
     if args.result_topic:
         write_predictions(settings, args.result_topic, model, predictions)
+    print(path)
     return 0
+
+
+def _beyond(whole: TopicRange, settings: SeedFormSettings) -> str:
+    """What the topic holds from the start offset, for the advice of a refusal."""
+    more = whole.count - settings.train_records - settings.predict_records
+    held = f"{settings.topic} holds {whole.count} records from offset {settings.start_offset}"
+    if more <= 0:
+        return f"{held}: none beyond these."
+    return f"{held}: --train-records up to {whole.count - settings.predict_records} would read them."

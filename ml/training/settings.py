@@ -58,6 +58,11 @@ class TrainSettings(FitSettings):
 class SeedFormSettings(FitSettings):
     """The seed's `python -m ml <servers> <topic> <start offset> [result topic]`."""
 
+    # Unset here: fitted to the records (ml/training/seed_fit.py); the seed form trains with a copy that sets them.
+    window: int | None = Field(None, ge=2, description="Readings per window (W); unset: fitted to the training records")
+    horizon: int | None = Field(
+        None, ge=1, description="Label: a failure starts within the next H readings; unset: fitted to the records"
+    )
     train_records: int = Field(1000, ge=1, description="Records from the start offset to train on")
     predict_records: int = Field(200, ge=1, description="Records after those to predict")
     ood_threshold: float = Field(

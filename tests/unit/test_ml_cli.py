@@ -30,6 +30,8 @@ def test_flags_fall_back_to_ml_variables(monkeypatch):
     assert settings.kafka_bootstrap_servers == "kafka:19092"
     assert settings.model_dir == MODEL_DIR
     assert SeedFormSettings().train_records == 1000 and SeedFormSettings().predict_records == 200
+    # The seed form fits W and H to its records unless given (ml/training/seed_fit.py); ML_WINDOW gives W.
+    assert (SeedFormSettings().window, SeedFormSettings().horizon) == (30, None)
 
 
 def test_invalid_settings_are_one_clear_error(monkeypatch):

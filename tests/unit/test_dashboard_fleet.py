@@ -10,7 +10,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from dashboard.fleet import DURING, FOLLOWED, NO_FAILURE, OPEN, Fleet, page_of
-from dashboard.sources import Endpoint, parse_metrics_urls, report_metrics
+from dashboard.model import report_metrics
+from dashboard.sources import Endpoint, parse_metrics_urls
 from ml.serving import metrics as predictor_metrics
 
 # What the Java serving program (ml/streams/, Prometheus' Java client) serves, as a run of it wrote it.

@@ -48,6 +48,10 @@ class Ring:
         return self.time.shape[1]
 
     @property
+    def point_bytes(self) -> int:
+        return self.time.itemsize + sum(np.dtype(dtype).itemsize * width for dtype, width in self.columns.values())
+
+    @property
     def nbytes(self) -> int:
         return self.time.nbytes + sum(a.nbytes for a in self.data.values()) + self.head.nbytes + self.count.nbytes
 
@@ -166,6 +170,13 @@ class CarHistory:
             },
             "failure_periods": failure_periods(time_r, failed),
         }
+
+    def bound_bytes(self) -> int:
+        """The most its arrays ever take: `total_points` readings and predictions, and each row's two counters
+        per ring, for the most rows the budget allows."""
+        point = self.readings.point_bytes + self.predictions.point_bytes
+        most_rows = self.total_points // MIN_POINTS
+        return self.total_points * point + most_rows * 4 * self.readings.head.itemsize
 
     def describe(self) -> dict[str, int | bool]:
         """The budget and what it holds now (the car endpoint's `kept`)."""

@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,17 @@ def rates(
         delta = None if new[stage] is None or old[stage] is None or now <= then else new[stage] - old[stage]
         result[stage] = round(delta / (now - then), 2) if delta is not None and delta >= 0 else None
     return result
+
+
+def window_rates(history: Sequence[dict[str, Any]], seconds: float) -> dict[str, float | None]:
+    """Each stage's rate over the last `seconds` of the history (its newest point against the newest one at least
+    that much older, or the oldest): a pipeline that carries its records in bursts (a busy machine, a bridge
+    holding MQTT back) has 1 s windows with none while the records flow, and its rate must not read 0 then."""
+    if len(history) < 2:
+        return {}
+    latest = history[-1]
+    base = next((p for p in reversed(history) if p["t"] <= latest["t"] - seconds), history[0])
+    return rates((base["t"], base["totals"]), (latest["t"], latest["totals"]))
 
 
 class Sampler:
@@ -169,14 +181,9 @@ class Sampler:
     # -- for the page ---------------------------------------------------------------------------------------------
 
     def stages(self) -> list[dict[str, Any]]:
-        """Each stage's total and its rate over the last RATE_WINDOW_S: a pipeline that carries its records in
-        bursts (a busy machine, a bridge holding MQTT back) has 1 s windows with none while the records flow."""
         totals = self.totals()
         with self.lock:
-            latest = self.history[-1] if self.history else None
-            base = next((p for p in reversed(self.history) if latest and p["t"] <= latest["t"] - RATE_WINDOW_S), None)
-            base = base or (self.history[0] if len(self.history) > 1 else None)
-        window = rates((base["t"], base["totals"]), (latest["t"], latest["totals"])) if base and latest else {}
+            window = window_rates(self.history, RATE_WINDOW_S)
         return [
             {"name": name, "label": label, "total": totals[name], "rate": window.get(name)} for name, label in STAGES
         ]

@@ -18,6 +18,8 @@ a prediction: with the 18 fields of the reading schema v2, 94 bytes, 94 MB for t
 
 from __future__ import annotations
 
+from array import array
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -34,55 +36,68 @@ WARNED, SUPPRESSED, OOD = 1, 2, 4
 
 
 class Ring:
-    """One ring per row: `time` (event time, ms) and the given columns, `head` the next slot, `count` the filled."""
+    """One ring per row: `time` (event time, ms) and the given columns in numpy arrays; per row, in plain arrays
+    (a Python int per read, several times cheaper than a numpy scalar on this per-record path): `head` the next
+    slot, `count` the filled ones, `newest` the newest point's time."""
 
     def __init__(self, rows: int, per_car: int, columns: dict[str, tuple[np.dtype, int]]) -> None:
         self.columns = columns
+        self.per_car = per_car
         self.time = np.zeros((rows, per_car), np.int64)
-        self.data = {name: np.zeros((rows, per_car, width), dtype) for name, (dtype, width) in columns.items()}
-        self.head = np.zeros(rows, np.int32)
-        self.count = np.zeros(rows, np.int32)
+        self.data = [np.zeros((rows, per_car, width), dtype) for dtype, width in columns.values()]
+        self.head = array("i", bytes(4 * rows))
+        self.count = array("i", bytes(4 * rows))
+        self.newest = array("q", bytes(8 * rows))
 
     @property
-    def per_car(self) -> int:
-        return self.time.shape[1]
+    def rows(self) -> int:
+        return len(self.head)
 
     @property
     def point_bytes(self) -> int:
         return self.time.itemsize + sum(np.dtype(dtype).itemsize * width for dtype, width in self.columns.values())
 
     @property
+    def row_bytes(self) -> int:
+        return self.head.itemsize + self.count.itemsize + self.newest.itemsize
+
+    @property
     def nbytes(self) -> int:
-        return self.time.nbytes + sum(a.nbytes for a in self.data.values()) + self.head.nbytes + self.count.nbytes
+        return self.time.nbytes + sum(a.nbytes for a in self.data) + self.rows * self.row_bytes
 
-    def append(self, row: int, event_time: int, values: dict[str, Any]) -> None:
+    def append(self, row: int, event_time: int, *values: Any) -> None:
         """Appends unless the row's newest point is as new or newer (a duplicate, a record out of order)."""
-        count, head = self.count[row], self.head[row]
-        if count and self.time[row, head - 1] >= event_time:  # head - 1 == -1 wraps to the last slot: right
+        count = self.count[row]
+        if count and self.newest[row] >= event_time:
             return
+        head = self.head[row]
         self.time[row, head] = event_time
-        for name, value in values.items():
-            self.data[name][row, head] = value
-        self.head[row] = (head + 1) % self.per_car
-        self.count[row] = min(count + 1, self.per_car)
+        for column, value in zip(self.data, values, strict=True):
+            column[row, head] = value
+        self.newest[row] = event_time
+        self.head[row] = head + 1 if head + 1 < self.per_car else 0
+        if count < self.per_car:
+            self.count[row] = count + 1
 
-    def read(self, row: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def read(self, row: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """The row's points, oldest first."""
-        count, head = int(self.count[row]), int(self.head[row])
-        index = (np.arange(head - count, head)) % self.per_car
-        return self.time[row, index], {name: a[row, index] for name, a in self.data.items()}
+        count, head = self.count[row], self.head[row]
+        index = np.arange(head - count, head) % self.per_car
+        return self.time[row, index], [a[row, index] for a in self.data]
 
     def resized(self, rows: int, per_car: int) -> Ring:
         """A copy with `rows` rows of `per_car` points, each row keeping its newest points, oldest first."""
         ring = Ring(rows, per_car, self.columns)
-        old_rows, keep = len(self.head), min(per_car, self.per_car)
+        old_rows, keep = self.rows, min(per_car, self.per_car)
         # the newest `keep` slots of each row, oldest first (slots not filled yet come first, uncounted)
-        index = (self.head[:, None] - keep + np.arange(keep)[None, :]) % self.per_car
+        heads = np.frombuffer(self.head, np.int32)
+        index = (heads[:, None] - keep + np.arange(keep)[None, :]) % self.per_car
         ring.time[:old_rows, :keep] = np.take_along_axis(self.time, index, axis=1)
-        for name, a in self.data.items():
-            ring.data[name][:old_rows, :keep] = np.take_along_axis(a, index[:, :, None], axis=1)
-        ring.count[:old_rows] = np.minimum(self.count, keep)
-        ring.head[:old_rows] = keep % per_car
+        for new, old in zip(ring.data, self.data, strict=True):
+            new[:old_rows, :keep] = np.take_along_axis(old, index[:, :, None], axis=1)
+        np.frombuffer(ring.count, np.int32)[:old_rows] = np.minimum(np.frombuffer(self.count, np.int32), keep)
+        np.frombuffer(ring.head, np.int32)[:old_rows] = keep % per_car
+        ring.newest[:old_rows] = self.newest
         return ring
 
 
@@ -98,6 +113,7 @@ class CarHistory:
         if max_per_car < MIN_POINTS or total_points < max_per_car:
             raise ValueError(f"car history: need {MIN_POINTS} <= points per car <= total points")
         self.fields = fields
+        self._sensors = itemgetter(*fields)
         self.total_points = total_points
         self.max_per_car = max_per_car
         self.rows: dict[str, int] = {}
@@ -122,7 +138,7 @@ class CarHistory:
         row = self.rows.get(car_id)
         if row is not None or self.full:
             return row
-        if len(self.rows) == len(self.readings.head):
+        if len(self.rows) == self.readings.rows:
             rows, per_car = self._shape(2 * len(self.rows))
             if per_car < MIN_POINTS:
                 self.full = True
@@ -135,26 +151,26 @@ class CarHistory:
     def add_reading(self, r: dict[str, Any]) -> None:
         row = self._row(r["car_id"])
         if row is not None:
-            sensors = [np.nan if (v := r.get(name)) is None else v for name in self.fields]
-            values = {"sensors": sensors, "failed": bool(r.get("failure_occurred"))}
-            self.readings.append(row, r["event_time"], values)
+            try:  # a decoded reading holds every field; None (no value) becomes NaN in the float32 column
+                sensors = self._sensors(r)
+            except KeyError:
+                sensors = tuple(r.get(name) for name in self.fields)
+            self.readings.append(row, r["event_time"], sensors, bool(r.get("failure_occurred")))
 
     def add_prediction(self, p: dict[str, Any], warned: bool, suppressed: bool) -> None:
         row = self._row(p["car_id"])
         if row is not None:
             flags = WARNED * warned | SUPPRESSED * suppressed | OOD * bool(p.get("out_of_distribution"))
-            self.predictions.append(row, p["event_time"], {"probability": p["failure_probability"], "flags": flags})
+            self.predictions.append(row, p["event_time"], p["failure_probability"], flags)
 
     def car(self, car_id: str) -> dict[str, Any] | None:
         """The car's readings and predictions as columns, oldest first, with its failure periods; None: no row."""
         row = self.rows.get(car_id)
         if row is None:
             return None
-        time_r, readings = self.readings.read(row)
-        time_p, predictions = self.predictions.read(row)
-        failed = readings["failed"][:, 0].astype(bool)
-        flags = predictions["flags"][:, 0]
-        sensors = readings["sensors"]
+        time_r, (sensors, failed) = self.readings.read(row)
+        time_p, (probability, flags) = self.predictions.read(row)
+        failed, flags = failed[:, 0].astype(bool), flags[:, 0]
         return {
             "readings": {
                 "event_time": time_r.tolist(),
@@ -163,7 +179,7 @@ class CarHistory:
             },
             "predictions": {
                 "event_time": time_p.tolist(),
-                "probability": _floats(predictions["probability"][:, 0], 4),
+                "probability": _floats(probability[:, 0], 4),
                 "warned": (flags & WARNED > 0).tolist(),
                 "alert_suppressed": (flags & SUPPRESSED > 0).tolist(),
                 "out_of_distribution": (flags & OOD > 0).tolist(),
@@ -176,13 +192,13 @@ class CarHistory:
         per ring, for the most rows the budget allows."""
         point = self.readings.point_bytes + self.predictions.point_bytes
         most_rows = self.total_points // MIN_POINTS
-        return self.total_points * point + most_rows * 4 * self.readings.head.itemsize
+        return self.total_points * point + most_rows * (self.readings.row_bytes + self.predictions.row_bytes)
 
     def describe(self) -> dict[str, int | bool]:
         """The budget and what it holds now (the car endpoint's `kept`)."""
         return {
             "cars": len(self.rows),
-            "rows": len(self.readings.head),
+            "rows": self.readings.rows,
             "points_per_car": self.per_car,
             "total_points": self.total_points,
             "bytes": self.nbytes,

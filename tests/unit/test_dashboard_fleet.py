@@ -304,7 +304,7 @@ def test_the_car_history_stays_in_its_budget_through_a_flood_of_records_and_of_c
         fleet.apply_prediction(prediction(f"car-{n}", 0))
         if n % 500 == 0:
             assert history.nbytes <= bound, n
-            assert len(history.readings.head) * history.per_car <= 4096
+            assert history.readings.rows * history.per_car <= 4096
     kept = history.describe()
     assert kept["full"] and kept["points_per_car"] == MIN_POINTS and kept["cars"] == 4096 // MIN_POINTS
     assert history.car("car-0")["readings"]["event_time"] == [s * INTERVAL_MS for s in range(10_000 - 4, 10_000)]

@@ -80,6 +80,8 @@ class Car:
     state: str = HEALTHY
     probability: float | None = None
     predicted: bool = False
+    suppressed: bool = False
+    """The latest prediction's alert_suppressed: no alert, the car itself reported a failure (the W readings)."""
     ood_features: tuple[str, ...] = ()
     seq: int = -1
     event_time: int = 0
@@ -151,11 +153,11 @@ class Fleet:
         if car.seq >= 0 and seq > car.seq and event_time > car.event_time:
             car.interval_ms = (event_time - car.event_time) // (seq - car.seq) or car.interval_ms
         car.seq, car.event_time = seq, event_time
-        suppressed = bool(p.get("alert_suppressed", False))  # prediction schema v3; older ones never suppress
-        car.probability, car.predicted = p["failure_probability"], p["failure_predicted"] and not suppressed
+        car.suppressed = bool(p.get("alert_suppressed", False))  # prediction schema v3; older ones never suppress
+        car.probability, car.predicted = p["failure_probability"], p["failure_predicted"] and not car.suppressed
         car.ood_features = tuple(p.get("ood_features") or ()) if p.get("out_of_distribution") else ()
         self.model_version = p["model_version"]
-        self.history.add_prediction(p, car.predicted, suppressed)
+        self.history.add_prediction(p, car.predicted, car.suppressed)
         if car.predicted:
             self._alert(car, p)
         elif car.alert is not None and car.alert.outcome == OPEN and seq > car.alert.last_seq + car.alert.horizon:
@@ -255,6 +257,7 @@ class Fleet:
             "seq": car.seq,
             "event_time": car.event_time,
             "ood_features": list(car.ood_features),
+            "alert_suppressed": car.suppressed,
         }
 
     def car_page(self, car_id: str, threshold: float | None) -> dict[str, Any] | None:

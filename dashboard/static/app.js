@@ -251,6 +251,7 @@ function cellTitle(car) {
   if (car.probability != null) lines.push(`failure probability ${fmtProb(car.probability)}`);
   if (car.seq != null) lines.push(`seq ${car.seq}${car.event_time ? ` at ${fmtClock(car.event_time)} ${SIM}` : ""}`);
   if (car.ood_features?.length) lines.push(`out of distribution: ${car.ood_features.join(", ")}`);
+  if (car.alert_suppressed) lines.push("alert suppressed: the car itself reported a failure");
   return lines.join("\n");
 }
 

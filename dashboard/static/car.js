@@ -118,6 +118,7 @@ function renderFacts(data) {
   const facts = [
     `state ${data.state ?? "unknown (no ground truth, no prediction yet)"}`,
     data.probability != null ? `failure probability ${fmtProb(data.probability)}` : null,
+    data.alert_suppressed ? "alert suppressed: the car itself reported a failure" : null,
     data.threshold != null ? `threshold ${fmtProb(data.threshold)} (model ${data.model_version})` : null,
     data.horizon != null && interval ? `horizon ${data.horizon} readings = ${fmtDuration(data.horizon * interval)} ${SIM}` : null,
     data.event_time ? `latest prediction for the reading of ${fmtDateTime(data.event_time)} ${SIM}` : null,

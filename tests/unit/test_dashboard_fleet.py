@@ -266,8 +266,10 @@ def test_a_suppressed_prediction_is_never_an_alert_and_never_warns() -> None:
     fleet.apply_reading(reading("a", 4, False))
     fleet.apply_prediction({**prediction("a", 4, 0.9, warned=True), "alert_suppressed": True})
     assert fleet.cars["a"].state == "healthy" and len(fleet.alerts) == 1
+    assert fleet.car_dict("a")["alert_suppressed"] is True  # the car's entry says why it is not warned
     fleet.apply_prediction(prediction("b", 0, 0.9, warned=True))  # schema v2: no field, never suppressed
     assert fleet.alerts[0].car_id == "b" and fleet.cars["b"].state == "warned"
+    assert fleet.car_dict("b")["alert_suppressed"] is False
     flags = fleet.car_page("a", 0.5)["history"]["predictions"]
     assert flags["alert_suppressed"] == [False, False, True, True, True]
     assert flags["warned"] == [True, True, False, False, False]

@@ -5,7 +5,8 @@ The verdict is built here from the report's structured keys, never from its `ver
 - at the operating point (each model at its own threshold, on the held-out test cars), for the LSTM and gradient
   boosting: failure episodes warned (n of N, share), median lead, false alerts per healthy car-hour, each beside
   its target (report.json `targets`, from ml/training/report.py TARGETS) and whether it is met; per failure mode
-  (`episodes.by_mode`) and the threshold's transfer (`threshold_transfer`) when the report has them;
+  (`episodes.by_mode`) and the threshold's transfer (`models.<name>.threshold_transfer`, its false-alarm rate on
+  the validation cars it was chosen on beside the test cars' and the budget) when the report has them;
 - PR-AUC: one model "beats" the other only when the car-bootstrap 95 % interval of the difference (`comparison`)
   excludes 0; otherwise they are on par.
 """
@@ -129,6 +130,7 @@ def operating_point(report: dict[str, Any], served: str | None = None) -> dict[s
                 },
                 "met": {key: meets(episodes.get(key), target) for key, target in targets.items()},
                 "by_mode": episodes.get("by_mode"),
+                "threshold_transfer": models[name].get("threshold_transfer"),
             }
         )
     return {
@@ -138,7 +140,6 @@ def operating_point(report: dict[str, Any], served: str | None = None) -> dict[s
             for k, t in targets.items()
         ],
         "comparison": compare(report.get("comparison"), models),
-        "threshold_transfer": report.get("threshold_transfer"),
     }
 
 
@@ -195,6 +196,10 @@ def verdict_lines(point: dict[str, Any] | None) -> list[str]:
                 lambda v: _f(v, 2),
             ),
         ]
+        transfer = column["threshold_transfer"] or {}
+        chosen = (transfer.get("chosen_on") or {}).get("rate")
+        if chosen is not None:
+            parts.append(f"{_f(chosen, 2)} on the validation cars its threshold was chosen on")
         met = f": {sum(column['met'].values())} of {len(column['met'])} targets met" if column["met"] else ""
         name = f"{column['label']}{' (serving)' if column['serving'] else ''}"
         lines.append(f"{name}, threshold {_f(column['threshold'])}: {'; '.join(parts)}{met}")

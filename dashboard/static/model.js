@@ -40,7 +40,6 @@ export function renderModelPanel(model, servedBy) {
   $("#model-verdict").replaceChildren(...verdict.map((line) => make("li", null, line)));
   $("#model-verdict").dataset.better = model.operating_point?.comparison?.better ?? "none";
   renderOperatingPoint(model.operating_point);
-  renderTransfer(model.operating_point?.threshold_transfer);
 
   const metrics = model.metrics ?? [];
   const rows = syncChildren($("#model-metrics"), metrics.length, makeMetricRow);
@@ -75,6 +74,15 @@ function renderOperatingPoint(point) {
     });
     rows.push(row);
   }
+  // The threshold's transfer, where the report has it (models.<name>.threshold_transfer): its false-alarm rate on
+  // the validation cars it was chosen on, beside the test cars' row above, and the test cars' rate minus the budget.
+  if (models.some((m) => m.threshold_transfer)) {
+    const transfer = (m) => m.threshold_transfer ?? {};
+    const budget = models.map((m) => transfer(m).budget).find((b) => b != null);
+    rows.push(rowOf("false alerts per healthy car-hour on the validation cars (where the threshold was chosen)",
+      models.map((m) => withInterval(transfer(m).chosen_on)), budget == null ? "" : `budget ${budget}`));
+    rows.push(rowOf("transfer error: test cars' rate − budget", models.map((m) => fixed(transfer(m).transfer_error)), ""));
+  }
   // Per failure mode, where the report has it: {mode: {episodes, warned, warned_share}} or {mode: share}.
   const modes = [...new Set(models.flatMap((m) => Object.keys(m.by_mode ?? {})))];
   for (const mode of modes) {
@@ -92,27 +100,17 @@ function renderOperatingPoint(point) {
   table.tBodies[0].append(...rows);
 }
 
+/** A rate with its car-bootstrap interval: {rate, interval: [low, high]}. */
+function withInterval(rate) {
+  if (rate?.rate == null) return "n/a";
+  const [low, high] = rate.interval ?? [];
+  return low == null || high == null ? fixed(rate.rate) : `${fixed(rate.rate)} [${fixed(low)}, ${fixed(high)}]`;
+}
+
 function rowOf(label, cells, target) {
   const row = make("tr");
   row.append(make("td", "name", label), ...cells.map((c) => make("td", "num", c)), make("td", "num target", target));
   return row;
-}
-
-/** The threshold's transfer (validation cars → test cars), as the report states it: its scalar figures. */
-function renderTransfer(transfer) {
-  const list = $("#threshold-transfer");
-  list.hidden = transfer == null;
-  if (transfer == null) return;
-  const entries = [];
-  const walk = (value, path) => {
-    if (value != null && typeof value === "object" && !Array.isArray(value)) {
-      for (const [k, v] of Object.entries(value)) walk(v, path ? `${path} ${k}` : k);
-    } else if (!Array.isArray(value)) {
-      entries.push(make("li", null, `${path.replaceAll("_", " ")}: ${fmtMetric(value)}`));
-    }
-  };
-  walk(transfer, "");
-  list.replaceChildren(make("li", "title", "threshold transfer"), ...entries);
 }
 
 function makePlotThumbnail(plot) {

@@ -238,15 +238,25 @@ def test_the_model_panel_speaks_at_the_operating_point_for_both_models_beside_th
     assert "0.35 false alerts per healthy car-hour (target ≤ 0.10, missed): 2 of 3 targets met" in first
     assert "warned 10 of 17 failure episodes, 59 % (target ≥ 80 %, missed)" in second
     assert "median lead n/a (none warned)" in second
-    assert lstm["by_mode"] is None and point["threshold_transfer"] is None  # absent: nothing to show
+    assert lstm["by_mode"] is None and lstm["threshold_transfer"] is None  # absent: nothing to show
 
 
 def test_the_model_panel_shows_per_mode_recall_and_the_threshold_transfer_when_the_report_has_them() -> None:
     by_mode = {"shock_absorber": {"episodes": 4, "warned": 1, "warned_share": 0.25}}
     data = report(0.01, 0.2, by_mode=by_mode)
-    data["threshold_transfer"] = {"validation_false_alerts_per_healthy_car_hour": 0.1, "test": 0.35}
+    transfer = {  # as ml/training/evaluate.py threshold_transfer writes it, per model
+        "budget": 0.1,
+        "chosen_on": {"healthy_car_hours": 20.0, "false_alerts": 2, "rate": 0.1, "interval": [0.0, 0.25]},
+        "test": {"healthy_car_hours": 14.4, "false_alerts": 5, "rate": 0.35, "interval": [0.1, 0.6]},
+        "transfer_error": 0.25,
+        "gap": 0.25,
+    }
+    data["models"]["lstm"]["threshold_transfer"] = transfer
     point = operating_point(data)
-    assert point["models"][0]["by_mode"] == by_mode and point["threshold_transfer"] == data["threshold_transfer"]
+    lstm, gbm = point["models"]
+    assert lstm["by_mode"] == by_mode and lstm["threshold_transfer"] == transfer
+    assert gbm["threshold_transfer"] is None
+    assert "0.10 on the validation cars its threshold was chosen on" in verdict_lines(point)[0]
     assert operating_point({}) is None and verdict_lines(None) == []
 
 

@@ -254,6 +254,9 @@ def check_a_cars_page(page, url: str, readings: list[dict], predictions: list[di
 
     response = page.request.get(f"{url}api/car/car-99999")
     assert response.status == 404 and "car-99999" in response.json()["detail"]
+    for bad in ("x" * 5000, "%00%ff", "%C3%A9%F0%9F%9A%97", "..%2F..%2Fetc", "car-00001%20OR%201=1"):
+        assert page.request.get(f"{url}api/car/{bad}").status == 404, bad
+    assert page.request.get(f"{url}healthz").status == 200  # bad ids never break the service
     assert page.request.get(f"{url}api/car/{car}").json()["car_id"] == car
 
 

@@ -13,7 +13,9 @@ readings/s), so at 100,000 cars each car reads once every 50 s and 7 points cove
 for 25 cars at one reading per 1/6 s.
 
 A point costs 4 bytes per sensor field (float32: a chart's precision) + 9 for the reading's time and flag, 13 for
-a prediction: with the 18 fields of the reading schema v2, 94 bytes, 94 MB for the default 1,000,000.
+a prediction: with the 18 fields of the reading schema v2, 94 bytes, 94 MB for the default 1,000,000 (and 32
+bytes per row of bookkeeping). While the rows double, the old arrays and the new ones exist at once: for a moment,
+up to twice the budget.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ DEFAULT_TOTAL_POINTS = 1_000_000
 DEFAULT_POINTS_PER_CAR = 360  # a simulated hour at one reading per 10 s: six times the demo model's horizon
 MIN_POINTS = 4
 FIRST_ROWS = 64
+COPY_ROWS = 4096
 
 # Bits of a prediction's flags.
 WARNED, SUPPRESSED, OOD = 1, 2, 4
@@ -86,18 +89,21 @@ class Ring:
         return self.time[row, index], [a[row, index] for a in self.data]
 
     def resized(self, rows: int, per_car: int) -> Ring:
-        """A copy with `rows` rows of `per_car` points, each row keeping its newest points, oldest first."""
+        """A copy with `rows` rows of `per_car` points, each row keeping its newest points, oldest first. Copied
+        COPY_ROWS rows at a time: no temporary as large as the arrays (the old and the new ones are enough)."""
         ring = Ring(rows, per_car, self.columns)
-        old_rows, keep = self.rows, min(per_car, self.per_car)
-        # the newest `keep` slots of each row, oldest first (slots not filled yet come first, uncounted)
+        keep = min(per_car, self.per_car)
         heads = np.frombuffer(self.head, np.int32)
-        index = (heads[:, None] - keep + np.arange(keep)[None, :]) % self.per_car
-        ring.time[:old_rows, :keep] = np.take_along_axis(self.time, index, axis=1)
-        for new, old in zip(ring.data, self.data, strict=True):
-            new[:old_rows, :keep] = np.take_along_axis(old, index[:, :, None], axis=1)
-        np.frombuffer(ring.count, np.int32)[:old_rows] = np.minimum(np.frombuffer(self.count, np.int32), keep)
-        np.frombuffer(ring.head, np.int32)[:old_rows] = keep % per_car
-        ring.newest[:old_rows] = self.newest
+        for start in range(0, self.rows, COPY_ROWS):
+            end = min(start + COPY_ROWS, self.rows)
+            # the newest `keep` slots of each row, oldest first (slots not filled yet come first, uncounted)
+            index = (heads[start:end, None] - keep + np.arange(keep)[None, :]) % self.per_car
+            ring.time[start:end, :keep] = np.take_along_axis(self.time[start:end], index, axis=1)
+            for new, old in zip(ring.data, self.data, strict=True):
+                new[start:end, :keep] = np.take_along_axis(old[start:end], index[:, :, None], axis=1)
+        np.frombuffer(ring.count, np.int32)[: self.rows] = np.minimum(np.frombuffer(self.count, np.int32), keep)
+        np.frombuffer(ring.head, np.int32)[: self.rows] = keep % per_car
+        ring.newest[: self.rows] = self.newest
         return ring
 
 

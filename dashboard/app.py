@@ -3,6 +3,7 @@
     GET /                     the page
     GET /events?state=&q=&page=  an `update` event every push_interval: the snapshot below, for that grid page
     GET /api/snapshot?...     the same snapshot once (scripts, tests, curl)
+    GET /api/car/<car id>     one car: its state, alerts, onsets and recent readings and predictions (its page)
     GET /model/<version>/<plot>.png   a plot of a model version's report
     GET /healthz, /readyz     liveness (the reading threads run) and readiness (every topic assigned)
     GET /metrics              the dashboard's own Prometheus metrics
@@ -29,12 +30,16 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sse_starlette import EventSourceResponse
 
+from common.schemas import SENSOR_UNITS
 from dashboard.feed import Feed
 from dashboard.fleet import Fleet, page_of
+from dashboard.history import CarHistory
+from dashboard.model import ModelReports
 from dashboard.settings import DashboardSettings
-from dashboard.sources import ModelReports, Sampler
+from dashboard.sources import Sampler
 
 STATIC = Path(__file__).parent / "static"
+MAX_CAR_ID = 128  # longer than any id the bridge accepts (64): a page for it cannot exist
 GridState = Literal["all", "healthy", "warned", "ood", "failed"]
 
 
@@ -43,7 +48,7 @@ class Dashboard:
 
     def __init__(self, settings: DashboardSettings) -> None:
         self.settings = settings
-        self.fleet = Fleet()
+        self.fleet = Fleet(history=CarHistory(settings.car_history_points, settings.car_history_per_car))
         self.feed = Feed(settings, self.fleet)
         self.sampler = Sampler(settings, self.fleet)
         self.reports = ModelReports(settings.model_dir)
@@ -113,6 +118,19 @@ class Dashboard:
         self.build_time.observe(time.perf_counter() - started)
         return snapshot
 
+    def car(self, car_id: str) -> dict[str, Any] | None:
+        """One car's page, or None for a car the dashboard has not seen."""
+        with self.fleet.lock:
+            version = self.fleet.model_version
+        model = self.reports.describe(version)
+        threshold = model.get("threshold") if model else None
+        with self.fleet.lock:
+            page = self.fleet.car_page(car_id, threshold)
+        if page is not None:
+            page.update(model_version=version, threshold=threshold, horizon=model.get("horizon") if model else None)
+            page["units"] = SENSOR_UNITS
+        return page
+
 
 def create_app(dashboard: Dashboard, manage: bool = True) -> FastAPI:
     """The FastAPI app; with `manage` it starts the dashboard's threads on start-up and stops them on shutdown."""
@@ -137,6 +155,13 @@ def create_app(dashboard: Dashboard, manage: bool = True) -> FastAPI:
     @app.get("/api/snapshot")
     async def snapshot(state: GridState = "all", q: str = Query("", max_length=100), page: int = 0) -> Response:
         data = await anyio.to_thread.run_sync(dashboard.snapshot, state, q.strip(), page)
+        return Response(json.dumps(data, separators=(",", ":")), media_type="application/json")
+
+    @app.get("/api/car/{car_id}")
+    async def car(car_id: str) -> Response:
+        data = await anyio.to_thread.run_sync(dashboard.car, car_id) if len(car_id) <= MAX_CAR_ID else None
+        if data is None:
+            raise HTTPException(404, f"no car {car_id[:MAX_CAR_ID]!r}: the dashboard has read nothing of it")
         return Response(json.dumps(data, separators=(",", ":")), media_type="application/json")
 
     @app.get("/events")

@@ -6,7 +6,9 @@ bounded by the number of cars (one small object each, ~300 bytes) and fixed-leng
 
 A car's state, worst first (the grid's order):
 - failed: its latest reading says `failure_occurred` (the simulator's ground truth; real data has none);
-- warned: its latest prediction is at or above the model's threshold (`failure_predicted`);
+- warned: its latest prediction is at or above the model's threshold (`failure_predicted`) and its alert is not
+  suppressed (`alert_suppressed`, prediction schema v3: the car reports a failure, or did so within the last W
+  readings; absent in older predictions: false);
 - ood: its latest prediction is out of distribution (the probability means little; ml/ood.py);
 - healthy: none of these.
 
@@ -16,6 +18,10 @@ still standing. When the ground truth shows a failure starting (a failed reading
 alert's first reading and within `horizon` readings of its last, the alert gets its lead: how long it stood before
 the onset (onset minus the alert's first reading, in event time). The topics arrive in no common order (a reading
 may come before the prediction of an earlier one), so each car keeps its last few onsets until an alert covers one.
+A suppressed prediction is never an alert, starts none and extends none.
+
+Each car's recent readings and predictions, for its page, live in `history` (dashboard/history.py), within a fixed
+memory budget; each car keeps its last ALERTS_PER_CAR alerts for that page too.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from dashboard.history import CarHistory
 
 HEALTHY, WARNED, OOD, FAILED = "healthy", "warned", "ood", "failed"
 STATES = (FAILED, WARNED, OOD, HEALTHY)
@@ -35,6 +43,7 @@ DLQ_LATEST_KEPT = 10
 
 OPEN, FOLLOWED, NO_FAILURE, DURING = "open", "failure followed", "no failure within the horizon", "during a failure"
 ONSETS_KEPT = 4
+ALERTS_PER_CAR = 8
 
 
 @dataclass(slots=True)
@@ -71,6 +80,8 @@ class Car:
     state: str = HEALTHY
     probability: float | None = None
     predicted: bool = False
+    suppressed: bool = False
+    """The latest prediction's alert_suppressed: no alert, the car itself reported a failure (the W readings)."""
     ood_features: tuple[str, ...] = ()
     seq: int = -1
     event_time: int = 0
@@ -81,6 +92,8 @@ class Car:
     alert: Alert | None = None
     onsets: tuple[tuple[int, int], ...] = ()
     """(seq, event_time) of the last few failure onsets, oldest first."""
+    alerts: tuple[Alert, ...] = ()
+    """Its last ALERTS_PER_CAR alerts, oldest first (its page)."""
 
     def current_state(self) -> str:
         if self.failed:
@@ -106,6 +119,7 @@ class Fleet:
     """Records read per topic role: readings, predictions, dlq."""
     undecodable: Counter[str] = field(default_factory=Counter)
     model_version: str | None = None
+    history: CarHistory = field(default_factory=CarHistory)
     _sorted_ids: list[str] = field(default_factory=list)
     _new_ids: list[str] = field(default_factory=list)
 
@@ -139,9 +153,11 @@ class Fleet:
         if car.seq >= 0 and seq > car.seq and event_time > car.event_time:
             car.interval_ms = (event_time - car.event_time) // (seq - car.seq) or car.interval_ms
         car.seq, car.event_time = seq, event_time
-        car.probability, car.predicted = p["failure_probability"], p["failure_predicted"]
+        car.suppressed = bool(p.get("alert_suppressed", False))  # prediction schema v3; older ones never suppress
+        car.probability, car.predicted = p["failure_probability"], p["failure_predicted"] and not car.suppressed
         car.ood_features = tuple(p.get("ood_features") or ()) if p.get("out_of_distribution") else ()
         self.model_version = p["model_version"]
+        self.history.add_prediction(p, car.predicted, car.suppressed)
         if car.predicted:
             self._alert(car, p)
         elif car.alert is not None and car.alert.outcome == OPEN and seq > car.alert.last_seq + car.alert.horizon:
@@ -167,10 +183,12 @@ class Fleet:
         if car.failed and car.onsets and car.onsets[-1][0] <= p["seq"]:  # raised once the failure had begun
             car.alert.outcome = DURING
         self.alerts.appendleft(car.alert)
+        car.alerts = (*car.alerts[-(ALERTS_PER_CAR - 1) :], car.alert)
         self._judge(car)
 
     def apply_reading(self, r: dict[str, Any]) -> None:
         self.records["readings"] += 1
+        self.history.add_reading(r)
         failed = r.get("failure_occurred")
         if failed is None:  # no ground truth (real data): the state comes from predictions alone
             return
@@ -239,6 +257,22 @@ class Fleet:
             "seq": car.seq,
             "event_time": car.event_time,
             "ood_features": list(car.ood_features),
+            "alert_suppressed": car.suppressed,
+        }
+
+    def car_page(self, car_id: str, threshold: float | None) -> dict[str, Any] | None:
+        """What the car's page shows (`/api/car/<id>`): its state, alerts, onsets and recent history; None for a
+        car never seen."""
+        car, history = self.cars.get(car_id), self.history.car(car_id)
+        if car is None and history is None:
+            return None
+        return {
+            **(self.car_dict(car_id) if car else {"car_id": car_id, "state": None, "probability": None}),
+            "interval_ms": car.interval_ms if car else None,
+            "alerts": [alert.as_dict(threshold) for alert in reversed(car.alerts)] if car else [],
+            "onsets": [{"seq": seq, "event_time": t} for seq, t in car.onsets] if car else [],
+            "history": history,
+            "kept": self.history.describe(),
         }
 
     def find(self, ids: list[str], query: str) -> list[str]:

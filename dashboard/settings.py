@@ -8,6 +8,7 @@ from pydantic_settings import SettingsConfigDict
 from common.defaults import BRIDGE_METRICS_PORT, DASHBOARD_PORT, LOCALHOST, MODEL_DIR, PREDICTOR_METRICS_PORT
 from common.settings import KafkaSettings
 from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC
+from dashboard.history import DEFAULT_POINTS_PER_CAR, DEFAULT_TOTAL_POINTS, MIN_POINTS
 
 # Where the bridge and the predictor serve their metrics when both run on this machine with their defaults.
 DEFAULT_METRICS_URLS = ",".join(
@@ -38,3 +39,12 @@ class DashboardSettings(KafkaSettings):
     push_interval: float = Field(1.0, gt=0, description="Seconds between two updates pushed to each open page")
     history_seconds: int = Field(300, gt=0, description="Seconds of rates and lag the chart shows")
     page_size: int = Field(500, gt=0, le=5000, description="Cars per page of the fleet grid")
+    car_history_points: int = Field(
+        DEFAULT_TOTAL_POINTS,
+        ge=MIN_POINTS,
+        description="Readings (and as many predictions) kept for the cars' pages, all cars together: the memory "
+        "bound (~94 bytes a reading and a prediction)",
+    )
+    car_history_per_car: int = Field(
+        DEFAULT_POINTS_PER_CAR, ge=MIN_POINTS, description="Readings (and predictions) kept per car at most"
+    )

@@ -1,5 +1,5 @@
-"""What the dashboard learns besides the topics: the services' Prometheus metrics, the predictors' consumer lag
-(their group's committed offsets against the end of the readings topic) and the serving model's report.
+"""What the dashboard learns besides the topics: the services' Prometheus metrics and the predictors' consumer lag
+(their group's committed offsets against the end of the readings topic). The model's report: dashboard/model.py.
 
 `Sampler` polls the first two in one thread, once a second, and keeps the chart's history: readings/s per stage
 and the lag, one point a second for `history_seconds`.
@@ -7,15 +7,14 @@ and the lag, one point a second for `history_seconds`.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -30,6 +29,7 @@ log = logging.getLogger(__name__)
 
 STAGES = (("mqtt_in", "MQTT in (bridge)"), ("car_sensor", "car-sensor"), ("predictions", "predictions"))
 SCRAPE_TIMEOUT_S = 2.0
+RATE_WINDOW_S = 5.0  # the stages' rates: over the last 5 s (the chart keeps one point a second)
 # Per service name, the counter whose total is a stage's: summed over every endpoint of that name.
 STAGE_COUNTERS = {"bridge": ("mqtt_in", "bridge_received")}
 SAFE_NAME = re.compile(r"^[\w.-]+$")
@@ -69,6 +69,30 @@ class Endpoint:
             self.up, self.error, self.samples, self.program = False, str(exc)[:200], {}, None
 
 
+def rates(
+    before: tuple[float, dict[str, float | None]], after: tuple[float, dict[str, float | None]]
+) -> dict[str, float | None]:
+    """Each stage's records per second between two samples (time, totals); None where a total is unknown or went
+    back (a service restarted)."""
+    (then, old), (now, new) = before, after
+    result: dict[str, float | None] = {}
+    for stage, _ in STAGES:
+        delta = None if new[stage] is None or old[stage] is None or now <= then else new[stage] - old[stage]
+        result[stage] = round(delta / (now - then), 2) if delta is not None and delta >= 0 else None
+    return result
+
+
+def window_rates(history: Sequence[dict[str, Any]], seconds: float) -> dict[str, float | None]:
+    """Each stage's rate over the last `seconds` of the history (its newest point against the newest one at least
+    that much older, or the oldest): a pipeline that carries its records in bursts (a busy machine, a bridge
+    holding MQTT back) has 1 s windows with none while the records flow, and its rate must not read 0 then."""
+    if len(history) < 2:
+        return {}
+    latest = history[-1]
+    base = next((p for p in reversed(history) if p["t"] <= latest["t"] - seconds), history[0])
+    return rates((base["t"], base["totals"]), (latest["t"], latest["totals"]))
+
+
 class Sampler:
     """Once a second: scrape the endpoints, read the lag, add a point to the history."""
 
@@ -106,24 +130,20 @@ class Sampler:
             self._stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
 
     def sample(self) -> None:
+        # The counters first, at one instant: the bridges' and the feed's totals of one sample cover the same
+        # second. The lag's Kafka calls come after (they took up to seconds, which once skewed the windows).
         for endpoint in self.endpoints:
             endpoint.scrape()
-        lag = self._lag()
-        now = time.time()
         totals = self.totals()
-        point: dict[str, Any] = {"t": now, "lag": lag}  # unrounded: rate x interval gives back the records
+        now = time.time()
+        lag = self._lag()
+        point: dict[str, Any] = {"t": now, "lag": lag, "totals": totals}  # unrounded: rate x interval = records
         if self._previous is not None:
-            then, before = self._previous
-            for stage, _ in STAGES:
-                if totals[stage] is None or before[stage] is None or now <= then:
-                    point[stage] = None
-                else:  # a counter that went back (a service restarted) gives no rate for that second
-                    delta = totals[stage] - before[stage]
-                    point[stage] = round(delta / (now - then), 2) if delta >= 0 else None
+            point.update(rates(self._previous, (now, totals)))
         self._previous = (now, totals)
         with self.lock:
             self.lag = lag
-            if len(point) > 2:
+            if len(point) > 3:
                 self.history.append(point)
 
     def totals(self) -> dict[str, float | None]:
@@ -163,9 +183,9 @@ class Sampler:
     def stages(self) -> list[dict[str, Any]]:
         totals = self.totals()
         with self.lock:
-            latest = self.history[-1] if self.history else {}
+            window = window_rates(self.history, RATE_WINDOW_S)
         return [
-            {"name": name, "label": label, "total": totals[name], "rate": latest.get(name)} for name, label in STAGES
+            {"name": name, "label": label, "total": totals[name], "rate": window.get(name)} for name, label in STAGES
         ]
 
     def chart(self) -> dict[str, list]:
@@ -180,74 +200,3 @@ class Sampler:
     def serving(self) -> str | None:
         """The program that serves the model, as the predictors' metrics say; None while none answers."""
         return " and ".join(sorted({e.program for e in self.endpoints if e.program})) or None
-
-
-class ModelReports:
-    """The serving model's metadata, report and plots from the model folder, read once per version."""
-
-    def __init__(self, model_dir: str) -> None:
-        self.root = Path(model_dir)
-        self._cache: dict[str, dict[str, Any] | None] = {}
-
-    def describe(self, version: str | None) -> dict[str, Any] | None:
-        if version is None:
-            return None
-        if version not in self._cache:
-            self._cache[version] = self._read(version)
-        return self._cache[version] or {"version": version, "metrics": [], "plots": [], "verdict": None}
-
-    def plot(self, version: str, name: str) -> Path | None:
-        """The path of a plot of a version's report, or None: only `<model_dir>/<version>/report/<name>.png`."""
-        if not (SAFE_NAME.match(version) and SAFE_NAME.match(name) and name.endswith(".png")):
-            return None
-        path = self.root / version / "report" / name
-        return path if path.is_file() else None
-
-    def _read(self, version: str) -> dict[str, Any] | None:
-        folder = self.root / version
-        if not SAFE_NAME.match(version) or not (folder / "metadata.json").is_file():
-            return None
-        try:
-            metadata = json.loads((folder / "metadata.json").read_text())
-            report_file = folder / "report" / "report.json"
-            report = json.loads(report_file.read_text()) if report_file.is_file() else {}
-        except (OSError, ValueError) as exc:
-            log.warning("model %s: its metadata or report does not read: %s", version, exc)
-            return None
-        return {
-            "version": version,
-            "created_at": metadata.get("created_at"),
-            "threshold": metadata.get("threshold"),
-            "horizon": metadata.get("horizon"),
-            "window": metadata.get("window"),
-            "verdict": report.get("verdict"),
-            "metrics": report_metrics(report),
-            "plots": [
-                {"title": path.stem.replace("_", " "), "url": f"/model/{version}/{path.name}"}
-                for path in sorted((folder / "report").glob("*.png"))
-            ],
-        }
-
-
-REPORT_ROWS = (
-    ("PR-AUC", None, "pr_auc"),
-    ("ROC-AUC", None, "roc_auc"),
-    ("precision", None, "precision"),
-    ("recall", None, "recall"),
-    ("episodes warned", "episodes", "warned_share"),
-    ("median lead (s)", "episodes", "median_lead_s"),
-    ("false alerts / car-hour", "episodes", "false_alerts_per_healthy_car_hour"),
-)
-
-
-def report_metrics(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The report's held-out figures of the LSTM beside gradient boosting (ml/training/report.py)."""
-    models = report.get("models") or {}
-    if "lstm" not in models:
-        return []
-
-    def value(model: str, part: str | None, key: str) -> Any:
-        source = models.get(model) or {}
-        return (source.get(part) or {}).get(key) if part else source.get(key)
-
-    return [{"name": name, "lstm": value("lstm", p, k), "gbm": value("gbm", p, k)} for name, p, k in REPORT_ROWS]

@@ -4,6 +4,8 @@
 // object GET /api/snapshot returns). Each snapshot is rendered whole: the page keeps no state of its own
 // besides the grid query (state filter, search, page) the stream is opened with.
 //
+// A click on a fleet cell or on a car id in the alerts opens that car's page (car.js).
+//
 // Rendering runs every second with up to 500 grid cells, so every panel reuses its DOM nodes and only
 // writes what changed: no innerHTML of big strings, no layout reads in the loops.
 
@@ -24,7 +26,12 @@ const RATE_SERIES = [
 ];
 const LAG_SERIES = { key: "lag", label: "lag", stroke: "#ea580c" };
 
-const $ = (selector) => document.querySelector(selector);
+import { bindCarPage, carLink } from "./car.js";
+import { renderModelPanel } from "./model.js";
+import {
+  $, SIM, WALL, fmtClock, fmtDateTime, fmtDuration, fmtLead, fmtProb, make, plainInt, plainRate,
+  rowFactory, setData, setText, slug, syncChildren,
+} from "./format.js";
 
 // ---- state --------------------------------------------------------------------------------------------
 
@@ -34,106 +41,11 @@ let retryTimer = null;
 let lastUpdateAt = 0;                    // performance.now() of the last update received
 let updates = 0;
 let chart = null;
-let plotsKey = null;                     // the model version whose plot thumbnails are shown
 
 // Render timings, read by the benchmark: ms from the start of render() to the end of the chart's commit.
 // panelMs: the last render's time per panel (the chart's excludes its deferred commit).
 const renderStats = { count: 0, lastMs: 0, maxMs: 0, totalMs: 0, panelMs: {} };
 window.dashboardRenderStats = renderStats;
-
-// ---- small DOM helpers: write only on change ---------------------------------------------------------
-
-function setText(node, value) {
-  const text = value == null ? "" : String(value);
-  if (node.textContent !== text) node.textContent = text;
-}
-
-function setData(node, name, value) {
-  const text = value == null ? "" : String(value);
-  if (node.dataset[name] !== text) node.dataset[name] = text;
-}
-
-function make(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text != null) node.textContent = text;
-  return node;
-}
-
-/** Grow or shrink parent's children to `count`, making new ones with `factory`; returns the live list. */
-function syncChildren(parent, count, factory) {
-  while (parent.children.length < count) parent.appendChild(factory());
-  while (parent.children.length > count) parent.lastElementChild.remove();
-  return parent.children;
-}
-
-/** A table row factory: `classes` names each cell's class (one <td> per entry). */
-function rowFactory(classes) {
-  return () => {
-    const tr = document.createElement("tr");
-    for (const cls of classes) tr.appendChild(make("td", cls));
-    return tr;
-  };
-}
-
-// ---- formatting ---------------------------------------------------------------------------------------
-
-// The test and the benchmark parse these: plain digits, no thousands separators.
-const plainInt = (v) => (v == null ? "" : String(Math.round(v)));
-const plainRate = (v) => (v == null ? "" : Number(v).toFixed(1));
-const fmtProb = (p) => (p == null ? "" : Number(p).toFixed(2));
-
-const CLOCK = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
-const DATE_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
-
-// Formatting a time is slow-ish (Intl) and the grid needs one per car per update, mostly the same few
-// seconds: remember the last few seconds formatted.
-const clockCache = new Map();
-const CLOCK_CACHE_SIZE = 120;
-
-function fmtClock(msOrIso) {
-  if (msOrIso == null) return "";
-  const ms = typeof msOrIso === "number" ? msOrIso : Date.parse(msOrIso);
-  if (Number.isNaN(ms)) return String(msOrIso);
-  const second = Math.floor(ms / 1000);
-  let text = clockCache.get(second);
-  if (text === undefined) {
-    text = CLOCK.format(ms);
-    if (clockCache.size >= CLOCK_CACHE_SIZE) clockCache.delete(clockCache.keys().next().value);   // oldest first
-    clockCache.set(second, text);
-  }
-  return text;
-}
-
-function fmtDateTime(msOrIso) {
-  if (msOrIso == null) return "";
-  const date = new Date(msOrIso);
-  return Number.isNaN(date.getTime()) ? String(msOrIso) : DATE_TIME.format(date);
-}
-
-/** 45 → "45 s", 600 → "10 min", 90 → "1.5 min", 5400 → "1.5 h". */
-function fmtDuration(seconds) {
-  if (seconds == null) return "—";
-  const s = Math.abs(seconds);
-  const oneDecimal = (x) => String(Math.round(x * 10) / 10);
-  if (s < 60) return `${Math.round(s)} s`;
-  if (s < 3600) return `${oneDecimal(s / 60)} min`;
-  return `${oneDecimal(s / 3600)} h`;
-}
-
-function fmtLead(seconds) {
-  if (seconds == null) return "—";
-  return seconds >= 0 ? `${fmtDuration(seconds)} ahead` : `${fmtDuration(seconds)} late`;
-}
-
-/** Metrics mix ratios (0.83) and counts (12): three decimals for the first, none for the second. */
-function fmtMetric(v) {
-  if (v == null) return "—";
-  if (typeof v !== "number") return String(v);
-  return Number.isInteger(v) ? String(v) : v.toFixed(3);
-}
-
-const slug = (text) => String(text ?? "").toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
 
 // ---- the query and the stream -------------------------------------------------------------------------
 
@@ -211,7 +123,7 @@ const PANELS = [
   ["stages", renderStages],
   ["chart", renderChart],
   ["dlq", renderDlq],
-  ["model", renderModel],
+  ["model", (snap) => renderModelPanel(snap.model, servedBy(snap))],
   ["services", renderServices],
 ];
 
@@ -292,6 +204,7 @@ function renderGrid(snap) {
 function makeCell() {
   const cell = make("div", "car-cell");
   cell.setAttribute("role", "listitem");
+  cell.tabIndex = 0;   // Enter opens the car's page, like a click
   cell._view = {};   // what this node shows now, to skip writes that change nothing
   return cell;
 }
@@ -334,10 +247,11 @@ function warnHue(probability, threshold) {
 }
 
 function cellTitle(car) {
-  const lines = [`${car.car_id} — ${car.state}`];
+  const lines = [`${car.car_id} — ${car.state} (click: its page)`];
   if (car.probability != null) lines.push(`failure probability ${fmtProb(car.probability)}`);
-  if (car.seq != null) lines.push(`seq ${car.seq}${car.event_time ? ` at ${fmtClock(car.event_time)}` : ""}`);
+  if (car.seq != null) lines.push(`seq ${car.seq}${car.event_time ? ` at ${fmtClock(car.event_time)} ${SIM}` : ""}`);
   if (car.ood_features?.length) lines.push(`out of distribution: ${car.ood_features.join(", ")}`);
+  if (car.alert_suppressed) lines.push("alert suppressed: the car itself reported a failure");
   return lines.join("\n");
 }
 
@@ -356,15 +270,29 @@ function renderAlerts(snap) {
     setData(row, "outcome", slug(alert.outcome));
     const [time, car, prob, within, lead, outcome] = row.children;
     setText(time, fmtClock(alert.event_time));
-    time.title = fmtDateTime(alert.event_time);
-    setText(car, alert.car_id);
+    time.title = `${fmtDateTime(alert.event_time)}, simulated time (the reading's event time)`;
+    setCarLink(car, alert.car_id);
     setText(prob, fmtProb(alert.probability));
     prob.title = alert.threshold == null ? "" : `threshold ${fmtProb(alert.threshold)}, model ${alert.model_version ?? "?"}`;
     setText(within, fmtDuration(alert.expected_within_s));
+    within.title = `the horizon: ${alert.expected_within_s} s of simulated time`;
     setText(lead, fmtLead(alert.lead_s));
+    lead.title = alert.lead_s == null ? "" : "from the alert to the failure's onset, in simulated time";
     setText(outcome, alert.outcome);
   });
   $("#alerts-empty").hidden = alerts.length > 0;
+}
+
+/** A link to the car's page in `cell`, made once and then only relabelled. */
+function setCarLink(cell, carId) {
+  let link = cell.firstElementChild;
+  if (!link) {
+    link = make("a", "car-link");
+    cell.replaceChildren(link);
+  }
+  setText(link, carId);
+  const href = carLink(carId);
+  if (link.getAttribute("href") !== href) link.setAttribute("href", href);
 }
 
 // ---- stages, lag and the chart ------------------------------------------------------------------------
@@ -397,7 +325,7 @@ function createChart() {
     height: CHART_HEIGHT,
     scales: { x: { time: true }, rate: { range: fromZero }, lag: { range: fromZero } },
     series: [
-      { value: (u, v) => (v == null ? "—" : fmtClock(v * 1000)) },
+      { label: WALL, value: (u, v) => (v == null ? "—" : fmtClock(v * 1000)) },
       ...RATE_SERIES.map((s) => ({ label: s.label, scale: "rate", stroke: s.stroke, width: 1.5, value: rateValue })),
       { label: `${LAG_SERIES.label} (records)`, scale: "lag", stroke: LAG_SERIES.stroke, width: 1.5, dash: [5, 4],
         value: (u, v) => (v == null ? "—" : String(Math.round(v))) },
@@ -405,7 +333,7 @@ function createChart() {
     axes: [
       // Local 24 h clock times: uPlot's default puts a 12 h date line under the axis, noise for a 5 min window.
       // Whole seconds at least: with a few points uPlot would otherwise tick every 0.5 s and repeat labels.
-      { space: 70, incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600], values: (u, splits) => splits.map((v) => fmtClock(v * 1000)), grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#e5e7eb" } },
+      { label: `${WALL} (the dashboard's samples)`, labelSize: 16, space: 70, incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600], values: (u, splits) => splits.map((v) => fmtClock(v * 1000)), grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#e5e7eb" } },
       { scale: "rate", label: "readings/s", size: 50, labelSize: 18, grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#e5e7eb" } },
       { scale: "lag", side: 1, label: "lag (records)", size: 50, labelSize: 18, grid: { show: false }, ticks: { stroke: "#e5e7eb" } },
     ],
@@ -455,7 +383,7 @@ function renderDlq(snap) {
   latest.forEach((record, i) => {
     const [time, reason, car, service, detail] = latestRows[i].children;
     setText(time, fmtClock(record.received_at));
-    time.title = fmtDateTime(record.received_at);
+    time.title = `${fmtDateTime(record.received_at)}, ${WALL} (when the service dead-lettered it)`;
     setText(reason, record.reason);
     setText(car, record.car_id ?? "—");
     setText(service, record.service ?? "");
@@ -474,64 +402,6 @@ function renderDlq(snap) {
 /** "served by java" or "served by python": the program the predictors' metrics name (predictor_serving_info). */
 function servedBy(snap) {
   return snap.serving ? `served by ${snap.serving}` : "";
-}
-
-const makeMetricRow = rowFactory(["name", "num lstm", "num gbm"]);
-
-function renderModel(snap) {
-  const model = snap.model;
-  $("#model-none").hidden = model != null;
-  $("#model-body").hidden = model == null;
-  setText($("#model-version"), model?.version ?? "");
-  setText($("#model-serving"), servedBy(snap));
-  if (model == null) {
-    setText($("#model-facts"), "");
-    return;
-  }
-  const facts = [
-    model.created_at ? `trained ${fmtDateTime(model.created_at)}` : null,
-    model.threshold != null ? `threshold ${fmtProb(model.threshold)}` : null,
-    model.horizon != null ? `horizon ${model.horizon} readings` : null,
-    model.window != null ? `window ${model.window} readings` : null,
-  ].filter(Boolean);
-  setText($("#model-facts"), facts.join(" · "));
-  setText($("#model-verdict"), model.verdict ?? "");
-
-  const metrics = model.metrics ?? [];
-  const rows = syncChildren($("#model-metrics"), metrics.length, makeMetricRow);
-  metrics.forEach((metric, i) => {
-    const [name, lstm, gbm] = rows[i].children;
-    setText(name, metric.name);
-    setText(lstm, fmtMetric(metric.lstm));
-    setText(gbm, fmtMetric(metric.gbm));
-  });
-  $(".metrics-table").hidden = metrics.length === 0;
-
-  renderPlots(model);
-}
-
-/** Rebuilds the thumbnails only when the model changes: re-setting src every second would refetch them. */
-function renderPlots(model) {
-  const plots = model.plots ?? [];
-  const key = `${model.version}\n${plots.map((p) => p.url).join("\n")}`;
-  if (key === plotsKey) return;
-  plotsKey = key;
-  const container = $("#model-plots");
-  container.replaceChildren(...plots.map(makePlotThumbnail));
-}
-
-function makePlotThumbnail(plot) {
-  const link = make("a", "plot");
-  link.href = plot.url;
-  link.target = "_blank";   // the full-size image, in a new tab
-  link.rel = "noopener";
-  link.title = `${plot.title} (opens full size)`;
-  const img = make("img");
-  img.src = plot.url;
-  img.alt = plot.title;
-  img.loading = "lazy";
-  link.append(img, make("span", "plot-title", plot.title));
-  return link;
 }
 
 // ---- services -----------------------------------------------------------------------------------------
@@ -592,6 +462,16 @@ function bindControls() {
     if (e.key === "Enter") applySearch();
   });
 
+  // A cell opens its car's page; cells are reused nodes, so one listener on the grid serves them all.
+  const openCell = (e) => {
+    const cell = e.target.closest(".car-cell");
+    if (cell?.dataset.carId) location.hash = carLink(cell.dataset.carId);
+  };
+  $("#fleet-grid").addEventListener("click", openCell);
+  $("#fleet-grid").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") openCell(e);
+  });
+
   $("#page-prev").addEventListener("click", () => changeQuery({ page: Math.max(query.page - 1, 0) }));
   $("#page-next").addEventListener("click", () => changeQuery({ page: query.page + 1 }));
 }
@@ -603,6 +483,7 @@ function start() {
   syncControls();
   bindControls();
   setInterval(refreshAge, 1000);
+  bindCarPage();
   connect();
 }
 

@@ -34,6 +34,9 @@ got out (the e2e section's figure of the same name): the dashboard's figures hol
   are sorted for every page), `search_ms` (/api/snapshot?q=car-0999, median of 10 round trips, `search_matching`
   cars found), `page_flip_ms` (page=100) beside `snapshot_ms` (page 0); `after_load_build_mean_ms` is the
   dashboard's own build time of those calls (its histogram): the rest of a round trip is serialisation and HTTP.
+  `car_page_ms` (/api/car/car-09990, median of 10 round trips), `car_page_bytes` and `car_page_readings` (the
+  readings its page holds); `car_history_cars`, `_points_per_car` and `_mb`: what the dashboard's car history
+  (dashboard/history.py, a fixed budget of points) holds at 100,000 cars.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ LOOKBACK_SECONDS = 3600  # the whole run: the topics are this run's own
 SEARCH = "car-0999"
 FLIP_PAGE = 100
 ROUNDS = 10
+CAR = "car-09990"  # a car of the fleet whose page is measured
 PUSH_INTERVAL = 1.0  # the dashboard's default push_interval
 LISTENING = re.compile(r"dashboard on http://[^:]+:(\d+)/")
 
@@ -592,6 +596,12 @@ def after_load(base: str) -> dict:
         time.sleep(max(0.0, started + PUSH_INTERVAL * 1.05 - time.monotonic()))
     after = own_metrics(base)
     builds = after["count"] - before["count"]
+    pages = []
+    for _ in range(ROUNDS):
+        body, ms = get(f"{base}/api/car/{CAR}")
+        pages.append(ms)
+    car = json.loads(body)
+    kept = car["kept"]
     return {
         "fleet_cars": fleet.get("cars"),
         # Cars not healthy are sorted for every page (dashboard/fleet.py): what the grid's order costs depends on them.
@@ -605,4 +615,11 @@ def after_load(base: str) -> dict:
         "snapshot_ms": round(statistics.median(firsts), 1),
         # The dashboard's own build time of these calls: the rest of a round trip is serialisation and HTTP.
         "after_load_build_mean_ms": round((after["sum"] - before["sum"]) / builds * 1000, 2) if builds else None,
+        # A car's page (/api/car/<id>): its history within the dashboard's budget of points (dashboard/history.py).
+        "car_page_ms": round(statistics.median(pages), 1),
+        "car_page_bytes": len(body),
+        "car_page_readings": len(car["history"]["readings"]["event_time"]) if car["history"] else 0,
+        "car_history_cars": kept["cars"],
+        "car_history_points_per_car": kept["points_per_car"],
+        "car_history_mb": round(kept["bytes"] / 2**20, 1),
     }

@@ -2,7 +2,9 @@
 publishes a small fleet over MQTT, the bridge carries it into Kafka, the predictor predicts, `mosquitto_pub` sends
 payloads the bridge must dead-letter, and `python -m dashboard` shows it all. What the page shows is checked
 against what is in Kafka: the cars and their states, an alert and its lead, each stage's total, the rates of the
-chart (their sum over time is the stage's total), the DLQ by reason. A screenshot is saved under the test's output.
+chart (their sum over time is the stage's total), the MQTT-in rate above 0 while the fleet publishes, the DLQ by
+reason; then a car's page, opened from its cell: its readings and predictions, the threshold, its alert and its
+failure onset marked. Screenshots of both pages are saved under the test's output.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.goto(url)
         page.wait_for_selector("#connection:has-text('live')", timeout=30_000)
+        # Every stage rate the page shows, its highest so far: the MQTT-in rate must read above 0 while the fleet
+        # publishes (a 1 s window once read 0.0/s there while car-sensor read 580/s).
+        page.evaluate(RECORD_HIGHEST_RATES)
 
         # The fleet, then payloads nobody here wrote: two that are not JSON, one naming another car than its topic.
         simulator = service_factory(
@@ -126,6 +131,9 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
             timeout=60_000,
         )
         page.wait_for_timeout(2500)  # two more updates: the chart's last rates include the last records
+
+        highest = page.evaluate("() => window.highestRates")
+        assert highest.get("mqtt_in", 0) > 0 and highest.get("car_sensor", 0) > 0, highest
 
         # Cars and their states: failed per the latest reading's ground truth, the others warned (threshold 0).
         latest: dict[str, dict] = {}
@@ -190,10 +198,66 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
         screenshot = SCREENSHOT_DIR / "dashboard.png"
         page.screenshot(path=str(screenshot), full_page=True)
         print(f"screenshot: {screenshot}")
+
+        check_a_cars_page(page, url, readings, predictions, first_alert)
+        page.screenshot(path=str(SCREENSHOT_DIR / "dashboard-car.png"), full_page=True)
+        assert errors == [], errors
     finally:
         dashboard.stop_ok()
         predictor.stop()
         bridge.stop(60)
+
+
+def check_a_cars_page(page, url: str, readings: list[dict], predictions: list[dict], first_alert: dict) -> None:
+    """A car with a failure onset, opened from its fleet cell: its history as Kafka holds it, the threshold line
+    (0 here), its alert and its onset marked on the charts and listed; then an unknown car: a clear 404."""
+    car = next(c for c in sorted(first_alert) if first_onset(readings, c, after_seq=-1) is not None)
+    onset = first_onset(readings, car, after_seq=-1)
+    mine = sorted((r for r in readings if r["car_id"] == car), key=lambda r: r["event_time"])
+    mine_p = sorted((p for p in predictions if p["car_id"] == car), key=lambda p: p["event_time"])
+    page.click(f'.car-cell[data-car-id="{car}"]')
+    page.wait_for_selector(f'#car-page[data-found="true"] #car-title:text-is("{car}")', timeout=30_000)
+    assert page.is_hidden("#fleet-grid") and page.evaluate("() => location.hash") == f"#car={car}"
+    shown = page.evaluate(
+        """() => {
+            const {probability, sensors} = window.dashboardCarCharts;
+            const speed = sensors.find(s => s.fields.includes('speed'));
+            return {
+                labels: probability.series.map(s => s.label),
+                x: probability.data[0], p: probability.data[1], threshold: probability.data[2],
+                speedX: speed.chart.data[0], speed: speed.chart.data[1 + speed.fields.indexOf('speed')],
+                fields: sensors.flatMap(s => s.fields),
+                onsets: probability.marks.onsets.map(o => o.t), alerts: probability.marks.alerts.map(a => a.t),
+            };
+        }"""
+    )
+    assert shown["labels"][1:] == ["failure probability", "threshold"]
+    assert shown["x"] == [p["event_time"] / 1000 for p in mine_p]
+    assert shown["p"] == pytest.approx([p["failure_probability"] for p in mine_p], abs=1e-4)
+    assert set(shown["threshold"]) == {0.0}  # the model's threshold, as a line
+    assert shown["speedX"] == [r["event_time"] / 1000 for r in mine]
+    assert shown["speed"] == pytest.approx([r["speed"] for r in mine], abs=1e-3)
+    for field in ("speed", "coolant_temp", "battery_voltage", "engine_vibration_amplitude", "tire_pressure_1_1"):
+        assert field in shown["fields"], field
+    assert any(field.startswith("accelerometer") for field in shown["fields"])
+    assert onset["event_time"] in shown["onsets"] and first_alert[car]["event_time"] in shown["alerts"]
+    kinds = page.eval_on_selector_all("#car-marks li", "items => items.map(i => i.dataset.kind)")
+    assert "onset" in kinds and "alert" in kinds and "failure" in kinds, kinds
+    assert "sim." in page.inner_text("#car-page")  # its times are the cars' simulated time, and say so
+
+    page.go_back()  # the fleet again, then the same car from the alerts list
+    page.wait_for_selector("#fleet-grid", state="visible")
+    link = page.locator("#alerts tbody a.car-link").first
+    alerted = link.inner_text()
+    link.click()
+    page.wait_for_selector(f'#car-page[data-found="true"] #car-title:text-is("{alerted}")', timeout=30_000)
+
+    response = page.request.get(f"{url}api/car/car-99999")
+    assert response.status == 404 and "car-99999" in response.json()["detail"]
+    for bad in ("x" * 5000, "%00%ff", "%C3%A9%F0%9F%9A%97", "..%2F..%2Fetc", "car-00001%20OR%201=1"):
+        assert page.request.get(f"{url}api/car/{bad}").status == 404, bad
+    assert page.request.get(f"{url}healthz").status == 200  # bad ids never break the service
+    assert page.request.get(f"{url}api/car/{car}").json()["car_id"] == car
 
 
 def first_onset(readings: list[dict], car: str, after_seq: int) -> dict | None:
@@ -204,6 +268,18 @@ def first_onset(readings: list[dict], car: str, after_seq: int) -> dict | None:
             return r
         previous = r
     return None
+
+
+RECORD_HIGHEST_RATES = """() => {
+    window.highestRates = {};
+    new MutationObserver(() => {
+        for (const row of document.querySelectorAll('#stages tr[data-stage]')) {
+            const rate = parseFloat(row.querySelector('.stage-rate').textContent);
+            const stage = row.dataset.stage;
+            if (rate > (window.highestRates[stage] ?? 0)) window.highestRates[stage] = rate;
+        }
+    }).observe(document.querySelector('#stages-rows'), {subtree: true, childList: true, characterData: true});
+}"""
 
 
 def mosquitto_pub(port: int, topic: str, payload: bytes) -> None:

@@ -1,4 +1,5 @@
-"""The dashboard's fleet state: car states, alerts and their lead, the grid's order and pages, the DLQ by reason.
+"""The dashboard's fleet state: car states, alerts and their lead (never a suppressed one), the grid's order and pages,
+the DLQ by reason, a car's page and its history's memory budget, the stage rates, the model panel's verdict.
 (The page itself is tested in a real browser over the real chain: tests/integration/test_dashboard.py.)"""
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from dashboard.fleet import DURING, FOLLOWED, NO_FAILURE, OPEN, Fleet, page_of
-from dashboard.sources import Endpoint, parse_metrics_urls, report_metrics
+from dashboard.history import MIN_POINTS, CarHistory
+from dashboard.model import operating_point, report_metrics, verdict_lines
+from dashboard.sources import Endpoint, parse_metrics_urls, rates, window_rates
 from ml.serving import metrics as predictor_metrics
 
 # What the Java serving program (ml/streams/, Prometheus' Java client) serves, as a run of it wrote it.
@@ -172,13 +175,163 @@ def test_the_serving_program_is_read_from_the_predictors_metrics(program: str, e
     assert not endpoint.up and endpoint.program is None
 
 
-def test_the_report_shows_the_lstm_beside_gradient_boosting() -> None:
-    report = {
-        "models": {
-            "lstm": {"pr_auc": 0.6, "episodes": {"warned_share": 0.8}},
-            "gbm": {"pr_auc": 0.5, "episodes": {"warned_share": 0.7}},
+def report(low: float, high: float, by_mode: dict | None = None) -> dict:
+    """A report.json as ml/training/train.py writes it (its verdict string left out: the panel never reads it)."""
+
+    def model(pr_auc: float, warned: int, lead: float | None, false_rate: float, threshold: float) -> dict:
+        episodes = {
+            "episodes": 17,
+            "warned": warned,
+            "warned_share": warned / 17,
+            "median_lead_s": lead,
+            "false_alerts": 1,
+            "healthy_car_hours": 14.4,
+            "false_alerts_per_healthy_car_hour": false_rate,
         }
+        if by_mode is not None:
+            episodes["by_mode"] = by_mode
+        return {"pr_auc": pr_auc, "roc_auc": 0.7, "threshold": threshold, "episodes": episodes}
+
+    return {
+        "models": {"lstm": model(0.618, 14, 235.0, 0.35, 0.864), "gbm": model(0.550, 10, None, 0.07, 0.845)},
+        "comparison": {"difference": 0.068, "low": low, "high": high, "resamples": 200},
+        "targets": {
+            "warned_share": {"target": 0.8, "value": 14 / 17, "at_least": True, "met": True},
+            "median_lead_s": {"target": 180.0, "value": 235.0, "at_least": True, "met": True},
+            "false_alerts_per_healthy_car_hour": {"target": 0.1, "value": 0.35, "at_most": True, "met": False},
+        },
     }
-    rows = {row["name"]: (row["lstm"], row["gbm"]) for row in report_metrics(report)}
-    assert rows["PR-AUC"] == (0.6, 0.5) and rows["episodes warned"] == (0.8, 0.7)
+
+
+def test_the_model_panel_says_beats_only_where_the_car_bootstrap_interval_excludes_zero() -> None:
+    on_par = operating_point(report(-0.031, 0.162), served="lstm")
+    assert on_par["comparison"]["better"] is None
+    lines = verdict_lines(on_par)
+    assert not any("beat" in line for line in lines), lines
+    assert "on par" in lines[-1] and "[-0.031, +0.162]" in lines[-1] and "includes 0" in lines[-1]
+
+    ahead = operating_point(report(0.012, 0.162))
+    assert ahead["comparison"]["better"] == "lstm"
+    assert verdict_lines(ahead)[-1].startswith("the LSTM beats gradient boosting on PR-AUC")
+    behind = operating_point(report(-0.2, -0.01))
+    assert behind["comparison"]["better"] == "gbm"
+    assert verdict_lines(behind)[-1].startswith("gradient boosting beats the LSTM")
+    no_interval = operating_point(report(None, None))  # type: ignore[arg-type]
+    assert no_interval["comparison"]["better"] is None and "no bootstrap interval" in verdict_lines(no_interval)[-1]
+
+
+def test_the_model_panel_speaks_at_the_operating_point_for_both_models_beside_the_targets() -> None:
+    point = operating_point(report(-0.031, 0.162), served="lstm")
+    lstm, gbm = point["models"]
+    assert (lstm["model"], lstm["serving"], gbm["model"], gbm["serving"]) == ("lstm", True, "gbm", False)
+    assert (lstm["warned"], lstm["episodes"], lstm["median_lead_s"], lstm["threshold"]) == (14, 17, 235.0, 0.864)
+    assert lstm["met"] == {"warned_share": True, "median_lead_s": True, "false_alerts_per_healthy_car_hour": False}
+    # gradient boosting's figures are judged against the same targets (report.json holds the LSTM's verdicts only)
+    assert gbm["met"] == {"warned_share": False, "median_lead_s": False, "false_alerts_per_healthy_car_hour": True}
+    assert [t["key"] for t in point["targets"]] == [
+        "warned_share",
+        "median_lead_s",
+        "false_alerts_per_healthy_car_hour",
+    ]
+    first, second, _ = verdict_lines(point)
+    assert first.startswith("the LSTM (serving), threshold 0.864: warned 14 of 17 failure episodes, 82 %")
+    assert "0.35 false alerts per healthy car-hour (target ≤ 0.10, missed): 2 of 3 targets met" in first
+    assert "warned 10 of 17 failure episodes, 59 % (target ≥ 80 %, missed)" in second
+    assert "median lead n/a (none warned)" in second
+    assert lstm["by_mode"] is None and lstm["threshold_transfer"] is None  # absent: nothing to show
+
+
+def test_the_model_panel_shows_per_mode_recall_and_the_threshold_transfer_when_the_report_has_them() -> None:
+    by_mode = {"shock_absorber": {"episodes": 4, "warned": 1, "warned_share": 0.25}}
+    data = report(0.01, 0.2, by_mode=by_mode)
+    transfer = {  # as ml/training/evaluate.py threshold_transfer writes it, per model
+        "budget": 0.1,
+        "chosen_on": {"healthy_car_hours": 20.0, "false_alerts": 2, "rate": 0.1, "interval": [0.0, 0.25]},
+        "test": {"healthy_car_hours": 14.4, "false_alerts": 5, "rate": 0.35, "interval": [0.1, 0.6]},
+        "transfer_error": 0.25,
+        "gap": 0.25,
+    }
+    data["models"]["lstm"]["threshold_transfer"] = transfer
+    point = operating_point(data)
+    lstm, gbm = point["models"]
+    assert lstm["by_mode"] == by_mode and lstm["threshold_transfer"] == transfer
+    assert gbm["threshold_transfer"] is None
+    assert "0.10 on the validation cars its threshold was chosen on" in verdict_lines(point)[0]
+    assert operating_point({}) is None and verdict_lines(None) == []
+
+
+def test_the_report_shows_the_lstm_beside_gradient_boosting_over_all_windows() -> None:
+    rows = {row["name"]: (row["lstm"], row["gbm"]) for row in report_metrics(report(0.0, 0.1))}
+    assert rows["PR-AUC"] == (0.618, 0.550) and rows["threshold"] == (0.864, 0.845)
     assert report_metrics({}) == []
+
+
+def test_a_suppressed_prediction_is_never_an_alert_and_never_warns() -> None:
+    fleet = Fleet()
+    for seq in range(0, 4):
+        fleet.apply_reading(reading("a", seq, seq >= 2))  # the car reports a failure from seq 2
+        fleet.apply_prediction({**prediction("a", seq, 0.9, warned=True), "alert_suppressed": seq >= 2})
+    [alert] = fleet.alerts  # seq 0's, which the suppressed ones neither extend nor repeat
+    assert (alert.seq, alert.last_seq) == (0, 1)
+    fleet.apply_reading(reading("a", 4, False))
+    fleet.apply_prediction({**prediction("a", 4, 0.9, warned=True), "alert_suppressed": True})
+    assert fleet.cars["a"].state == "healthy" and len(fleet.alerts) == 1
+    assert fleet.car_dict("a")["alert_suppressed"] is True  # the car's entry says why it is not warned
+    fleet.apply_prediction(prediction("b", 0, 0.9, warned=True))  # schema v2: no field, never suppressed
+    assert fleet.alerts[0].car_id == "b" and fleet.cars["b"].state == "warned"
+    assert fleet.car_dict("b")["alert_suppressed"] is False
+    flags = fleet.car_page("a", 0.5)["history"]["predictions"]
+    assert flags["alert_suppressed"] == [False, False, True, True, True]
+    assert flags["warned"] == [True, True, False, False, False]
+
+
+def test_a_cars_page_holds_its_history_alerts_onsets_and_failure_periods_and_an_unknown_car_has_none() -> None:
+    fleet = Fleet()
+    for seq in range(0, 12):
+        fleet.apply_reading({**reading("a", seq, 6 <= seq < 9), "speed": float(seq)})
+        fleet.apply_prediction(prediction("a", seq, seq / 20, warned=seq in (3, 4)))
+    fleet.apply_prediction(prediction("a", 5, 0.1))  # an older one again (a predictor restarted): not kept twice
+    page = fleet.car_page("a", 0.15)
+    assert (page["state"], page["probability"], page["interval_ms"]) == ("healthy", 0.55, INTERVAL_MS)
+    [alert] = page["alerts"]
+    assert (alert["seq"], alert["outcome"], alert["lead_s"], alert["threshold"]) == (3, FOLLOWED, 30.0, 0.15)
+    assert page["onsets"] == [{"seq": 6, "event_time": 6 * INTERVAL_MS}]
+    history = page["history"]
+    assert history["readings"]["event_time"] == [s * INTERVAL_MS for s in range(12)]
+    assert history["readings"]["sensors"]["speed"] == [float(s) for s in range(12)]
+    assert history["predictions"]["probability"] == [round(s / 20, 4) for s in range(12)]
+    assert history["failure_periods"] == [{"start": 6 * INTERVAL_MS, "end": 8 * INTERVAL_MS}]
+    assert fleet.car_page("nobody", 0.5) is None
+
+
+def test_the_car_history_stays_in_its_budget_through_a_flood_of_records_and_of_car_ids() -> None:
+    history = CarHistory(total_points=4096, max_per_car=64)
+    fleet = Fleet(history=history)
+    bound = history.bound_bytes()
+    for seq in range(0, 10_000):  # one car's flood only turns its ring
+        fleet.apply_reading(reading("car-0", seq, False))
+    assert history.car("car-0")["readings"]["event_time"] == [s * INTERVAL_MS for s in range(10_000 - 64, 10_000)]
+    for n in range(1, 20_001):  # new car ids: rows double, each keeping fewer points, up to the budget
+        fleet.apply_reading(reading(f"car-{n}", 0, False))
+        fleet.apply_prediction(prediction(f"car-{n}", 0))
+        if n % 500 == 0:
+            assert history.nbytes <= bound, n
+            assert history.readings.rows * history.per_car <= 4096
+    kept = history.describe()
+    assert kept["full"] and kept["points_per_car"] == MIN_POINTS and kept["cars"] == 4096 // MIN_POINTS
+    assert history.car("car-0")["readings"]["event_time"] == [s * INTERVAL_MS for s in range(10_000 - 4, 10_000)]
+    page = fleet.car_page("car-20000", None)
+    assert page["state"] == "healthy" and page["history"] is None  # seen, but past the budget: no history
+
+
+def test_a_stage_rate_is_taken_over_the_last_seconds_so_bursts_do_not_read_zero_while_records_flow() -> None:
+    totals = [0, 0, 500, 500, 500, 1000, 1000]  # a burst every third second
+    history = [
+        {"t": float(t), "totals": {"mqtt_in": n, "car_sensor": n, "predictions": None}} for t, n in enumerate(totals)
+    ]
+    assert rates((5.0, history[5]["totals"]), (6.0, history[6]["totals"]))["mqtt_in"] == 0.0  # 1 s: reads 0
+    window = window_rates(history, 5.0)
+    assert window == {"mqtt_in": 200.0, "car_sensor": 200.0, "predictions": None}
+    assert window_rates(history[:1], 5.0) == {}
+    went_back = [{"t": 0.0, "totals": {"mqtt_in": 9, "car_sensor": 0, "predictions": 0}}, history[1]]
+    assert window_rates(went_back, 5.0)["mqtt_in"] is None  # a restarted bridge's counter: no rate

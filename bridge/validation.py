@@ -1,14 +1,16 @@
 """Turn one MQTT message (topic + payload bytes) into a reading record of schemas/car_sensor_reading.avsc.
 
 Two JSON shapes are accepted (bridge/README.md, "Accepted payloads"):
-- the full reading: `car_id`, `seq`, `event_time`, the 18 sensor fields, optional `failure_occurred`;
-- the seed simulator's shape: the 18 sensor fields (extra keys, such as its camelCase duplicates, ignored) and
+- the full reading: `car_id`, `seq`, `event_time`, the sensor fields, optional `failure_occurred`;
+- the seed simulator's shape: the sensor fields (extra keys, such as its camelCase duplicates, ignored) and
   none of `car_id`, `seq`, `event_time`: the car comes from the topic, `seq` is the content hash of the payload
   (`content_seq`, seq_origin CONTENT_HASH), `event_time` is left to the caller (the bridge's receive time),
   `failure_occurred` is null.
 
 Structure is strict: anything malformed raises `Rejected` with a short error code (the DLQ's `error` header) and
-a detail for humans. Plausibility is a signal: a well-formed value outside its bound in common.schemas.SENSOR_RANGES
+a detail for humans. A sensor the schema makes optional (common.schemas.OPTIONAL_SENSOR_FIELDS: the accelerometer
+peaks, which the 2019 senders never reported) may be absent or null and is written as null; a present one must be a
+number like any other. Plausibility is a signal: a well-formed value outside its bound in common.schemas.SENSOR_RANGES
 (the `range` attributes of the .avsc, one place) is listed in the record's `out_of_range` (RangePolicy.FLAG), or
 rejected (REJECT), or not looked at (OFF). The bounds describe the simulator's units, and a real fleet may send
 other units: its readings are data, not garbage.
@@ -67,9 +69,10 @@ EVENT_TIME_RANGE = (0, 4_102_444_800_000)
 INT32_RANGE = (-(2**31), 2**31 - 1)  # Avro int
 SEQ_MASK = 2**63 - 1
 _SENSORS = tuple(
-    (name, name in schemas.INT_SENSOR_FIELDS, *schemas.SENSOR_RANGES[name]) for name in schemas.SENSOR_FIELDS
+    (name, name in schemas.INT_SENSOR_FIELDS, name in schemas.OPTIONAL_SENSOR_FIELDS, *schemas.SENSOR_RANGES[name])
+    for name in schemas.SENSOR_FIELDS
 )
-assert all(INT32_RANGE[0] <= low <= high <= INT32_RANGE[1] for _, _, low, high in _SENSORS)  # see _sensors
+assert all(INT32_RANGE[0] <= low <= high <= INT32_RANGE[1] for *_, low, high in _SENSORS)  # see _sensors
 
 
 class Rejected(ValidationError):
@@ -121,11 +124,14 @@ def _json_type(value: Any) -> str:
 
 def _sensors(obj: dict[str, Any], record: dict[str, Any], policy: RangePolicy) -> None:
     outside: list[str] = []
-    for name, is_int, low, high in _SENSORS:
-        try:
-            value = obj[name]
-        except KeyError:
-            raise Rejected(MISSING_FIELD, f"{name} is missing") from None
+    for name, is_int, optional, low, high in _SENSORS:
+        value = obj.get(name)
+        if value is None:
+            if optional:
+                record[name] = None  # not reported: nothing is invented for it
+                continue
+            if name not in obj:
+                raise Rejected(MISSING_FIELD, f"{name} is missing")
         kind = type(value)
         if is_int:
             if kind is not int:

@@ -91,7 +91,14 @@ def _sensor_fields() -> list[dict[str, Any]]:
 
 
 SENSOR_FIELDS: tuple[str, ...] = tuple(field["name"] for field in _sensor_fields())
-"""The 18 sensor fields in schema order: the model's feature order unless its metadata says otherwise."""
+"""The 22 sensor fields in schema order: the model's feature order unless its metadata says otherwise."""
+
+OPTIONAL_SENSOR_FIELDS: frozenset[str] = frozenset(
+    f["name"] for f in _sensor_fields() if isinstance(f["type"], list) and "null" in f["type"]
+)
+"""Sensor fields whose type is a union with null (since readings version 3, the accelerometer peaks): a sender may
+leave them out, and null means "not reported". Nothing fills one in; a model that needs one scores the reading as
+out of distribution (ml/features.py, missing_values)."""
 
 INT_SENSOR_FIELDS: frozenset[str] = frozenset(f["name"] for f in _sensor_fields() if f["type"] == "int")
 

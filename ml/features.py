@@ -11,10 +11,18 @@ readings. A car's order depends on where its seq came from (the reading's `seq_o
   gap to see. A redelivered payload has the same hash, so it is a duplicate like any other.
 
 A car's SENDER and CONTENT_HASH readings never share a run: the two orders cannot be merged.
+
+A sensor that was not reported (null: an optional field such as the accelerometer peaks, which readings before
+schema version 3 and the 2019 senders lack) is NaN in the feature arrays. Training keeps the features that hold a
+value in every reading it read (`complete_features`); the predictor scores a reading that lacks one of its model's
+features with that feature at its training mean (`fill_missing`) and flags the reading out of distribution, naming
+the field (ml/ood.py). Nothing invents a value the sender did not report into the data itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +31,32 @@ import numpy as np
 
 from common.schemas import SENSOR_FIELDS, SEQ_FROM_CONTENT
 
+log = logging.getLogger(__name__)
+
 
 def feature_matrix(records: Sequence[dict[str, Any]], features: Sequence[str] = SENSOR_FIELDS) -> np.ndarray:
-    """Raw sensor values [len(records), len(features)] float32, in the given feature order."""
+    """Raw sensor values [len(records), len(features)] float32, in the given feature order; NaN where a value is
+    null (numpy turns None into NaN for a float dtype)."""
     return np.array([[record[name] for name in features] for record in records], dtype=np.float32).reshape(
         len(records), len(features)
     )
+
+
+def missing_values(records: Sequence[dict[str, Any]], features: Sequence[str], rows: np.ndarray) -> np.ndarray:
+    """bool [N, F]: where a record's feature is null (not reported). `rows` is feature_matrix's of the records: only
+    its rows with a NaN are looked at again, since a NaN the sender wrote is a value, not a missing one."""
+    missing = np.isnan(rows)
+    for i in np.flatnonzero(missing.any(axis=1)).tolist():
+        missing[i] = [records[i].get(name) is None for name in features]
+    return missing
+
+
+def fill_missing(rows: np.ndarray, missing: np.ndarray, mean: Sequence[float]) -> np.ndarray:
+    """`rows` with each missing value replaced by its feature's training mean (the model's metadata scaling.mean,
+    in its feature order): the model sees nothing unusual in that feature, and the reading is flagged instead."""
+    if not missing.any():
+        return rows
+    return np.where(missing, np.asarray(mean, dtype=rows.dtype), rows)
 
 
 @dataclass(frozen=True)
@@ -62,6 +90,18 @@ class Series:
 
     def _columns(self) -> tuple[np.ndarray, ...]:
         return self.car_ids, self.seq, self.event_time, self.features, self.failure, self.hashed, self.arrival
+
+
+def complete_features(series: Series, names: Sequence[str] = SENSOR_FIELDS) -> tuple[tuple[str, ...], Series]:
+    """The features (of `names`, the series' columns) that hold a value in every reading, and the series with only
+    those: what a model can be trained on. The others are left out, with one log line."""
+    held = ~np.isnan(series.features).any(axis=0)
+    if held.all():
+        return tuple(names), series
+    left_out = [name for name, kept in zip(names, held, strict=True) if not kept]
+    log.info("leaving out %d feature(s) that some readings do not report: %s", len(left_out), ", ".join(left_out))
+    kept_names = tuple(name for name, kept in zip(names, held, strict=True) if kept)
+    return kept_names, dataclasses.replace(series, features=series.features[:, held])
 
 
 def series_from_records(records: Sequence[dict[str, Any]], features: Sequence[str] = SENSOR_FIELDS) -> Series:

@@ -10,10 +10,14 @@ prediction gets a score:
     ood_score  = max over the features f of distance_f             (0: every value inside the training range)
     out_of_distribution = ood_score > threshold                    (ML_OOD_THRESHOLD, default 1.0)
                           or the bridge listed a model feature in the reading's `out_of_range`
+                          or the reading lacks a model feature (null: not reported)
 
 x is the reading the prediction is for (the window's last one); min and max are the training cars' extremes;
 `out_of_range` (readings schema version 2) names the values outside the schema's plausibility range for the
-simulator's units: data in other units, whatever the training range says.
+simulator's units: data in other units, whatever the training range says. A feature the reading lacks (null, such
+as an accelerometer peak from a sender that measures none) is scored at its training mean (ml/features.py,
+fill_missing), so its distance is 0, and the reading is flagged with the field named, whatever the scorer: the
+model saw a value the car did not report.
 
 Why the extremes and not the [0.5 %, 99.5 %] quantiles (kept too): the simulator's failure readings are the
 tails of its distribution, and on held-out simulated cars (60 cars x 400 readings) the quantile range put 8 % of
@@ -142,12 +146,20 @@ class OodScorer:
         beyond = np.maximum(np.maximum(values - self.high, self.low - values), 0.0) / self.width
         return np.where(finite, beyond, NON_FINITE)
 
-    def score(self, rows: np.ndarray, out_of_range: Sequence[Sequence[str]] | None = None) -> OodScores:
+    def score(
+        self,
+        rows: np.ndarray,
+        out_of_range: Sequence[Sequence[str]] | None = None,
+        missing: np.ndarray | None = None,
+    ) -> OodScores:
         """Scores of raw readings [N, F]; `out_of_range` holds each reading's fields that the bridge found outside
-        the plausibility range (its `out_of_range` field): they are out of distribution whatever their distance."""
+        the plausibility range (its `out_of_range` field): they are out of distribution whatever their distance;
+        `missing` (bool [N, F], ml/features.py missing_values) marks the features a reading lacks: flagged always."""
         distances = self.distances(rows)
         score = distances.max(axis=1, initial=0.0)
         outside = distances > self.threshold
+        if missing is not None:
+            outside |= np.asarray(missing, dtype=bool).reshape(outside.shape)
         if out_of_range is not None and self.enabled:
             column = {name: j for j, name in enumerate(self.names)}
             for i, fields in enumerate(out_of_range):

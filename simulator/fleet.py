@@ -3,7 +3,8 @@
 One `Fleet.step()` advances every car by one reading interval and returns one reading per car. Relations the
 model keeps: speed follows throttle with inertia; engine vibration scales with speed; coolant temperature
 follows current draw with a lag; the battery drains with use (and recharges when low) and its voltage follows
-the charge; bumps show on the accelerometers; firmware is 1000 or 2000. Failure modes (simulator/failures.py)
+the charge; the accelerometers report each corner's RMS and peak over the interval, from the road and its bumps
+(simulator/suspension.py); firmware is 1000 or 2000. Failure modes (simulator/failures.py)
 shift the sensors they affect progressively, and every sensor carries noise. See simulator/README.md.
 
 `generate_readings()` is the data API for training and tests: no MQTT, deterministic for a seed.
@@ -21,20 +22,26 @@ import numpy as np
 from common.errors import ConfigError
 from common.schemas import INT_SENSOR_FIELDS, SENSOR_FIELDS, SENSOR_RANGES
 from common.topics import car_id
+from simulator import suspension
 from simulator.failures import FailureMode, FailureState
 
 DEFAULT_START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: offline data do not depend on the clock
 TIRES = ("tire_pressure_1_1", "tire_pressure_1_2", "tire_pressure_2_1", "tire_pressure_2_2")
-ACCELEROMETERS = (
-    "accelerometer_1_1_value",
-    "accelerometer_1_2_value",
-    "accelerometer_2_1_value",
-    "accelerometer_2_2_value",
-)
+CORNERS = ("1_1", "1_2", "2_1", "2_2")
+"""Front left, front right, rear left, rear right; a corner's axle partner is the other of its axle."""
+ACCELEROMETERS = tuple(f"accelerometer_{corner}_value" for corner in CORNERS)
+"""Each corner's RMS vertical acceleration over the interval (simulator/suspension.py)."""
+ACCELEROMETER_PEAKS = tuple(f"accelerometer_{corner}_peak" for corner in CORNERS)
+"""Each corner's peak vertical acceleration over the interval."""
+DAMPING_LOSS = 0.8
+"""A worn shock absorber keeps 1 - 0.8 x severity of its damping: 44 % at the end of the lead-up, 20 % failed."""
+SHAFT_IMBALANCE = 1000.0
+"""Vibration a failed drive shaft adds at 100 km/h (arbitrary units; the imbalance's force grows with speed^2)."""
+COOLING_LOSS = 0.75
+"""A failing cooling circuit sheds 1 - 0.75 x severity of the heat a healthy one does."""
 # Decimals kept per sensor: enough for the physics, short on the wire.
-DECIMALS = (
-    {name: 2 for name in SENSOR_FIELDS} | {"throttle_pos": 3, "battery_voltage": 3} | dict.fromkeys(ACCELEROMETERS, 3)
-)
+DECIMALS = {name: 2 for name in SENSOR_FIELDS} | {"throttle_pos": 3, "battery_voltage": 3}
+DECIMALS |= dict.fromkeys(ACCELEROMETERS + ACCELEROMETER_PEAKS, 3)
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,7 @@ class Fleet:
         self.cruise = rng.uniform(0.25, 0.6, n)
         self.capacity_ah = rng.uniform(120.0, 180.0, n)
         self.tire_base = rng.uniform(30.0, 36.0, (n, 1)) + rng.normal(0.0, 0.4, (n, 4))
+        self.damping = suspension.healthy_damping(rng, n)
         # Evolving.
         self.driving = rng.random(n) < 0.9
         self.charging = np.zeros(n, bool)
@@ -168,6 +176,7 @@ class Fleet:
         target = self.top_speed * self.throttle
         new_speed = target + np.exp(-dt / 20.0) * (self.speed - target)
         accel = (new_speed - self.speed) / dt  # km/h per second
+        mean_speed = 0.5 * (self.speed + new_speed)  # over the interval: what the per-interval statistics see
         self.speed = new_speed
         moving_draw = 15.0 + 260.0 * self.throttle + 0.25 * self.speed + 30.0 * np.minimum(accel, 0.0)
         current = np.select([self.charging, self.driving], [-150.0, moving_draw], 8.0)
@@ -178,14 +187,17 @@ class Fleet:
         open_circuit = 11.6 + 1.3 * self.soc / 100.0
         voltage = open_circuit - (0.003 + 0.012 * batt_sev) * current - 1.2 * batt_sev
 
-        # Coolant follows the current draw with a lag; a failing cooling circuit raises its equilibrium.
-        coolant_target = 70.0 + 0.1 * np.maximum(current, 0.0) + 55.0 * cool_sev
+        # Coolant follows the engine's heat (the current draw) with a lag; a failing cooling circuit sheds less of
+        # it, so its equilibrium rises the more the engine works (and hardly at all while it idles).
+        heat = 5.0 + 0.1 * np.maximum(current, 0.0)
+        coolant_target = 65.0 + heat / (1.0 - COOLING_LOSS * cool_sev)
         self.coolant = coolant_target + np.exp(-dt / 90.0) * (self.coolant - coolant_target)
 
-        # Vibration scales with speed; a worn drive shaft adds a component growing with speed.
+        # Vibration (its RMS over the interval) scales with speed; a worn drive shaft adds the shake of an
+        # imbalance, a force growing with the square of the shaft's speed: none while the car stands still.
         smooth = np.where(self.firmware == 2000, 0.95, 1.0)
-        vibration = (60.0 + 9.0 * self.speed + 120.0 * self.throttle) * smooth
-        vibration = vibration + shaft_sev * (700.0 + 14.0 * self.speed)
+        vibration = (60.0 + 9.0 * mean_speed + 120.0 * self.throttle) * smooth
+        vibration = vibration + shaft_sev * SHAFT_IMBALANCE * np.square(mean_speed / 100.0)
         vibration = vibration * (1.0 + 0.08 * noise()) + 20.0 * noise()
 
         values: dict[str, np.ndarray] = {
@@ -200,7 +212,7 @@ class Fleet:
             "throttle_pos": self.throttle + 0.01 * noise(),
         }
         values.update(self._tires(tire_sev))
-        values.update(self._accelerometers(shock_sev))
+        values.update(self._accelerometers(shock_sev, mean_speed))
         values["control_unit_firmware"] = self.firmware
         step = FleetStep(
             seq=self.seq,
@@ -225,23 +237,20 @@ class Fleet:
         pressure = pressure + 0.7 * self.rng.standard_normal(pressure.shape)
         return {name: pressure[:, i] for i, name in enumerate(TIRES)}
 
-    def _accelerometers(self, shock_sev: np.ndarray) -> dict[str, np.ndarray]:
-        """Vertical acceleration per corner: road noise growing with speed and roughness, plus bumps that hit
-        both wheels of an axle; a worn shock absorber lets its corner swing further."""
+    def _accelerometers(self, shock_sev: np.ndarray, mean_speed: np.ndarray) -> dict[str, np.ndarray]:
+        """Each corner's RMS and peak over the interval (simulator/suspension.py) on a road whose roughness wanders;
+        a worn shock absorber has lost damping in proportion to its severity."""
         rng, n = self.rng, self.cars
         keep = np.exp(-self.config.interval_s / 300.0)
         self.roughness = np.clip(
             1.0 + keep * (self.roughness - 1.0) + 0.3 * np.sqrt(1 - keep**2) * rng.standard_normal(n), 0.4, 2.5
         )
-        road = (0.15 + 0.012 * self.speed[:, None]) * self.roughness[:, None] * rng.standard_normal((n, 4))
-        moving = self.speed[:, None] > 5.0
-        bump_hits = (rng.random((n, 2)) < 0.08) & moving
-        bump_size = rng.uniform(2.0, 8.0, (n, 2)) * rng.choice([-1.0, 1.0], (n, 2)) * (0.3 + self.speed[:, None] / 100)
-        bumps = np.repeat(np.where(bump_hits, bump_size, 0.0), 2, axis=1)  # axle 1 -> corners 0,1; axle 2 -> 2,3
         worn = self.failures.corner[:, None] == np.arange(4)
-        swing = 1.0 + 3.0 * np.where(worn, shock_sev[:, None], 0.0)
-        accel = (road + bumps) * swing
-        return {name: accel[:, i] for i, name in enumerate(ACCELEROMETERS)}
+        damping = self.damping * (1.0 - DAMPING_LOSS * np.where(worn, shock_sev[:, None], 0.0))
+        rms, peak = suspension.accelerometers(rng, mean_speed, self.roughness, damping, self.config.interval_s)
+        values = {name: rms[:, i] for i, name in enumerate(ACCELEROMETERS)}
+        values.update({name: peak[:, i] for i, name in enumerate(ACCELEROMETER_PEAKS)})
+        return values
 
 
 def _finish(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

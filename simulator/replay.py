@@ -1,15 +1,17 @@
 """`python -m simulator replay FILE.csv`: publish a recorded CSV, one reading per row.
 
 Two layouts are read, told apart by the header:
-- the seed's: `time,car,<18 sensor fields>` with `time` in epoch seconds and `car` like `car1` (kept as the car id);
+- the seed's: `time,car,<sensor fields>` with `time` in epoch seconds and `car` like `car1` (kept as the car id);
   seq is counted per car from 0 in file order. An optional `failure_occurred` column is the label; a file without
   that column is unlabelled: its readings carry failure_occurred null (unknown, not "no failure"), and training
   refuses such data with a clear error.
 - the offline mode's (`python -m simulator offline --out x.csv`): `car_id,seq,event_time,...,failure_occurred`.
 
-A row that cannot be read (a missing, non-numeric or non-finite value such as NaN or inf, or a car id that cannot
-be an MQTT topic level: "/", "+", "#") is logged with its line number and skipped; the rest of the file still
-goes out, and the run's summary counts the skipped rows.
+The optional sensors (common.schemas.OPTIONAL_SENSOR_FIELDS, the accelerometer peaks: the 2019 recording has no
+such column) may be missing from the header or empty in a row: the reading then leaves them out, and the bridge
+writes null. A row that cannot be read (a missing, non-numeric or non-finite value such as NaN or inf, or a car id
+that cannot be an MQTT topic level: "/", "+", "#") is logged with its line number and skipped; the rest of the
+file still goes out, and the run's summary counts the skipped rows.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from common.schemas import INT_SENSOR_FIELDS, SENSOR_FIELDS
+from common.schemas import INT_SENSOR_FIELDS, OPTIONAL_SENSOR_FIELDS, SENSOR_FIELDS
 from common.topics import car_id_problem, mqtt_topic
 from simulator.payload import encode_reading
 from simulator.reporting import RunSummary
@@ -33,8 +35,9 @@ from simulator.settings import ReplayPace, ReplaySettings
 
 log = logging.getLogger(__name__)
 
-SEED_COLUMNS = ("time", "car", *SENSOR_FIELDS)
-OFFLINE_COLUMNS = ("car_id", "seq", "event_time", *SENSOR_FIELDS)
+REQUIRED_SENSORS = tuple(name for name in SENSOR_FIELDS if name not in OPTIONAL_SENSOR_FIELDS)
+SEED_COLUMNS = ("time", "car", *REQUIRED_SENSORS)
+OFFLINE_COLUMNS = ("car_id", "seq", "event_time", *REQUIRED_SENSORS)
 TRUE_WORDS = frozenset({"true", "1", "yes", "t"})
 FALSE_WORDS = frozenset({"false", "0", "no", "f", ""})
 
@@ -116,7 +119,9 @@ def _number(row: dict[str, str | None], column: str) -> float:
 
 def _sensors(row: dict[str, str | None]) -> dict[str, int | float]:
     return {
-        name: round(_number(row, name)) if name in INT_SENSOR_FIELDS else _number(row, name) for name in SENSOR_FIELDS
+        name: round(_number(row, name)) if name in INT_SENSOR_FIELDS else _number(row, name)
+        for name in SENSOR_FIELDS
+        if name not in OPTIONAL_SENSOR_FIELDS or (row.get(name) or "").strip()  # an optional one: left out
     }
 
 

@@ -27,6 +27,7 @@ from common.avro import AvroCodec
 from common.errors import DecodeError
 from common.schemas import SEQ_FROM_CONTENT
 from ml.artifact import LoadedModel
+from ml.features import fill_missing, missing_values
 from ml.ood import OodScorer, OodScores, out_of_range
 from ml.serving import metrics
 from ml.serving.progress import Progress
@@ -78,6 +79,8 @@ class BatchPredictor:
         self.model: LoadedModel | None = None
         self.windows: CarWindows | None = None
         self.features: list[str] = []
+        self.mean = np.zeros(0, dtype=np.float32)
+        """The model's training mean per feature: the value of a feature a reading lacks (ml/features.py)."""
         self.threshold = 0.5
         self.horizon = 0
         self.ood = OodScorer(self.features, None, None)
@@ -94,6 +97,7 @@ class BatchPredictor:
             self.windows = self._new_windows(window, len(features))
             self.features = features
         self.model = model
+        self.mean = np.asarray(meta["scaling"]["mean"], dtype=np.float32)
         self.threshold = self.settings.threshold if self.settings.threshold is not None else float(meta["threshold"])
         self.horizon = int(meta["horizon"])
         self.ood = OodScorer.from_metadata(meta, self.settings.ood_threshold)
@@ -156,7 +160,7 @@ class BatchPredictor:
         readings = [reading for _, reading in self._decode(records, dead_letter=False)]
         if cars is not None:
             readings = [reading for reading in readings if reading["car_id"] in cars]
-        cars_, seqs, rows, hashed, times = self._columns(readings)
+        cars_, seqs, rows, hashed, times, _ = self._columns(readings)
         self.windows.push(cars_, seqs, rows, hashed, group=partition, windows=False, times=times)
         self._state_metrics()
         return len(readings)
@@ -196,7 +200,7 @@ class BatchPredictor:
         for i, (record, _) in enumerate(decoded):
             by_partition.setdefault(record.partition, []).append(i)
         with self.progress.phase("windows"):
-            cars, seqs, rows, hashed, times = self._columns(readings)
+            cars, seqs, rows, hashed, times, missing = self._columns(readings)
             windows = np.empty((len(readings), self.windows.window, self.windows.features), dtype=np.float32)
             for partition, indices in by_partition.items():
                 windows[indices] = self.windows.push(
@@ -211,7 +215,7 @@ class BatchPredictor:
         with self.progress.phase("model"):
             probabilities = self._call_model(windows)
         with self.progress.phase("ood"):
-            ood = self.ood.score(rows, out_of_range(readings))
+            ood = self.ood.score(rows, out_of_range(readings), missing)
         # Python values (tolist) build the records several times faster than numpy scalars; the alert compares
         # the float32 probability as float64, as `float(p) >= threshold` does
         alert = probabilities.astype(np.float64) >= self.threshold
@@ -258,15 +262,18 @@ class BatchPredictor:
                     self.dead_letter(record, str(exc))
         return decoded
 
-    def _columns(self, readings: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(car ids, seqs, feature rows, whether seq is a content hash, event times) of decoded readings."""
+    def _columns(self, readings: list[dict]) -> tuple[list[str], *tuple[np.ndarray, ...]]:
+        """(car ids, seqs, feature rows, whether seq is a content hash, event times, missing features) of decoded
+        readings; a missing feature's value is its training mean."""
         values = operator.itemgetter(*self.features)
         rows = np.array([values(reading) for reading in readings], dtype=np.float32)
         rows = rows.reshape(len(readings), len(self.features))
+        missing = missing_values(readings, self.features, rows)
+        rows = fill_missing(rows, missing, self.mean)
         seqs = np.array([r["seq"] for r in readings], dtype=np.int64)
         hashed = np.array([r.get("seq_origin") == SEQ_FROM_CONTENT for r in readings], dtype=bool)
         times = np.array([r["event_time"] for r in readings], dtype=np.int64)
-        return [r["car_id"] for r in readings], seqs, rows, hashed, times
+        return [r["car_id"] for r in readings], seqs, rows, hashed, times, missing
 
     def _state_metrics(self) -> None:
         assert self.windows is not None

@@ -115,7 +115,9 @@ def compare(
     for i, name in enumerate(scorer.names):
         trained = {key: float(stats_of[name][key]) for key in ("min", "max", "mean", "std", "q0_5", "q99_5")}
         values = recent[:, i].astype(np.float64)
-        test = stats.ks_2samp(sample[:, i], values)
+        # null (not reported) is no value to compare; distances counts it far out, as the predictor flags it
+        values = values[~np.isnan(values)]
+        ks, ks_pvalue = stats.ks_2samp(sample[:, i], values)[:2] if len(values) else (1.0, 0.0)
         shift = psi(sample[:, i].astype(np.float64), values)
         share_ood = float((distances[:, i] > settings.ood_threshold).mean())
         verdict = OUT_OF_RANGE if share_ood > settings.ood_share else DRIFT if shift >= settings.psi_threshold else OK
@@ -125,8 +127,8 @@ def compare(
                 training=trained,
                 recent=summary(values),
                 psi=shift,
-                ks=float(test.statistic),
-                ks_pvalue=float(test.pvalue),
+                ks=float(ks),
+                ks_pvalue=float(ks_pvalue),
                 outside_range=float((distances[:, i] > 0).mean()),
                 out_of_distribution=share_ood,
                 verdict=verdict,

@@ -42,7 +42,7 @@ def predict_following(
     model: artifact.LoadedModel, history: list[dict], following: list[dict]
 ) -> list[tuple[dict, float]]:
     """(reading, probability) for each reading of `following` that closes a full window of its car."""
-    series = series_from_records(history + following)
+    series = series_from_records(history + following, model.features)  # the model may read fewer than all
     position = {(car, int(seq)): i for i, (car, seq) in enumerate(zip(series.car_ids, series.seq, strict=True))}
     indices = np.array([position[(r["car_id"], int(r["seq"]))] for r in following], dtype=np.int64)
     full = indices - series.run_start[indices] >= model.window - 1

@@ -9,6 +9,7 @@ bounded) and every epoch streams shuffled windows through tf.data (ml/training/d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import logging
 import time
@@ -29,7 +30,7 @@ from common.logs import setup_logging
 from common.schemas import READING, SENSOR_FIELDS
 from ml import artifact, ood
 from ml.episodes import reading_interval_s
-from ml.features import Series, gather_windows, series_from_records, window_ends
+from ml.features import Series, complete_features, gather_windows, series_from_records, window_ends
 from ml.source import PartitionRange, TopicRange, read_records, resolve_range
 from ml.training.baseline import Scorer, fit_gbm, fit_logistic, fit_prevalence
 from ml.training.calibration import brier, fit_platt, logit
@@ -160,12 +161,16 @@ class Prepared:
     sets: dict[str, WindowSet]
     mean: np.ndarray
     std: np.ndarray
+    features: tuple[str, ...]
+    """The sensor fields the model reads, in its order: those that hold a value in every reading read."""
 
 
 def prepare(series: Series, settings: FitSettings) -> Prepared:
-    """Split cars; label their windows; fit the scaling on the training cars."""
+    """Keep the features every reading reports; split cars; label their windows; fit the scaling on the training
+    cars. `series` holds every sensor field (SENSOR_FIELDS)."""
     window, horizon = settings.window, settings.horizon
     require_labels(series)
+    features, series = complete_features(series)
     split_seed = settings.seed if settings.split_seed is None else settings.split_seed
     split: CarSplit = split_cars(series, settings.validation_fraction, settings.test_fraction, split_seed)
     parts = {name: series.select_cars(getattr(split, name)) for name in ("train", "validation", "test")}
@@ -178,7 +183,7 @@ def prepare(series: Series, settings: FitSettings) -> Prepared:
             raise TrainingDataError(f"the {name} cars have no full window of {window} readings (+{horizon} ahead)")
     if sets["train"].positives in (0, len(sets["train"])):
         raise TrainingDataError("the training cars hold a single class: no failure to learn from")
-    return Prepared(series, split, parts, sets, *_scaling(parts["train"]))
+    return Prepared(series, split, parts, sets, *_scaling(parts["train"]), features)
 
 
 def _builder(settings: FitSettings, mean: np.ndarray, std: np.ndarray) -> Callable[[], keras.Model]:
@@ -226,19 +231,29 @@ def fit_and_evaluate(
     train = sets["train"]
     if collective.cluster.size > 1:
         collective.array_from_chief(np.array([car_key(car) for car in split.train], np.float64))
-        collective.from_chief(np.concatenate([prepared.mean, prepared.std]))
+        collective.from_chief(_kept_scaling(prepared))
         mine = parts["train"].select_cars(set(split.train) & (share_cars or set()))
         train = window_set(mine, settings.window, settings.horizon)
     fitted = _fit(collective, settings, prepared.mean, prepared.std, train, sets["validation"])
     return _evaluated(prepared, fitted, settings, source, collective.cluster)
 
 
+def _kept_scaling(prepared: Prepared) -> np.ndarray:
+    """[3, len(SENSOR_FIELDS)] for the other workers: which sensor fields the model reads, their mean, their std."""
+    kept = np.array([name in prepared.features for name in SENSOR_FIELDS])
+    out = np.zeros((3, len(SENSOR_FIELDS)))
+    out[0], out[1, kept], out[2, kept] = kept, prepared.mean, prepared.std
+    return out
+
+
 def train_share(series: Series, settings: FitSettings, collective: Collective) -> None:
     """A worker other than the chief: the training cars and the scaling from the chief, then the loop on its
     share. Its collectives mirror `fit_and_evaluate`'s, in the same order."""
     keys = set(collective.array_from_chief(None).astype(np.int64).tolist())
-    scaling = collective.from_chief(None, (2 * len(SENSOR_FIELDS),))
-    mean, std = scaling[: len(SENSOR_FIELDS)], scaling[len(SENSOR_FIELDS) :]
+    kept, mean, std = collective.from_chief(None, (3, len(SENSOR_FIELDS))).reshape(3, -1)
+    kept = kept > 0.5
+    mean, std = mean[kept], std[kept]
+    series = dataclasses.replace(series, features=series.features[:, kept])  # the chief's features
     cars = [car for car in series.cars if car_key(car) in keys]
     train = window_set(series.select_cars(cars), settings.window, settings.horizon)
     log.info("%d training cars of the %d in this worker's partitions", len(cars), len(series.cars))
@@ -319,7 +334,7 @@ def _evaluated(
         "window": window,
         "horizon": horizon,
         "label": LABEL_DEFINITION,
-        "features": list(SENSOR_FIELDS),
+        "features": list(prepared.features),
         "scaling": {"mean": mean.tolist(), "std": std.tolist()},
         "threshold": models["lstm"]["threshold"],
         "calibration": calibration,
@@ -338,7 +353,7 @@ def _evaluated(
         "baselines": {name: models[name] for name in ("gbm", "logistic", "prevalence")},
         "lstm_beats_baseline": beats,
         "comparison": comparison,
-        ood.STATS_KEY: ood.training_statistics(parts["train"].features, SENSOR_FIELDS),
+        ood.STATS_KEY: ood.training_statistics(parts["train"].features, prepared.features),
     }
     report = {
         "verdict": verdict_text,

@@ -152,6 +152,11 @@ def test_java_and_python_give_the_same_predictions_and_dead_letters(
     assert all(p["out_of_distribution"] and "battery_voltage" in p["ood_features"] for p in units)
     assert all(p["ood_score"] > 10 for p in units), "centivolts lie tens of training ranges out"
     assert {p["model_version"] for p in java_predictions} == {artifact.latest(trained).name}
+    # schema-1 readings report no accelerometer peak, a feature of the model: scored at its mean, flagged by name
+    peaks = sorted(schemas.OPTIONAL_SENSOR_FIELDS)
+    old = [p for p in java_predictions if p["car_id"] == "schema-1"]
+    assert old and all(p["out_of_distribution"] and set(peaks) <= set(p["ood_features"]) for p in old)
+    assert not any(set(peaks) & set(p["ood_features"]) for p in java_predictions if p["car_id"] != "schema-1")
 
     dead = {s: read_until(kafka_bootstrap, s.dlq, lambda m: len(m) >= 2, timeout=30) for s in (java, python)}
     for stream, service in ((java, "predictor-java"), (python, "predictor")):

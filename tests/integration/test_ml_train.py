@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from common.avro import AvroCodec
-from common.schemas import PREDICTION
+from common.schemas import OPTIONAL_SENSOR_FIELDS, PREDICTION, SENSOR_FIELDS
 from common.settings import PLAINTEXT
 from ml import artifact
 from ml.features import gather_windows, series_from_records, window_ends
@@ -85,9 +85,9 @@ def test_training_leaves_a_complete_artifact_and_report(trained):
     assert {"model.keras", "saved_model", "metadata.json", "report"} <= {p.name for p in trained.iterdir()}
     meta = json.loads((trained / "metadata.json").read_text())
     assert meta["version"] == trained.name
-    assert (meta["window"], meta["horizon"], len(meta["features"])) == (36, 60, 18)
+    assert (meta["window"], meta["horizon"], meta["features"]) == (36, 60, list(SENSOR_FIELDS))
     assert "starts" in meta["label"]
-    assert len(meta["scaling"]["mean"]) == len(meta["scaling"]["std"]) == 18
+    assert len(meta["scaling"]["mean"]) == len(meta["scaling"]["std"]) == len(SENSOR_FIELDS)
     assert 0 < meta["threshold"] <= 1 and meta["threshold"] == meta["metrics"]["threshold"]
     assert meta["schema"]["name"] == "io.carstream.CarSensorReading" and len(meta["schema"]["fingerprint"]) == 16
     training = meta["training"]
@@ -185,6 +185,22 @@ def test_labels_without_signal_score_near_chance(kafka_bootstrap, topics, tmp_pa
     for name, metrics in {"lstm": meta["metrics"], **meta["baselines"]}.items():
         assert abs(metrics["roc_auc"] - 0.5) < 0.1, (name, metrics)
         assert abs(metrics["pr_auc"] - metrics["prevalence"]) < 0.1, (name, metrics)
+
+
+def test_training_leaves_out_the_sensors_some_readings_do_not_report(kafka_bootstrap, topics, tmp_path):
+    """Readings of two senders, one without accelerometer peaks (null, as a version-2 record or a 2019 sender):
+    the model reads the sensors every reading reports, and its metadata and statistics say which."""
+    readings = list(generate_readings(20, 150, seed=5, failure_rate=4.0))
+    for reading in readings[::2]:
+        reading.update(dict.fromkeys(OPTIONAL_SENSOR_FIELDS))
+    topic = topics.with_readings("ml-null", readings)
+    args = ("--topic", topic, "--model-dir", str(tmp_path), "--reader", "confluent", "--epochs", "1")
+    run_ml(kafka_bootstrap, "train", *args, "--window", "10", "--horizon", "5")
+    meta = json.loads((artifact.latest(tmp_path) / "metadata.json").read_text())
+    reported = [name for name in SENSOR_FIELDS if name not in OPTIONAL_SENSOR_FIELDS]
+    assert meta["features"] == reported and len(meta["scaling"]["mean"]) == len(reported)
+    assert sorted(meta["feature_stats"]["features"]) == sorted(reported)
+    assert all(np.isfinite(meta["metrics"][key]) for key in ("pr_auc", "brier"))
 
 
 def test_seed_form_trains_then_writes_avro_predictions(kafka_bootstrap, topics, tmp_path):

@@ -73,6 +73,21 @@ def test_the_seed_shape_ignores_a_failure_label_it_cannot_trust(reading):
     assert parse_reading("car-00042", payload(seed), LIMIT)["failure_occurred"] is None
 
 
+def test_an_optional_sensor_absent_or_null_is_written_as_null_and_a_present_one_must_be_a_number(reading):
+    optional = sorted(schemas.OPTIONAL_SENSOR_FIELDS)
+    assert optional == [f"accelerometer_{c}_peak" for c in ("1_1", "1_2", "2_1", "2_2")]
+    for sent in (_without(reading, *optional), {**reading, **dict.fromkeys(optional)}):
+        parsed = parse_reading(reading["car_id"], payload(sent), LIMIT)
+        assert all(parsed[name] is None for name in optional)
+        assert parsed["out_of_range"] == []
+    seed = {name: reading[name] for name in schemas.SENSOR_FIELDS if name not in optional}  # the 2019 shape
+    assert all(parse_reading("car7", payload(seed), LIMIT)[name] is None for name in optional)
+    error = rejection({**reading, optional[0]: "high"}, reading["car_id"])
+    assert (error.code, optional[0] in error.detail) == ("wrong_type", True)
+    required = rejection({**reading, "speed": None}, reading["car_id"])
+    assert (required.code, "speed" in required.detail) == ("wrong_type", True)
+
+
 @pytest.mark.parametrize("name", schemas.SENSOR_FIELDS)
 def test_range_bounds_are_inclusive_and_one_step_outside_is_flagged_or_rejected_by_policy(reading, name):
     low, high = schemas.SENSOR_RANGES[name]

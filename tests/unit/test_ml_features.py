@@ -6,7 +6,15 @@ import pytest
 
 from common.schemas import SENSOR_FIELDS
 from ml.episodes import onset_labels, onsets
-from ml.features import gather_windows, series_from_records, window_ends
+from ml.features import (
+    complete_features,
+    feature_matrix,
+    fill_missing,
+    gather_windows,
+    missing_values,
+    series_from_records,
+    window_ends,
+)
 from ml.training.dataset import TrainingDataError, require_labels, split_cars, window_set
 
 
@@ -100,3 +108,22 @@ def test_unlabelled_readings_stop_training_with_one_clear_line():
     with pytest.raises(TrainingDataError, match="failure_occurred column") as caught:
         require_labels(series_from_records(records))
     assert "\n" not in str(caught.value) and "simulator labels" in str(caught.value)
+
+
+def test_training_keeps_the_features_every_reading_reports_and_the_predictor_fills_the_others():
+    records = [reading("car-1", seq) for seq in range(4)]
+    records[2] = records[2] | {"accelerometer_1_1_peak": None}  # a v2 record, or a sender without peaks
+    series = series_from_records(records)
+    assert np.isnan(series.features[2, SENSOR_FIELDS.index("accelerometer_1_1_peak")])
+    names, kept = complete_features(series)
+    assert names == tuple(name for name in SENSOR_FIELDS if name != "accelerometer_1_1_peak")
+    assert kept.features.shape == (4, len(SENSOR_FIELDS) - 1) and not np.isnan(kept.features).any()
+    assert complete_features(kept, names)[0] == names  # nothing more to leave out
+    # A NaN a sender wrote is a value (far out of distribution), not a missing one; null is missing.
+    rows = feature_matrix([records[2], records[1] | {"speed": float("nan")}])
+    missing = missing_values([records[2], records[1] | {"speed": float("nan")}], SENSOR_FIELDS, rows)
+    assert np.flatnonzero(missing[0]).tolist() == [SENSOR_FIELDS.index("accelerometer_1_1_peak")]
+    assert not missing[1].any()
+    mean = np.arange(len(SENSOR_FIELDS), dtype=np.float32)
+    filled = fill_missing(rows, missing, mean)
+    assert filled[0, missing[0]].tolist() == [mean[missing[0]][0]] and np.isnan(filled[1]).sum() == 1

@@ -79,3 +79,12 @@ def test_alert_words():
     assert ood.describe(["battery_voltage", "coolant_temp"]) == (
         "OUT OF DISTRIBUTION: battery_voltage, coolant_temp outside training range"
     )
+
+
+def test_a_feature_the_reading_lacks_is_flagged_whatever_its_filled_value_and_the_scorer():
+    rows = np.array([[12.0, 80.0, 1000.0], [12.0, 80.0, 1000.0]])
+    missing = np.array([[False, True, False], [False, False, False]])
+    for scorer in (ood.OodScorer.from_metadata(metadata(), threshold=1.0), ood.OodScorer(NAMES, None, None)):
+        scores = scorer.score(rows, [[], []], missing)
+        assert scores.flagged.tolist() == [True, False]
+        assert scores.features_of(0) == ["coolant_temp"] and scores.score.tolist() == [0.0, 0.0]

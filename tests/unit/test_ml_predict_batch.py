@@ -59,3 +59,23 @@ def test_each_prediction_is_the_models_output_on_its_cars_window(tmp_path):
     np.testing.assert_array_equal(np.array([p["failure_probability"] for p in scored], dtype=np.float32), expected)
     assert [p["failure_predicted"] for p in scored] == [float(e) >= 0.5 for e in expected]
     assert all(isinstance(p["failure_probability"], float) and type(p["seq"]) is int for p in scored)
+
+
+def test_a_reading_that_lacks_a_model_feature_is_scored_at_its_training_mean_and_flagged(tmp_path):
+    model = artifact.load(save_untrained_model(tmp_path, window=WINDOW, threshold=0.5))
+    predictor = BatchPredictor(PredictorSettings(model_dir=str(tmp_path), topic=TOPIC), Progress(), print)
+    predictor.use_model(model)
+    codec = AvroCodec(schemas.READING, TOPIC)
+    peaks = sorted(schemas.OPTIONAL_SENSOR_FIELDS)
+    assert set(peaks) <= set(model.features)
+    readings = _readings(cars=2, per_car=5)
+    lacking = [{**r, **dict.fromkeys(peaks)} if i % 2 else r for i, r in enumerate(readings)]  # as v2 records read
+    records = [RawRecord(0, i, r["car_id"].encode(), codec.encode(r)) for i, r in enumerate(lacking)]
+    scored = predictor.predict(predictor.decode(records)).predictions
+    mean = dict(zip(model.features, model.metadata["scaling"]["mean"], strict=True))
+    filled = [{**r, **{name: mean[name] for name in peaks}} if i % 2 else r for i, r in enumerate(readings)]
+    expected = model.predict(_reference_windows(filled, model.features))
+    np.testing.assert_array_equal(np.array([p["failure_probability"] for p in scored], dtype=np.float32), expected)
+    # the untrained model keeps no training range: only what a reading lacks flags it
+    assert [p["ood_features"] for p in scored] == [peaks if i % 2 else [] for i in range(len(readings))]
+    assert [p["out_of_distribution"] for p in scored] == [bool(i % 2) for i in range(len(readings))]

@@ -139,9 +139,10 @@ def test_the_wheel_carries_its_schemas_and_works_outside_the_checkout(tmp_path: 
         "schemas/car_sensor_reading.avsc",
         "schemas/previous/car_failure_prediction.v1.avsc",
         "schemas/previous/car_sensor_reading.v1.avsc",
+        "schemas/previous/car_sensor_reading.v2.avsc",
     ]
     assert set(found["top_level"]) == PRODUCT_PACKAGES | {wheel.name.split("-py3")[0] + ".dist-info"}
-    assert found["previous_versions"] == ["v1"] and found["sensor_fields"] == 18 and found["round_trip"]
+    assert found["previous_versions"] == ["v1", "v2"] and found["sensor_fields"] == 22 and found["round_trip"]
     assert str(ROOT) not in found["path"] and found["cwd"] == str(elsewhere)
     for script in SERVICES:
         assert "usage:" in run([venv / "bin" / script, "--help"], cwd=elsewhere).stdout

@@ -12,8 +12,10 @@ from common import schemas
 from common.avro import AvroCodec, single_object_header
 from common.errors import DecodeError
 
+V1_SENSORS = [f["name"] for f in schemas.raw_schema(schemas.READING, "v1")["fields"] if "range" in f]
+PEAKS = ["accelerometer_1_1_peak", "accelerometer_1_2_peak", "accelerometer_2_1_peak", "accelerometer_2_2_peak"]
 V1_READING = {
-    **{name: 12.5 for name in schemas.SENSOR_FIELDS},
+    **{name: 12.5 for name in V1_SENSORS},
     **{name: 31 for name in schemas.INT_SENSOR_FIELDS},
     "car_id": "car-00003",
     "seq": 41,
@@ -28,14 +30,27 @@ def _body(schema: dict, record: dict) -> bytes:
     return out.getvalue()
 
 
-def test_reading_schema_keeps_version_1_and_adds_only_fields_with_defaults():
-    assert schemas.previous_versions(schemas.READING) == ["v1"]
-    old = {f["name"] for f in schemas.raw_schema(schemas.READING, "v1")["fields"]}
-    new = {f["name"]: f for f in schemas.raw_schema(schemas.READING)["fields"]}
-    added = set(new) - old
-    assert added == {"out_of_range", "seq_origin"}
-    assert all("default" in new[name] for name in added)
-    assert old <= set(new)
+def test_reading_schema_keeps_versions_1_and_2_and_each_adds_only_fields_with_defaults():
+    assert schemas.previous_versions(schemas.READING) == ["v1", "v2"]
+    added = {"v2": {"out_of_range", "seq_origin"}, "": set(PEAKS)}
+    for old_version, new_version in (("v1", "v2"), ("v2", "")):
+        old = {f["name"] for f in schemas.raw_schema(schemas.READING, old_version)["fields"]}
+        new = {f["name"]: f for f in schemas.raw_schema(schemas.READING, new_version)["fields"]}
+        assert set(new) - old == added[new_version] and old <= set(new)
+        assert all("default" in new[name] for name in added[new_version])
+
+
+def test_version_3_adds_the_peaks_as_optional_doubles_and_documents_what_each_sensor_summarises():
+    fields = {f["name"]: f for f in schemas.raw_schema(schemas.READING)["fields"]}
+    for name in PEAKS:
+        assert fields[name]["type"] == ["null", "double"] and fields[name]["default"] is None
+        assert fields[name]["unit"] == "m/s^2" and "Largest absolute" in fields[name]["doc"]
+    for name in PEAKS:
+        value = name.replace("_peak", "_value")
+        assert fields[value]["range"] == [0, 50] and "RMS" in fields[value]["doc"]
+    for name in schemas.SENSOR_FIELDS:
+        doc = fields[name]["doc"]
+        assert any(words in doc for words in ("at the reading's time", "over the reading interval", "version")), name
 
 
 @pytest.mark.parametrize("name", [schemas.READING, schemas.PREDICTION])
@@ -78,12 +93,25 @@ def test_codec_decodes_version_1_records_in_both_framings_with_the_new_defaults(
     confluent = b"\x00" + struct.pack(">I", 7) + body
     for data in (single_object, confluent):
         decoded = codec.decode(data)
-        assert decoded == {**V1_READING, "out_of_range": [], "seq_origin": "SENDER"}
+        assert decoded == {**V1_READING, **dict.fromkeys(PEAKS), "out_of_range": [], "seq_origin": "SENDER"}
+
+
+def test_codec_decodes_version_2_records_in_both_framings_with_no_peak_invented():
+    codec = AvroCodec(schemas.READING, "car-sensor")
+    v2 = {**V1_READING, "out_of_range": ["battery_voltage"], "seq_origin": "CONTENT_HASH"}
+    body = _body(schemas.wire_schema(schemas.READING, "v2"), v2)
+    for data in (single_object_header(schemas.READING, "v2") + body, b"\x00" + struct.pack(">I", 8) + body):
+        assert codec.decode(data) == {**v2, **dict.fromkeys(PEAKS)}
 
 
 def test_codec_decodes_current_records_without_a_registry_in_confluent_framing():
     codec = AvroCodec(schemas.READING, "car-sensor")
-    record = {**V1_READING, "out_of_range": ["battery_voltage"], "seq_origin": "CONTENT_HASH"}
+    record = {
+        **V1_READING,
+        **dict.fromkeys(PEAKS, 3.5),
+        "out_of_range": ["battery_voltage"],
+        "seq_origin": "CONTENT_HASH",
+    }
     data = b"\x00" + struct.pack(">I", 9) + _body(schemas.wire_schema(schemas.READING), record)
     assert codec.decode(data) == record
 

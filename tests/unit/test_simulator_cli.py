@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from common.schemas import SENSOR_FIELDS, payload_fields
+from common.schemas import OPTIONAL_SENSOR_FIELDS, SENSOR_FIELDS, payload_fields
 from scripts.runtime.local import ROOT, free_port
 from simulator.__main__ import dispatch
 from simulator.fleet import generate_readings
@@ -121,6 +121,21 @@ def test_replay_reads_the_seed_layout(tmp_path: Path):
     ]
     assert all(r["failure_occurred"] is None for r in readings), "a file without a label column is unlabelled"
     assert type(readings[0]["tire_pressure_1_1"]) is int and type(readings[0]["speed"]) is float
+
+
+def test_replay_leaves_out_the_optional_sensors_a_recording_lacks(tmp_path: Path):
+    reference = Path(__file__).parents[1] / "data" / "reference_demo_layout.csv"  # the 2019 layout: no peaks
+    readings = list(read_readings(reference))
+    assert len(readings) == 2000
+    assert not any(name in r for r in readings for name in OPTIONAL_SENSOR_FIELDS)
+    path = tmp_path / "some_peaks.csv"  # a column present, empty in one row
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SEED_HEADER)
+        peak = SEED_HEADER.index("accelerometer_1_1_peak")
+        writer.writerows([seed_row(1, "car1"), [*seed_row(2, "car1")[:peak], "", *seed_row(2, "car1")[peak + 1 :]]])
+    first, second = read_readings(path)
+    assert first["accelerometer_1_1_peak"] == 1.0 and "accelerometer_1_1_peak" not in second
 
 
 def test_replay_skips_unreadable_rows_and_names_their_line(tmp_path: Path):

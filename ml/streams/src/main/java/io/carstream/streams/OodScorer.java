@@ -12,7 +12,8 @@ import org.slf4j.LoggerFactory;
  * <pre>
  * distance_f = max(0, x_f - max_f, min_f - x_f) / width_f     width_f = max(max_f - min_f, 0.01 * max(|min_f|, |max_f|, 1))
  * ood_score  = max over f of distance_f (1e9 for NaN or an infinity)
- * out_of_distribution = some distance above the threshold, or a model feature in the reading's out_of_range
+ * out_of_distribution = some distance above the threshold, or a model feature in the reading's out_of_range,
+ *                       or a model feature the reading lacks (null: scored at its training mean, flagged always)
  * </pre>
  *
  * x is the float32 value the model sees, widened to double, as the Python side scores it.
@@ -70,23 +71,36 @@ final class OodScorer {
 
     /** The score of one reading's row (model order); `outOfRange`: the fields the bridge found implausible. */
     Score score(float[] row, List<String> outOfRange) {
-        if (low == null) {
-            return new Score(0.0, List.of());
-        }
-        double score = 0.0;
+        return score(row, outOfRange, List.of());
+    }
+
+    /**
+     * The same, `missing` naming the model features the reading lacks (ReadingDecoder.row filled them with their
+     * training mean): they are flagged whatever the scorer, as ml/ood.py flags them.
+     */
+    Score score(float[] row, List<String> outOfRange, List<String> missing) {
         boolean[] outside = new boolean[row.length];
-        for (int f = 0; f < row.length; f++) {
-            double value = row[f];
-            double distance = Double.isFinite(value)
-                    ? Math.max(Math.max(value - high[f], low[f] - value), 0.0) / width[f]
-                    : NON_FINITE;
-            score = Math.max(score, distance);
-            outside[f] = distance > threshold;
-        }
-        for (String field : outOfRange) {
+        for (String field : missing) {
             int f = names.indexOf(field);
             if (f >= 0) {
                 outside[f] = true;
+            }
+        }
+        double score = 0.0;
+        if (low != null) {
+            for (int f = 0; f < row.length; f++) {
+                double value = row[f];
+                double distance = Double.isFinite(value)
+                        ? Math.max(Math.max(value - high[f], low[f] - value), 0.0) / width[f]
+                        : NON_FINITE;
+                score = Math.max(score, distance);
+                outside[f] |= distance > threshold;
+            }
+            for (String field : outOfRange) {
+                int f = names.indexOf(field);
+                if (f >= 0) {
+                    outside[f] = true;
+                }
             }
         }
         List<String> flagged = new ArrayList<>();

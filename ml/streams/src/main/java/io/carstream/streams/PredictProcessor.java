@@ -139,7 +139,8 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
     }
 
     /** A decoded reading, with its feature row in the served model's order. */
-    private record Reading(String carId, long seq, long eventTime, boolean hashed, float[] row, List<String> outOfRange) {}
+    private record Reading(String carId, long seq, long eventTime, boolean hashed, float[] row, List<String> outOfRange,
+            List<String> missing) {}
 
     private void predictPending() {
         LAST_TURN.put(context.taskId(), System.currentTimeMillis());
@@ -190,15 +191,8 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
     }
 
     private static Reading reading(GenericRecord record, ServedModel model) throws ReadingDecoder.DecodeError {
-        float[] row = new float[model.featureCount()];
-        for (int f = 0; f < row.length; f++) {
-            Object value = record.hasField(model.features.get(f)) ? record.get(model.features.get(f)) : null;
-            if (!(value instanceof Number number)) {
-                throw new ReadingDecoder.DecodeError("the reading has no numeric " + model.features.get(f)
-                        + ", a feature of model " + model.version);
-            }
-            row[f] = (float) number.doubleValue();
-        }
+        List<String> missing = new ArrayList<>();
+        float[] row = ReadingDecoder.row(record, model.features, model.mean, missing, model.version);
         List<String> outOfRange = new ArrayList<>();
         if (record.get("out_of_range") instanceof List<?> names) {
             names.forEach(name -> outOfRange.add(name.toString()));
@@ -206,7 +200,7 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
         Object origin = record.get("seq_origin");
         boolean hashed = origin != null && ReadingDecoder.CONTENT_HASH.equals(origin.toString());
         return new Reading(record.get("car_id").toString(), (Long) record.get("seq"),
-                (Long) record.get("event_time"), hashed, row, outOfRange);
+                (Long) record.get("event_time"), hashed, row, outOfRange, missing);
     }
 
     private void predict(List<Reading> readings, ServedModel model) {
@@ -234,7 +228,7 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
             Reading reading = readings.get(i);
             double probability = probabilities[i];
             boolean alert = probability >= threshold;
-            OodScorer.Score ood = model.ood.score(reading.row(), reading.outOfRange());
+            OodScorer.Score ood = model.ood.score(reading.row(), reading.outOfRange(), reading.missing());
             prediction.put("car_id", reading.carId());
             prediction.put("seq", reading.seq());
             prediction.put("event_time", reading.eventTime());

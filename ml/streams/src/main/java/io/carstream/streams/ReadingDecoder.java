@@ -26,7 +26,8 @@ import org.apache.avro.io.DecoderFactory;
  *       one the newest local version that reads the body whole is taken (this stack only writes schemas/).
  * </ul>
  *
- * Each record is resolved to the current version, so fields added later take their defaults.
+ * Each record is resolved to the current version, so fields added later take their defaults: an accelerometer peak
+ * (since version 3) is null in a version 1 or 2 record. {@link #row} turns a record into a model's feature row.
  */
 final class ReadingDecoder {
     /** Why a record cannot be decoded: the DLQ's error_detail. */
@@ -62,6 +63,30 @@ final class ReadingDecoder {
 
     Schema schema() {
         return current;
+    }
+
+    /**
+     * A reading's feature row in `features` order, as ml/serving/batch.py builds it (ml/features.py): a null feature
+     * (not reported, such as the peaks of a version 2 record) takes its training mean from `mean` and is added to
+     * `missing`; anything else that is not a number cannot be scored.
+     */
+    static float[] row(GenericRecord record, List<String> features, double[] mean, List<String> missing,
+            String model) throws DecodeError {
+        float[] row = new float[features.size()];
+        for (int f = 0; f < row.length; f++) {
+            String name = features.get(f);
+            Schema.Field field = record.getSchema().getField(name);
+            Object value = field == null ? null : record.get(field.pos());
+            if (value instanceof Number number) {
+                row[f] = (float) number.doubleValue();
+            } else if (value == null && field != null) {
+                row[f] = (float) mean[f];
+                missing.add(name);
+            } else {
+                throw new DecodeError("the reading has no numeric " + name + ", a feature of model " + model);
+            }
+        }
+        return row;
     }
 
     GenericRecord decode(byte[] data) throws DecodeError, SchemaRegistry.Unavailable {

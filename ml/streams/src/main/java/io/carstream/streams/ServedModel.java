@@ -38,6 +38,8 @@ final class ServedModel implements AutoCloseable {
     final int horizon;
     final double threshold;
     final List<String> features;
+    /** The training mean of each feature (metadata's scaling.mean): the value of one a reading lacks. */
+    final double[] mean;
     final OodScorer ood;
     private final SavedModelBundle bundle;
     private final SessionFunction signature;
@@ -51,6 +53,10 @@ final class ServedModel implements AutoCloseable {
         List<String> names = new ArrayList<>();
         meta.get("features").forEach(name -> names.add(name.asText()));
         this.features = List.copyOf(names);
+        this.mean = new double[features.size()];
+        for (int f = 0; f < mean.length; f++) {
+            mean[f] = meta.path("scaling").path("mean").path(f).asDouble();
+        }
         this.ood = OodScorer.fromMetadata(meta, features, oodThreshold, version);
         this.bundle = bundle;
         this.signature = bundle.function("serving_default");

@@ -1,7 +1,8 @@
 """Turn one MQTT message (topic + payload bytes) into a reading record of schemas/car_sensor_reading.avsc.
 
 Two JSON shapes are accepted (bridge/README.md, "Accepted payloads"):
-- the full reading: `car_id`, `seq`, `event_time`, the sensor fields, optional `failure_occurred`;
+- the full reading: `car_id`, `seq`, `event_time`, the sensor fields, optional `failure_occurred` and
+  `failure_mode`;
 - the seed simulator's shape: the sensor fields (extra keys, such as its camelCase duplicates, ignored) and
   none of `car_id`, `seq`, `event_time`: the car comes from the topic, `seq` is the content hash of the payload
   (`content_seq`, seq_origin CONTENT_HASH), `event_time` is left to the caller (the bridge's receive time),
@@ -68,6 +69,7 @@ IDENTITY_FIELDS = ("car_id", "seq", "event_time")
 EVENT_TIME_RANGE = (0, 4_102_444_800_000)
 INT32_RANGE = (-(2**31), 2**31 - 1)  # Avro int
 SEQ_MASK = 2**63 - 1
+MAX_FAILURE_MODE = 64  # a diagnostic code or a mode's name, not a log message
 _SENSORS = tuple(
     (name, name in schemas.INT_SENSOR_FIELDS, name in schemas.OPTIONAL_SENSOR_FIELDS, *schemas.SENSOR_RANGES[name])
     for name in schemas.SENSOR_FIELDS
@@ -231,6 +233,10 @@ def parse_reading(
     if failure is not None and type(failure) is not bool:
         raise Rejected(WRONG_TYPE, f"failure_occurred must be a boolean or null, got {_json_type(failure)}")
     record["failure_occurred"] = failure
+    mode = obj.get("failure_mode") if present else None
+    if mode is not None and not (type(mode) is str and 0 < len(mode) <= MAX_FAILURE_MODE):
+        raise Rejected(WRONG_TYPE, f"failure_mode must be a string of 1 to {MAX_FAILURE_MODE} characters or null")
+    record["failure_mode"] = mode
     return record
 
 

@@ -23,6 +23,16 @@ class FailureMode(enum.IntEnum):
 
 
 MODES = tuple(mode for mode in FailureMode if mode is not FailureMode.NONE)
+MODE_NAMES: tuple[str | None, ...] = tuple(
+    None if mode is FailureMode.NONE else mode.name.lower() for mode in FailureMode
+)
+"""A reading's `failure_mode` by FailureMode value: what a car's diagnostics name while it fails (None when healthy)."""
+
+
+def reported_modes(mode: np.ndarray, failed: np.ndarray) -> list[str | None]:
+    """Per car, the `failure_mode` a reading reports: its mode's name while failed, None otherwise (a lead-up is
+    never named: the car does not know yet)."""
+    return [MODE_NAMES[m] for m in np.where(failed, mode, FailureMode.NONE).tolist()]
 
 
 class Phase(enum.IntEnum):

@@ -23,7 +23,7 @@ from common.errors import ConfigError
 from common.schemas import INT_SENSOR_FIELDS, SENSOR_FIELDS, SENSOR_RANGES
 from common.topics import car_id
 from simulator import suspension
-from simulator.failures import FailureMode, FailureState
+from simulator.failures import FailureMode, FailureState, reported_modes
 
 DEFAULT_START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: offline data do not depend on the clock
 TIRES = ("tire_pressure_1_1", "tire_pressure_1_2", "tire_pressure_2_1", "tire_pressure_2_2")
@@ -100,10 +100,12 @@ class FleetStep:
         columns = [self.values[name][window].tolist() for name in SENSOR_FIELDS]
         times = self.event_time_ms[window].tolist()
         failures = self.failure[window].tolist()
-        for car, when, failed, *sensors in zip(car_ids[window], times, failures, *columns, strict=True):
+        modes = reported_modes(self.mode[window], self.failure[window])
+        for car, when, failed, mode, *sensors in zip(car_ids[window], times, failures, modes, *columns, strict=True):
             reading = {"car_id": car, "seq": self.seq, "event_time": when}
             reading.update(zip(SENSOR_FIELDS, sensors, strict=True))
             reading["failure_occurred"] = failed
+            reading["failure_mode"] = mode
             yield reading
 
 

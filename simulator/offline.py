@@ -1,8 +1,8 @@
 """`python -m simulator offline`: the same readings as the live mode, written to a file instead of MQTT.
 
-CSV (header: the reading fields in schema order, failure_occurred as true/false; `replay` reads it back) or JSON
-lines (one MQTT payload per line). The file appears complete or not at all: it is written under a temporary
-name and renamed into place.
+CSV (header: the reading fields in schema order, failure_occurred as true/false, failure_mode empty when none;
+`replay` reads it back) or JSON lines (one MQTT payload per line). The file appears complete or not at all: it is
+written under a temporary name and renamed into place.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 
 from common.errors import ConfigError
 from common.schemas import SENSOR_FIELDS, payload_fields
+from simulator.failures import reported_modes
 from simulator.fleet import Fleet
 from simulator.payload import encode_step
 from simulator.settings import OfflineFormat, OfflineSettings
@@ -50,9 +51,10 @@ def write_offline(settings: OfflineSettings) -> int:
                 if csv_out is not None:
                     columns = [step.values[name][:stop].tolist() for name in SENSOR_FIELDS]
                     labels = ["true" if failed else "false" for failed in step.failure[:stop].tolist()]
+                    modes = [mode or "" for mode in reported_modes(step.mode[:stop], step.failure[:stop])]
                     times = step.event_time_ms[:stop].tolist()
                     seqs = [step.seq] * stop
-                    csv_out.writerows(zip(fleet.car_ids[:stop], seqs, times, *columns, labels, strict=True))
+                    csv_out.writerows(zip(fleet.car_ids[:stop], seqs, times, *columns, labels, modes, strict=True))
                 else:
                     handle.writelines(payload.decode() + "\n" for payload in encode_step(step, fleet.car_ids, 0, stop))
                 written += stop

@@ -5,7 +5,9 @@ Two layouts are read, told apart by the header:
   seq is counted per car from 0 in file order. An optional `failure_occurred` column is the label; a file without
   that column is unlabelled: its readings carry failure_occurred null (unknown, not "no failure"), and training
   refuses such data with a clear error.
-- the offline mode's (`python -m simulator offline --out x.csv`): `car_id,seq,event_time,...,failure_occurred`.
+- the offline mode's (`python -m simulator offline --out x.csv`): `car_id,seq,event_time,...,failure_occurred,
+  failure_mode`.
+An optional `failure_mode` column names what failed (empty: none), in either layout.
 
 The optional sensors (common.schemas.OPTIONAL_SENSOR_FIELDS, the accelerometer peaks: the 2019 recording has no
 such column) may be missing from the header or empty in a row: the reading then leaves them out, and the bridge
@@ -88,11 +90,10 @@ def _car(row: dict[str, str | None], column: str) -> str:
 def _seed_reading(row: dict[str, str | None], next_seq: dict[str, int]) -> dict[str, Any]:
     car = _car(row, "car")
     event_time = round(_number(row, "time") * 1000)
-    sensors = _sensors(row)
-    failure = _label(row)
+    sensors, failure = _sensors(row), _failure(row)  # a bad row is refused before its car's seq is counted
     seq = next_seq.get(car, 0)
     next_seq[car] = seq + 1
-    return {"car_id": car, "seq": seq, "event_time": event_time, **sensors, "failure_occurred": failure}
+    return {"car_id": car, "seq": seq, "event_time": event_time, **sensors, **failure}
 
 
 def _offline_reading(row: dict[str, str | None]) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def _offline_reading(row: dict[str, str | None]) -> dict[str, Any]:
         "seq": int(_number(row, "seq")),
         "event_time": int(_number(row, "event_time")),
         **_sensors(row),
-        "failure_occurred": _label(row),
+        **_failure(row),
     }
 
 
@@ -123,6 +124,12 @@ def _sensors(row: dict[str, str | None]) -> dict[str, int | float]:
         for name in SENSOR_FIELDS
         if name not in OPTIONAL_SENSOR_FIELDS or (row.get(name) or "").strip()  # an optional one: left out
     }
+
+
+def _failure(row: dict[str, str | None]) -> dict[str, bool | str | None]:
+    """failure_occurred, and failure_mode where the file names one (an optional column; empty: none)."""
+    mode = (row.get("failure_mode") or "").strip()
+    return {"failure_occurred": _label(row), "failure_mode": mode or None}
 
 
 def _label(row: dict[str, str | None]) -> bool | None:

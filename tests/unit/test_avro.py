@@ -14,6 +14,7 @@ def reading(**changes):
     record = {name: 1.5 for name in schemas.SENSOR_FIELDS}
     record.update({name: 30 for name in schemas.INT_SENSOR_FIELDS})
     record.update(car_id="car-00001", seq=7, event_time=1_700_000_000_123, failure_occurred=True)
+    record.update(failure_mode="drive_shaft")
     record.update(out_of_range=[], seq_origin="SENDER")
     record.update(changes)
     return record
@@ -22,7 +23,12 @@ def reading(**changes):
 def test_reading_schema_has_the_fields_of_design_md():
     assert len(schemas.SENSOR_FIELDS) == 22  # 18, and since version 3 the four accelerometer peaks
     assert schemas.field_names(schemas.READING)[:3] == ["car_id", "seq", "event_time"]
-    assert schemas.field_names(schemas.READING)[-3:] == ["failure_occurred", "out_of_range", "seq_origin"]
+    assert schemas.field_names(schemas.READING)[-4:] == [
+        "failure_occurred",
+        "failure_mode",
+        "out_of_range",
+        "seq_origin",
+    ]
     assert {
         "tire_pressure_1_1",
         "tire_pressure_1_2",

@@ -127,6 +127,9 @@ def _without(record: dict, *names: str) -> dict:
         (lambda r: payload({**r, "seq": "7"}), "wrong_type", "seq must be an integer"),
         (lambda r: payload({**r, "car_id": 12}), "wrong_type", "car_id must be a string"),
         (lambda r: payload({**r, "failure_occurred": 1}), "wrong_type", "failure_occurred"),
+        (lambda r: payload({**r, "failure_mode": 3}), "wrong_type", "failure_mode must be a string"),
+        (lambda r: payload({**r, "failure_mode": ""}), "wrong_type", "failure_mode must be a string of 1 to 64"),
+        (lambda r: payload({**r, "failure_mode": "x" * 65}), "wrong_type", "failure_mode"),
         (lambda r: payload(_without(r, "coolant_temp")), "missing_field", "coolant_temp is missing"),
         (lambda r: payload(_without(r, "seq")), "missing_field", "seq"),
         (lambda r: payload(_without(r, "car_id", "seq")), "missing_field", "car_id, seq"),
@@ -175,3 +178,10 @@ def test_topic_rule_caches_valid_topics_within_its_byte_bound_and_never_bad_ones
         assert rule.car_id(f"vehicles/sensor/data/car-{i:05d}") == f"car-{i:05d}"
     assert 0 < rule.cached_bytes <= 10 * 250
     assert rule.car_id("vehicles/sensor/data/car-00099") == "car-00099"  # beyond the bound: checked each time
+
+
+def test_failure_mode_is_forwarded_as_sent_and_null_when_left_out(reading):
+    car = reading["car_id"]
+    named = parse_reading(car, payload({**reading, "failure_occurred": True, "failure_mode": "P0217"}), LIMIT)
+    assert (named["failure_occurred"], named["failure_mode"]) == (True, "P0217")
+    assert parse_reading(car, payload(_without(reading, "failure_mode")), LIMIT)["failure_mode"] is None

@@ -32,7 +32,7 @@ def _body(schema: dict, record: dict) -> bytes:
 
 def test_reading_schema_keeps_versions_1_and_2_and_each_adds_only_fields_with_defaults():
     assert schemas.previous_versions(schemas.READING) == ["v1", "v2"]
-    added = {"v2": {"out_of_range", "seq_origin"}, "": set(PEAKS)}
+    added = {"v2": {"out_of_range", "seq_origin"}, "": {*PEAKS, "failure_mode"}}
     for old_version, new_version in (("v1", "v2"), ("v2", "")):
         old = {f["name"] for f in schemas.raw_schema(schemas.READING, old_version)["fields"]}
         new = {f["name"]: f for f in schemas.raw_schema(schemas.READING, new_version)["fields"]}
@@ -93,7 +93,13 @@ def test_codec_decodes_version_1_records_in_both_framings_with_the_new_defaults(
     confluent = b"\x00" + struct.pack(">I", 7) + body
     for data in (single_object, confluent):
         decoded = codec.decode(data)
-        assert decoded == {**V1_READING, **dict.fromkeys(PEAKS), "out_of_range": [], "seq_origin": "SENDER"}
+        assert decoded == {
+            **V1_READING,
+            **dict.fromkeys(PEAKS),
+            "failure_mode": None,
+            "out_of_range": [],
+            "seq_origin": "SENDER",
+        }
 
 
 def test_codec_decodes_version_2_records_in_both_framings_with_no_peak_invented():
@@ -101,7 +107,7 @@ def test_codec_decodes_version_2_records_in_both_framings_with_no_peak_invented(
     v2 = {**V1_READING, "out_of_range": ["battery_voltage"], "seq_origin": "CONTENT_HASH"}
     body = _body(schemas.wire_schema(schemas.READING, "v2"), v2)
     for data in (single_object_header(schemas.READING, "v2") + body, b"\x00" + struct.pack(">I", 8) + body):
-        assert codec.decode(data) == {**v2, **dict.fromkeys(PEAKS)}
+        assert codec.decode(data) == {**v2, **dict.fromkeys(PEAKS), "failure_mode": None}
 
 
 def test_codec_decodes_current_records_without_a_registry_in_confluent_framing():
@@ -109,6 +115,7 @@ def test_codec_decodes_current_records_without_a_registry_in_confluent_framing()
     record = {
         **V1_READING,
         **dict.fromkeys(PEAKS, 3.5),
+        "failure_mode": "shock_absorber",
         "out_of_range": ["battery_voltage"],
         "seq_origin": "CONTENT_HASH",
     }

@@ -38,6 +38,14 @@ def test_reading_schema_keeps_version_1_and_adds_only_fields_with_defaults():
     assert old <= set(new)
 
 
+def test_prediction_schema_keeps_versions_1_and_2_and_version_3_adds_alert_suppressed_with_a_default():
+    assert schemas.previous_versions(schemas.PREDICTION) == ["v1", "v2"]
+    old = {f["name"] for f in schemas.raw_schema(schemas.PREDICTION, "v2")["fields"]}
+    new = {f["name"]: f for f in schemas.raw_schema(schemas.PREDICTION)["fields"]}
+    assert set(new) - old == {"alert_suppressed"} and old <= set(new)
+    assert new["alert_suppressed"]["default"] is False
+
+
 @pytest.mark.parametrize("name", [schemas.READING, schemas.PREDICTION])
 def test_the_current_schema_reads_every_earlier_version(name):
     """Backward compatibility as the Avro spec defines it: writer = old version, reader = current."""

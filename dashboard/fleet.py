@@ -6,7 +6,9 @@ bounded by the number of cars (one small object each, ~300 bytes) and fixed-leng
 
 A car's state, worst first (the grid's order):
 - failed: its latest reading says `failure_occurred` (the simulator's ground truth; real data has none);
-- warned: its latest prediction is at or above the model's threshold (`failure_predicted`);
+- warned: its latest prediction alerts (`failure_predicted`). A prediction whose alert the predictor suppressed
+  because the car itself reported a failure in the reading or in its previous W readings (`alert_suppressed`,
+  prediction schema version 3; ml/episodes.py) is no alert: the car is not warned, and `alert_suppressed` says why;
 - ood: its latest prediction is out of distribution (the probability means little; ml/ood.py);
 - healthy: none of these.
 
@@ -71,6 +73,8 @@ class Car:
     state: str = HEALTHY
     probability: float | None = None
     predicted: bool = False
+    suppressed: bool = False
+    """The latest prediction's alert_suppressed: at or above the threshold, no alert, the car told us."""
     ood_features: tuple[str, ...] = ()
     seq: int = -1
     event_time: int = 0
@@ -140,6 +144,7 @@ class Fleet:
             car.interval_ms = (event_time - car.event_time) // (seq - car.seq) or car.interval_ms
         car.seq, car.event_time = seq, event_time
         car.probability, car.predicted = p["failure_probability"], p["failure_predicted"]
+        car.suppressed = p.get("alert_suppressed", False)  # False in records of schema versions 1 and 2
         car.ood_features = tuple(p.get("ood_features") or ()) if p.get("out_of_distribution") else ()
         self.model_version = p["model_version"]
         if car.predicted:
@@ -239,6 +244,7 @@ class Fleet:
             "seq": car.seq,
             "event_time": car.event_time,
             "ood_features": list(car.ood_features),
+            "alert_suppressed": car.suppressed,
         }
 
     def find(self, ids: list[str], query: str) -> list[str]:

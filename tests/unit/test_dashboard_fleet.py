@@ -182,3 +182,15 @@ def test_the_report_shows_the_lstm_beside_gradient_boosting() -> None:
     rows = {row["name"]: (row["lstm"], row["gbm"]) for row in report_metrics(report)}
     assert rows["PR-AUC"] == (0.6, 0.5) and rows["episodes warned"] == (0.8, 0.7)
     assert report_metrics({}) == []
+
+
+def test_a_suppressed_alert_is_no_alert_and_the_car_says_why() -> None:
+    fleet = Fleet()
+    fleet.apply_reading(reading("a", 3, True))
+    fleet.apply_prediction(prediction("a", 3, 0.9) | {"alert_suppressed": True})  # the car reports its failure
+    fleet.apply_reading(reading("a", 4, False))
+    fleet.apply_prediction(prediction("a", 4, 0.9) | {"alert_suppressed": True})  # within W readings after it
+    assert fleet.cars["a"].state == "healthy" and not fleet.alerts
+    assert fleet.car_dict("a")["alert_suppressed"] is True
+    fleet.apply_prediction(prediction("b", 0))  # a record of schema version 2
+    assert fleet.car_dict("b")["alert_suppressed"] is False

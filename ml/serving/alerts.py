@@ -1,6 +1,9 @@
 """Alerts of delivered predictions: counted, and logged on the `ml.alerts` logger in episodes, as an operator
 reads them (which car will fail, was it foreseen), never one line per reading.
 
+- Alerts are failure_predicted. A prediction whose alert was suppressed (alert_suppressed: the car reported a
+  failure in the reading or in its previous W readings, ml/episodes.py) is no alert: neither logged nor counted
+  as one, but counted apart in `predictor_alerts_suppressed_total`.
 - A car's alert starts (its first alert after H readings without one): `ALERT car <id>: failure expected within
   H readings (~N min): probability p, threshold t (seq, model)`, with the features when the reading is out of
   distribution. A probability near the threshold flickers; an alert that resumes within H readings of the car's
@@ -140,6 +143,7 @@ class AlertLog:
         n = len(predictions)
         alert = np.fromiter((p["failure_predicted"] for p in predictions), dtype=bool, count=n)
         metrics.ALERTS.inc(int(alert.sum()))
+        metrics.ALERTS_SUPPRESSED.inc(sum(p["alert_suppressed"] for p in predictions))
         if self.since_ms is None:
             self.since_ms = min(p["event_time"] for p in predictions)
         now = time.monotonic()
@@ -178,7 +182,9 @@ class AlertLog:
             state = None  # the car's sequence started again
         if state is None:
             state = CarEpisode(seq, event_time)
-        if alert and not state.alerting and not (ordered and state.runs):
+        if ordered:  # the readings since the car's last visit may have taken no step (a batch's rows are picked once)
+            state.forget_before(seq - horizon)
+        if alert and not (state.runs if ordered else state.alerting):
             self._alert_started(p, threshold)
         if ordered:
             if failed and not state.failing:

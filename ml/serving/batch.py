@@ -3,7 +3,9 @@
 The records are decoded (one that does not decode goes to `dead_letter`, the DLQ, and the next one flows), each
 reading enters its car's ring (ml/serving/ring_buffer.py) and gets the window that ends at it, the model is called
 (in slices of artifact.SIGNATURE_BATCH windows), and each reading is scored against the served model's training range
-(ml/ood.py). Nothing here talks to Kafka: the loop (ml/serving/loop.py) delivers the predictions and commits.
+(ml/ood.py). A reading whose car reported a failure in it or in its previous W readings gets no alert (ml/episodes.py:
+"the car told us"): failure_predicted false, alert_suppressed true where the probability reached the threshold.
+Nothing here talks to Kafka: the loop (ml/serving/loop.py) delivers the predictions and commits.
 
 The windows are sized by the served model (its metadata's window and features), never by the settings. A model
 with another window or feature list starts them empty, and the loop has every partition's history rebuilt.
@@ -161,7 +163,8 @@ class BatchPredictor:
         if cars is not None:
             readings = [reading for reading in readings if reading["car_id"] in cars]
         cars_, seqs, rows, hashed, times, _ = self._columns(readings)
-        self.windows.push(cars_, seqs, rows, hashed, group=partition, windows=False, times=times)
+        failed = _failure(readings) == 1
+        self.windows.push(cars_, seqs, rows, hashed, group=partition, windows=False, times=times, failed=failed)
         self._state_metrics()
         return len(readings)
 
@@ -201,8 +204,11 @@ class BatchPredictor:
             by_partition.setdefault(record.partition, []).append(i)
         with self.progress.phase("windows"):
             cars, seqs, rows, hashed, times, missing = self._columns(readings)
+            failure = _failure(readings)
             windows = np.empty((len(readings), self.windows.window, self.windows.features), dtype=np.float32)
+            suppressed = np.zeros(len(readings), dtype=bool)
             for partition, indices in by_partition.items():
+                quiet = np.zeros(len(indices), dtype=bool)
                 windows[indices] = self.windows.push(
                     [cars[i] for i in indices],
                     seqs[indices],
@@ -210,7 +216,10 @@ class BatchPredictor:
                     hashed[indices],
                     group=partition,
                     times=times[indices],
+                    failed=failure[indices] == 1,
+                    suppressed=quiet,
                 )
+                suppressed[indices] = quiet
             self._state_metrics()
         with self.progress.phase("model"):
             probabilities = self._call_model(windows)
@@ -218,7 +227,8 @@ class BatchPredictor:
             ood = self.ood.score(rows, out_of_range(readings), missing)
         # Python values (tolist) build the records several times faster than numpy scalars; the alert compares
         # the float32 probability as float64, as `float(p) >= threshold` does
-        alert = probabilities.astype(np.float64) >= self.threshold
+        above = probabilities.astype(np.float64) >= self.threshold
+        alert, quieted = above & ~suppressed, above & suppressed
         predicted_at, version, horizon = int(time.time() * 1000), self.model.version, self.horizon
         predictions = [
             {
@@ -233,8 +243,9 @@ class BatchPredictor:
                 "ood_score": score,
                 "out_of_distribution": flagged,
                 "ood_features": ood.features_of(i) if flagged else [],
+                "alert_suppressed": held_back,
             }
-            for i, (car, seq, event_time, probability, alerting, score, flagged) in enumerate(
+            for i, (car, seq, event_time, probability, alerting, score, flagged, held_back) in enumerate(
                 zip(
                     cars,
                     seqs.tolist(),
@@ -243,13 +254,11 @@ class BatchPredictor:
                     alert.tolist(),
                     ood.score.tolist(),
                     ood.flagged.tolist(),
+                    quieted.tolist(),
                     strict=True,
                 )
             )
         ]
-        failure = np.array(
-            [UNLABELLED if (f := r.get("failure_occurred")) is None else int(f) for r in readings], dtype=np.int8
-        )
         return Scored(predictions, ood, failure, ~hashed)
 
     def _decode(self, records: list[RawRecord], dead_letter: bool = True) -> list[tuple[RawRecord, dict]]:
@@ -292,3 +301,10 @@ class BatchPredictor:
         metrics.MODEL_LATENCY.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(windows))
         return probabilities
+
+
+def _failure(readings: list[dict]) -> np.ndarray:
+    """int8 per reading: its failure_occurred (1 or 0), UNLABELLED where it is null."""
+    return np.array(
+        [UNLABELLED if (f := r.get("failure_occurred")) is None else int(f) for r in readings], dtype=np.int8
+    )

@@ -20,7 +20,12 @@ OOD_BUCKETS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 50.0, 100.0)
 
 PREDICTIONS = Counter("predictor_predictions_total", "Predictions delivered to Kafka")
 PREDICTIONS_PER_S = Gauge("predictor_predictions_per_second", "Predictions delivered per second, last batch interval")
-ALERTS = Counter("predictor_alerts_total", "Predictions at or above the model's threshold")
+ALERTS = Counter("predictor_alerts_total", "Alerting predictions (failure_predicted): at or above the threshold")
+ALERTS_SUPPRESSED = Counter(
+    "predictor_alerts_suppressed_total",
+    "Predictions at or above the threshold whose alert was suppressed (alert_suppressed): the car reported a failure "
+    "in the reading or in its previous W readings",
+)
 EPISODES_WARNED = Counter(
     "predictor_episodes_warned_total",
     "Failure episodes (simulator ground truth) with an alert in the horizon's readings before their onset",

@@ -16,6 +16,11 @@ order: they enter the ring in arrival order, a hash equal to one of the car's la
 so memory stays W per car) is a redelivery and is treated as a duplicate, and a hash never resets the car (a
 random hash is "far below the last one" half of the time).
 
+"The car told us" (ml/episodes.py): each car also keeps how many of its readings came since its last one with a
+reported failure (`failed`), capped at W + 1 (none within W), so that a push tells which of its readings are
+suppressed: the reading itself or one of its previous W readings reported a failure. One number per car; a
+duplicate takes the car's current count, a reset car (a new sequence) keeps it: the car still told us.
+
 Bounded in bytes (`max_bytes`, the predictor's ML_MAX_STATE_BYTES): the arrays are sized once for the most cars
 the bound holds (`max_cars`) and np.zeros maps their pages lazily, so memory grows with the cars held, never past
 the bound, and never copies. A new car past the bound evicts the least recently seen car (by push, not by event
@@ -42,7 +47,7 @@ DEFAULT_MAX_BYTES = 512 * 2**20
 ENTRY_BYTES = 160
 """Bytes of one car id held in the index (its str and dict entry: 130 measured with tracemalloc for ids like
 "car-000123") and its reference in the slot list, rounded up; a remembered eviction costs the same."""
-SLOT_BYTES = 5 * 8  # count, last seq, group, last push, newest event time
+SLOT_BYTES = 6 * 8  # count, last seq, group, last push, newest event time, readings since a reported failure
 IDLE_SWEEPS = 60
 """Sweeps for idle cars per idle_ms of a group's event-time clock (one a minute for the default hour). A sweep
 costs 0.17 ms at 100,000 cars: once per partition per batch, it cost the predictor about 0.7 µs per reading."""
@@ -71,6 +76,7 @@ class CarWindows:
         self._group = np.zeros(n, dtype=np.int64)  # -1: a free slot
         self._touched = np.zeros(n, dtype=np.int64)  # number of the push that last saw the car: least recent first
         self._newest = np.zeros(n, dtype=np.int64)  # event time (ms) of the car's newest reading: idleness
+        self._since_failure = np.zeros(n, dtype=np.int64)  # readings since the last reported failure, at most W + 1
         self._offsets = np.arange(window, dtype=np.int64)
         self._index: dict[str, int] = {}
         self._cars: list[str | None] = []  # slot -> car; slots in use so far (at most max_cars)
@@ -217,6 +223,7 @@ class CarWindows:
             self._count[taken] = 0
             self._last_seq[taken] = -1
             self._newest[taken] = np.iinfo(np.int64).min
+            self._since_failure[taken] = self.window + 1
             self._touched[taken] = self._push
             slots[~known] = [index[car] for car in itertools.compress(cars, ~known)]
         self._group[slots] = group
@@ -231,11 +238,15 @@ class CarWindows:
         group: int = 0,
         windows: bool = True,
         times: Sequence[int] | np.ndarray | None = None,
+        failed: Sequence[bool] | np.ndarray | None = None,
+        suppressed: np.ndarray | None = None,
     ) -> np.ndarray | None:
         """Append readings in arrival order and return the window ending at each: float32 [N, window, features]
         (None with windows=False, for re-reading history). `hashed` marks readings whose seq is a content hash;
         `times` are their event times (ms): they move the group's clock, and idle cars are evicted, only when
-        predicting (windows=True): history re-read from Kafka is old by nature."""
+        predicting (windows=True): history re-read from Kafka is old by nature. `failed`: the readings that report
+        a failure (failure_occurred true); `suppressed`, a bool array of N, is filled with whether the car reported
+        one in each reading or in its previous W readings."""
         self._push += 1
         times = None if times is None else np.asarray(times, dtype=np.int64)
         slots = self._slots(cars, group, times if windows else None)
@@ -243,6 +254,7 @@ class CarWindows:
             np.maximum.at(self._newest, slots, times)
         seqs = np.asarray(seqs, dtype=np.int64)
         hashed = np.zeros(len(seqs), dtype=bool) if hashed is None else np.asarray(hashed, dtype=bool)
+        failed = np.zeros(len(seqs), dtype=bool) if failed is None else np.asarray(failed, dtype=bool)
         out = np.empty((len(cars), self.window, self.features), dtype=np.float32) if windows else None
         # A car may have several readings in one batch: take them in rounds, each car at most once per round,
         # so that a later reading never overwrites a slot that an earlier reading's window still needs.
@@ -251,12 +263,16 @@ class CarWindows:
         for round_ in range(rounds):
             # one round (every car once, the usual batch): all of it, without copies
             picked = slice(None) if rounds == 1 else np.flatnonzero(occurrence == round_)
-            self._append(slots[picked], seqs[picked], rows[picked], hashed[picked])
+            self._append(slots[picked], seqs[picked], rows[picked], hashed[picked], failed[picked])
             if out is not None:
                 out[picked] = self._gather(slots[picked])
+            if suppressed is not None:
+                suppressed[picked] = failed[picked] | (self._since_failure[slots[picked]] <= self.window)
         return out
 
-    def _append(self, slots: np.ndarray, seqs: np.ndarray, rows: np.ndarray, hashed: np.ndarray) -> None:
+    def _append(
+        self, slots: np.ndarray, seqs: np.ndarray, rows: np.ndarray, hashed: np.ndarray, failed: np.ndarray
+    ) -> None:
         last = self._last_seq[slots]
         restarted = ~hashed & (seqs <= last - self.window)
         if restarted.any():
@@ -265,6 +281,8 @@ class CarWindows:
             last = np.where(restarted, -1, last)
         new = np.where(hashed, ~self._recent(slots, seqs), seqs > last)
         slots, rows, seqs, hashed = slots[new], rows[new], seqs[new], hashed[new]
+        since = np.minimum(self._since_failure[slots] + 1, self.window + 1)
+        self._since_failure[slots] = np.where(failed[new], 0, since)
         ring = self._count[slots] % self.window
         self._rows[slots, ring] = rows
         self._seqs[slots, ring] = seqs

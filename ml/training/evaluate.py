@@ -59,30 +59,32 @@ def _per_reading(series: Series, ends: np.ndarray, values: np.ndarray) -> tuple[
     return spread, judged
 
 
-def budget_threshold(series: Series, ends: np.ndarray, probabilities: np.ndarray, horizon: int, budget: float) -> float:
+def budget_threshold(
+    series: Series, ends: np.ndarray, probabilities: np.ndarray, horizon: int, budget: float, *, window: int
+) -> float:
     """The lowest threshold whose false alerts per healthy car-hour meet `budget` on these (validation) cars."""
     spread, judged = _per_reading(series, ends, probabilities)
-    return threshold_for_budget(series, spread, judged, horizon, budget)
+    return threshold_for_budget(series, spread, judged, horizon, budget, window=window)
 
 
 def episode_metrics(
-    series: Series, ends: np.ndarray, probabilities: np.ndarray, threshold: float, horizon: int
+    series: Series, ends: np.ndarray, probabilities: np.ndarray, threshold: float, horizon: int, *, window: int
 ) -> dict:
     """Episodes warned, lead times and false alerts when an alert is a probability at or above `threshold`."""
     spread, judged = _per_reading(series, ends, probabilities)
-    report = episode_report(series, judged & (spread >= threshold), judged, horizon)
+    report = episode_report(series, judged & (spread >= threshold), judged, horizon, window=window)
     figures = {key: _finite(value) for key, value in report.as_dict().items()}
     return {**figures, "lead_s": sorted(float(s) for s in report.leads_s)}
 
 
-def tradeoff(series: Series, ends: np.ndarray, probabilities: np.ndarray, horizon: int) -> list[dict]:
+def tradeoff(series: Series, ends: np.ndarray, probabilities: np.ndarray, horizon: int, *, window: int) -> list[dict]:
     """Episode figures over a range of thresholds (quantiles of the scores): what a stricter or looser
     false-alarm budget would buy, for the trade-off plot."""
     levels = np.unique(np.quantile(probabilities, 1 - np.logspace(-3.5, -0.3, TRADEOFF_POINTS)))
     spread, judged = _per_reading(series, ends, probabilities)
     points = []
     for threshold in levels:
-        report = episode_report(series, judged & (spread >= threshold), judged, horizon)
+        report = episode_report(series, judged & (spread >= threshold), judged, horizon, window=window)
         points.append(
             {
                 "threshold": float(threshold),

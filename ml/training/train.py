@@ -129,15 +129,18 @@ def _evaluate(
     window, horizon = settings.window, settings.horizon
     validation = parts["validation"]
     ends = window_ends(validation, window)
-    threshold = budget_threshold(validation, ends, published(validation, ends), horizon, settings.false_alarm_budget)
+    threshold = budget_threshold(
+        validation, ends, published(validation, ends), horizon, settings.false_alarm_budget, window=window
+    )
     test, eligible = parts["test"], sets["test"]
     ends = window_ends(test, window)
     scores = published(test, ends)
     at_eligible = scores[np.searchsorted(ends, eligible.ends)]
     metrics = classification_metrics(eligible.labels, at_eligible, threshold)
     metrics["brier_uncalibrated"] = brier(eligible.labels, raw(test, eligible.ends))
-    metrics["episodes"] = episode_metrics(test, ends, scores, threshold, horizon)
-    return Evaluated(metrics, at_eligible, curves(eligible.labels, at_eligible), tradeoff(test, ends, scores, horizon))
+    metrics["episodes"] = episode_metrics(test, ends, scores, threshold, horizon, window=window)
+    points = tradeoff(test, ends, scores, horizon, window=window)
+    return Evaluated(metrics, at_eligible, curves(eligible.labels, at_eligible), points)
 
 
 def _platt_calibrated(raw: Scorer, validation: WindowSet) -> Scorer:

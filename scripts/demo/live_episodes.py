@@ -3,7 +3,9 @@ and their predictions, measured with ml/episodes.py, the definition training rep
 "warned ahead" means what the model's test report means.
 
 The series is built from the readings (a reading's truth is known whether or not it got a prediction); the
-alerts are failure_predicted of each reading's prediction, and only readings with a prediction are judged.
+alerts are the predictions at or above the threshold (failure_predicted, or alert_suppressed: ml/episodes.py
+counts the alerts it suppressed apart, by the same rule the predictors follow), and only readings with a
+prediction are judged.
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ from scripts.demo.stream_watch import Reading
 
 
 def live_episodes(
-    readings: Mapping[tuple[str, int], Reading], alerts: Mapping[tuple[str, int], bool], horizon: int
+    readings: Mapping[tuple[str, int], Reading],
+    alerts: Mapping[tuple[str, int], tuple[bool, bool]],
+    horizon: int,
+    window: int,
 ) -> dict[str, Any]:
     """The summary's episode figures. `readings` by (car_id, seq) in the order they arrived (a content-hash
-    car's order); `alerts`: failure_predicted by (car_id, seq), one per predicted reading."""
+    car's order); `alerts`: (failure_predicted, alert_suppressed) by (car_id, seq), one per predicted reading;
+    `window`: the served model's W."""
     records = [
         {
             "car_id": car,
@@ -38,8 +44,8 @@ def live_episodes(
     series = series_from_records(records, features=())
     keys = list(zip(series.car_ids.tolist(), series.seq.tolist(), strict=True))
     judged = np.fromiter((key in alerts for key in keys), dtype=bool, count=len(keys))
-    alerting = np.fromiter((alerts.get(key, False) for key in keys), dtype=bool, count=len(keys))
-    report = episode_report(series, alerting, judged, horizon)
+    alerting = np.fromiter((any(alerts.get(key, ())) for key in keys), dtype=bool, count=len(keys))
+    report = episode_report(series, alerting, judged, horizon, window=window)
     return {
         "episodes": report.episodes,
         "episodes_warned": report.warned,
@@ -48,6 +54,7 @@ def live_episodes(
         "false_alerts": report.false_alerts,
         "healthy_car_hours": report.healthy_hours,
         "false_alerts_per_healthy_car_hour": _finite(report.false_alerts_per_car_hour),
+        "suppressed_alerts": report.suppressed_alerts,
     }
 
 

@@ -68,6 +68,8 @@ class Prediction(NamedTuple):
     predicted_at: int
     model_version: str
     horizon: int
+    suppressed: bool = False
+    """alert_suppressed (prediction schema version 3): at or above the threshold, but the car reported a failure."""
 
 
 def commit_group_offsets(
@@ -113,13 +115,13 @@ class StreamState:
     def predicted_count(self) -> int:
         return sum(1 for key, r in self.readings.items() if (*key, r.event_time) in self.predictions)
 
-    def alerts_by_reading(self) -> dict[tuple[str, int], bool]:
-        """failure_predicted of this run's predicted readings."""
+    def alerts_by_reading(self) -> dict[tuple[str, int], tuple[bool, bool]]:
+        """(failure_predicted, alert_suppressed) of this run's predicted readings."""
         joined = {}
         for key, reading in self.readings.items():
             prediction = self.predictions.get((*key, reading.event_time))
             if prediction is not None:
-                joined[key] = prediction.predicted
+                joined[key] = (prediction.predicted, prediction.suppressed)
         return joined
 
     def latencies_ms(self, clock: str = "event_time", since_ms: int | None = None) -> list[int]:
@@ -260,6 +262,7 @@ class StreamWatcher:
             record["predicted_at"],
             record["model_version"],
             record["horizon"],
+            record["alert_suppressed"],
         )
         state.predictions[key] = prediction
         state.latest.appendleft((key, prediction))

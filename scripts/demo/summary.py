@@ -1,7 +1,8 @@
 """The demo's closing summary: what the live fleet published, what reached Kafka, what got a prediction (the
 delivery guarantees), and what the alerts did in failure episodes of the simulator's ground truth (ml/episodes.py,
 via scripts/demo/live_episodes.py): episodes warned ahead or missed, the median lead, false alerts per healthy
-car-hour. The live fleet runs at a speed-up, and event_time is simulated time: so are the lead and the hours."""
+car-hour, and apart from them the alerts suppressed because the car itself reported a failure. The live fleet
+runs at a speed-up, and event_time is simulated time: so are the lead and the hours."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ class DemoResult:
     missing: int = 0
     duplicates: int = 0
     alerts: int = 0
+    suppressed_readings: int = 0
+    """Predictions at or above the threshold whose alert the predictor suppressed (alert_suppressed)."""
     live_seconds: float = 0.0
     bridge_to_prediction_p50_ms: float | None = None
     bridge_to_prediction_p99_ms: float | None = None
@@ -67,6 +70,9 @@ class DemoResult:
     false_alerts: int | None = None
     healthy_car_hours: float | None = None
     false_alerts_per_healthy_car_hour: float | None = None
+    suppressed_alerts: int | None = None
+    """Alarms on readings in a failure the car reported or within the model's W readings after it (ml/episodes.py):
+    neither false nor true alarms."""
     live_start_offsets: dict[str, int] = field(default_factory=dict)
     """Partition -> first offset of the live fleet's readings on the readings topic."""
     model: dict[str, Any] | None = None
@@ -90,12 +96,13 @@ class DemoResult:
         self.in_kafka = len(readings)
         self.predicted = len(alerts)
         self.missing = self.in_kafka - self.predicted
-        self.alerts = sum(alerts.values())
+        self.alerts = sum(predicted for predicted, _ in alerts.values())
+        self.suppressed_readings = sum(suppressed for _, suppressed in alerts.values())
         self.bridge_to_prediction_p50_ms = percentile(latencies, 50)
         self.bridge_to_prediction_p99_ms = percentile(latencies, 99)
-        horizon = (self.model or {}).get("horizon")
-        if horizon is not None and alerts:
-            for name, value in live_episodes(readings, alerts, int(horizon)).items():
+        horizon, window = (self.model or {}).get("horizon"), (self.model or {}).get("window")
+        if horizon is not None and window is not None and alerts:
+            for name, value in live_episodes(readings, alerts, int(horizon), int(window)).items():
                 setattr(self, name, value)
 
     @property
@@ -152,6 +159,10 @@ def print_summary(result: DemoResult, console: Console) -> None:
             f"{_fmt(result.healthy_car_hours)} h)"
             if measured
             else None,
+        ),
+        (
+            "alerts suppressed, the car reported a failure: readings / alarms",
+            f"{result.suppressed_readings:,} / {result.suppressed_alerts:,}" if measured else None,
         ),
         (
             "bridge -> prediction p50 / p99 ms",

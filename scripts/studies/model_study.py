@@ -53,7 +53,7 @@ def warned_by_mode(
     alerts = np.zeros(len(series), bool)
     alerts[ends] = probabilities >= threshold
     warned, total = Counter(), Counter()
-    for onset, lead in episode_leads(series, alerts, judged, horizon).items():
+    for onset, lead in episode_leads(series, alerts, judged, horizon, window=window).items():
         mode = modes[(str(series.car_ids[onset]), int(series.seq[onset]))]
         total[mode] += 1
         warned[mode] += lead is not None

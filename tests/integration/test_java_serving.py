@@ -5,6 +5,8 @@ Kafka: the artifact's SavedModel contract holds for a second program in another 
   fields, on a model trained in the test; the readings hold every case the windows treat apart (gaps, a car seen for
   fewer than W readings, duplicates, values in other units, a content-hash car) in every framing and schema version
   the Python side reads, and undecodable records, which both send to their DLQ under the same contract.
+- The car told us: no alert on a reading whose car reported a failure in it or in its previous W readings, in both
+  programs alike, by the rule of ml/episodes.py; the first reading past W alerts again.
 - Exactly once: SIGKILLed while readings it had committed were not predicted yet, and restarted, the program gives
   every reading exactly one prediction (counted by (car_id, seq) at read_committed), and the windows restored from
   its changelogs give the probabilities of a run without the kill.
@@ -30,10 +32,12 @@ from common.avro import AvroCodec, legacy_single_object_header
 from common.schemas import SEQ_FROM_CONTENT
 from common.settings import PLAINTEXT
 from ml import artifact
+from ml.episodes import suppressed
+from ml.features import series_from_records
 from ml.training.untrained_model import save_untrained_model
 from scripts.testkit.kafka import delete_topics, read_until, unique
 from scripts.testkit.predictor import TOLERANCE, Stream, assert_same_as_reference, covered
-from scripts.testkit.readings import write_readings
+from scripts.testkit.readings import readings, write_readings
 from scripts.testkit.services import run_module
 from simulator.fleet import generate_readings
 
@@ -110,7 +114,7 @@ def assert_equal_predictions(java: list[dict], python: list[dict]) -> float:
         for j, p in zip(got, expected, strict=True):
             largest = max(largest, abs(j["failure_probability"] - p["failure_probability"]))
             assert abs(j["failure_probability"] - p["failure_probability"]) <= TOLERANCE, (key, j, p)
-            assert j["failure_predicted"] == p["failure_predicted"], (key, j, p)
+            assert (j["failure_predicted"], j["alert_suppressed"]) == (p["failure_predicted"], p["alert_suppressed"])
             assert j["ood_score"] == pytest.approx(p["ood_score"], rel=1e-12, abs=1e-12), (key, j, p)
             same = ("event_time", "model_version", "horizon", "out_of_distribution", "ood_features")
             assert {f: j[f] for f in same} == {f: p[f] for f in same}, key
@@ -176,6 +180,47 @@ def test_java_and_python_give_the_same_predictions_and_dead_letters(
     assert metrics.value("predictor_predictions_total") == len(java_predictions)
     assert metrics.value("predictor_dlq_total") == len(GARBAGE)
     java_service.stop_ok()
+
+
+def test_both_programs_suppress_alerts_while_a_car_reports_a_failure_and_for_w_readings_after_it(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, tmp_path, predictors, java_predictors
+):
+    """ML_THRESHOLD 0: every probability would alert. Readings in a failure the car reported and in the W readings
+    after it get failure_predicted false and alert_suppressed true, the others an alert; failure_occurred null
+    never suppresses; both programs publish the same and count the suppressed alerts apart."""
+    window = 6
+    models = tmp_path / "models"
+    save_untrained_model(models, window=window, threshold=0.3)
+    failed = {"car-00001": {10, 11, 12, 30}, "car-00002": {0, 44}}
+    written = [
+        r | {"failure_occurred": None if r["car_id"] == "car-00003" else r["seq"] in failed.get(r["car_id"], ())}
+        for r in readings(cars=4, per_car=45, seed=11)
+    ]
+    python = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=2)
+    java = Stream(kafka_bootstrap, topic_factory, consumer_factory, f"{group_id}-java", input_topic=python.input)
+    python.write(written)
+    services = {
+        python: predictors(python, models, ML_THRESHOLD="0"),
+        java: java_predictors(java, models, ML_THRESHOLD="0"),
+    }
+    series = series_from_records(written, features=())
+    keys = zip(series.car_ids.tolist(), series.seq.tolist(), strict=True)
+    expected = dict(zip(keys, suppressed(series, window).tolist(), strict=True))
+    quiet = sum(expected.values())
+    assert quiet == (9 + 7) + (7 + 1), "car-00001: 10..18, 30..36; car-00002: 0..6, 44"
+    for stream, service in services.items():
+        published = {(p["car_id"], p["seq"]): p for p in stream.collect(covered(written))}
+        got = {key: (p["failure_predicted"], p["alert_suppressed"]) for key, p in published.items()}
+        assert got == {key: (not held, held) for key, held in expected.items()}, service.name
+        assert got[("car-00001", 19)] == got[("car-00001", 37)] == (True, False), "the first reading past W alerts"
+        service.wait_until(lambda s=service: s.metric("predictor_alerts_suppressed_total") == quiet,
+                           "suppressed alerts counted", 60)  # fmt: skip
+        assert service.metric("predictor_alerts_total") == len(written) - quiet
+    assert_equal_predictions(java.predictions, python.predictions)
+    alert_lines = re.findall(r"ALERT car car-00001: .*\(seq (\d+),", services[python].log())
+    assert alert_lines == ["0", "19", "37"], "a suppressed reading starts no alert; the first past W does"
+    for service in services.values():
+        service.stop_ok()
 
 
 def test_with_a_schema_registry_both_read_every_version_and_write_registered_predictions(

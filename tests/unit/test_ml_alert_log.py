@@ -19,8 +19,9 @@ H = 5
 ALERTS = "ml.alerts"
 
 
-def scored(readings: list[tuple[str, int, bool, bool | None]]) -> Scored:
-    """(car, seq, alert, failure_occurred) per reading, a reading every 10 s of event time."""
+def scored(readings: list[tuple[str, int, bool, bool | None]], suppressed: frozenset[int] = frozenset()) -> Scored:
+    """(car, seq, alert, failure_occurred) per reading, a reading every 10 s of event time; an alert at a seq in
+    `suppressed` is published as the predictor publishes it: failure_predicted false, alert_suppressed true."""
     n = len(readings)
     predictions = [
         {
@@ -28,12 +29,13 @@ def scored(readings: list[tuple[str, int, bool, bool | None]]) -> Scored:
             "seq": seq,
             "event_time": START_MS + 10_000 * seq,
             "failure_probability": 0.9 if alert else 0.1,
-            "failure_predicted": alert,
+            "failure_predicted": alert and seq not in suppressed,
             "model_version": "v1",
             "horizon": H,
             "ood_score": 0.0,
             "out_of_distribution": False,
             "ood_features": [],
+            "alert_suppressed": alert and seq in suppressed,
         }
         for car, seq, alert, _ in readings
     ]
@@ -54,9 +56,9 @@ def counts() -> tuple[float, float]:
     return metrics.EPISODES_WARNED._value.get(), metrics.EPISODES_MISSED._value.get()
 
 
-def feed(log: AlertLog, readings: list, batch: int = 7) -> None:
+def feed(log: AlertLog, readings: list, batch: int = 7, suppressed: frozenset[int] = frozenset()) -> None:
     for i in range(0, len(readings), batch):
-        log.account(scored(readings[i : i + batch]), threshold=0.5)
+        log.account(scored(readings[i : i + batch], suppressed), threshold=0.5)
 
 
 @pytest.fixture
@@ -163,3 +165,19 @@ def test_the_reading_interval_is_the_median_step_of_one_cars_readings_in_a_batch
     times = np.array([0, 0, 10_000, 20_000, 30_000])
     assert reading_interval_s(cars, seqs, times) == 10.0
     assert reading_interval_s(["a", "b"], np.array([1, 1]), np.array([0, 5])) is None
+
+
+@pytest.mark.parametrize("batch", [7, 200])
+def test_a_suppressed_alert_is_neither_logged_nor_counted_as_an_alert_but_counted_apart(caplog_alerts, batch) -> None:
+    log = AlertLog(repeat=60, ood_threshold=1.0)
+    alerts, suppressed = metrics.ALERTS._value.get(), metrics.ALERTS_SUPPRESSED._value.get()
+    # alerts from 10 to 30, failure at 20..22: 20..28 are suppressed (W = 6); 29 resumes 10 readings after 19
+    quiet = frozenset(range(20, 29))
+    feed(log, car("car-1", range(40), alerts=set(range(10, 31)), failed={20, 21, 22}), batch, suppressed=quiet)
+    assert metrics.ALERTS_SUPPRESSED._value.get() - suppressed == 9
+    assert metrics.ALERTS._value.get() - alerts == 12
+    assert [line for line in lines(caplog_alerts) if line.startswith("ALERT")] == [
+        f"ALERT car car-1: failure expected within 5 readings (~50 s): probability 0.900, threshold 0.500 "
+        f"(seq {seq}, model v1)"
+        for seq in (10, 29)
+    ], "a new alert once the car stops telling us, in any batching"

@@ -51,11 +51,11 @@ def fleet(cars: int, readings: int, seed: int) -> tuple:
 @pytest.mark.parametrize("budget", [0.05, 0.5, 3.0])
 def test_the_chosen_threshold_meets_the_budget_on_the_cars_it_was_chosen_on(seed, budget):
     series, ends, scores = fleet(20, 400, seed)
-    threshold = budget_threshold(series, ends, scores, horizon=30, budget=budget)
-    figures = episode_metrics(series, ends, scores, threshold, horizon=30)
+    threshold = budget_threshold(series, ends, scores, horizon=30, budget=budget, window=10)
+    figures = episode_metrics(series, ends, scores, threshold, horizon=30, window=10)
     assert figures["false_alerts_per_healthy_car_hour"] <= budget
     # and a looser budget never gives a stricter threshold
-    assert budget_threshold(series, ends, scores, horizon=30, budget=budget * 2) <= threshold
+    assert budget_threshold(series, ends, scores, horizon=30, budget=budget * 2, window=10) <= threshold
 
 
 def test_episode_figures_count_warnings_before_onset_only():
@@ -68,10 +68,11 @@ def test_episode_figures_count_warnings_before_onset_only():
     series = series_from_records(records)
     ends = window_ends(series, 1)
     scores = np.zeros(40)
-    scores[[2, 7, 8, 25]] = 0.9  # 2 is too early (a false alert); 7 is 3 readings ahead; 25 is in failure
-    figures = episode_metrics(series, ends, scores, threshold=0.5, horizon=4)
+    scores[[2, 7, 8, 25, 26]] = 0.9  # 2 is too early (a false alert); 7 is 3 readings ahead; 25 is in failure
+    figures = episode_metrics(series, ends, scores, threshold=0.5, horizon=4, window=1)
     assert (figures["episodes"], figures["warned"], figures["lead_s"]) == (2, 1, [30.0])
     assert figures["false_alerts"] == 1
+    assert figures["suppressed_alerts"] == 1, "one alarm: 25 in failure, 26 within W=1 reading after it"
 
 
 def test_the_car_bootstrap_brackets_a_clear_difference():

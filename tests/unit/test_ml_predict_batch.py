@@ -6,6 +6,8 @@ import numpy as np
 from common import schemas
 from common.avro import AvroCodec
 from ml import artifact
+from ml.episodes import suppressed
+from ml.features import series_from_records
 from ml.serving.batch import BatchPredictor
 from ml.serving.progress import Progress
 from ml.serving.settings import PredictorSettings
@@ -57,7 +59,7 @@ def test_each_prediction_is_the_models_output_on_its_cars_window(tmp_path):
     ]
     expected = model.predict(_reference_windows(readings, model.features))
     np.testing.assert_array_equal(np.array([p["failure_probability"] for p in scored], dtype=np.float32), expected)
-    assert [p["failure_predicted"] for p in scored] == [float(e) >= 0.5 for e in expected]
+    assert [p["failure_predicted"] or p["alert_suppressed"] for p in scored] == [float(e) >= 0.5 for e in expected]
     assert all(isinstance(p["failure_probability"], float) and type(p["seq"]) is int for p in scored)
 
 
@@ -79,3 +81,35 @@ def test_a_reading_that_lacks_a_model_feature_is_scored_at_its_training_mean_and
     # the untrained model keeps no training range: only what a reading lacks flags it
     assert [p["ood_features"] for p in scored] == [peaks if i % 2 else [] for i in range(len(readings))]
     assert [p["out_of_distribution"] for p in scored] == [bool(i % 2) for i in range(len(readings))]
+
+
+def test_no_alert_while_a_car_reports_a_failure_and_for_w_readings_after_it_rebuilt_history_included(tmp_path):
+    """Threshold 0: every probability would alert. Readings in a reported failure and the W after it do not (the
+    car told us), by the rule of ml/episodes.py, also after the history is rebuilt; null failure never suppresses."""
+    model = artifact.load(save_untrained_model(tmp_path, window=WINDOW, threshold=0.5))
+    predictor = BatchPredictor(PredictorSettings(model_dir=str(tmp_path), topic=TOPIC, threshold=0.0), Progress(), None)
+    predictor.use_model(model)
+    codec = AvroCodec(schemas.READING, TOPIC)
+    failed = {"car-00001": {3, 4, 12}, "car-00002": {15}}  # 12: just before the rebuild
+    readings = [
+        r | {"failure_occurred": None if r["car_id"] == "car-00003" else r["seq"] in failed.get(r["car_id"], ())}
+        for r in _readings(cars=3, per_car=25)
+    ]
+    records = [RawRecord(0, i, r["car_id"].encode(), codec.encode(r)) for i, r in enumerate(readings)]
+    scored = []
+    for start in range(0, 40, 9):
+        scored += predictor.predict(predictor.decode(records[start : min(start + 9, 40)])).predictions
+    predictor.forget(0)  # a rebalance: the partition's history is read again before the next batch
+    predictor.refill(0, records[:40])
+    for start in range(40, len(records), 9):
+        scored += predictor.predict(predictor.decode(records[start : start + 9])).predictions
+    series = series_from_records(readings, features=())
+    keys = zip(series.car_ids.tolist(), series.seq.tolist(), strict=True)
+    quiet = dict(zip(keys, suppressed(series, WINDOW).tolist(), strict=True))
+    got = {(p["car_id"], p["seq"]): (p["failure_predicted"], p["alert_suppressed"]) for p in scored}
+    assert got == {key: (not quiet[key], quiet[key]) for key in quiet}
+    assert [seq for (car, seq), (_, held) in sorted(got.items()) if held and car == "car-00001"] == [
+        *range(3, 4 + WINDOW + 1),
+        *range(12, 12 + WINDOW + 1),
+    ]
+    assert got[("car-00002", 15 + WINDOW + 1)] == (True, False), "the first reading past W alerts again"

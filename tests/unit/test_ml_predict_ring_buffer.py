@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from ml.episodes import suppressed
+from ml.features import series_from_records
 from ml.serving.ring_buffer import CarWindows
 
 
@@ -104,3 +106,39 @@ def test_sender_readings_after_content_hashes_keep_the_sequence_rules():
     windows.push(["a"] * 2, [2**62, 2**61], rows(1, 2), hashed=[True, True])
     out = windows.push(["a"] * 3, [0, 1, 1], rows(3, 4, 5))
     assert [o[:, 0].tolist() for o in out] == [[2, 3], [3, 4], [3, 4]]  # no reset; seq 1 again is a duplicate
+
+
+def test_suppression_follows_the_rule_of_ml_episodes_in_any_batching():
+    """The car told us: a reading is suppressed when its car reported a failure in it or its previous W readings,
+    the same readings ml/episodes.py leaves out of the false alerts, whatever the batches look like."""
+    rng = np.random.default_rng(7)
+    cars = [f"car-{i}" for i in range(5)]
+    stream = [(car, seq) for seq in range(120) for car in rng.permutation(cars)]
+    failing = {(car, seq) for car, seq in stream if rng.random() < 0.04}
+    records = [
+        {"car_id": car, "seq": seq, "event_time": 10_000 * seq, "failure_occurred": (car, seq) in failing}
+        for car, seq in stream
+    ]
+    series = series_from_records(records, features=())
+    keys = zip(series.car_ids.tolist(), series.seq.tolist(), strict=True)
+    expected = dict(zip(keys, suppressed(series, 6).tolist(), strict=True))
+    windows = CarWindows(window=6, features=2)
+    start = 0
+    while start < len(stream):  # batches of 1 to 40 readings, several of one car in a batch
+        batch = stream[start : start + int(rng.integers(1, 40))]
+        quiet = np.zeros(len(batch), dtype=bool)
+        seqs = [seq for _, seq in batch]
+        failed = [key in failing for key in batch]
+        windows.push([car for car, _ in batch], seqs, rows(*seqs), failed=failed, suppressed=quiet)
+        assert quiet.tolist() == [bool(expected[key]) for key in batch]
+        start += len(batch)
+    assert 0 < sum(expected.values()) < len(stream)
+
+
+def test_a_duplicate_is_suppressed_as_the_cars_current_reading_and_history_pushes_count():
+    windows = CarWindows(window=3, features=2)
+    failed = [False, True, False, False]
+    windows.push(["a"] * 4, [0, 1, 2, 3], rows(0, 1, 2, 3), windows=False, failed=failed)  # a rebuild
+    quiet = np.zeros(3, dtype=bool)
+    windows.push(["a"] * 3, [4, 2, 5], rows(4, 2, 5), suppressed=quiet)
+    assert quiet.tolist() == [True, True, False], "4: 3 readings after the failure; 2: a duplicate; 5: past W"

@@ -138,6 +138,7 @@ def test_the_wheel_carries_its_schemas_and_works_outside_the_checkout(tmp_path: 
         "schemas/car_failure_prediction.avsc",
         "schemas/car_sensor_reading.avsc",
         "schemas/previous/car_failure_prediction.v1.avsc",
+        "schemas/previous/car_failure_prediction.v2.avsc",
         "schemas/previous/car_sensor_reading.v1.avsc",
         "schemas/previous/car_sensor_reading.v2.avsc",
     ]

@@ -53,6 +53,14 @@ def test_version_3_adds_the_peaks_as_optional_doubles_and_documents_what_each_se
         assert any(words in doc for words in ("at the reading's time", "over the reading interval", "version")), name
 
 
+def test_prediction_schema_keeps_versions_1_and_2_and_version_3_adds_alert_suppressed_with_a_default():
+    assert schemas.previous_versions(schemas.PREDICTION) == ["v1", "v2"]
+    old = {f["name"] for f in schemas.raw_schema(schemas.PREDICTION, "v2")["fields"]}
+    new = {f["name"]: f for f in schemas.raw_schema(schemas.PREDICTION)["fields"]}
+    assert set(new) - old == {"alert_suppressed"} and old <= set(new)
+    assert new["alert_suppressed"]["default"] is False
+
+
 @pytest.mark.parametrize("name", [schemas.READING, schemas.PREDICTION])
 def test_the_current_schema_reads_every_earlier_version(name):
     """Backward compatibility as the Avro spec defines it: writer = old version, reader = current."""

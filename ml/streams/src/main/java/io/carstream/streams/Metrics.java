@@ -32,7 +32,10 @@ final class Metrics {
     static final Counter PREDICTIONS = Counter.builder().name("predictor_predictions_total")
             .help("Predictions handed to Kafka (committed with their readings' offsets, exactly once)").register();
     static final Counter ALERTS = Counter.builder().name("predictor_alerts_total")
-            .help("Predictions at or above the model's threshold").register();
+            .help("Alerting predictions (failure_predicted): at or above the threshold").register();
+    static final Counter ALERTS_SUPPRESSED = Counter.builder().name("predictor_alerts_suppressed_total")
+            .help("Predictions at or above the threshold whose alert was suppressed (alert_suppressed): the car "
+                    + "reported a failure in the reading or in its previous W readings").register();
     static final Counter DLQ = Counter.builder().name("predictor_dlq_total")
             .help("Records that could not be decoded and went to the DLQ").register();
     static final Counter REGISTRY_ERRORS = Counter.builder().name("predictor_kafka_unavailable_total")

@@ -41,7 +41,8 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Each car's last W readings live in the `windows` store (RocksDB, bounded by disk rather than memory, restored
  * from its changelog after a crash): {@link CarWindow} keeps them exactly as the Python predictor does, so that both
- * programs give the same window, and so the same probability, for the same reading.
+ * programs give the same window, and so the same probability, for the same reading; and the same suppression: no
+ * alert on a reading whose car reported a failure in it or in its previous W readings (ml/episodes.py).
  */
 final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]> {
     private static final Logger log = LoggerFactory.getLogger(PredictProcessor.class);
@@ -139,8 +140,8 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
     }
 
     /** A decoded reading, with its feature row in the served model's order. */
-    private record Reading(String carId, long seq, long eventTime, boolean hashed, float[] row, List<String> outOfRange,
-            List<String> missing) {}
+    private record Reading(String carId, long seq, long eventTime, boolean hashed, boolean failed, float[] row,
+            List<String> outOfRange, List<String> missing) {}
 
     private void predictPending() {
         LAST_TURN.put(context.taskId(), System.currentTimeMillis());
@@ -199,8 +200,9 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
         }
         Object origin = record.get("seq_origin");
         boolean hashed = origin != null && ReadingDecoder.CONTENT_HASH.equals(origin.toString());
+        boolean failed = Boolean.TRUE.equals(record.get("failure_occurred")); // null: no ground truth, never failed
         return new Reading(record.get("car_id").toString(), (Long) record.get("seq"),
-                (Long) record.get("event_time"), hashed, row, outOfRange, missing);
+                (Long) record.get("event_time"), hashed, failed, row, outOfRange, missing);
     }
 
     private void predict(List<Reading> readings, ServedModel model) {
@@ -210,12 +212,13 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
         }
         int size = model.window * model.featureCount();
         float[] batch = new float[n * size];
+        boolean[] suppressed = new boolean[n];
         Map<String, CarWindow> cars = new HashMap<>();
         for (int i = 0; i < n; i++) {
             Reading reading = readings.get(i);
             CarWindow car = cars.computeIfAbsent(reading.carId(),
                     id -> CarWindow.of(windows.get(id), model.window, model.featureCount()));
-            car.push(reading.seq(), reading.hashed(), reading.row(), batch, i * size);
+            suppressed[i] = car.push(reading.seq(), reading.hashed(), reading.failed(), reading.row(), batch, i * size);
         }
         long started = System.nanoTime();
         float[] probabilities = model.predict(batch, n);
@@ -227,7 +230,8 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
         for (int i = 0; i < n; i++) {
             Reading reading = readings.get(i);
             double probability = probabilities[i];
-            boolean alert = probability >= threshold;
+            boolean above = probability >= threshold;
+            boolean alert = above && !suppressed[i];
             OodScorer.Score ood = model.ood.score(reading.row(), reading.outOfRange(), reading.missing());
             prediction.put("car_id", reading.carId());
             prediction.put("seq", reading.seq());
@@ -240,12 +244,15 @@ final class PredictProcessor implements Processor<byte[], byte[], byte[], byte[]
             prediction.put("ood_score", ood.score());
             prediction.put("out_of_distribution", ood.flagged());
             prediction.put("ood_features", ood.features());
+            prediction.put("alert_suppressed", above && suppressed[i]);
             byte[] key = reading.carId().getBytes(StandardCharsets.UTF_8);
             context.forward(new Record<>(key, encoder.encode(prediction), predictedAt), PREDICTIONS_SINK);
             Metrics.END_TO_END.observe((predictedAt - reading.eventTime()) / 1000.0);
             Metrics.OOD_SCORE.observe(ood.score());
             if (alert) {
                 Metrics.ALERTS.inc();
+            } else if (above) {
+                Metrics.ALERTS_SUPPRESSED.inc();
             }
             if (ood.flagged()) {
                 Metrics.OOD.inc();

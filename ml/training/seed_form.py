@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from confluent_kafka import Producer
@@ -27,6 +27,7 @@ from common.lifecycle import interrupt_on_signals
 from common.logs import setup_logging
 from common.schemas import PREDICTION
 from ml import artifact
+from ml.episodes import suppressed
 from ml.features import feature_matrix, gather_windows, series_from_records
 from ml.ood import OodScorer, out_of_range
 from ml.source import SourceRecord, TopicRange, read_records, resolve_range
@@ -38,20 +39,31 @@ from ml.training.train import fit_and_evaluate, save_trained, source_description
 log = logging.getLogger(__name__)
 
 
-def predict_following(
-    model: artifact.LoadedModel, history: list[dict], following: list[dict]
-) -> list[tuple[dict, float]]:
-    """(reading, probability) for each reading of `following` that closes a full window of its car."""
+@dataclass(frozen=True)
+class Prediction:
+    reading: dict
+    probability: float
+    suppressed: bool
+    """The car reported a failure in this reading or its previous W: no alert (ml/episodes.py, as served)."""
+
+    def alerts(self, threshold: float) -> bool:
+        return self.probability >= threshold and not self.suppressed
+
+
+def predict_following(model: artifact.LoadedModel, history: list[dict], following: list[dict]) -> list[Prediction]:
+    """A prediction for each reading of `following` that closes a full window of its car."""
     series = series_from_records(history + following, model.features)  # the model may read fewer than all
     position = {(car, int(seq)): i for i, (car, seq) in enumerate(zip(series.car_ids, series.seq, strict=True))}
     indices = np.array([position[(r["car_id"], int(r["seq"]))] for r in following], dtype=np.int64)
     full = indices - series.run_start[indices] >= model.window - 1
     probabilities = model.predict(gather_windows(series.features, indices[full], model.window))
-    return list(zip([r for r, ok in zip(following, full, strict=True) if ok], probabilities.tolist(), strict=True))
+    quiet = suppressed(series, model.window)[indices[full]]
+    kept = [r for r, ok in zip(following, full, strict=True) if ok]
+    return [Prediction(*row) for row in zip(kept, probabilities.tolist(), quiet.tolist(), strict=True)]
 
 
 def write_predictions(
-    settings: SeedFormSettings, topic: str, model: artifact.LoadedModel, predictions: list[tuple[dict, float]]
+    settings: SeedFormSettings, topic: str, model: artifact.LoadedModel, predictions: list[Prediction]
 ) -> None:
     kafka = (settings.kafka_bootstrap_servers, settings.kafka_security)
     ensure_topics(*kafka, {topic: 1})
@@ -65,16 +77,17 @@ def write_predictions(
 
     now = int(time.time() * 1000)
     scorer = OodScorer.from_metadata(model.metadata, settings.ood_threshold)
-    readings = [reading for reading, _ in predictions]
+    readings = [prediction.reading for prediction in predictions]
     ood = scorer.score(feature_matrix(readings, model.features), out_of_range(readings))
-    for i, (reading, probability) in enumerate(predictions):
+    for i, (reading, prediction) in enumerate(zip(readings, predictions, strict=True)):
         value = {
             "car_id": reading["car_id"],
             "seq": reading["seq"],
             "event_time": reading["event_time"],
             "predicted_at": now,
-            "failure_probability": probability,
-            "failure_predicted": probability >= model.threshold,
+            "failure_probability": prediction.probability,
+            "failure_predicted": prediction.alerts(model.threshold),
+            "alert_suppressed": prediction.suppressed and prediction.probability >= model.threshold,
             "model_version": model.version,
             "horizon": model.horizon,
             "ood_score": float(ood.score[i]),
@@ -145,7 +158,7 @@ def main(argv: list[str]) -> int:
     path = save_trained(trained, settings.model_dir)
     model = artifact.load(path)
     predictions = predict_following(model, history, following)
-    alerts = sum(p >= model.threshold for _, p in predictions)
+    alerts = sum(prediction.alerts(model.threshold) for prediction in predictions)
     log.info(
         "predicted %d of the %d following records (%d lack %d readings of history), %d alerts",
         len(predictions),

@@ -21,7 +21,7 @@ from common.schemas import PREDICTION
 from common.settings import PLAINTEXT
 from common.topics import READINGS_TOPIC, TOPIC_PARTITIONS
 from ml import artifact
-from ml.episodes import onsets
+from ml.episodes import onsets, suppressed
 from ml.features import series_from_records
 from ml.training.seed_fit import MIN_FAILING_CARS, failing_cars, fit_window, records_held
 from scripts.testkit.kafka import delete_topics, end_offsets, read_to_end, unique
@@ -110,3 +110,11 @@ def test_records_that_hold_failures_train_a_model_with_w_and_h_fitted_and_write_
     assert len(values) == 200 and {(p["car_id"], p["seq"]) for _, p in values} == following
     assert all(key == p["car_id"] and p["model_version"] == version.name for key, p in values)
     assert all(p["horizon"] == 57 and 0 <= p["failure_probability"] <= 1 for _, p in values)
+    # The serving rule holds here too: no alert in a failure the car reports nor in the W readings after it.
+    whole = series_from_records(fleet[: MORE_RECORDS + 200], features=())
+    at = {(car, int(seq)): i for i, (car, seq) in enumerate(zip(whole.car_ids, whole.seq, strict=True))}
+    quiet = suppressed(whole, 33)
+    for _, p in values:
+        above, held = p["failure_probability"] >= meta["threshold"], bool(quiet[at[(p["car_id"], p["seq"])]])
+        assert (p["failure_predicted"], p["alert_suppressed"]) == (above and not held, above and held)
+    assert quiet[[at[key] for key in following]].any(), "the 200 predicted readings include suppressed ones"

@@ -43,6 +43,7 @@ DLQ_LATEST_KEPT = 10
 
 OPEN, FOLLOWED, NO_FAILURE, DURING = "open", "failure followed", "no failure within the horizon", "during a failure"
 ONSETS_KEPT = 4
+ONSET_KEYS = ("seq", "event_time", "failure_mode")
 ALERTS_PER_CAR = 8
 
 
@@ -90,8 +91,9 @@ class Car:
     """The latest reading's failure_occurred: None until a reading with ground truth came."""
     reading_seq: int = -1
     alert: Alert | None = None
-    onsets: tuple[tuple[int, int], ...] = ()
-    """(seq, event_time) of the last few failure onsets, oldest first."""
+    onsets: tuple[tuple[int, int, str | None], ...] = ()
+    """(seq, event_time, failure_mode) of the last few failure onsets, oldest first (the mode: what the car names as
+    failed, reading schema v3; None when it does not say)."""
     alerts: tuple[Alert, ...] = ()
     """Its last ALERTS_PER_CAR alerts, oldest first (its page)."""
 
@@ -196,7 +198,7 @@ class Fleet:
         if r["seq"] < car.reading_seq:
             return
         if failed and car.failed is False:
-            car.onsets = (*car.onsets[-(ONSETS_KEPT - 1) :], (r["seq"], r["event_time"]))
+            car.onsets = (*car.onsets[-(ONSETS_KEPT - 1) :], (r["seq"], r["event_time"], r.get("failure_mode")))
             self._judge(car)
         car.failed, car.reading_seq = bool(failed), r["seq"]
         self._restate(car)
@@ -206,7 +208,7 @@ class Fleet:
         alert = car.alert
         if alert is None or alert.lead_s is not None or not car.onsets:
             return
-        for onset_seq, onset_time in car.onsets:
+        for onset_seq, onset_time, _ in car.onsets:
             if alert.seq < onset_seq <= alert.last_seq + alert.horizon:
                 alert.lead_s = (onset_time - alert.event_time) / 1000
                 alert.outcome = FOLLOWED
@@ -270,7 +272,9 @@ class Fleet:
             **(self.car_dict(car_id) if car else {"car_id": car_id, "state": None, "probability": None}),
             "interval_ms": car.interval_ms if car else None,
             "alerts": [alert.as_dict(threshold) for alert in reversed(car.alerts)] if car else [],
-            "onsets": [{"seq": seq, "event_time": t} for seq, t in car.onsets] if car else [],
+            "onsets": [{"seq": seq, "event_time": t, "failure_mode": mode} for seq, t, mode in car.onsets]
+            if car
+            else [],
             "history": history,
             "kept": self.history.describe(),
         }

@@ -145,7 +145,7 @@ function renderMarks(marks) {
       text: `alert at ${fmtDateTime(a.t)} ${SIM}: probability ${fmtProb(a.probability)}, ` +
         `lead ${fmtLead(a.lead_s)} (${SIM}), ${a.outcome}`,
     })),
-    ...marks.onsets.map((o) => ({ kind: "onset", t: o.t, text: `failure onset at ${fmtDateTime(o.t)} ${SIM} (seq ${o.seq})` })),
+    ...marks.onsets.map((o) => ({ kind: "onset", t: o.t, text: `failure onset${o.failure_mode ? ` (${o.failure_mode.replaceAll("_", " ")})` : ""} at ${fmtDateTime(o.t)} ${SIM} (seq ${o.seq})` })),
     ...marks.failures.map((f) => ({
       kind: "failure",
       t: f.start,

@@ -288,14 +288,15 @@ def test_a_suppressed_prediction_is_never_an_alert_and_never_warns() -> None:
 def test_a_cars_page_holds_its_history_alerts_onsets_and_failure_periods_and_an_unknown_car_has_none() -> None:
     fleet = Fleet()
     for seq in range(0, 12):
-        fleet.apply_reading({**reading("a", seq, 6 <= seq < 9), "speed": float(seq)})
+        mode = "shock_absorber" if 6 <= seq < 9 else None  # what the car names while it fails
+        fleet.apply_reading({**reading("a", seq, 6 <= seq < 9), "speed": float(seq), "failure_mode": mode})
         fleet.apply_prediction(prediction("a", seq, seq / 20, warned=seq in (3, 4)))
     fleet.apply_prediction(prediction("a", 5, 0.1))  # an older one again (a predictor restarted): not kept twice
     page = fleet.car_page("a", 0.15)
     assert (page["state"], page["probability"], page["interval_ms"]) == ("healthy", 0.55, INTERVAL_MS)
     [alert] = page["alerts"]
     assert (alert["seq"], alert["outcome"], alert["lead_s"], alert["threshold"]) == (3, FOLLOWED, 30.0, 0.15)
-    assert page["onsets"] == [{"seq": 6, "event_time": 6 * INTERVAL_MS}]
+    assert page["onsets"] == [{"seq": 6, "event_time": 6 * INTERVAL_MS, "failure_mode": "shock_absorber"}]
     history = page["history"]
     assert history["readings"]["event_time"] == [s * INTERVAL_MS for s in range(12)]
     assert history["readings"]["sensors"]["speed"] == [float(s) for s in range(12)]

@@ -135,23 +135,35 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
         highest = page.evaluate("() => window.highestRates")
         assert highest.get("mqtt_in", 0) > 0 and highest.get("car_sensor", 0) > 0, highest
 
-        # Cars and their states: failed per the latest reading's ground truth, the others warned (threshold 0).
+        # Cars and their states: failed per the latest reading's ground truth, the others warned (threshold 0)
+        # unless the latest alert was suppressed (the car reported a failure within its last W readings): healthy.
         latest: dict[str, dict] = {}
         for r in sorted(readings, key=lambda r: r["seq"]):
             latest[r["car_id"]] = r
-        failed = sum(1 for r in latest.values() if r["failure_occurred"])
+        latest_prediction = {p["car_id"]: p for p in sorted(predictions, key=lambda p: p["seq"])}
+        expected_states = {
+            car: "failed"
+            if r["failure_occurred"]
+            else "warned"
+            if latest_prediction[car]["failure_predicted"]
+            else "healthy"
+            for car, r in latest.items()
+        }
+        assert all(p["alert_suppressed"] for car, p in latest_prediction.items() if expected_states[car] == "healthy")
         shown = {
             state: page_number(page, f"#fleet-{state}") for state in ("cars", "healthy", "warned", "ood", "failed")
         }
-        assert shown == {"cars": CARS, "healthy": 0, "warned": CARS - failed, "ood": 0, "failed": failed}, shown
+        counts = Counter(expected_states.values())
+        assert shown == {"cars": CARS, "ood": 0, **{s: counts[s] for s in ("healthy", "warned", "failed")}}, shown
         cells = page.eval_on_selector_all(".car-cell", "cells => cells.map(c => [c.dataset.carId, c.dataset.state])")
-        expected_states = {car: "failed" if r["failure_occurred"] else "warned" for car, r in latest.items()}
         assert dict(cells) == expected_states
 
-        # An alert: each car's first prediction, and the lead = its failure's onset minus the alert, in event time.
+        # An alert: each car's first alerting prediction, and the lead = its failure's onset minus the alert, in
+        # event time.
         first_alert = {}
         for p in sorted(predictions, key=lambda p: p["seq"]):
-            first_alert.setdefault(p["car_id"], p)
+            if p["failure_predicted"]:
+                first_alert.setdefault(p["car_id"], p)
         rows = page.eval_on_selector_all(
             "#alerts tbody tr", "rows => rows.map(r => [r.dataset.carId, r.dataset.seq, r.dataset.leadS])"
         )

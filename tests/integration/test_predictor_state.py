@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from common.schemas import SENSOR_FIELDS
 from ml.serving.ring_buffer import CarWindows
 from ml.serving.settings import PredictorSettings
 from ml.training.untrained_model import save_untrained_model
@@ -50,10 +51,10 @@ def test_an_evicted_car_returns_with_its_history_rebuilt_from_kafka(
     if reason == "idle":  # 300 s away, evicted after 120 s of its partition's event time
         readings, away, back = a_car_goes_away_and_returns()
         env = {"ML_CAR_IDLE_SECONDS": "120", "ML_MAX_BATCH": "20"}
-    else:  # 1,500 one-reading cars while it is away; 1 MiB holds 1,248 cars of the model's 6 readings
+    else:  # 1,500 one-reading cars while it is away; 1 MiB holds 1,110 cars of the model's 6 readings
         readings, away, back = a_car_goes_away_and_returns(burst=1500)
         env = {"ML_MAX_STATE_BYTES": str(2**20), "ML_CAR_IDLE_SECONDS": "0", "ML_MAX_BATCH": "200"}
-        assert 2**20 // CarWindows.bytes_for(6, 18, 1) == 1248
+        assert 2**20 // CarWindows.bytes_for(6, len(SENSOR_FIELDS), 1) == 1110
     stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=1)
     reference = Stream(kafka_bootstrap, topic_factory, consumer_factory, f"{group_id}-ref", input_topic=stream.input)
     stream.write(readings)
@@ -98,7 +99,7 @@ def test_a_flood_of_200000_cars_stays_within_the_state_bound(
     runs) and under 64 MiB (where holding every car would overshoot the allowance by far)."""
     models = tmp_path / "models36"
     save_untrained_model(models, window=36, threshold=0.99)
-    held = bound // CarWindows.bytes_for(36, 18, 1)
+    held = bound // CarWindows.bytes_for(36, len(SENSOR_FIELDS), 1)
     assert held < FLOOD_CARS, "the flood must be larger than the bound"
     stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=2)
     template = list(generate_readings(cars=1000, readings_per_car=1, seed=41))

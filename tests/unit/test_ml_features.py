@@ -100,3 +100,21 @@ def test_unlabelled_readings_stop_training_with_one_clear_line():
     with pytest.raises(TrainingDataError, match="failure_occurred column") as caught:
         require_labels(series_from_records(records))
     assert "\n" not in str(caught.value) and "simulator labels" in str(caught.value)
+
+
+def test_a_failure_mode_column_follows_its_readings_and_is_none_when_the_data_carry_none():
+    records = [
+        reading(car, seq, failure=seq == 3) | {"failure_mode": "battery" if seq == 3 else None}
+        for seq in range(5)
+        for car in ("car-1", "car-2")
+    ]
+    records = [records[i] for i in np.random.default_rng(1).permutation(len(records))]
+    series = series_from_records(records)
+    assert series.failure_mode is not None
+    assert (series.failure_mode == np.where(series.failure, "battery", "")).all()  # aligned after sorting
+    one = series.select_cars(["car-2"])
+    assert one.failure_mode.tolist() == ["", "", "", "battery", ""]
+    plain = series_from_records([reading("car-1", seq) for seq in range(5)])
+    assert plain.failure_mode is None and plain.select_cars(["car-1"]).failure_mode is None
+    with pytest.raises(ValueError, match="3 failure modes for 5 readings"):
+        plain.with_failure_modes(np.array(["", "", ""]))

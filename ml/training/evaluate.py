@@ -158,15 +158,16 @@ def car_false_alarms(
     series: Series, ends: np.ndarray, probabilities: np.ndarray, threshold: float, horizon: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(false alarms, healthy hours) of each car at the threshold, each car counted by `episode_report` (the one
-    definition of a false alarm), for a car bootstrap of the rate."""
+    definition of a false alarm) judging that car's readings only, for a car bootstrap of the rate."""
     spread, judged = _per_reading(series, ends, probabilities)
     alerts = judged & (spread >= threshold)
     first = np.flatnonzero(np.r_[True, series.car_ids[1:] != series.car_ids[:-1]])  # a car's readings are together
     bounds = np.append(first, len(series))
     counts, hours = [], []
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        car = series.select_cars([series.car_ids[start]])
-        report = episode_report(car, alerts[start:stop], judged[start:stop], horizon)
+        car = np.zeros(len(series), bool)
+        car[start:stop] = True
+        report = episode_report(series, alerts & car, judged & car, horizon)
         counts.append(report.false_alerts)
         hours.append(report.healthy_hours)
     return np.asarray(counts, np.float64), np.asarray(hours, np.float64)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.episodes import onsets
+from ml.episodes import episode_report, onsets, threshold_for_budget
 from ml.features import Series, gather_windows, series_from_records, window_ends
 from ml.training.evaluate import alarm_rate, car_false_alarms, episode_metrics
 from ml.training.report import COLUMNS, OPERATING_MODELS
@@ -64,20 +64,60 @@ def with_modes(series: Series, modes: dict[tuple[str, int], str]) -> Series:
 
 
 def unseen_transfer(
-    trained: TrainedModel, cars: int, readings_per_car: int, seed: int, settings: TrainSettings
+    trained: TrainedModel,
+    cars: int,
+    readings_per_car: int,
+    seed: int,
+    settings: TrainSettings,
+    sizes: tuple[int, ...] = (),
+    replications: int = 0,
 ) -> dict:
     """The served model at its own threshold on `cars` more cars of another fleet seed, which no split holds:
-    its false-alarm rate there (the transfer a 60-car test set measures only roughly) and its episodes."""
+    its false-alarm rate there (the transfer a 60-car test set measures only roughly) and its episodes. With
+    `sizes`: how the shipped rule's threshold transfers when chosen on that many of these cars (`replications`
+    random draws, each threshold's rate measured on the cars not drawn)."""
     unseen = series_from_records(list(generate_readings(cars, readings_per_car, seed=seed)))
     ends = window_ends(unseen, settings.window)
     scores = trained.model.predict(gather_windows(unseen.features, ends, settings.window), batch_size=4096, verbose=0)
     scores = scores.reshape(-1)
     threshold, horizon = trained.metadata["threshold"], settings.horizon
     rate = alarm_rate(*car_false_alarms(unseen, ends, scores, threshold, horizon), settings.bootstrap, settings.seed)
-    return {"seed": seed, **rate, "episodes": episode_metrics(unseen, ends, scores, threshold, horizon)}
+    result = {"seed": seed, **rate, "episodes": episode_metrics(unseen, ends, scores, threshold, horizon)}
+    result["chosen_on_fewer_cars"] = {
+        size: chosen_on_fewer_cars(unseen, ends, scores, size, replications, settings) for size in sizes
+    }
+    return result
 
 
-def study(cars: int, readings_per_car: int, seed: int, settings: TrainSettings, unseen_cars: int = 0) -> dict[str, Any]:
+def chosen_on_fewer_cars(
+    series: Series, ends: np.ndarray, scores: np.ndarray, size: int, replications: int, settings: TrainSettings
+) -> list[float]:
+    """The false-alarm rate on the other cars of thresholds chosen by the shipped rule (`budget_threshold`) on
+    `size` cars drawn at random, `replications` times: the transfer error's spread for that many healthy
+    car-hours. Cars are picked by masking what is judged, so nothing is scored twice."""
+    rng = np.random.default_rng(settings.seed)
+    cars = series.car_ids.astype(str)
+    spread = np.zeros(len(series), np.float32)
+    judged = np.zeros(len(series), bool)
+    spread[ends], judged[ends] = scores, True
+    rates = []
+    for _ in range(replications):
+        drawn = np.isin(cars, rng.choice(series.cars, size, replace=False))
+        threshold = threshold_for_budget(series, spread, judged & drawn, settings.horizon, settings.false_alarm_budget)
+        others = judged & ~drawn
+        rates.append(episode_report(series, others & (spread >= threshold), others, settings.horizon))
+    return [report.false_alerts_per_car_hour for report in rates]
+
+
+def study(
+    cars: int,
+    readings_per_car: int,
+    seed: int,
+    settings: TrainSettings,
+    unseen_cars: int = 0,
+    sizes: tuple[int, ...] = (),
+    replications: int = 0,
+) -> dict[str, Any]:
     readings, modes = fleet_with_modes(cars, readings_per_car, seed)
     series = with_modes(series_from_records(readings), modes)
     started = time.monotonic()
@@ -93,7 +133,9 @@ def study(cars: int, readings_per_car: int, seed: int, settings: TrainSettings, 
         "comparison": report["comparison"],
         "episodes": {name: model["episodes"] for name, model in models.items()},
         "threshold_transfer": {name: models[name]["threshold_transfer"] for name in OPERATING_MODELS},
-        "unseen": unseen_transfer(trained, unseen_cars, readings_per_car, UNSEEN_SEED + seed, settings)
+        "unseen": unseen_transfer(
+            trained, unseen_cars, readings_per_car, UNSEEN_SEED + seed, settings, sizes, replications
+        )
         if unseen_cars
         else None,
         "brier": [metadata["calibration"]["brier_test_uncalibrated"], metadata["calibration"]["brier_test_calibrated"]],
@@ -159,6 +201,21 @@ def tables(results: list[dict[str, Any]], budget: float) -> str:
             by_mode = r["episodes"][name]["by_mode"] or {}
             cells = [f"{by_mode[m]['warned']}/{by_mode[m]['episodes']}" if m in by_mode else "" for m in modes]
             lines.append(f"| {r['seed']} | {COLUMNS[name]} | " + " | ".join(cells) + " |")
+    sizes = sorted({int(size) for r in results if r["unseen"] for size in r["unseen"]["chosen_on_fewer_cars"]})
+    if sizes:
+        lines += [
+            "",
+            f"| threshold chosen on (LSTM, shipped rule) | draws | rate on the other cars: mean | median "
+            f"| RMS of rate - {budget:g} | share above {1.5 * budget:g} | share below {0.5 * budget:g} |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for size in sizes:
+            rates = np.array([x for r in results for x in r["unseen"]["chosen_on_fewer_cars"][size]], float)
+            lines.append(
+                f"| {size} cars | {len(rates)} | {rates.mean():.3f} | {np.median(rates):.3f} "
+                f"| {np.sqrt(np.mean((rates - budget) ** 2)):.3f} | {np.mean(rates > 1.5 * budget):.0%} "
+                f"| {np.mean(rates < 0.5 * budget):.0%} |"
+            )
     return "\n".join(lines)
 
 
@@ -174,13 +231,22 @@ def main(argv: list[str] | None = None) -> int:
         help="also score the served model on this many cars of another fleet (seed + 10000): its false-alarm "
         "rate where no split was drawn (default: %(default)s, none)",
     )
+    parser.add_argument(
+        "--chosen-on",
+        default="",
+        help="with --unseen-cars: comma-separated numbers of those cars to choose the threshold on by the shipped "
+        "rule, --replications random draws each, the rate measured on the others (default: none)",
+    )
+    parser.add_argument("--replications", type=int, default=20, help="draws per --chosen-on size (%(default)s)")
     parser.add_argument("--json", help="also write every result to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         started = time.monotonic()
-        results.append(study(args.cars, args.readings, seed, TrainSettings(seed=seed), args.unseen_cars))
+        sizes = tuple(int(n) for n in args.chosen_on.split(",") if n)
+        settings = TrainSettings(seed=seed)
+        results.append(study(args.cars, args.readings, seed, settings, args.unseen_cars, sizes, args.replications))
         print(f"seed {seed}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     print(tables(results, TrainSettings().false_alarm_budget))
     if args.json:

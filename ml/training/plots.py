@@ -76,7 +76,8 @@ def _curve(plt: Any, curves: dict, x_key: str, y_key: str) -> Any:
     ax.set_xlabel(labels[x_key])
     ax.set_ylabel(labels[y_key])
     ax.set_title(f"{'precision-recall' if x_key == 'recall' else 'ROC'}, test cars' windows")
-    ax.legend()
+    if ax.lines:  # none when the test windows hold a single class
+        ax.legend()
     return fig
 
 
@@ -188,7 +189,8 @@ def _by_mode(plt: Any, report: dict[str, Any]) -> Any:
             ax.annotate(f" {row['warned']}/{row['episodes']}", (100 * row["warned_share"], y_at), va="center")
     ax.axvline(100 * MODE_TARGET, color="grey", linestyle="--")
     ax.set_yticks(np.arange(len(modes)), [mode.replace("_", " ") for mode in modes])
-    ax.set_xlim(0, 118)
+    ax.set_xlim(0, 155)  # room for the counts beside a full bar, and for the legend past 100 %
+    ax.set_xticks(np.arange(0, 101, 25))
     ax.invert_yaxis()
     ax.set_xlabel("episodes warned (%)")
     ax.set_title("episodes warned by failure mode, test cars")

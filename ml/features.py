@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,9 @@ class Series:
     """Index of the first reading of the run of consecutive seq each reading belongs to."""
     run_end: np.ndarray
     """Index of the last reading of that run."""
+    failure_mode: np.ndarray | None = None
+    """The failure mode a reading reports (str, "" when none), where the data carry it; None when they do not
+    (Kafka's readings today). The report breaks episodes down by it (ml/training/evaluate.py)."""
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -86,7 +89,13 @@ class Series:
         # One mask from a set: np.isin over object-dtype ids, once per column, took 2.3 s of a 90,000-reading run.
         wanted = set(cars)
         mask = np.fromiter((car in wanted for car in self.car_ids), dtype=bool, count=len(self.car_ids))
-        return _build(*(column[mask] for column in self._columns()))
+        return _build(*(column[mask] for column in self._columns()), failure_mode=_masked(self.failure_mode, mask))
+
+    def with_failure_modes(self, modes: np.ndarray) -> Series:
+        """This series with a failure mode per reading (in this series' order)."""
+        if len(modes) != len(self):
+            raise ValueError(f"{len(modes)} failure modes for {len(self)} readings")
+        return replace(self, failure_mode=np.asarray(modes, dtype=object))
 
     def _columns(self) -> tuple[np.ndarray, ...]:
         return self.car_ids, self.seq, self.event_time, self.features, self.failure, self.hashed, self.arrival
@@ -104,6 +113,10 @@ def complete_features(series: Series, names: Sequence[str] = SENSOR_FIELDS) -> t
     return kept_names, dataclasses.replace(series, features=series.features[:, held])
 
 
+def _masked(column: np.ndarray | None, picked: np.ndarray) -> np.ndarray | None:
+    return None if column is None else column[picked]
+
+
 def series_from_records(records: Sequence[dict[str, Any]], features: Sequence[str] = SENSOR_FIELDS) -> Series:
     """`records` in the order they arrived from Kafka (see the module's doc: CONTENT_HASH readings keep it)."""
     car_ids = np.array([r["car_id"] for r in records], dtype=object)
@@ -114,11 +127,17 @@ def series_from_records(records: Sequence[dict[str, Any]], features: Sequence[st
     # seq_origin is absent from readings decoded before schema version 2 existed: those are SENDER readings.
     hashed = np.array([r.get("seq_origin") == SEQ_FROM_CONTENT for r in records], dtype=bool)
     arrival = np.arange(len(records), dtype=np.int64)
-    return _build(car_ids, seq, event_time, feature_matrix(records, features), failure, hashed, arrival)
+    # failure_mode: only where the readings carry one (None or absent on a reading: no failure reported).
+    modes = None
+    if any("failure_mode" in r for r in records):
+        modes = np.array([r.get("failure_mode") or "" for r in records], dtype=object)
+    columns = (car_ids, seq, event_time, feature_matrix(records, features), failure, hashed, arrival)
+    return _build(*columns, failure_mode=modes)
 
 
-def _build(*columns: np.ndarray) -> Series:
-    """Series from columns in `_columns()` order: duplicates dropped, each car in its order, runs found."""
+def _build(*columns: np.ndarray, failure_mode: np.ndarray | None = None) -> Series:
+    """Series from columns in `_columns()` order (and the optional failure modes): duplicates dropped, each car in
+    its order, runs found."""
     car_ids, seq, _, _, _, hashed, arrival = columns
     cars = car_ids.astype(str)
     # Duplicates of (car, seq) sit next to each other in this order, the first to arrive first: keep that one.
@@ -149,6 +168,7 @@ def _build(*columns: np.ndarray) -> Series:
         arrival=arrival,
         run_start=np.repeat(starts, lengths),
         run_end=np.repeat(ends, lengths).astype(np.int64),
+        failure_mode=_masked(failure_mode, kept),
     )
 
 

@@ -4,9 +4,16 @@ time, false alerts per healthy car-hour) at a threshold chosen on validation car
 
 Window metrics use only eligible windows (the car not in failure, the label known). Episode metrics take every
 full window of the cars, as a live predictor would score them; ml/episodes.py leaves out what it does not judge.
+
+Beside them, what an operator acts on: the confusion counts at the threshold (windows and episodes), episodes
+warned per failure mode where the data name it, a reliability table (calibrated probability against observed
+frequency), and whether the threshold's false-alarm rate held on the test cars (`threshold_transfer`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -19,11 +26,17 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from ml.episodes import episode_report, threshold_for_budget
-from ml.features import Series
+from ml.episodes import episode_leads, episode_report, threshold_for_budget
+from ml.features import Series, window_ends
+from ml.training.baseline import Scorer
 from ml.training.calibration import brier
+from ml.training.dataset import WindowSet
+from ml.training.settings import FitSettings
 
 TRADEOFF_POINTS = 25
+RELIABILITY_BINS = 10
+UNKNOWN_MODE = "unknown"
+"""An episode whose onset reading names no failure mode, in data that carry modes."""
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
@@ -70,11 +83,126 @@ def budget_threshold(
 def episode_metrics(
     series: Series, ends: np.ndarray, probabilities: np.ndarray, threshold: float, horizon: int, *, window: int
 ) -> dict:
-    """Episodes warned, lead times and false alerts when an alert is a probability at or above `threshold`."""
+    """Episodes warned, lead times and false alerts when an alert is a probability at or above `threshold`; per
+    failure mode (`by_mode`) where the series names the modes, else None."""
     spread, judged = _per_reading(series, ends, probabilities)
-    report = episode_report(series, judged & (spread >= threshold), judged, horizon, window=window)
+    alerts = judged & (spread >= threshold)
+    report = episode_report(series, alerts, judged, horizon, window=window)
     figures = {key: _finite(value) for key, value in report.as_dict().items()}
-    return {**figures, "lead_s": sorted(float(s) for s in report.leads_s)}
+    by_mode = warned_by_mode(series, episode_leads(series, alerts, judged, horizon, window=window))
+    return {**figures, "lead_s": sorted(float(s) for s in report.leads_s), "by_mode": by_mode}
+
+
+def warned_by_mode(series: Series, leads: dict[int, float | None]) -> dict[str, dict] | None:
+    """{mode: {episodes, warned, warned_share, median_lead_s}} of the episodes `leads` holds (by onset index, as
+    `episode_leads` gives them), the mode read at each onset; None when the series carries no failure modes."""
+    if series.failure_mode is None:
+        return None
+    by_mode: dict[str, list[float | None]] = {}
+    for onset, lead in leads.items():
+        by_mode.setdefault(str(series.failure_mode[onset]) or UNKNOWN_MODE, []).append(lead)
+    result = {}
+    for mode in sorted(by_mode):
+        warned = [lead for lead in by_mode[mode] if lead is not None]
+        result[mode] = {
+            "episodes": len(by_mode[mode]),
+            "warned": len(warned),
+            "warned_share": len(warned) / len(by_mode[mode]),
+            "median_lead_s": float(np.median(warned)) if warned else None,
+        }
+    return result
+
+
+def window_confusion(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, int]:
+    """Eligible windows at the threshold: true and false positives, false and true negatives."""
+    positive, predicted = labels.astype(bool), probabilities >= threshold
+    return {
+        "tp": int(np.sum(positive & predicted)),
+        "fp": int(np.sum(~positive & predicted)),
+        "fn": int(np.sum(positive & ~predicted)),
+        "tn": int(np.sum(~positive & ~predicted)),
+    }
+
+
+def episode_confusion(episodes: dict) -> dict[str, int | None]:
+    """Episodes warned and missed, the false alarms and the suppressed alerts (held back while a car reports a
+    failure and for W readings after it: ml/episodes.py), from `episode_metrics`' figures."""
+    return {
+        "warned": episodes["warned"],
+        "missed": episodes["episodes"] - episodes["warned"],
+        "false_alarms": episodes["false_alerts"],
+        "suppressed": episodes["suppressed_alerts"],
+    }
+
+
+def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = RELIABILITY_BINS) -> list[dict]:
+    """The reliability table: probabilities in `bins` equal bins of [0, 1]; per non-empty bin its windows, the
+    mean probability and the observed frequency of the label (a calibrated model has the two close)."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.searchsorted(edges, probabilities, side="right") - 1, 0, bins - 1)
+    table = []
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            table.append(
+                {
+                    "low": float(edges[b]),
+                    "high": float(edges[b + 1]),
+                    "windows": int(members.sum()),
+                    "mean_probability": float(probabilities[members].mean()),
+                    "observed": float(labels[members].mean()),
+                }
+            )
+    return table
+
+
+def car_false_alarms(
+    series: Series, ends: np.ndarray, probabilities: np.ndarray, threshold: float, horizon: int, *, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(false alarms, healthy hours) of each car at the threshold, each car counted by `episode_report` (the one
+    definition of a false alarm) judging that car's readings only, for a car bootstrap of the rate."""
+    spread, judged = _per_reading(series, ends, probabilities)
+    alerts = judged & (spread >= threshold)
+    first = np.flatnonzero(np.r_[True, series.car_ids[1:] != series.car_ids[:-1]])  # a car's readings are together
+    bounds = np.append(first, len(series))
+    counts, hours = [], []
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        car = np.zeros(len(series), bool)
+        car[start:stop] = True
+        report = episode_report(series, alerts & car, judged & car, horizon, window=window)
+        counts.append(report.false_alerts)
+        hours.append(report.healthy_hours)
+    return np.asarray(counts, np.float64), np.asarray(hours, np.float64)
+
+
+def alarm_rate(counts: np.ndarray, hours: np.ndarray, resamples: int, seed: int) -> dict:
+    """False alerts per healthy car-hour of these cars, with a 95 % interval from resampling the cars."""
+    total = float(hours.sum())
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(hours), (resamples, len(hours)))
+    picked_hours = hours[picks].sum(axis=1)
+    rates = counts[picks].sum(axis=1)[picked_hours > 0] / picked_hours[picked_hours > 0]
+    low, high = np.quantile(rates, (0.025, 0.975)) if len(rates) else (np.nan, np.nan)
+    return {
+        "cars": len(hours),
+        "healthy_car_hours": total,
+        "false_alerts": int(counts.sum()),
+        "rate": _finite(float(counts.sum()) / total if total else float("nan")),
+        "interval": [_finite(float(low)), _finite(float(high))],
+    }
+
+
+def threshold_transfer(chosen_on: dict, test: dict, budget: float) -> dict:
+    """The threshold's false-alarm rate where it was chosen (validation cars) and on the test cars, as
+    `alarm_rate` gives them: `transfer_error` = test rate - budget, `gap` = test rate - rate where chosen."""
+    rate = test["rate"]
+    return {
+        "budget": budget,
+        "chosen_on": chosen_on,
+        "test": test,
+        "transfer_error": None if rate is None else rate - budget,
+        "gap": None if rate is None or chosen_on["rate"] is None else rate - chosen_on["rate"],
+    }
 
 
 def tradeoff(series: Series, ends: np.ndarray, probabilities: np.ndarray, horizon: int, *, window: int) -> list[dict]:
@@ -130,3 +258,50 @@ def curves(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, np.ndarra
     precision, recall, _ = precision_recall_curve(labels, probabilities)
     fpr, tpr, _ = roc_curve(labels, probabilities)
     return {"precision": precision, "recall": recall, "fpr": fpr, "tpr": tpr}
+
+
+@dataclass
+class Evaluated:
+    """One model on the held-out cars: its metrics, its scores at the test cars' eligible windows, its plots' data."""
+
+    metrics: dict[str, Any]
+    scores: np.ndarray
+    curves: dict[str, np.ndarray] | None
+    tradeoff: list[dict]
+
+
+def evaluate_model(
+    raw: Scorer, published: Scorer, parts: dict[str, Series], sets: dict[str, WindowSet], settings: FitSettings
+) -> Evaluated:
+    """Threshold for the false-alarm budget on the validation cars, then window and episode metrics on the test
+    cars, of the published (calibrated) scores; the Brier score of the raw ones beside them; the threshold's
+    false-alarm rate on both sets of cars (`threshold_transfer`)."""
+    window, horizon, budget = settings.window, settings.horizon, settings.false_alarm_budget
+    validation = parts["validation"]
+    ends = window_ends(validation, window)
+    chosen_on = published(validation, ends)
+    threshold = budget_threshold(validation, ends, chosen_on, horizon, budget, window=window)
+    rate_chosen_on = alarm_rate(
+        *car_false_alarms(validation, ends, chosen_on, threshold, horizon, window=window),
+        settings.bootstrap,
+        settings.seed,
+    )
+    test, eligible = parts["test"], sets["test"]
+    ends = window_ends(test, window)
+    scores = published(test, ends)
+    at_eligible = scores[np.searchsorted(ends, eligible.ends)]
+    metrics = classification_metrics(eligible.labels, at_eligible, threshold)
+    metrics["brier_uncalibrated"] = brier(eligible.labels, raw(test, eligible.ends))
+    metrics["episodes"] = episode_metrics(test, ends, scores, threshold, horizon, window=window)
+    metrics["confusion"] = {
+        "windows": window_confusion(eligible.labels, at_eligible, threshold),
+        "episodes": episode_confusion(metrics["episodes"]),
+    }
+    metrics["reliability"] = reliability(eligible.labels, at_eligible)
+    rate_test = alarm_rate(
+        *car_false_alarms(test, ends, scores, threshold, horizon, window=window), settings.bootstrap, settings.seed
+    )
+    metrics["threshold_transfer"] = threshold_transfer(rate_chosen_on, rate_test, budget)
+    return Evaluated(
+        metrics, at_eligible, curves(eligible.labels, at_eligible), tradeoff(test, ends, scores, horizon, window=window)
+    )

@@ -30,10 +30,10 @@ from common.logs import setup_logging
 from common.schemas import READING, SENSOR_FIELDS
 from ml import artifact, ood
 from ml.episodes import reading_interval_s
-from ml.features import Series, complete_features, gather_windows, series_from_records, window_ends
+from ml.features import Series, complete_features, gather_windows, series_from_records
 from ml.source import PartitionRange, TopicRange, read_records, resolve_range
 from ml.training.baseline import Scorer, fit_gbm, fit_logistic, fit_prevalence
-from ml.training.calibration import brier, fit_platt, logit
+from ml.training.calibration import fit_platt, logit
 from ml.training.cluster import ONE_PROCESS, SINGLE, STRATEGY, Cluster, Collective, WorkerLost, cluster_from, leave
 from ml.training.dataset import (
     CarSplit,
@@ -43,18 +43,19 @@ from ml.training.dataset import (
     split_cars,
     window_set,
 )
-from ml.training.evaluate import (
-    bootstrap_pr_auc_difference,
-    budget_threshold,
-    classification_metrics,
-    curves,
-    episode_metrics,
-    tradeoff,
-)
+from ml.training.evaluate import bootstrap_pr_auc_difference, evaluate_model
 from ml.training.launcher import follow_launcher, launch_local_workers
 from ml.training.loop import Fitted, fit
 from ml.training.model import build_model, logit_model, with_calibration
-from ml.training.report import MODELS, targets, text_table, verdict, write_report
+from ml.training.report import (
+    MODELS,
+    comparison_outcome,
+    operating_point,
+    targets,
+    text_table,
+    verdict,
+    write_report,
+)
 from ml.training.settings import FitSettings, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -109,38 +110,6 @@ def _scaling(train: Series) -> tuple[np.ndarray, np.ndarray]:
     mean = train.features.mean(axis=0, dtype=np.float64)
     std = train.features.std(axis=0, dtype=np.float64)
     return mean, np.where(std < 1e-6, 1.0, std)  # a constant sensor must not divide by zero later
-
-
-@dataclass
-class Evaluated:
-    """One model on the held-out cars: its metrics, its scores at the test cars' eligible windows, its plots' data."""
-
-    metrics: dict[str, Any]
-    scores: np.ndarray
-    curves: dict[str, np.ndarray] | None
-    tradeoff: list[dict]
-
-
-def _evaluate(
-    raw: Scorer, published: Scorer, parts: dict[str, Series], sets: dict[str, WindowSet], settings: FitSettings
-) -> Evaluated:
-    """Threshold for the false-alarm budget on the validation cars, then window and episode metrics on the test
-    cars, of the published (calibrated) scores; the Brier score of the raw ones beside them."""
-    window, horizon = settings.window, settings.horizon
-    validation = parts["validation"]
-    ends = window_ends(validation, window)
-    threshold = budget_threshold(
-        validation, ends, published(validation, ends), horizon, settings.false_alarm_budget, window=window
-    )
-    test, eligible = parts["test"], sets["test"]
-    ends = window_ends(test, window)
-    scores = published(test, ends)
-    at_eligible = scores[np.searchsorted(ends, eligible.ends)]
-    metrics = classification_metrics(eligible.labels, at_eligible, threshold)
-    metrics["brier_uncalibrated"] = brier(eligible.labels, raw(test, eligible.ends))
-    metrics["episodes"] = episode_metrics(test, ends, scores, threshold, horizon, window=window)
-    points = tradeoff(test, ends, scores, horizon, window=window)
-    return Evaluated(metrics, at_eligible, curves(eligible.labels, at_eligible), points)
 
 
 def _platt_calibrated(raw: Scorer, validation: WindowSet) -> Scorer:
@@ -288,7 +257,7 @@ def _evaluated(
     ):
         candidates[name] = (raw, _platt_calibrated(raw, validation))
     evaluated = {
-        name: _evaluate(raw, calibrated, parts, sets, settings) for name, (raw, calibrated) in candidates.items()
+        name: evaluate_model(raw, calibrated, parts, sets, settings) for name, (raw, calibrated) in candidates.items()
     }
     models = {name: {"model": MODELS[name], **result.metrics} for name, result in evaluated.items()}
     test = sets["test"]
@@ -302,6 +271,8 @@ def _evaluated(
             settings.bootstrap,
             settings.seed,
         )
+    if comparison is not None:
+        comparison["outcome"] = comparison_outcome(comparison)
     beats, verdict_text = verdict(models["lstm"], models["gbm"], comparison)
     calibration = {
         **platt.as_dict(),
@@ -312,7 +283,8 @@ def _evaluated(
     evaluation = {
         "false_alarm_budget_per_healthy_car_hour": settings.false_alarm_budget,
         "alert": "failure_probability >= threshold at a reading (one alarm per run of alerting readings)",
-        "threshold_chosen_on": "validation cars, lowest threshold meeting the false-alarm budget (ml/episodes.py)",
+        "threshold_chosen_on": "validation cars, lowest threshold meeting the false-alarm budget (ml/episodes.py); "
+        "its rate there and on the test cars: models.<name>.threshold_transfer",
         "reading_interval_s": reading_interval_s(parts["test"]),
         "bootstrap": settings.bootstrap,
     }
@@ -363,6 +335,7 @@ def _evaluated(
         "lstm_beats_baseline": beats,
         "comparison": comparison,
         "targets": targets(models["lstm"]),
+        "operating_point": operating_point(models),
         "split": training["split"],
         "horizon": horizon,
         "window": window,

@@ -127,3 +127,21 @@ def test_training_keeps_the_features_every_reading_reports_and_the_predictor_fil
     mean = np.arange(len(SENSOR_FIELDS), dtype=np.float32)
     filled = fill_missing(rows, missing, mean)
     assert filled[0, missing[0]].tolist() == [mean[missing[0]][0]] and np.isnan(filled[1]).sum() == 1
+
+
+def test_a_failure_mode_column_follows_its_readings_and_is_none_when_the_data_carry_none():
+    records = [
+        reading(car, seq, failure=seq == 3) | {"failure_mode": "battery" if seq == 3 else None}
+        for seq in range(5)
+        for car in ("car-1", "car-2")
+    ]
+    records = [records[i] for i in np.random.default_rng(1).permutation(len(records))]
+    series = series_from_records(records)
+    assert series.failure_mode is not None
+    assert (series.failure_mode == np.where(series.failure, "battery", "")).all()  # aligned after sorting
+    one = series.select_cars(["car-2"])
+    assert one.failure_mode.tolist() == ["", "", "", "battery", ""]
+    plain = series_from_records([reading("car-1", seq) for seq in range(5)])
+    assert plain.failure_mode is None and plain.select_cars(["car-1"]).failure_mode is None
+    with pytest.raises(ValueError, match="3 failure modes for 5 readings"):
+        plain.with_failure_modes(np.array(["", "", ""]))

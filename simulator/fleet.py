@@ -35,10 +35,11 @@ ACCELEROMETER_PEAKS = tuple(f"accelerometer_{corner}_peak" for corner in CORNERS
 """Each corner's peak vertical acceleration over the interval."""
 DAMPING_LOSS = 0.8
 """A worn shock absorber keeps 1 - 0.8 x severity of its damping: 44 % at the end of the lead-up, 20 % failed."""
-SHAFT_IMBALANCE = 1000.0
-"""Vibration a failed drive shaft adds at 100 km/h (arbitrary units; the imbalance's force grows with speed^2)."""
-COOLING_LOSS = 0.75
-"""A failing cooling circuit sheds 1 - 0.75 x severity of the heat a healthy one does."""
+SHAFT_IMBALANCE = 2500.0
+"""Vibration a failed drive shaft adds at 100 km/h (arbitrary units; the imbalance's force grows with speed^2): a
+modelling choice, simulator/README.md."""
+COOLING_LOSS = 0.85
+"""A failing cooling circuit sheds 1 - 0.85 x severity of the heat a healthy one does (a modelling choice)."""
 # Decimals kept per sensor: enough for the physics, short on the wire.
 DECIMALS = {name: 2 for name in SENSOR_FIELDS} | {"throttle_pos": 3, "battery_voltage": 3}
 DECIMALS |= dict.fromkeys(ACCELEROMETERS + ACCELEROMETER_PEAKS, 3)

@@ -14,7 +14,7 @@ summary features of a large range never need every window in memory at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -23,7 +23,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ml.features import Series, gather_windows
-from ml.training.contrasts import contrast_columns
 from ml.training.dataset import TrainingDataError, WindowSet
 
 Scorer = Callable[[Series, np.ndarray], np.ndarray]
@@ -43,16 +42,12 @@ def summary_features(windows: np.ndarray) -> np.ndarray:
     )
 
 
-def window_summaries(series: Series, ends: np.ndarray, window: int, features: Sequence[str] = ()) -> np.ndarray:
-    """Summaries of every sensor, and of the corners' contrasts (ml/training/contrasts.py) when `features` names
-    the columns."""
-    readings = series.features
-    if features:
-        readings = np.concatenate([readings, contrast_columns(readings, features)], axis=1)
+def window_summaries(series: Series, ends: np.ndarray, window: int) -> np.ndarray:
     parts = [
-        summary_features(gather_windows(readings, ends[i : i + CHUNK], window)) for i in range(0, len(ends), CHUNK)
+        summary_features(gather_windows(series.features, ends[i : i + CHUNK], window))
+        for i in range(0, len(ends), CHUNK)
     ]
-    return np.concatenate(parts) if parts else np.zeros((0, 6 * readings.shape[1]), np.float32)
+    return np.concatenate(parts) if parts else np.zeros((0, 6 * series.features.shape[1]), np.float32)
 
 
 def _labels(train: WindowSet) -> np.ndarray:
@@ -72,13 +67,13 @@ def fit_logistic(train: WindowSet, seed: int) -> Scorer:
     return lambda series, ends: model.predict_proba(series.features[ends])[:, 1].astype(np.float32)
 
 
-def fit_gbm(train: WindowSet, seed: int, features: Sequence[str] = ()) -> Scorer:
+def fit_gbm(train: WindowSet, seed: int) -> Scorer:
     """Gradient boosting on window summaries, sklearn's defaults (early stopping on an internal split)."""
     model = HistGradientBoostingClassifier(random_state=seed)
-    model.fit(window_summaries(train.series, train.ends, train.window, features), _labels(train))
-    return lambda series, ends: model.predict_proba(window_summaries(series, ends, train.window, features))[
-        :, 1
-    ].astype(np.float32)
+    model.fit(window_summaries(train.series, train.ends, train.window), _labels(train))
+    return lambda series, ends: model.predict_proba(window_summaries(series, ends, train.window))[:, 1].astype(
+        np.float32
+    )
 
 
 def fit_prevalence(train: WindowSet) -> Scorer:

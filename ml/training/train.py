@@ -189,12 +189,10 @@ def prepare(series: Series, settings: FitSettings) -> Prepared:
     return Prepared(series, split, parts, sets, *_scaling(parts["train"]), features)
 
 
-def _builder(
-    settings: FitSettings, mean: np.ndarray, std: np.ndarray, features: tuple[str, ...]
-) -> Callable[[], keras.Model]:
+def _builder(settings: FitSettings, mean: np.ndarray, std: np.ndarray) -> Callable[[], keras.Model]:
     keras.utils.set_random_seed(settings.seed)
     return lambda: build_model(
-        settings.window, mean, std, settings.units, settings.dropout, settings.noise, settings.learning_rate, features
+        settings.window, mean, std, settings.units, settings.dropout, settings.noise, settings.learning_rate
     )
 
 
@@ -203,11 +201,10 @@ def _fit(
     settings: FitSettings,
     mean: np.ndarray,
     std: np.ndarray,
-    features: tuple[str, ...],
     train: WindowSet,
     validation: WindowSet | None = None,
 ) -> Fitted:
-    build = _builder(settings, mean, std, features)
+    build = _builder(settings, mean, std)
     return fit(
         collective, build, train, validation, settings.epochs, settings.patience, settings.batch_size, settings.seed
     )
@@ -240,7 +237,7 @@ def fit_and_evaluate(
         collective.from_chief(_kept_scaling(prepared))
         mine = parts["train"].select_cars(set(split.train) & (share_cars or set()))
         train = window_set(mine, settings.window, settings.horizon)
-    fitted = _fit(collective, settings, prepared.mean, prepared.std, prepared.features, train, sets["validation"])
+    fitted = _fit(collective, settings, prepared.mean, prepared.std, train, sets["validation"])
     return _evaluated(prepared, fitted, settings, source, collective.cluster)
 
 
@@ -263,8 +260,7 @@ def train_share(series: Series, settings: FitSettings, collective: Collective) -
     cars = [car for car in series.cars if car_key(car) in keys]
     train = window_set(series.select_cars(cars), settings.window, settings.horizon)
     log.info("%d training cars of the %d in this worker's partitions", len(cars), len(series.cars))
-    features = tuple(name for name, read in zip(SENSOR_FIELDS, kept, strict=True) if read)
-    _fit(collective, settings, mean, std, features, train)
+    _fit(collective, settings, mean, std, train)
 
 
 def _evaluated(
@@ -286,7 +282,7 @@ def _evaluated(
         "lstm": (_keras_scorer(model, window), _keras_scorer(published, window))
     }
     for name, raw in (
-        ("gbm", fit_gbm(train, settings.seed, prepared.features)),
+        ("gbm", fit_gbm(train, settings.seed)),
         ("logistic", fit_logistic(train, settings.seed)),
         ("prevalence", fit_prevalence(train)),
     ):

@@ -7,14 +7,11 @@ language) feeds raw sensor values in metadata's feature order and gets a calibra
 layers only: model.keras reloads with safe_mode on. Only training builds a model; every other program loads the
 artifact's SavedModel signature (ml/artifact.py).
 
-Why this shape (simulator fleets, ml/README.md "Model"): an LSTM over raw levels alone learned to recognise cars
-rather than lead-ups; over CHANGES (each reading minus the window's first one, and minus the previous one) it sees
-drifts that do not identify the car. Each reading's levels go in beside its changes, through one Dense layer
-shared by every reading, because some lead-ups show only in how one reading's sensors relate (a worn drive shaft's
-vibration against the speed, an overheating circuit's coolant against the load), which a window's summaries do
-not hold: with it the LSTM's PR-AUC rose above gradient boosting's. The last reading's levels also go straight to
-the output, a linear path like the logistic baseline's. Gaussian noise on the scaled readings (training only)
-keeps it from memorising the training cars' exact values.
+Why this shape (offline experiments on simulator fleets, ml/README.md): an LSTM over raw levels learned to
+recognise cars rather than lead-ups; over CHANGES (each reading minus the window's first one, and minus the
+previous one) it sees drifts that do not identify the car. The last reading's levels go straight to the output, a
+linear path like the logistic baseline's. Gaussian noise on the scaled readings (training only) keeps it from
+memorising the training cars' exact values.
 """
 
 from __future__ import annotations
@@ -27,8 +24,6 @@ import numpy as np
 from ml.artifact import INPUT_NAME, OUTPUT_NAME
 
 LOGIT_LAYER = "logit"
-PER_READING_UNITS = 32
-"""Units of the Dense layer every reading of the window goes through before the LSTM."""
 
 
 def build_model(
@@ -39,11 +34,8 @@ def build_model(
     dropout: float = 0.3,
     noise: float = 0.2,
     learning_rate: float = 1e-3,
-    per_reading: int = PER_READING_UNITS,
 ) -> keras.Model:
-    """Per reading, its changes (since the window's first reading, since the previous one) and its levels through
-    one Dense layer (ReLU); the LSTM over that sequence, the sequence's mean and the last reading's levels beside
-    it; a logit, then a sigmoid.
+    """LSTM over the window's changes, beside the last reading's scaled levels; a logit, then a sigmoid.
 
     Compiled for plain binary cross-entropy: no class weights, so that its probabilities stay close to
     frequencies and the calibration on validation cars has little to correct."""
@@ -59,15 +51,11 @@ def build_model(
     first = keras.layers.RepeatVector(window - 1, name="first_repeated")(first)
     since_first = keras.layers.Subtract(name="since_first")([later, first])  # x_t - x_0
     step = keras.layers.Subtract(name="step")([later, earlier])  # x_t - x_{t-1}
-    readings = keras.layers.Concatenate(axis=-1, name="changes_and_levels")([since_first, step, later])
-    # The same Dense on every reading: what one reading's sensors say together (vibration against speed, coolant
-    # against load), which neither the changes alone nor a window's summaries hold.
-    per_reading = keras.layers.Dense(per_reading, activation="relu", name="per_reading")(readings)
-    trend = keras.layers.LSTM(units, name="lstm")(per_reading)
-    mean_reading = keras.layers.GlobalAveragePooling1D(name="per_reading_mean")(per_reading)
+    changes = keras.layers.Concatenate(axis=-1, name="changes")([since_first, step])
+    trend = keras.layers.LSTM(units, name="lstm")(changes)
     latest = keras.layers.Flatten(name="last_reading")(keras.layers.Cropping1D((window - 1, 0), name="last")(scaled))
-    hidden = keras.layers.Concatenate(name="trend_latest_and_mean")([trend, latest, mean_reading])
-    logit = keras.layers.Dense(1, name=LOGIT_LAYER)(keras.layers.Dropout(dropout)(hidden))
+    hidden = keras.layers.Dropout(dropout)(keras.layers.Concatenate(name="trend_and_latest")([trend, latest]))
+    logit = keras.layers.Dense(1, name=LOGIT_LAYER)(hidden)
     outputs = keras.layers.Activation("sigmoid", name=OUTPUT_NAME)(logit)
     model = keras.Model(inputs, outputs, name="failure_lstm")
     model.compile(

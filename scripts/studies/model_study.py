@@ -8,8 +8,8 @@ seed: PR-AUC of the LSTM and its baselines on the held-out test cars, the LSTM's
 its car-bootstrap interval, the episode figures at the threshold chosen on validation cars, the Brier score before
 and after calibration. The threshold's transfer: its false-alarm rate on the validation cars it was chosen on, on
 the test cars, and (`--unseen-cars N`) the served model's on N cars of another fleet. Episodes warned per failure
-mode: the simulator knows each episode's mode (Kafka's readings do not), so the series carries it and the report
-computes it (ml/training/evaluate.py: warned_by_mode). `--json FILE` also writes every result.
+mode: a failed reading names its mode (`failure_mode`, reading schema v3), the series carries it and the report
+computes it (ml/training/evaluate.py: warned_by_mode), as it does for a model trained from Kafka. `--json FILE` also writes every result.
 """
 
 from __future__ import annotations
@@ -23,44 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from ml.episodes import episode_report, onsets, threshold_for_budget
+from ml.episodes import episode_report, threshold_for_budget
 from ml.features import Series, gather_windows, series_from_records, window_ends
 from ml.training.evaluate import alarm_rate, car_false_alarms, episode_metrics
 from ml.training.report import COLUMNS, OPERATING_MODELS
 from ml.training.settings import TrainSettings
 from ml.training.train import TrainedModel, fit_and_evaluate
-from simulator.failures import FailureMode
-from simulator.fleet import Fleet, FleetConfig, generate_readings
+from simulator.fleet import generate_readings
 
 UNSEEN_SEED = 10_000
 """Added to a fleet's seed for the unseen cars' fleet (--unseen-cars)."""
-
-
-def fleet_with_modes(cars: int, readings_per_car: int, seed: int) -> tuple[list[dict], dict[tuple[str, int], str]]:
-    """The readings `generate_readings(cars, readings_per_car, seed)` yields, and the failure mode of each episode
-    by the (car_id, seq) of its onset."""
-    fleet = Fleet(cars, seed, FleetConfig())
-    readings: list[dict] = []
-    modes: dict[tuple[str, int], str] = {}
-    for _ in range(readings_per_car):
-        step = fleet.step()
-        readings.extend(step.readings(fleet.car_ids))
-        for car in np.flatnonzero(step.new_failure):
-            modes[(fleet.car_ids[car], step.seq)] = FailureMode(int(step.mode[car])).name.lower()
-    return readings, modes
-
-
-def with_modes(series: Series, modes: dict[tuple[str, int], str]) -> Series:
-    """The series with each failed reading's mode (its episode's, by the onset's (car_id, seq)), "" elsewhere: what
-    the report's per-mode figures read (ml/training/evaluate.py: warned_by_mode)."""
-    column = np.full(len(series), "", dtype=object)
-    for onset in np.flatnonzero(onsets(series)):
-        mode = modes[(str(series.car_ids[onset]), int(series.seq[onset]))]
-        last = onset
-        while last <= series.run_end[onset] and series.failure[last]:
-            last += 1
-        column[onset:last] = mode
-    return series.with_failure_modes(column)
 
 
 def unseen_transfer(
@@ -127,8 +99,8 @@ def study(
     sizes: tuple[int, ...] = (),
     replications: int = 0,
 ) -> dict[str, Any]:
-    readings, modes = fleet_with_modes(cars, readings_per_car, seed)
-    series = with_modes(series_from_records(readings), modes)
+    # the readings name what failed (failure_mode): the report's per-mode figures read it from the series
+    series = series_from_records(list(generate_readings(cars, readings_per_car, seed=seed)))
     started = time.monotonic()
     trained = fit_and_evaluate(series, settings, {"source": f"simulator fleet seed {seed}"})
     seconds = time.monotonic() - started

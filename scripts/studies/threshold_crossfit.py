@@ -29,7 +29,7 @@ from ml.training.loop import fit
 from ml.training.model import logit_model, with_calibration
 from ml.training.settings import TrainSettings
 from ml.training.train import PREDICT_BATCH, _builder, fit_and_evaluate, prepare
-from scripts.studies.model_study import UNSEEN_SEED, fleet_with_modes
+from scripts.studies.model_study import UNSEEN_SEED
 from simulator.fleet import generate_readings
 
 MONITORED_CARS = 20
@@ -83,8 +83,7 @@ def cross_fitted_threshold(series: Series, settings: TrainSettings, epochs: int,
 
 def measure(seed: int, cars: int, readings: int, folds: int, unseen_cars: int) -> dict[str, Any]:
     settings = TrainSettings(seed=seed)
-    readings_list, _ = fleet_with_modes(cars, readings, seed)
-    series = series_from_records(readings_list)
+    series = series_from_records(list(generate_readings(cars, readings, seed=seed)))
     started = time.monotonic()
     trained = fit_and_evaluate(series, settings, {"source": f"simulator fleet seed {seed}"})
     served_seconds = time.monotonic() - started

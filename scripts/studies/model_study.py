@@ -9,7 +9,8 @@ its car-bootstrap interval, the episode figures at the threshold chosen on valid
 and after calibration. The threshold's transfer: its false-alarm rate on the validation cars it was chosen on, on
 the test cars, and (`--unseen-cars N`) the served model's on N cars of another fleet. Episodes warned per failure
 mode: a failed reading names its mode (`failure_mode`, reading schema v3), the series carries it and the report
-computes it (ml/training/evaluate.py: warned_by_mode), as it does for a model trained from Kafka. `--json FILE` also writes every result.
+computes it (ml/training/evaluate.py: warned_by_mode), as it does for a model trained from Kafka. `--json FILE`
+also writes every result.
 """
 
 from __future__ import annotations

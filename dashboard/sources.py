@@ -82,6 +82,29 @@ def rates(
     return result
 
 
+def spread_rates(
+    history: Sequence[dict[str, Any]], known: dict[str, tuple[float, float]], point: dict[str, Any]
+) -> None:
+    """Sets each stage's rate in `point`: records per second since the stage's last known total (`known`, updated
+    here). The points since then that have no rate get the same one: a total unknown for a while (a scrape that
+    timed out on a busy machine) spreads its records over the gap, so the chart's rates times their intervals still
+    sum to the records each stage carried. A total that went back (a service restarted) gives no rate."""
+    now = point["t"]
+    for stage, _ in STAGES:
+        total, last = point["totals"][stage], known.get(stage)
+        rate = None
+        if total is not None:
+            if last is not None and total >= last[1] and now > last[0]:
+                rate = round((total - last[1]) / (now - last[0]), 2)
+                for earlier in reversed(history):
+                    if earlier["t"] <= last[0]:
+                        break
+                    if earlier.get(stage) is None:
+                        earlier[stage] = rate
+            known[stage] = (now, total)
+        point[stage] = rate
+
+
 def window_rates(history: Sequence[dict[str, Any]], seconds: float) -> dict[str, float | None]:
     """Each stage's rate over the last `seconds` of the history (its newest point against the newest one at least
     that much older, or the oldest): a pipeline that carries its records in bursts (a busy machine, a bridge
@@ -110,7 +133,8 @@ class Sampler:
         self.history: deque[dict[str, Any]] = deque(maxlen=settings.history_seconds)
         self.lag: int | None = None
         self.lag_error: str | None = None
-        self._previous: tuple[float, dict[str, float | None]] | None = None
+        self._known: dict[str, tuple[float, float]] = {}  # per stage: its last known total and when
+        self._sampled = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-sampler", daemon=True)
 
@@ -138,13 +162,12 @@ class Sampler:
         now = time.time()
         lag = self._lag()
         point: dict[str, Any] = {"t": now, "lag": lag, "totals": totals}  # unrounded: rate x interval = records
-        if self._previous is not None:
-            point.update(rates(self._previous, (now, totals)))
-        self._previous = (now, totals)
         with self.lock:
+            spread_rates(self.history, self._known, point)
             self.lag = lag
-            if len(point) > 3:
+            if self._sampled:  # the first sample only sets where the rates start
                 self.history.append(point)
+            self._sampled = True
 
     def totals(self) -> dict[str, float | None]:
         """The running total of each stage: MQTT in from the bridges' counters, the topics from the feed."""

@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 from dashboard.fleet import DURING, FOLLOWED, NO_FAILURE, OPEN, Fleet, page_of
 from dashboard.history import MIN_POINTS, CarHistory
 from dashboard.model import operating_point, report_metrics, verdict_lines
-from dashboard.sources import Endpoint, parse_metrics_urls, rates, window_rates
+from dashboard.sources import Endpoint, parse_metrics_urls, rates, spread_rates, window_rates
 from ml.serving import metrics as predictor_metrics
 
 # What the Java serving program (ml/streams/, Prometheus' Java client) serves, as a run of it wrote it.
@@ -336,3 +336,17 @@ def test_a_stage_rate_is_taken_over_the_last_seconds_so_bursts_do_not_read_zero_
     assert window_rates(history[:1], 5.0) == {}
     went_back = [{"t": 0.0, "totals": {"mqtt_in": 9, "car_sensor": 0, "predictions": 0}}, history[1]]
     assert window_rates(went_back, 5.0)["mqtt_in"] is None  # a restarted bridge's counter: no rate
+
+
+def test_a_total_unknown_for_a_while_spreads_its_records_over_the_gap_so_the_chart_still_sums_to_the_total() -> None:
+    # The bridge's scrape timed out at t=2 and t=3 (a busy machine); the predictor's counter restarted at t=4.
+    samples = [(0, 0, 0), (1, 100, 50), (2, None, 80), (3, None, 90), (4, 700, 5), (5, 800, 15)]
+    history: list[dict] = []
+    known: dict = {}
+    for t, mqtt_in, predictions in samples:
+        point = {"t": float(t), "totals": {"mqtt_in": mqtt_in, "car_sensor": 0, "predictions": predictions}}
+        spread_rates(history, known, point)
+        history.append(point)
+    assert [p["mqtt_in"] for p in history] == [None, 100.0, 200.0, 200.0, 200.0, 100.0]
+    assert sum(p["mqtt_in"] * 1.0 for p in history[1:]) == 800  # every record the bridge counted, on the chart
+    assert [p["predictions"] for p in history] == [None, 50.0, 30.0, 10.0, None, 10.0]  # no rate across the restart

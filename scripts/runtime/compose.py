@@ -49,6 +49,7 @@ COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 IMAGES_ENV = ROOT / "compose" / "images.env"
 SECURE_FILE = ROOT / "compose" / "docker-compose.secure.yml"
 CLUSTER_FILE = ROOT / "compose" / "docker-compose.cluster.yml"
+CLUSTER_SECURE_FILE = ROOT / "compose" / "docker-compose.cluster.secure.yml"  # last, on the three above
 # The brokers CLUSTER_FILE adds beside kafka, and the containers' bootstrap there (its x-bootstrap).
 CLUSTER_BROKERS = ("kafka-2", "kafka-3")
 CLUSTER_BOOTSTRAP = "kafka:19092,kafka-2:19092,kafka-3:19092"
@@ -112,17 +113,14 @@ def compose_cli() -> list[str]:
 
 def command(*args: str, secure: bool = False) -> list[str]:
     """The compose command line; `secure` layers SECURE_FILE on the stack and names the material (SECURE_DIR, which
-    it interpolates) for the compose CLI; three brokers (brokers()) layer CLUSTER_FILE."""
+    it interpolates) for the compose CLI; three brokers (brokers()) layer CLUSTER_FILE, and CLUSTER_SECURE_FILE last
+    when secured too."""
     env_file = ["--env-file", str(IMAGES_ENV)] if IMAGES_ENV.exists() else []
-    files = ["-f", str(COMPOSE_FILE)]
-    if brokers() == 3:
-        if secure:
-            raise LocalRuntimeError(
-                "the secured compose stack runs one Kafka broker: leave BROKERS unset with SECURE=1"
-            )
-        files += ["-f", str(CLUSTER_FILE)]
+    cluster = brokers() == 3
+    layers = [COMPOSE_FILE, *([CLUSTER_FILE] if cluster else []), *([SECURE_FILE] if secure else [])]
+    layers += [CLUSTER_SECURE_FILE] if cluster and secure else []
+    files = [argument for layer in layers for argument in ("-f", str(layer))]
     if secure:
-        files += ["-f", str(SECURE_FILE)]
         os.environ["SECURE_DIR"] = str(default_material().folder)
     return [*compose_cli(), "-p", project(), *files, *env_file, *args]
 
@@ -292,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("removed the %s containers, network and volumes", project())
         elif args.action == "prepare":
             material = prepare_secure(args.cars)
-            print(f"SECURE_DIR={material.folder} docker compose -f {COMPOSE_FILE} -f {SECURE_FILE} up -d")
+            print(f"SECURE_DIR={material.folder} {' '.join(command('up', '-d', secure=True))}")
         else:
             print(compose("ps", secure=args.secure), end="")
     except LocalRuntimeError as error:

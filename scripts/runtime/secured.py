@@ -44,6 +44,8 @@ ENV_IDENTITIES = ("bridge", "simulator", "predictor", "streams-predictor", "trai
 # The names clients reach the servers by, in every runtime: the certificate names each (hostname verification).
 SERVER_HOSTS = [
     *("localhost", "127.0.0.1", "kafka", "mosquitto"),
+    # The compose stack's other brokers (docker-compose.cluster.yml).
+    *("kafka-2", "kafka-3"),
     # Kubernetes (compose/kubernetes/kafka/): the StatefulSet's nodes, Strimzi's bootstrap and its nodes.
     *(f"kafka-{node}.kafka-brokers" for node in range(3)),
     "car-stream-ml-kafka-bootstrap",

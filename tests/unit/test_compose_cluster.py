@@ -1,6 +1,7 @@
-"""The compose stack with three Kafka brokers (compose/docker-compose.cluster.yml on compose/docker-compose.yml):
-rendered by the compose CLI, which merges the two files without a Docker engine, and checked for a quorum of
-three, three replicas with min.insync.replicas 2, and every service bootstrapping from the three."""
+"""The compose stack with three Kafka brokers (compose/docker-compose.cluster.yml on compose/docker-compose.yml,
+and docker-compose.cluster.secure.yml on both and the secured override): rendered by the compose CLI, which merges
+the files without a Docker engine, and checked for a quorum of three, three replicas with min.insync.replicas 2,
+every service bootstrapping from the three, and the secured brokers alike."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from scripts.runtime import compose
+from scripts.runtime.secured import ENV_IDENTITIES, SERVER_HOSTS
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKERS = ("kafka", *compose.CLUSTER_BROKERS)
@@ -38,31 +40,41 @@ def compose_cli() -> list[str] | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> dict[str, dict]:
-    """The services of both files as the compose CLI merges them, with every variable at its default. The
-    compose/ folder is copied beside an empty ml/streams/target (the Java image's build context, which the CLI
-    wants to exist and `make setup` builds)."""
+def render(root: Path, *layers: Path, **environment: str) -> dict[str, dict]:
+    """The services of compose/'s `layers` as the compose CLI merges them, with every variable at its default
+    (but `environment`). The compose/ folder is copied into `root` beside an empty ml/streams/target (the Java
+    image's build context, which the CLI wants to exist and `make setup` builds)."""
     cli = compose_cli()
     if cli is None:
         if os.environ.get("CI") == "true":
             pytest.fail("no compose CLI: CI must render the compose files")
         pytest.skip("no compose CLI (docker-compose or the docker compose plugin) to merge the compose files")
-    root = tmp_path_factory.mktemp("stack")
     shutil.copytree(ROOT / "compose", root / "compose", ignore=shutil.ignore_patterns("images.env"))
     (root / "ml" / "streams" / "target").mkdir(parents=True)
-    files = [
-        "-f",
-        str(root / "compose" / compose.COMPOSE_FILE.name),
-        "-f",
-        str(root / "compose" / compose.CLUSTER_FILE.name),
-    ]
-    environment = {key: value for key, value in os.environ.items() if not key.endswith(("_PORT", "_IMAGE"))}
+    files = [argument for layer in layers for argument in ("-f", str(root / "compose" / layer.name))]
+    env = {key: value for key, value in os.environ.items() if not key.endswith(("_PORT", "_IMAGE", "SECURE_DIR"))}
     rendered = subprocess.run(
-        [*cli, *files, "config"], capture_output=True, text=True, timeout=120, cwd=root, env=environment
+        [*cli, *files, "config"], capture_output=True, text=True, timeout=120, cwd=root, env={**env, **environment}
     )
     assert rendered.returncode == 0, rendered.stderr
     return yaml.safe_load(rendered.stdout)["services"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> dict[str, dict]:
+    return render(tmp_path_factory.mktemp("stack"), compose.COMPOSE_FILE, compose.CLUSTER_FILE)
+
+
+@pytest.fixture(scope="module")
+def secured_cluster(tmp_path_factory) -> dict[str, dict]:
+    """The four files in the order compose.command() layers them, the material's env files present (empty: the
+    CLI reads them, nothing here needs their values)."""
+    secure_dir = tmp_path_factory.mktemp("secure")
+    (secure_dir / "env").mkdir()
+    for identity in ENV_IDENTITIES:
+        (secure_dir / "env" / f"{identity}.env").write_text("")
+    layers = (compose.COMPOSE_FILE, compose.CLUSTER_FILE, compose.SECURE_FILE, compose.CLUSTER_SECURE_FILE)
+    return render(tmp_path_factory.mktemp("stack"), *layers, SECURE_DIR=str(secure_dir))
 
 
 def settings(service: dict) -> dict[str, str]:
@@ -168,5 +180,32 @@ def test_brokers_picks_the_files_of_each_compose_command(monkeypatch):
     with pytest.raises(compose.LocalRuntimeError, match="1 or 3"):
         compose.command("ps")
     monkeypatch.setenv("BROKERS", "3")
-    with pytest.raises(compose.LocalRuntimeError, match="one Kafka broker"):
-        compose.command("ps", secure=True)
+    monkeypatch.setenv("SECURE_DIR", "/nonexistent/material")  # only named: command() reads no file
+    layered = [part for part in compose.command("ps", secure=True) if part.endswith((".yml", ".yaml"))]
+    order = (compose.COMPOSE_FILE, compose.CLUSTER_FILE, compose.SECURE_FILE, compose.CLUSTER_SECURE_FILE)
+    assert layered == [str(layer) for layer in order]
+
+
+def test_the_secured_brokers_are_the_secured_kafka_but_for_who_each_is(secured_cluster):
+    """SASL_SSL everywhere, the controllers' listener included (it crosses the network between brokers), the
+    material's properties and SCRAM users, a log of its own; the certificate names each broker."""
+    first = settings(secured_cluster["kafka"])
+    assert first["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == "SASL_SSL:SASL_SSL,HOST:SASL_SSL,CONTROLLER:SASL_SSL"
+    same = {key: value for key, value in first.items() if key not in OWN_SETTINGS}
+    for name in BROKERS:
+        env = settings(secured_cluster[name])
+        assert {key: value for key, value in env.items() if key not in OWN_SETTINGS} == same, name
+        advertised = listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+        assert advertised["SASL_SSL"] == f"{secured_cluster[name]['hostname']}:19092", name
+        assert secured_cluster[name]["hostname"] in SERVER_HOSTS, name
+        assert set(secured_cluster[name]["group_add"]) == set(secured_cluster["kafka"]["group_add"]), name
+        assert secured_cluster[name]["depends_on"]["secure-files"]["condition"] == "service_completed_successfully"
+        check = secured_cluster[name]["healthcheck"]["test"][1]
+        assert f"--bootstrap-server {secured_cluster[name]['hostname']}:19092 --command-config" in check, name
+    logs = [
+        [m["source"] for m in _mounts(secured_cluster[name]) if m["target"] == "/var/lib/kafka/data"]
+        for name in BROKERS
+    ]
+    assert len({source for [source] in logs}) == len(BROKERS), "a log each"
+    for name in ("topics", "bridge", "trainer", "predictor", "dashboard", "training-data"):
+        assert settings(secured_cluster[name])["KAFKA_BOOTSTRAP_SERVERS"] == compose.CLUSTER_BOOTSTRAP, name

@@ -11,6 +11,9 @@ SCHEMA_REGISTRY := .deps/.schema-registry
 # The Java serving program (ml/streams/): a thin jar beside its lib/, rebuilt when its sources or the schemas change.
 STREAMS_JAR := ml/streams/target/car-failure-streams.jar
 STREAMS_SOURCES := ml/streams/pom.xml $(shell find ml/streams/src schemas -type f 2>/dev/null)
+# HiveMQ CE embedded (scripts/runtime/hivemq/), the MQTT broker of MQTT_BROKER=hivemq: a thin jar beside its lib/.
+HIVEMQ_JAR := scripts/runtime/hivemq/target/car-hivemq.jar
+HIVEMQ_SOURCES := scripts/runtime/hivemq/pom.xml $(shell find scripts/runtime/hivemq/src -type f 2>/dev/null)
 PIP_TOOLS := .deps/pip-tools
 
 CARS ?= 25
@@ -45,7 +48,7 @@ prerequisites: ## Install the missing OS programs with apt-get or Homebrew, or n
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 2; }
 	@$(PYTHON) -m scripts.runtime.prerequisites --for $(PREREQUISITES)
 
-setup: prerequisites $(INSTALLED) $(KAFKA_JARS) $(SCHEMA_REGISTRY) $(STREAMS_JAR) ## Install everything: the OS programs, .venv with pinned packages, the Kafka jars, the test schema registry, the Java serving program (idempotent)
+setup: prerequisites $(INSTALLED) $(KAFKA_JARS) $(SCHEMA_REGISTRY) $(STREAMS_JAR) $(HIVEMQ_JAR) ## Install everything: the OS programs, .venv with pinned packages, the Kafka jars, the test schema registry, the Java serving program, HiveMQ (idempotent)
 
 $(INSTALLED): pyproject.toml requirements.lock | prerequisites
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +77,10 @@ $(SCHEMA_REGISTRY): scripts/runtime/schema_registry.py | $(INSTALLED)
 # mvn package runs the module's unit tests (JUnit) before it packs the jar.
 $(STREAMS_JAR): $(STREAMS_SOURCES) | prerequisites
 	mvn -B -q -f ml/streams/pom.xml package
+	@touch $@
+
+$(HIVEMQ_JAR): $(HIVEMQ_SOURCES) | prerequisites
+	mvn -B -q -f scripts/runtime/hivemq/pom.xml package
 	@touch $@
 
 images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, registry, services)

@@ -40,7 +40,7 @@ UPGRADE ?=
 .PHONY: help prerequisites setup lock images up down status demo test test-containers test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
-	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [SECURE=1] [BENCH_OUT=path.json]"
+	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [SECURE=1] [MQTT_BROKER=mosquitto|hivemq] [BENCH_OUT=path.json]"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 

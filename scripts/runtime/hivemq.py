@@ -6,6 +6,11 @@ a home folder under the run folder that this module prepares:
     <run dir>/hivemq/data/             sessions and queued messages, kept across restarts and crashes
     <run dir>/hivemq/extensions/       empty: HiveMQ wants the folder
 
+Secured (SecureMaterial): the home is <run dir>/hivemq-secured, the one listener is TLS only with the server
+certificate of scripts/runtime/secured.py (conf/server.p12, a PKCS#12 key store made from its PEM files), and our
+embedded extension (FileSecurity.java) checks every login against Mosquitto's password file and every topic against
+its ACL file: the same per-car secrets and the same policy (admin/policy.py) as Mosquitto.
+
 HiveMQ persists every session and queued QoS 1 message in its data folder (`<persistence><mode>file`); how much of
 that a SIGKILL keeps is measured in docs/reliability.md ("MQTT broker crash").
 """
@@ -17,7 +22,12 @@ import re
 import subprocess
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
 from common.errors import LocalRuntimeError
+from common.security import new_secret, write_private
 from scripts.runtime.local import ServerProcess, mqtt_round_trip, require
 from scripts.runtime.secured import SecureMaterial
 
@@ -32,24 +42,42 @@ HIVEMQ_VERSION = re.search(r"<hivemq.version>([^<]+)</hivemq.version>", POM.read
 # readings during a Kafka outage; as with Mosquitto's max_queued_messages, the bound is far above what an outage of
 # minutes needs. The queue lives in the data folder, not the heap. Past it, `discard` drops the new message.
 MAX_QUEUED_MESSAGES = 2_000_000
-# QoS 1 publishes a client may have in flight towards the broker (MQTT 5 Receive Maximum; default 10): the
-# simulator and the bench keep hundreds in flight.
-SERVER_RECEIVE_MAXIMUM = 1000
+# QoS 1 publishes a client may have in flight towards the broker (MQTT 5 Receive Maximum; default 10), as Mosquitto's
+# max_inflight_messages: paho sends everything unacknowledged at once after a reconnect (measured: 2,000 after a
+# broker restart), and HiveMQ disconnects a client past the bound ("Receive maximum exceeded"), which then sends it
+# all again.
+SERVER_RECEIVE_MAXIMUM = 10_000
 MAX_PACKET_SIZE = 1_048_576  # as Mosquitto's max_packet_size
 
 
-def hivemq_xml(port: int) -> str:
-    """HiveMQ's configuration: one TCP listener on loopback, file persistence, the limits above, no statistics
-    sent anywhere."""
+def hivemq_xml(port: int, keystore: Path | None = None, keystore_password: str = "") -> str:
+    """HiveMQ's configuration: one listener on loopback (TLS with `keystore`, plain TCP without), file persistence,
+    the limits above, no statistics sent anywhere."""
+    if keystore is None:
+        listener = f"""<tcp-listener>
+            <port>{port}</port>
+            <bind-address>127.0.0.1</bind-address>
+        </tcp-listener>"""
+    else:
+        listener = f"""<tls-tcp-listener>
+            <port>{port}</port>
+            <bind-address>127.0.0.1</bind-address>
+            <tls>
+                <keystore>
+                    <path>{keystore}</path>
+                    <password>{keystore_password}</password>
+                    <private-key-password>{keystore_password}</private-key-password>
+                </keystore>
+                <protocols><protocol>TLSv1.3</protocol><protocol>TLSv1.2</protocol></protocols>
+                <client-authentication-mode>NONE</client-authentication-mode>
+            </tls>
+        </tls-tcp-listener>"""
     return f"""\
 <?xml version="1.0"?>
 <!-- Written by scripts/runtime/hivemq.py at every start; edits here are lost. -->
 <hivemq>
     <listeners>
-        <tcp-listener>
-            <port>{port}</port>
-            <bind-address>127.0.0.1</bind-address>
-        </tcp-listener>
+        {listener}
     </listeners>
     <mqtt>
         <queued-messages>
@@ -73,6 +101,18 @@ def hivemq_xml(port: int) -> str:
 """
 
 
+def write_keystore(secure: SecureMaterial, path: Path) -> str:
+    """The server's key and certificate (with the CA's) as a PKCS#12 key store, the form HiveMQ reads; returns its
+    password, new at every start."""
+    password = new_secret()
+    key = serialization.load_pem_private_key(secure.server_key.read_bytes(), password=None)
+    certificate = x509.load_pem_x509_certificate(secure.server_cert.read_bytes())
+    ca = x509.load_pem_x509_certificate(secure.ca_file.read_bytes())
+    encryption = serialization.BestAvailableEncryption(password.encode())
+    write_private(path, pkcs12.serialize_key_and_certificates(b"hivemq", key, certificate, [ca], encryption))
+    return password
+
+
 def build_hivemq() -> Path:
     """Build the embedded broker with Maven unless its jar is newer than its sources (`make setup` builds it)."""
     sources = [POM, *MODULE.joinpath("src").rglob("*.java")]
@@ -88,7 +128,7 @@ def build_hivemq() -> Path:
 
 class HiveMQNode(ServerProcess):
     """HiveMQ CE embedded (scripts/runtime/hivemq/) with file persistence and queues far above its default of 1,000
-    per client; its home folder under the run folder."""
+    per client; its home folder under the run folder. With `secure` material: TLS only, a password per car, ACLs."""
 
     moved_by = "MQTT_PORT=1884"
 
@@ -106,11 +146,14 @@ class HiveMQNode(ServerProcess):
         return self.home / "data"
 
     def prepare(self) -> None:
-        if self.secure:
-            raise LocalRuntimeError("HiveMQ does not run in the secured mode yet; use MQTT_BROKER=mosquitto")
         conf = self.home / "conf"
         conf.mkdir(parents=True, exist_ok=True)
-        (conf / "config.xml").write_text(hivemq_xml(self.port))
+        if self.secure:
+            keystore = conf / "server.p12"
+            config = hivemq_xml(self.port, keystore, write_keystore(self.secure, keystore))
+            write_private(conf / "config.xml", config)  # it holds the key store's password
+        else:
+            (conf / "config.xml").write_text(hivemq_xml(self.port))
 
     def command(self) -> list[str]:
         return [
@@ -122,6 +165,8 @@ class HiveMQNode(ServerProcess):
             str(build_hivemq()),
             "--home",
             str(self.home),
+            *(["--password-file", str(self.secure.mosquitto_passwd)] if self.secure else []),
+            *(["--acl-file", str(self.secure.mosquitto_acl)] if self.secure else []),
         ]
 
     def answers(self) -> bool:

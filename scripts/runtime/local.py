@@ -5,7 +5,8 @@
     python -m scripts.runtime.local down      # stop both, leave no process behind (make down)
     python -m scripts.runtime.local status
 
-Ports come from KAFKA_BOOTSTRAP_SERVERS (client listener), KAFKA_CONTROLLER_PORT and MQTT_PORT. Data and logs
+Ports come from KAFKA_BOOTSTRAP_SERVERS (client listener), KAFKA_CONTROLLER_PORT and MQTT_PORT; MQTT_BROKER=hivemq
+runs HiveMQ CE (scripts/runtime/hivemq.py) in Mosquitto's place. Data and logs
 live in the git-ignored `.run/` folder (RUNTIME_DIR overrides). The test fixtures use the same classes to start
 private instances on free ports.
 """
@@ -603,7 +604,8 @@ def status() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.runtime.local",
-        description="Start and stop the local runtime: Apache Kafka (KRaft) and Mosquitto as local processes.",
+        description="Start and stop the local runtime: Apache Kafka (KRaft) and an MQTT broker as local processes: "
+        "Mosquitto, or HiveMQ CE with MQTT_BROKER=hivemq (scripts/runtime/mqtt_broker.py).",
     )
     parser.add_argument("action", choices=["install", "up", "down", "status"], help="what to do")
     parser.add_argument(

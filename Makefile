@@ -11,6 +11,9 @@ SCHEMA_REGISTRY := .deps/.schema-registry
 # The Java serving program (ml/streams/): a thin jar beside its lib/, rebuilt when its sources or the schemas change.
 STREAMS_JAR := ml/streams/target/car-failure-streams.jar
 STREAMS_SOURCES := ml/streams/pom.xml $(shell find ml/streams/src schemas -type f 2>/dev/null)
+# HiveMQ CE embedded (scripts/runtime/hivemq/), the MQTT broker of MQTT_BROKER=hivemq: a thin jar beside its lib/.
+HIVEMQ_JAR := scripts/runtime/hivemq/target/car-hivemq.jar
+HIVEMQ_SOURCES := scripts/runtime/hivemq/pom.xml $(shell find scripts/runtime/hivemq/src -type f 2>/dev/null)
 PIP_TOOLS := .deps/pip-tools
 
 CARS ?= 25
@@ -40,7 +43,7 @@ UPGRADE ?=
 .PHONY: help prerequisites setup lock images up down status demo test test-containers test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
-	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [BROKERS=1|3] [SECURE=1] [BENCH_OUT=path.json]"
+	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [BROKERS=1|3] [MQTT_BROKER=mosquitto|hivemq] [SECURE=1] [BENCH_OUT=path.json]"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
@@ -48,7 +51,7 @@ prerequisites: ## Install the missing OS programs with apt-get or Homebrew, or n
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 2; }
 	@$(PYTHON) -m scripts.runtime.prerequisites --for $(PREREQUISITES)
 
-setup: prerequisites $(INSTALLED) $(KAFKA_JARS) $(SCHEMA_REGISTRY) $(STREAMS_JAR) ## Install everything: the OS programs, .venv with pinned packages, the Kafka jars, the test schema registry, the Java serving program (idempotent)
+setup: prerequisites $(INSTALLED) $(KAFKA_JARS) $(SCHEMA_REGISTRY) $(STREAMS_JAR) $(HIVEMQ_JAR) ## Install everything: the OS programs, .venv with pinned packages, the Kafka jars, the test schema registry, the Java serving program, HiveMQ (idempotent)
 
 $(INSTALLED): pyproject.toml requirements.lock | prerequisites
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +80,10 @@ $(SCHEMA_REGISTRY): scripts/runtime/schema_registry.py | $(INSTALLED)
 # mvn package runs the module's unit tests (JUnit) before it packs the jar.
 $(STREAMS_JAR): $(STREAMS_SOURCES) | prerequisites
 	mvn -B -q -f ml/streams/pom.xml package
+	@touch $@
+
+$(HIVEMQ_JAR): $(HIVEMQ_SOURCES) | prerequisites
+	mvn -B -q -f scripts/runtime/hivemq/pom.xml package
 	@touch $@
 
 images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, registry, services)

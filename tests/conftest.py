@@ -11,7 +11,8 @@ Kafka and MQTT endpoints are resolved once per session, in this order:
 Tests under tests/integration/ are marked `integration`; tests under tests/unit/ need no server. Tests marked
 `containers` are the subset `make test-containers` runs on containers: what differs there from local processes.
 Fault tests (a broker stopped or killed mid-stream) start private servers with `kafka_node_factory` and
-`mosquitto_node_factory`, so that they never disturb the shared ones.
+`mosquitto_node_factory`, so that they never disturb the shared ones. The local MQTT broker, shared and private, is
+the one MQTT_BROKER names (scripts/runtime/mqtt_broker.py: mosquitto by default, or hivemq).
 
 A schema registry with the Confluent REST API (`schema_registry_url`) is started only when a test asks for it,
 once per session: TEST_SCHEMA_REGISTRY_URL names a running one, otherwise Apicurio Registry
@@ -33,7 +34,8 @@ from confluent_kafka.admin import AdminClient
 from common.kafka import consumer_config
 from common.settings import PLAINTEXT
 from scripts.runtime.docker_engine import docker_answers
-from scripts.runtime.local import KafkaNode, MosquittoNode, ServerProcess, free_port
+from scripts.runtime.local import KafkaNode, ServerProcess, free_port
+from scripts.runtime.mqtt_broker import mqtt_node
 from scripts.runtime.schema_registry import SchemaRegistryNode
 from scripts.testkit.kafka import create_topic, delete_topics, unique
 from scripts.testkit.services import ChildService, python_env
@@ -115,7 +117,7 @@ def _container_endpoints() -> Iterator[Endpoints]:
 
 def _local_endpoints(run_dir: Path) -> Iterator[Endpoints]:
     kafka = KafkaNode(run_dir, port=free_port(), controller_port=free_port(), heap="768m")
-    mosquitto = MosquittoNode(run_dir, port=free_port())
+    mosquitto = mqtt_node(run_dir, free_port())
     try:
         for node in (kafka, mosquitto):
             node.start()
@@ -252,6 +254,7 @@ def kafka_node_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaNode]]:
 
 
 @pytest.fixture
-def mosquitto_node_factory(tmp_path: Path) -> Iterator[Callable[[], MosquittoNode]]:
-    """Private Mosquitto brokers on free ports, for tests that restart the broker; stopped afterwards."""
-    yield from _private_nodes(lambda i: MosquittoNode(tmp_path / f"mosquitto-{i}", port=free_port()))
+def mosquitto_node_factory(tmp_path: Path) -> Iterator[Callable[[], ServerProcess]]:
+    """Private MQTT brokers (the one MQTT_BROKER names) on free ports, for tests that restart the broker; stopped
+    afterwards."""
+    yield from _private_nodes(lambda i: mqtt_node(tmp_path / f"mosquitto-{i}", free_port()))

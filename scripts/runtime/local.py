@@ -5,7 +5,8 @@
     python -m scripts.runtime.local down      # stop both, leave no process behind (make down)
     python -m scripts.runtime.local status
 
-Ports come from KAFKA_BOOTSTRAP_SERVERS (client listener), KAFKA_CONTROLLER_PORT and MQTT_PORT. Data and logs
+Ports come from KAFKA_BOOTSTRAP_SERVERS (client listener), KAFKA_CONTROLLER_PORT and MQTT_PORT; MQTT_BROKER=hivemq
+runs HiveMQ CE (scripts/runtime/hivemq.py) in Mosquitto's place. Data and logs
 live in the git-ignored `.run/` folder (RUNTIME_DIR overrides). The test fixtures use the same classes to start
 private instances on free ports.
 """
@@ -487,8 +488,11 @@ def _host_port(bootstrap: str) -> int:
 SECURED_MARKER = "secured"  # in the run folder while the runtime runs in secured mode: status and down find it
 
 
-def default_nodes(run_dir: Path | None = None, secure: bool | None = None) -> tuple[KafkaNode, MosquittoNode]:
-    """The runtime's two servers; `secure` None means the mode they were started in."""
+def default_nodes(run_dir: Path | None = None, secure: bool | None = None) -> tuple[KafkaNode, ServerProcess]:
+    """The runtime's two servers, the MQTT broker the one MQTT_BROKER names (scripts/runtime/mqtt_broker.py);
+    `secure` None means the mode they were started in."""
+    from scripts.runtime.mqtt_broker import mqtt_node  # it builds on this module
+
     run_dir = Path(os.environ.get("RUNTIME_DIR", run_dir or DEFAULT_RUN_DIR))
     if secure is None:
         secure = (run_dir / SECURED_MARKER).exists()
@@ -500,10 +504,10 @@ def default_nodes(run_dir: Path | None = None, secure: bool | None = None) -> tu
         secure=material,
     )
     mqtt_port = int(os.environ.get("MQTT_PORT", MQTT_TLS_PORT if secure else MQTT_PORT))
-    return kafka, MosquittoNode(run_dir, port=mqtt_port, secure=material)
+    return kafka, mqtt_node(run_dir, mqtt_port, material)
 
 
-def start_nodes(kafka: KafkaNode, mosquitto: MosquittoNode, cars: int = FLEET_CARS) -> list[ServerProcess]:
+def start_nodes(kafka: KafkaNode, mosquitto: ServerProcess, cars: int = FLEET_CARS) -> list[ServerProcess]:
     """Start what does not run yet, wait for each to answer; returns the nodes started. Secured: the material is
     completed first (certificates, a password file for `cars` cars), then Kafka's users, topics and ACLs."""
     secure = kafka.secure is not None
@@ -558,8 +562,9 @@ def up(with_registry: bool = False, secure: bool = False, cars: int = FLEET_CARS
             registry.start()
             registry.wait_ready(timeout=120)
     print(
-        f"Kafka {KAFKA_VERSION} at {kafka.bootstrap_servers} and Mosquitto at 127.0.0.1:{mosquitto.port} are up "
-        f"({time.monotonic() - started:.1f} s).\nLogs: {kafka.run_dir / 'logs'}/ (server.log, kafka.out, mosquitto.log)"
+        f"Kafka {KAFKA_VERSION} at {kafka.bootstrap_servers} and {mosquitto.name} at 127.0.0.1:{mosquitto.port} are "
+        f"up ({time.monotonic() - started:.1f} s).\nLogs: {kafka.run_dir / 'logs'}/ (server.log, kafka.out, "
+        f"{mosquitto.name}.*)"
     )
     if with_registry:
         print(f"Schema registry (Apicurio, Confluent-compatible API): SCHEMA_REGISTRY_URL={registry.url}")
@@ -573,8 +578,11 @@ def up(with_registry: bool = False, secure: bool = False, cars: int = FLEET_CARS
 
 
 def _all_nodes() -> list[ServerProcess]:
-    kafka, mosquitto = default_nodes()
-    return [registry_node(kafka), kafka, mosquitto]  # the registry first: it keeps its schemas in Kafka
+    from scripts.runtime.mqtt_broker import every_mqtt_node  # it builds on this module
+
+    kafka, mqtt = default_nodes()
+    # The registry first: it keeps its schemas in Kafka. Every MQTT broker: whichever was started.
+    return [registry_node(kafka), kafka, *every_mqtt_node(mqtt.run_dir, mqtt.port, getattr(mqtt, "secure", None))]
 
 
 def down() -> None:
@@ -596,7 +604,8 @@ def status() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.runtime.local",
-        description="Start and stop the local runtime: Apache Kafka (KRaft) and Mosquitto as local processes.",
+        description="Start and stop the local runtime: Apache Kafka (KRaft) and an MQTT broker as local processes: "
+        "Mosquitto, or HiveMQ CE with MQTT_BROKER=hivemq (scripts/runtime/mqtt_broker.py).",
     )
     parser.add_argument("action", choices=["install", "up", "down", "status"], help="what to do")
     parser.add_argument(

@@ -3,7 +3,8 @@
     python -m scripts.studies.broker_crash [--brokers NAME ...] [--parts PART ...] [--out broker-crash.json]
 
 For each broker configuration (Mosquitto 2.0 with several autosave settings; Mochi MQTT 2.7.9 with its badger
-store, with and without fsync; `--help` lists them):
+store, with and without fsync; HiveMQ CE embedded with its file persistence, scripts/runtime/hivemq.py; `--help`
+lists them):
 
 features   what the bridge needs, checked on the wire: MQTT 5 shared subscription split between two sessions; a
            persistent session (clean start off, session expiry) getting what was published while it was away;
@@ -62,6 +63,7 @@ from paho.mqtt.properties import Properties
 from common.errors import CarStreamError, LocalRuntimeError
 from common.logs import setup_logging
 from scripts.bench.context import process_cpu_seconds
+from scripts.runtime.hivemq import HIVEMQ_VERSION, HiveMQNode
 from scripts.runtime.local import ROOT, MosquittoNode, ServerProcess, free_port, port_in_use
 
 log = logging.getLogger("broker_crash")
@@ -82,8 +84,9 @@ DEFAULT_CONFIGS = [
     "mosquitto-every-change",
     "mochi-badger",
     "mochi-badger-fsync",
+    "hivemq",
 ]
-FIRST_OF_KIND = ("mosquitto-autosave-5s", "mochi-badger")  # where features and limits are checked
+FIRST_OF_KIND = ("mosquitto-autosave-5s", "mochi-badger", "hivemq")  # where features and limits are checked
 
 # Every setting the measurement depends on is named here, so that the figures do not move with mosquitto.conf.
 MOSQUITTO_BASE = {"max_queued_messages": "0", "max_queued_bytes": "0", "max_inflight_messages": "10000"}
@@ -92,7 +95,7 @@ MOSQUITTO_BASE = {"max_queued_messages": "0", "max_queued_bytes": "0", "max_infl
 @dataclass(frozen=True)
 class BrokerConfig:
     name: str
-    kind: str  # "mosquitto" or "mochi"
+    kind: str  # "mosquitto", "mochi" or "hivemq"
     settings: dict
     describe: str
 
@@ -142,6 +145,12 @@ CONFIGS = {
             {"store": "bolt", "sync": False},
             "Mochi 2.7.9 + bolt (its hook stores no packet id: restored sessions cannot resume)",
         ),
+        BrokerConfig(
+            "hivemq",
+            "hivemq",
+            {"persistence": "file"},
+            f"HiveMQ CE {HIVEMQ_VERSION} embedded, file persistence (the runtime's config.xml)",
+        ),
     ]
 }
 
@@ -181,6 +190,24 @@ class BenchMosquitto(MosquittoNode):
             text = re.sub(rf"(?m)^{re.escape(key)}\s.*\n?", "", text)
         text += "".join(f"{key} {value}\n" for key, value in self.settings.items())
         self.config_file.write_text(text)
+
+    def answers(self) -> bool:
+        return mqtt_listening(self.port)
+
+
+class BenchHiveMQ(HiveMQNode):
+    """The runtime's HiveMQ, answering the cheap CONNECT probe; `max_queue_size` replaces its queue bound."""
+
+    def __init__(self, run_dir: Path, port: int, max_queue_size: int | None = None) -> None:
+        super().__init__(run_dir, port)
+        self.max_queue_size = max_queue_size
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.max_queue_size is not None:
+            config = self.home / "conf" / "config.xml"
+            text = re.sub(r"<max-queue-size>\d+<", f"<max-queue-size>{self.max_queue_size}<", config.read_text())
+            config.write_text(text)
 
     def answers(self) -> bool:
         return mqtt_listening(self.port)
@@ -258,6 +285,8 @@ def make_broker(config: BrokerConfig, run_dir: Path, **extra) -> ServerProcess:
     port = listen_port()
     if config.kind == "mosquitto":
         broker: ServerProcess = BenchMosquitto(run_dir, port, {**config.settings, **extra})
+    elif config.kind == "hivemq":
+        broker = BenchHiveMQ(run_dir, port, **extra)
     else:
         broker = MochiNode(run_dir, port, store=config.settings["store"], sync=config.settings["sync"], **extra)
     STARTED.append(broker)
@@ -684,6 +713,9 @@ def measure_limits(run: Run, count: int = 2000) -> dict:
     if run.config.kind == "mosquitto":
         broker = run.broker("limit", max_queued_bytes=str(1000 * PAYLOAD_BYTES))
         bound = f"max_queued_bytes {1000 * PAYLOAD_BYTES} ({PAYLOAD_BYTES}-byte payloads)"
+    elif run.config.kind == "hivemq":
+        broker = run.broker("limit", max_queue_size=1000)
+        bound = "<max-queue-size>1000"
     else:
         broker = run.broker("limit", max_inflight=1000)
         bound = "-max-inflight 1000"
@@ -903,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
         "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0],
         "mochi": "github.com/mochi-mqtt/server/v2 v2.7.9 with a storage hook (scripts/studies/mochi/main.go)",
+        "hivemq": f"HiveMQ CE {HIVEMQ_VERSION} embedded (scripts/runtime/hivemq/)",
         "configs": {},
     }
     snapshots: dict[str, dict[int, Path]] = {}

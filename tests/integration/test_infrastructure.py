@@ -8,12 +8,14 @@ import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from common.errors import LocalRuntimeError
 from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode, free_port, mqtt_round_trip, pid_alive, port_in_use
+from scripts.runtime.mqtt_broker import mqtt_broker_name
 from scripts.testkit.kafka import read_to_end
 
 
@@ -110,9 +112,10 @@ def test_a_second_start_does_not_start_a_second_broker(kafka_node_factory):
 
 
 def test_a_taken_port_gives_an_error_naming_the_port_its_holder_and_how_to_move(tmp_path, mosquitto_node_factory):
-    holder = mosquitto_node_factory()
+    holder = mosquitto_node_factory()  # the broker MQTT_BROKER names: its program is mosquitto or java
+    program = Path(holder.command()[0]).name
     with pytest.raises(
-        LocalRuntimeError, match=rf"port {holder.port} .*taken by mosquitto \(pid {holder.pid()}\).*MQTT_PORT="
+        LocalRuntimeError, match=rf"port {holder.port} .*taken by {program} \(pid {holder.pid()}\).*MQTT_PORT="
     ):
         MosquittoNode(tmp_path / "other", port=holder.port).start()
 
@@ -154,6 +157,6 @@ def test_the_local_runtime_starts_and_stops_an_optional_schema_registry(tmp_path
             assert json.loads(response.read()) == []
     finally:
         down = subprocess.run([*runtime, "down"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert "stopped: schema-registry, kafka, mosquitto" in down.stdout
+    assert f"stopped: schema-registry, kafka, {mqtt_broker_name()}" in down.stdout
     for port in ports.values():
         assert not port_in_use(port)

@@ -48,6 +48,16 @@ def consumer_config(bootstrap_servers: str, security: KafkaSecurity, group_id: s
     return config
 
 
+def replication_for(brokers: int) -> tuple[int, int]:
+    """The rule of every topic on `brokers` brokers: (replication factor, min.insync.replicas). Three copies where
+    there are three brokers, and a write acknowledged to an acks=all producer only once two of them hold it, so
+    that one broker lost loses nothing and writes go on without it; a single broker holds the one copy. The local
+    runtime's brokers take it as their defaults (internal topics included), and ensure_topics leaves the
+    replication to them."""
+    replication = min(brokers, 3)
+    return replication, max(1, replication - 1)
+
+
 def ensure_topics(
     bootstrap_servers: str,
     security: KafkaSecurity,
@@ -55,10 +65,13 @@ def ensure_topics(
     timeout: float = 30.0,
     **overrides: Any,
 ) -> None:
-    """Create the topics that do not exist yet (replication 1 on the local single node), as `security`'s identity."""
+    """Create the topics that do not exist yet, as `security`'s identity, with the brokers' default replication
+    factor and min.insync.replicas (replication_for's rule on the local runtime): a cluster short of a broker at
+    this moment refuses rather than creating topics with fewer copies."""
     admin = AdminClient(client_config(bootstrap_servers, security, **overrides))
     existing = admin.list_topics(timeout=timeout).topics
-    wanted = [NewTopic(name, count, 1) for name, count in partitions.items() if name not in existing]
+    missing = {name: count for name, count in partitions.items() if name not in existing}
+    wanted = [NewTopic(name, count, replication_factor=-1) for name, count in missing.items()]
     if not wanted:
         return
     for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():

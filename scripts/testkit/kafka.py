@@ -27,9 +27,10 @@ def unique(prefix: str) -> str:
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, **config: str) -> str:
-    """Create `name` (replication 1, topic `config` such as max.message.bytes); returns the name."""
+    """Create `name` (the brokers' replication, as ensure_topics; topic `config` such as max.message.bytes);
+    returns the name."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result(timeout=30)
+    admin.create_topics([NewTopic(name, partitions, replication_factor=-1, config=config)])[name].result(timeout=30)
     return name
 
 

@@ -24,6 +24,9 @@ SERVING ?=
 # compose CLI that make runs read it from the environment (compose/docker-compose.yml).
 TRAIN_WORKERS ?= 1
 export TRAIN_WORKERS
+# Kafka brokers of the local runtime: 1, or 3 (a cluster; docs/reliability.md says when). Exported: the demo reads it.
+BROKERS ?=
+export BROKERS
 BENCH_OUT ?= bench-results.json
 CHAOS_OUT ?= $(BENCH_OUT)
 CHAOS_ARGS ?=
@@ -79,11 +82,11 @@ $(STREAMS_JAR): $(STREAMS_SOURCES) | prerequisites
 images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, registry, services)
 	$(PY) -m scripts.runtime.images
 
-up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes, REGISTRY=1 adds a schema registry, SECURE=1 secures it; RUNTIME=compose: containers)
+up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes, BROKERS=3 a three-broker Kafka cluster, REGISTRY=1 adds a schema registry, SECURE=1 secures it; RUNTIME=compose: containers)
 ifeq ($(RUNTIME),compose)
 	$(PY) -m scripts.runtime.compose up $(if $(SECURE),--secure topics) kafka mosquitto schema-registry
 else
-	$(PY) -m scripts.runtime.local up $(if $(REGISTRY),--schema-registry) $(if $(SECURE),--secure --cars $(CARS))
+	$(PY) -m scripts.runtime.local up $(if $(BROKERS),--brokers $(BROKERS)) $(if $(REGISTRY),--schema-registry) $(if $(SECURE),--secure --cars $(CARS))
 endif
 
 down: ## Stop the infrastructure; leaves no process behind

@@ -151,9 +151,11 @@ def started_brokers(run_dir: Path) -> int:
         return 1
 
 
-def brokers_asked() -> int:
-    """BROKERS (`make up BROKERS=3`), one by default."""
-    brokers = int(os.environ.get("BROKERS") or 1)
+def brokers_asked() -> int | None:
+    """BROKERS (`make up BROKERS=3`, `make demo BROKERS=3`); None when unset."""
+    if not os.environ.get("BROKERS"):
+        return None
+    brokers = int(os.environ["BROKERS"])
     if brokers not in BROKER_CHOICES:
         raise LocalRuntimeError(f"BROKERS={brokers}: choose {' or '.join(map(str, BROKER_CHOICES))}")
     return brokers
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Kafka {KAFKA_VERSION} jars in {install_kafka_jars()}")
             require("mosquitto")
         elif args.action == "up":
-            brokers = args.brokers or brokers_asked()
+            brokers = args.brokers or brokers_asked() or 1
             up(with_registry=args.schema_registry, secure=args.secure, cars=args.cars, brokers=brokers)
         elif args.action == "down":
             down()

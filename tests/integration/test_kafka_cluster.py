@@ -1,6 +1,7 @@
 """Kafka as a three-broker cluster (scripts/runtime/kafka_cluster.py) on real local processes: the project's topics
-get three replicas and min.insync.replicas=2, and no write the project's producer had acknowledged is lost while the
-controller quorum's leader and then another broker are SIGKILLed and restarted."""
+get three replicas and min.insync.replicas=2; no write the project's producer had acknowledged is lost while the
+controller quorum's leader and then another broker are SIGKILLed and restarted; the bridge, given every broker,
+carries every reading through the quorum leader's death."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from common.kafka import ensure_topics
 from common.settings import PLAINTEXT
 from scripts.runtime.kafka_cluster import KafkaCluster
+from scripts.testkit.bridge import assert_none_missing
 from scripts.testkit.cluster import SequenceProducer, numbers_in, wait_fully_replicated
-from scripts.testkit.kafka import unique
+from scripts.testkit.kafka import collect, unique
+from scripts.testkit.mqtt import Publisher
+from scripts.testkit.readings import as_mqtt_messages, decoded, readings
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -97,3 +101,26 @@ def test_nothing_acknowledged_is_lost_when_the_controller_leader_and_then_anothe
     assert not lost, f"{len(lost)} acknowledged numbers are not in {topic}: {lost[:20]}"
     assert not producer.failed, f"deliveries failed: {list(producer.failed.items())[:5]}"
     assert set(in_topic) == set(range(producer.sent)), "the topic holds numbers that were never sent"
+
+
+def test_the_bridge_given_every_broker_carries_every_reading_through_the_quorum_leaders_death(
+    cluster: KafkaCluster, mosquitto_node_factory, bridge_factory, bridge_topics: tuple[str, str]
+) -> None:
+    broker = mosquitto_node_factory()
+    bridge = bridge_factory(cluster.bootstrap_servers, broker.port, bridge_topics)  # a list of three hosts
+    sent = readings(cars=10, per_car=400)
+    publisher = Publisher(broker.port, as_mqtt_messages(sent), rate=200)
+    bridge.wait_for_metrics(lambda m: m.get("bridge_produced_total", 0) >= 500, "readings in Kafka")
+    leader = cluster.node(cluster.quorum_leader())
+    assert leader.kill()
+    produced = bridge.metrics()["bridge_produced_total"]
+    bridge.wait_for_metrics(lambda m: m["bridge_produced_total"] >= produced + 500, "readings while a broker is dead")
+    leader.start()
+    leader.wait_ready(120)
+    publisher.wait()
+    messages = collect(cluster.bootstrap_servers, bridge_topics[0], want=len(sent))
+    duplicates = assert_none_missing(sent, decoded(messages))
+    print(
+        f"\n{len(sent)} readings through {leader.name}'s death (the quorum leader): none lost, "
+        f"{sum(duplicates.values())} duplicates"
+    )

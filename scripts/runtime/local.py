@@ -193,7 +193,8 @@ def start_nodes(kafka: Kafka, mosquitto: MosquittoNode, cars: int = FLEET_CARS) 
         mode = "secured" if not secure else "plaintext"
         raise LocalRuntimeError(f"the local runtime runs in {mode} mode; `make down` first to switch modes")
     brokers, running = len(kafka_nodes(kafka)), started_brokers(kafka.run_dir)
-    if running != brokers and default_nodes(kafka.run_dir, secure, running)[0].is_running():
+    started_before = KafkaNode(kafka.run_dir) if running == 1 else KafkaCluster(kafka.run_dir, running)
+    if running != brokers and started_before.is_running():  # its pid files tell, whatever its ports
         raise LocalRuntimeError(f"the local runtime runs {running} Kafka broker(s); `make down` first for {brokers}")
     if kafka.secure:
         kafka.secure.ensure(cars)

@@ -24,7 +24,7 @@ SERVING ?=
 # compose CLI that make runs read it from the environment (compose/docker-compose.yml).
 TRAIN_WORKERS ?= 1
 export TRAIN_WORKERS
-# Kafka brokers of the local runtime: 1, or 3 (a cluster; docs/reliability.md says when). Exported: the demo reads it.
+# Kafka as one broker or a cluster of three (`make up|demo BROKERS=3`). Exported: the runtimes read it.
 BROKERS ?=
 export BROKERS
 BENCH_OUT ?= bench-results.json
@@ -40,7 +40,7 @@ UPGRADE ?=
 .PHONY: help prerequisites setup lock images up down status demo test test-containers test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
-	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [SECURE=1] [BENCH_OUT=path.json]"
+	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [BROKERS=1|3] [SECURE=1] [BENCH_OUT=path.json]"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
@@ -82,7 +82,7 @@ $(STREAMS_JAR): $(STREAMS_SOURCES) | prerequisites
 images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, registry, services)
 	$(PY) -m scripts.runtime.images
 
-up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes, BROKERS=3 a three-broker Kafka cluster, REGISTRY=1 adds a schema registry, SECURE=1 secures it; RUNTIME=compose: containers)
+up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes, REGISTRY=1 adds a schema registry, SECURE=1 secures it; RUNTIME=compose: containers; BROKERS=3: three Kafka brokers)
 ifeq ($(RUNTIME),compose)
 	$(PY) -m scripts.runtime.compose up $(if $(SECURE),--secure topics) kafka mosquitto schema-registry
 else
@@ -99,7 +99,7 @@ endif
 status: ## Show whether the local servers run and answer
 	@$(PY) -m scripts.runtime.local status
 
-demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [SECURE=1]
+demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [BROKERS=1|3] [SECURE=1]
 	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(SERVING),--serving $(SERVING)) $(if $(TRAIN_WORKERS),--train-workers $(TRAIN_WORKERS)) $(if $(SECURE),--secure)
 
 # Target-specific: the setup these targets run installs the tests' programs too.

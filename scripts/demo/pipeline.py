@@ -167,7 +167,7 @@ class Demo:
         bootstrap = self.infra.bootstrap
         if self.infra.runtime == "compose":  # the services too run in containers, on the stack's network
             containers = compose.service_containers(self.run_id, [self.log_dir, self.model_dir])
-            self.group = ServiceGroup(compose.INSIDE_THE_STACK, self.log_dir, containers=containers)
+            self.group = ServiceGroup(compose.inside_the_stack(), self.log_dir, containers=containers)
         else:
             env = service_env(bootstrap, self.infra.mqtt_host, self.infra.mqtt_port, self.infra.registry_url)
             self.group = ServiceGroup(env, self.log_dir)

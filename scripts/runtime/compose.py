@@ -7,6 +7,8 @@
     python -m scripts.runtime.compose up --secure ...    # the secured mode (compose/docker-compose.secure.yml);
                                                         # down/ps take --secure too
     python -m scripts.runtime.compose prepare            # only the secured material (for a bare `docker compose`)
+    BROKERS=3 python -m scripts.runtime.compose up ...   # Kafka as three brokers (compose/docker-compose.cluster.yml),
+                                                        # or --brokers 3; down/ps need the same choice
 
 Docker compose v2 (`docker compose`) is used when installed, otherwise Debian's `docker-compose` 1.29; the compose
 file stays loadable by both. 1.29 has no `up --wait`, so readiness is waited for here, from each container's
@@ -46,6 +48,12 @@ PROJECT = "car-stream-ml"  # COMPOSE_PROJECT_NAME runs another copy beside it (t
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 IMAGES_ENV = ROOT / "compose" / "images.env"
 SECURE_FILE = ROOT / "compose" / "docker-compose.secure.yml"
+CLUSTER_FILE = ROOT / "compose" / "docker-compose.cluster.yml"
+CLUSTER_SECURE_FILE = ROOT / "compose" / "docker-compose.cluster.secure.yml"  # last, on the three above
+# The brokers CLUSTER_FILE adds beside kafka, and the containers' bootstrap there (its x-bootstrap).
+CLUSTER_BROKERS = ("kafka-2", "kafka-3")
+CLUSTER_BOOTSTRAP = "kafka:19092,kafka-2:19092,kafka-3:19092"
+BROKER_CHOICES = ("1", "3")
 # Where the secure-files service of SECURE_FILE puts each server's copy of the material (a volume, mounted at
 # /secure): the paths written into the files below are those.
 KAFKA_SECURE_DIR = "/secure/kafka"
@@ -78,6 +86,20 @@ def project() -> str:
     return os.environ.get("COMPOSE_PROJECT_NAME") or PROJECT
 
 
+def brokers() -> int:
+    """How many Kafka brokers the stack runs: BROKERS, 1 (the default) or 3 (CLUSTER_FILE layered on). From the
+    environment, as make exports it, so that every compose command of a run (the demo's too) names the same files."""
+    value = os.environ.get("BROKERS") or BROKER_CHOICES[0]
+    if value not in BROKER_CHOICES:
+        raise LocalRuntimeError(f"BROKERS={value}: the compose stack runs 1 or 3 Kafka brokers")
+    return int(value)
+
+
+def inside_the_stack() -> dict[str, str]:
+    """INSIDE_THE_STACK, with the three brokers' bootstrap when the stack runs three."""
+    return {**INSIDE_THE_STACK, "KAFKA_BOOTSTRAP_SERVERS": CLUSTER_BOOTSTRAP} if brokers() == 3 else INSIDE_THE_STACK
+
+
 @cache
 def compose_cli() -> list[str]:
     docker = docker_path()
@@ -91,11 +113,14 @@ def compose_cli() -> list[str]:
 
 def command(*args: str, secure: bool = False) -> list[str]:
     """The compose command line; `secure` layers SECURE_FILE on the stack and names the material (SECURE_DIR, which
-    it interpolates) for the compose CLI."""
+    it interpolates) for the compose CLI; three brokers (brokers()) layer CLUSTER_FILE, and CLUSTER_SECURE_FILE last
+    when secured too."""
     env_file = ["--env-file", str(IMAGES_ENV)] if IMAGES_ENV.exists() else []
-    files = ["-f", str(COMPOSE_FILE)]
+    cluster = brokers() == 3
+    layers = [COMPOSE_FILE, *([CLUSTER_FILE] if cluster else []), *([SECURE_FILE] if secure else [])]
+    layers += [CLUSTER_SECURE_FILE] if cluster and secure else []
+    files = [argument for layer in layers for argument in ("-f", str(layer))]
     if secure:
-        files += ["-f", str(SECURE_FILE)]
         os.environ["SECURE_DIR"] = str(default_material().folder)
     return [*compose_cli(), "-p", project(), *files, *env_file, *args]
 
@@ -157,6 +182,8 @@ def up(services: list[str], timeout: float = 300, secure: bool = False, cars: in
     least `cars` cars (prepare_secure)."""
     if secure:
         prepare_secure(cars)
+    if "kafka" in services and brokers() == 3:
+        services = [*services, *CLUSTER_BROKERS]
     compose("up", "-d", *services, secure=secure)
     wait_ready(services or started_services(secure), timeout, secure)
 
@@ -239,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the secured mode: compose/docker-compose.secure.yml on top, material in SECURE_DIR (default .run/secure)",
     )
     parser.add_argument(
+        "--brokers",
+        choices=[int(choice) for choice in BROKER_CHOICES],
+        type=int,
+        help="Kafka brokers: 3 layers compose/docker-compose.cluster.yml on the stack [env: BROKERS, default 1]",
+    )
+    parser.add_argument(
         "--cars",
         type=int,
         default=int(os.environ.get("CARS") or FLEET_CARS),
@@ -246,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_intermixed_args(argv)  # `up --secure kafka`: options before the services too
     setup_logging()
+    if args.brokers:
+        os.environ["BROKERS"] = str(args.brokers)  # every compose command of this run, as make exports it
     try:
         if args.action == "up":
             up(args.services, secure=args.secure, cars=args.cars)
@@ -255,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("removed the %s containers, network and volumes", project())
         elif args.action == "prepare":
             material = prepare_secure(args.cars)
-            print(f"SECURE_DIR={material.folder} docker compose -f {COMPOSE_FILE} -f {SECURE_FILE} up -d")
+            print(f"SECURE_DIR={material.folder} {' '.join(command('up', '-d', secure=True))}")
         else:
             print(compose("ps", secure=args.secure), end="")
     except LocalRuntimeError as error:

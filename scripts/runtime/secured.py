@@ -41,7 +41,16 @@ log = logging.getLogger(__name__)
 
 # The identities with an env file (env/<identity>.env): the services and the operator's tools.
 ENV_IDENTITIES = ("bridge", "simulator", "predictor", "streams-predictor", "trainer", "dashboard", "admin")
-SERVER_HOSTS = ["localhost", "127.0.0.1", "kafka", "mosquitto"]  # the names compose and Kubernetes use too
+# The names clients reach the servers by, in every runtime: the certificate names each (hostname verification).
+SERVER_HOSTS = [
+    *("localhost", "127.0.0.1", "kafka", "mosquitto"),
+    # The compose stack's other brokers (docker-compose.cluster.yml).
+    *("kafka-2", "kafka-3"),
+    # Kubernetes (compose/kubernetes/kafka/): the StatefulSet's nodes, Strimzi's bootstrap and its nodes.
+    *(f"kafka-{node}.kafka-brokers" for node in range(3)),
+    "car-stream-ml-kafka-bootstrap",
+    *(f"car-stream-ml-brokers-{node}.car-stream-ml-kafka-brokers" for node in range(3)),
+]
 
 
 class SecureMaterial:

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 
 from confluent_kafka import KafkaError, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, PartitionMetadata
 
 from common.kafka import client_config, producer_config
 from common.settings import PLAINTEXT, KafkaSecurity
@@ -91,14 +91,15 @@ def numbers_in(bootstrap: str, topic: str, security: KafkaSecurity = PLAINTEXT) 
 
 def wait_fully_replicated(
     bootstrap: str, topic: str, replicas: int, security: KafkaSecurity = PLAINTEXT, timeout: float = 120.0
-) -> None:
-    """Until each partition of `topic` has `replicas` replicas, all in sync."""
+) -> dict[int, PartitionMetadata]:
+    """Until each partition of `topic` has `replicas` replicas, all in sync; returns the partitions' metadata then
+    (another client may still ask a broker that has not learned of a new topic yet)."""
     admin = AdminClient(client_config(bootstrap, security, log_level=0))
     deadline, behind = time.monotonic() + timeout, {}
     while time.monotonic() < deadline:
         partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
         behind = {p: (m.replicas, m.isrs) for p, m in partitions.items() if len(m.isrs) < replicas or m.error}
         if partitions and not behind:
-            return
+            return partitions
         time.sleep(0.5)
     raise AssertionError(f"{topic}: partitions not in sync on {replicas} replicas within {timeout:.0f} s: {behind}")

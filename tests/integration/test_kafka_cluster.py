@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from common.kafka import ensure_topics
+from common.kafka import ASK_AGAIN_ON, ensure_topics
 from common.settings import PLAINTEXT
 from scripts.runtime.kafka_cluster import KafkaCluster
 from scripts.testkit.bridge import assert_none_missing
@@ -34,9 +34,8 @@ def cluster(kafka_cluster_factory: Callable[..., KafkaCluster]) -> KafkaCluster:
 def test_the_projects_topics_get_three_replicas_two_of_them_in_sync_for_a_write(cluster: KafkaCluster) -> None:
     topic = unique("cluster-topic")
     ensure_topics(cluster.bootstrap_servers, PLAINTEXT, {topic: 4})
-    wait_fully_replicated(cluster.bootstrap_servers, topic, 3)  # once every broker knows the new topic
+    partitions = wait_fully_replicated(cluster.bootstrap_servers, topic, 3)
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers})
-    partitions = admin.list_topics(topic, timeout=30).topics[topic].partitions
     assert sorted(partitions) == [0, 1, 2, 3]
     assert {p: sorted(m.replicas) for p, m in partitions.items()} == {p: [1, 2, 3] for p in range(4)}
     # The leaders spread over the brokers, so that one broker's death moves some partitions, not all.
@@ -52,13 +51,14 @@ def test_the_projects_topics_get_three_replicas_two_of_them_in_sync_for_a_write(
 
 def described(admin: AdminClient, resource: ConfigResource, timeout: float = 30.0) -> dict[str, str]:
     """The settings of `resource`, once the broker asked knows it (a new topic reaches each broker's metadata in
-    its own time)."""
+    its own time) and the request found a connection."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return {k: v.value for k, v in admin.describe_configs([resource])[resource].result(30).items()}
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+            again = exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART or exc.args[0].name() in ASK_AGAIN_ON
+            if not again or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 

@@ -93,7 +93,7 @@ up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes,
 ifeq ($(RUNTIME),compose)
 	$(PY) -m scripts.runtime.compose up $(if $(SECURE),--secure topics) kafka mosquitto schema-registry
 else
-	$(PY) -m scripts.runtime.local up $(if $(REGISTRY),--schema-registry) $(if $(SECURE),--secure --cars $(CARS))
+	$(PY) -m scripts.runtime.local up $(if $(BROKERS),--brokers $(BROKERS)) $(if $(REGISTRY),--schema-registry) $(if $(SECURE),--secure --cars $(CARS))
 endif
 
 down: ## Stop the infrastructure; leaves no process behind
@@ -130,7 +130,7 @@ test-integration: setup ## Integration tests only (starts its own Kafka and Mosq
 bench: setup ## Benchmarks: make bench [BENCH_OUT=bench-results.json]
 	$(PY) -m scripts.bench --out $(BENCH_OUT)
 
-chaos: setup ## Chaos soak: SIGKILL and restart Mosquitto, Kafka, bridge, predictor in turn under load; key "chaos" in CHAOS_OUT [CHAOS_ARGS="--minutes 2"]
+chaos: setup ## Chaos soak: SIGKILL and restart Mosquitto, Kafka, bridge, predictor in turn under load (BROKERS=3: one broker of a cluster a Kafka turn); key "chaos" in CHAOS_OUT [CHAOS_ARGS="--minutes 2"]
 	$(PY) -m scripts.studies.chaos --out $(CHAOS_OUT) $(CHAOS_ARGS)
 
 lint: setup ## ruff check and format check

@@ -6,6 +6,7 @@ its entry point built: nothing here reads the environment."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -48,6 +49,21 @@ def consumer_config(bootstrap_servers: str, security: KafkaSecurity, group_id: s
     return config
 
 
+def replication_for(brokers: int) -> tuple[int, int]:
+    """The rule of every topic on `brokers` brokers: (replication factor, min.insync.replicas). Three copies where
+    there are three brokers, and a write acknowledged to an acks=all producer only once two of them hold it, so
+    that one broker lost loses nothing and writes go on without it; a single broker holds the one copy. The local
+    runtime's brokers take it as their defaults (internal topics included), and ensure_topics leaves the
+    replication to them."""
+    replication = min(brokers, 3)
+    return replication, max(1, replication - 1)
+
+
+# A request in flight when librdkafka drops a connection (it replaces its bootstrap connections by the brokers it has
+# learned, or a broker of a cluster went away) fails with one of these; the same request asked again answers.
+ASK_AGAIN_ON = ("_DESTROY_BROKER", "_TRANSPORT", "NOT_CONTROLLER")
+
+
 def ensure_topics(
     bootstrap_servers: str,
     security: KafkaSecurity,
@@ -55,17 +71,34 @@ def ensure_topics(
     timeout: float = 30.0,
     **overrides: Any,
 ) -> None:
-    """Create the topics that do not exist yet (replication 1 on the local single node), as `security`'s identity."""
+    """Create the topics that do not exist yet, as `security`'s identity, with the brokers' default replication
+    factor and min.insync.replicas (replication_for's rule on the local runtime): a cluster short of a broker at
+    this moment refuses rather than creating topics with fewer copies."""
     admin = AdminClient(client_config(bootstrap_servers, security, **overrides))
+    deadline = time.monotonic() + timeout
+    while not _create_missing(admin, partitions, timeout, deadline):
+        time.sleep(0.5)
+
+
+def _create_missing(admin: AdminClient, partitions: dict[str, int], timeout: float, deadline: float) -> bool:
+    """One try at creating what `partitions` names and the cluster lacks: False when it should be asked again."""
     existing = admin.list_topics(timeout=timeout).topics
-    wanted = [NewTopic(name, count, 1) for name, count in partitions.items() if name not in existing]
-    if not wanted:
-        return
+    missing = {name: count for name, count in partitions.items() if name not in existing}
+    if not missing:
+        return True
+    wanted = [NewTopic(name, count, replication_factor=-1) for name, count in missing.items()]
+    done = True
     for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             future.result()
             log.info("created topic %s (%d partitions)", name, partitions[name])
         except KafkaException as exc:
             error = exc.args[0]
-            if error.name() != "TOPIC_ALREADY_EXISTS":
-                raise KafkaError(f"cannot create topic {name}: {error.str()}", error.code()) from exc
+            if error.name() == "TOPIC_ALREADY_EXISTS":
+                continue
+            if error.name() in ASK_AGAIN_ON and time.monotonic() < deadline:
+                log.warning("creating topic %s: %s; asking again", name, error.str())
+                done = False
+                continue
+            raise KafkaError(f"cannot create topic {name}: {error.str()}", error.code()) from exc
+    return done

@@ -10,9 +10,10 @@ Kafka and MQTT endpoints are resolved once per session, in this order:
 
 Tests under tests/integration/ are marked `integration`; tests under tests/unit/ need no server. Tests marked
 `containers` are the subset `make test-containers` runs on containers: what differs there from local processes.
-Fault tests (a broker stopped or killed mid-stream) start private servers with `kafka_node_factory` and
-`mosquitto_node_factory`, so that they never disturb the shared ones. The local MQTT broker, shared and private, is
-the one MQTT_BROKER names (scripts/runtime/mqtt_broker.py: mosquitto by default, or hivemq).
+Fault tests (a broker stopped or killed mid-stream) start private servers with `kafka_node_factory`,
+`kafka_cluster_factory` (three brokers) and `mosquitto_node_factory`, so that they never disturb the shared ones.
+The local MQTT broker, shared and private, is the one MQTT_BROKER names (scripts/runtime/mqtt_broker.py: mosquitto
+by default, or hivemq).
 
 A schema registry with the Confluent REST API (`schema_registry_url`) is started only when a test asks for it,
 once per session: TEST_SCHEMA_REGISTRY_URL names a running one, otherwise Apicurio Registry
@@ -34,9 +35,11 @@ from confluent_kafka.admin import AdminClient
 from common.kafka import consumer_config
 from common.settings import PLAINTEXT
 from scripts.runtime.docker_engine import docker_answers
+from scripts.runtime.kafka_cluster import KafkaCluster
 from scripts.runtime.local import KafkaNode, ServerProcess, free_port
 from scripts.runtime.mqtt_broker import mqtt_node
 from scripts.runtime.schema_registry import SchemaRegistryNode
+from scripts.runtime.secured import SecureMaterial
 from scripts.testkit.kafka import create_topic, delete_topics, unique
 from scripts.testkit.services import ChildService, python_env
 
@@ -251,6 +254,27 @@ def kafka_node_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaNode]]:
     yield from _private_nodes(
         lambda i: KafkaNode(tmp_path / f"kafka-{i}", port=free_port(), controller_port=free_port(), heap="512m")
     )
+
+
+@pytest.fixture
+def kafka_cluster_factory(tmp_path: Path) -> Iterator[Callable[..., KafkaCluster]]:
+    """`make(brokers=3, secure=None)`: a private Kafka cluster on free ports, answering, for tests that kill
+    brokers (`secure`: SecureMaterial for a secured cluster, not yet answering: start_nodes sets it up); stopped
+    afterwards."""
+    clusters: list[KafkaCluster] = []
+
+    def make(brokers: int = 3, secure: SecureMaterial | None = None) -> KafkaCluster:
+        ports = [(free_port(), free_port()) for _ in range(brokers)]
+        cluster = KafkaCluster(tmp_path / f"cluster-{len(clusters)}", brokers, heap="384m", secure=secure, ports=ports)
+        clusters.append(cluster)
+        if secure is None:
+            cluster.start()
+            cluster.wait_ready()
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.stop()
 
 
 @pytest.fixture

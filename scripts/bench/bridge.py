@@ -165,7 +165,7 @@ def create_topics(bootstrap: str, security: KafkaSecurity, *names: str) -> None:
     """Topics that take the broker's clock as record time (LogAppendTime): the moment Kafka appended it."""
     admin = AdminClient(client_config(bootstrap, security))  # `admin` on a secured node
     config = {"message.timestamp.type": "LogAppendTime"}
-    for future in admin.create_topics([NewTopic(n, 4, 1, config=config) for n in names]).values():
+    for future in admin.create_topics([NewTopic(n, 4, replication_factor=-1, config=config) for n in names]).values():
         future.result(timeout=30)
 
 

@@ -59,7 +59,7 @@ LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 def _create_topics(bootstrap: str, security: KafkaSecurity, names: list[str]) -> None:
     admin = AdminClient(client_config(bootstrap, security))
-    topics = [NewTopic(name, PARTITIONS, 1, config=LOG_APPEND_TIME) for name in names]
+    topics = [NewTopic(name, PARTITIONS, replication_factor=-1, config=LOG_APPEND_TIME) for name in names]
     for future in admin.create_topics(topics).values():
         future.result(30)
 

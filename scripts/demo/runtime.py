@@ -79,7 +79,7 @@ class Infrastructure:
 
 
 def start_local(secure: bool = False, cars: int = FLEET_CARS) -> Infrastructure:
-    kafka, mosquitto = local_runtime.default_nodes(secure=secure)
+    kafka, mosquitto = local_runtime.default_nodes(secure=secure, brokers=local_runtime.brokers_asked())
     infra = Infrastructure("local", kafka.bootstrap_servers, LOCALHOST, mosquitto.port, secure=kafka.secure)
     started = local_runtime.start_nodes(kafka, mosquitto, cars)
     infra._nodes.extend(started)

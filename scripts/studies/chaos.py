@@ -2,7 +2,8 @@
 SIGKILLed and started again in turn; every reading counted end to end.
 
 What it does:
-  1. A private Kafka and Mosquitto on free ports (below the ephemeral range) in a folder of this run, the topics
+  1. A private Kafka (one broker, or with --brokers 3 a three-broker cluster whose topics keep 3 copies, min ISR 2)
+     and Mosquitto on free ports (below the ephemeral range) in a folder of this run, the topics
      car-sensor (4 partitions), car-sensor-predictions (4) and car-sensor-dlq, and a small model, trained as the
      e2e benchmark does (`python -m ml train --epochs 2` on simulator readings written to Kafka) unless
      --model-dir names one.
@@ -13,7 +14,9 @@ What it does:
      event_time is the moment the reading was handed to paho. paho sends again whatever the broker has not
      acknowledged after each reconnect.
   3. Every --kill-every seconds the next target in turn (mosquitto, kafka, bridge, predictor) gets SIGKILL, stays
-     down --down-seconds, and is started again on the same ports, data folders, client id and group. A service
+     down --down-seconds, and is started again on the same ports, data folders, client id and group. On a
+     cluster, a Kafka turn kills one broker: the controller quorum's leader on every other Kafka turn (found by
+     KRaft's DescribeQuorum just before), another broker in between. A service
      that exits by itself is started again too, and listed under unexpected_exits.
   4. After --minutes the load stops; once the predictor has caught up (at most --drain-timeout) both topics are
      read whole and counted.
@@ -29,10 +32,11 @@ Figures (key "chaos" of the --out JSON; its other keys are kept):
   unpredicted      on car-sensor without a prediction
   duplicates_kafka, duplicates_predictions
                    records beyond the first per (car_id, seq), on each topic
-  kills            per kill: target, at_s (seconds since the load started), restarted_at_s, recovery_s, and the
-                   lost readings attributed to it (lost, lost_acked_s: the first and last one's PUBACK in seconds
-                   relative to the SIGKILL, negative before it), and the duplicates written after it and before
-                   the next kill (duplicates_kafka, duplicates_predictions)
+  kills            per kill: target (on a cluster the broker: "kafka-2 (quorum leader)"), at_s (seconds since
+                   the load started), restarted_at_s, recovery_s, and the lost readings attributed to it (lost,
+                   lost_acked_s: the first and last one's PUBACK in seconds relative to the SIGKILL, negative
+                   before it), and the duplicates written after it and before the next kill (duplicates_kafka,
+                   duplicates_predictions)
   worst_recovery_s the longest recovery_s
 Recovery of a kill: from the SIGKILL until the first prediction (its predicted_at) of a reading published (its
 event_time) after the target was started again, i.e. until fresh readings flow end to end again. It includes the
@@ -77,7 +81,16 @@ from scripts.bench.context import BenchContext
 from scripts.bench.e2e import small_model_dir
 from scripts.demo.stream_watch import StreamState, StreamWatcher, end_offsets
 from scripts.demo.summary import latest_model_metadata, percentile
-from scripts.runtime.local import DEFAULT_RUN_DIR, KafkaNode, MosquittoNode, ServerProcess, port_in_use
+from scripts.runtime.kafka_cluster import KafkaCluster
+from scripts.runtime.local import (
+    BROKER_CHOICES,
+    DEFAULT_RUN_DIR,
+    KafkaNode,
+    MosquittoNode,
+    ServerProcess,
+    brokers_asked,
+    port_in_use,
+)
 from scripts.runtime.services import Service, ServiceGroup, service_env, wait_for
 from scripts.testkit.kafka import read_to_end
 from simulator.fleet import Fleet
@@ -213,6 +226,7 @@ class Target:
     start: Callable[[], object]
     alive: Callable[[], bool]
     is_server: bool
+    choose: Callable[[], str] | None = None  # picks what the next kill hits (a cluster's broker) and names it
 
 
 def server_target(node: ServerProcess) -> Target:
@@ -223,18 +237,45 @@ def server_target(node: ServerProcess) -> Target:
     return Target(node.name, node.kill, start, node.is_running, True)
 
 
+def cluster_target(cluster: KafkaCluster) -> Target:
+    """One broker of `cluster` per turn: the controller quorum's leader on every other turn (its failover is the
+    slower one), in between the other broker killed least often so far. Started again: whichever broker is down."""
+    turns, chosen, kills = itertools.count(), {}, Counter()
+
+    def choose() -> str:
+        leader, turn = cluster.quorum_leader(), next(turns)
+        others = [node.node_id for node in cluster.nodes if node.node_id != leader]
+        victim = leader if turn % 2 == 0 else min(others, key=lambda node_id: kills[node_id])
+        kills[victim] += 1
+        chosen["node"] = cluster.node(victim)
+        return chosen["node"].name + (" (quorum leader)" if victim == leader else "")
+
+    def start() -> None:
+        down = [node for node in cluster.nodes if not node.is_running()]
+        for node in down:
+            node.start()
+        for node in down:
+            node.wait_ready(timeout=180)
+
+    def alive() -> bool:
+        return all(node.is_running() for node in cluster.nodes)
+
+    return Target("kafka", lambda: chosen["node"].kill(), start, alive, True, choose)
+
+
 def service_target(service: Service) -> Target:
     return Target(service.name, service.kill, service.start, service.running, False)
 
 
 def kill_and_restart(target: Target, down_s: float, t0: float) -> dict:
+    name = target.choose() if target.choose else target.name
     at = time.time()
     target.kill()
-    log.warning("SIGKILL %s at %.1f s; starting it again in %.0f s", target.name, at - t0, down_s)
+    log.warning("SIGKILL %s at %.1f s; starting it again in %.0f s", name, at - t0, down_s)
     time.sleep(down_s)
     restarted = time.time()
     target.start()
-    kill = {"target": target.name, "at": at, "restarted_at": restarted}
+    kill = {"target": name, "at": at, "restarted_at": restarted}
     if target.is_server:  # a server is started only once it answers: how long that took
         kill["answered_after_s"] = round(time.time() - restarted, 1)
     return kill
@@ -377,6 +418,7 @@ def figures(
     return {
         "cars": args.cars,
         "rate": args.rate,
+        "kafka_brokers": args.brokers,
         "minutes": args.minutes,
         "kill_every_s": args.kill_every,
         "down_s": args.down_seconds,
@@ -461,7 +503,11 @@ def read_results(path: Path) -> dict:
 def run(args: argparse.Namespace, work: Path) -> dict:
     taken: set[int] = set()
     runtime = work / "runtime"
-    kafka = KafkaNode(runtime, port=listen_port(taken), controller_port=listen_port(taken))
+    if args.brokers == 1:
+        kafka = KafkaNode(runtime, port=listen_port(taken), controller_port=listen_port(taken))
+    else:
+        ports = [(listen_port(taken), listen_port(taken)) for _ in range(args.brokers)]
+        kafka = KafkaCluster(runtime, args.brokers, heap="512m", ports=ports)
     mosquitto = MosquittoNode(runtime, port=listen_port(taken))
     services: ServiceGroup | None = None
     load: Load | None = None
@@ -491,7 +537,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         wait_for(logged(predictor, "assigned partition", PARTITIONS), 300, what="the predictor", check=services.check)
         watcher = StreamWatcher(*kafka_login, READINGS_TOPIC, PREDICTIONS_TOPIC).start()
         load = Load(mosquitto.port, args.cars, args.rate, args.window)
-        by_name = {"mosquitto": server_target(mosquitto), "kafka": server_target(kafka)}
+        kafka_target = cluster_target(kafka) if isinstance(kafka, KafkaCluster) else server_target(kafka)
+        by_name = {"mosquitto": server_target(mosquitto), "kafka": kafka_target}
         by_name |= {"bridge": service_target(bridge), "predictor": service_target(predictor)}
         t0, kills, exits = soak(args, [by_name[name] for name in args.targets], load, watcher)
         log.info("load stopped; waiting for the last acknowledgements and predictions")
@@ -529,6 +576,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--cars", type=int, default=50, help="cars in the fleet (default: %(default)s)")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=BROKER_CHOICES,
+        default=None,
+        help="Kafka brokers: 1, or 3 (a cluster; each Kafka turn kills one broker) [env: BROKERS; default 1]",
+    )
     parser.add_argument(
         "--rate", type=float, default=200.0, help="readings/s, all cars together (default: %(default)s)"
     )
@@ -576,6 +630,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="each run gets a new folder <time>/ here: servers' data, logs, model (default: .run/chaos)",
     )
     args = parser.parse_args(argv)
+    args.brokers = args.brokers or brokers_asked() or 1
     if args.cars < 1 or args.rate <= 0 or args.minutes <= 0 or args.kill_every <= 0 or not 0 < args.window < 65_535:
         parser.error("--cars, --rate, --minutes and --kill-every must be positive, --window in 1..65534")
     if args.model_dir is not None and latest_model_metadata(args.model_dir) is None:
@@ -590,7 +645,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    logging.getLogger("scripts.runtime.local").setLevel(logging.WARNING)
+    logging.getLogger("scripts.runtime").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         read_results(args.out)  # fail before minutes of work, not after

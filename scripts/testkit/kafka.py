@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from common.kafka import consumer_config
@@ -27,9 +27,10 @@ def unique(prefix: str) -> str:
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, **config: str) -> str:
-    """Create `name` (replication 1, topic `config` such as max.message.bytes); returns the name."""
+    """Create `name` (the brokers' replication, as ensure_topics; topic `config` such as max.message.bytes);
+    returns the name."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result(timeout=30)
+    admin.create_topics([NewTopic(name, partitions, replication_factor=-1, config=config)])[name].result(timeout=30)
     return name
 
 
@@ -78,8 +79,9 @@ def read_to_end(
         if metadata.error is not None:
             raise KafkaException(metadata.error)
         ends, begins = {}, {}
+        deadline = time.monotonic() + timeout
         for partition in sorted(metadata.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            low, high = watermarks(consumer, TopicPartition(topic, partition), deadline)
             begins[partition] = max(low, (start or {}).get(partition, low))
             ends[partition] = high
         positions = {p: begins[p] for p in ends}
@@ -87,7 +89,7 @@ def read_to_end(
         if left:
             consumer.assign([TopicPartition(topic, p, positions[p]) for p in sorted(left)])
         by_partition: dict[int, list[Message]] = {p: [] for p in ends}
-        deadline, last_error = time.monotonic() + timeout, None
+        last_error = None
         while left:
             if time.monotonic() > deadline:
                 behind = ", ".join(f"{p} at {positions[p]} of {ends[p]}" for p in sorted(left))
@@ -104,6 +106,27 @@ def read_to_end(
         return [message for p in sorted(by_partition) for message in by_partition[p] if message.offset() < ends[p]]
     finally:
         consumer.close()
+
+
+# A partition's leader moved (a broker of a cluster died or came back) and the client's metadata has not caught up:
+# asked again once it has, the query answers.
+LEADER_MOVING = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._DESTROY_BROKER,
+    KafkaError._TRANSPORT,
+)
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition, deadline: float) -> tuple[int, int]:
+    """(low, high) watermark of `partition`, asked again while its leader is moving, until `deadline`."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=30)
+        except KafkaException as exc:
+            if exc.args[0].code() not in LEADER_MOVING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def read_until(
@@ -147,6 +170,7 @@ def end_offsets(bootstrap: str, topic: str, security: KafkaSecurity = PLAINTEXT,
     consumer = Consumer(consumer_config(bootstrap, security, unique("end-offsets"), **client))
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in sorted(partitions)}
+        deadline = time.monotonic() + 60
+        return {p: watermarks(consumer, TopicPartition(topic, p), deadline)[1] for p in sorted(partitions)}
     finally:
         consumer.close()

@@ -568,3 +568,70 @@ def test_the_java_serving_programs_identity_may_do_its_job_and_nothing_else(
     assert code == 1, other.failure(f"exited with code {code}, expected 1")
     assert f"GroupAuthorizationException: Not authorized to access group: {STREAMS_APPLICATION_ID}-{tag}" in log, log
     assert not predictions_of(secured, written)
+
+
+def test_on_a_secured_three_broker_cluster_the_acls_hold_and_a_cars_reading_has_three_copies(
+    kafka_cluster_factory, tmp_path: Path
+) -> None:
+    material = SecureMaterial(tmp_path / "secure")
+    cluster = kafka_cluster_factory(3, secure=material)
+    mosquitto = MosquittoNode(tmp_path / "mqtt", port=free_port(), secure=material)
+    started = start_nodes(cluster, mosquitto, cars=CARS)  # users, topics and ACLs set once, as admin, for all three
+    try:
+        on_cluster = Secured(material, cluster, mosquitto)
+        # Between the brokers SASL_SSL: each broker's inter-broker listener is the secured one.
+        assert all("inter.broker.listener.name=SASL_SSL" in node.properties() for node in cluster.nodes)
+        # What the ACLs allow is taken (by the in-sync copies: acks=all) once every broker applied them (each
+        # follows the controllers' metadata log in its own time); what they deny stays denied.
+        deadline = time.monotonic() + 60
+        while write_error(on_cluster.kafka_as("bridge"), DLQ_TOPIC) is not None:
+            assert time.monotonic() < deadline, "the bridge may not write the DLQ on the cluster within 60 s"
+            time.sleep(0.5)
+        assert write_error(on_cluster.kafka_as("trainer"), READINGS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED"
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+            "MQTT_HOST": "127.0.0.1",
+            "MQTT_PORT": str(mosquitto.port),
+            **material.env("bridge"),
+        }
+        bridge = start_bridge(tmp_path, env, f"cluster-bridge-{uuid.uuid4().hex[:6]}")
+        try:
+            car, other = car_id(1), car_id(2)
+            code, output = mosquitto_pub(on_cluster, *as_car(on_cluster, 1), topic=mqtt_topic(other))
+            assert "not authorized" in output.lower(), output
+            code, output = mosquitto_pub(on_cluster, *as_car(on_cluster, 1), payload=reading_of(car, 7))
+            assert code == 0, output
+            codec = AvroCodec(schemas.READING, READINGS_TOPIC)
+            collect_as_admin(
+                on_cluster, READINGS_TOPIC, lambda ms: any(codec.decode(m.value())["seq"] == 7 for m in ms)
+            )
+        finally:
+            bridge.stop_ok(timeout=60)
+        records = read_decodable(on_cluster, READINGS_TOPIC, schemas.READING)
+        assert [(r["car_id"], r["seq"]) for _p, _o, r in records] == [(car, 7)], "only car 1's own reading came"
+        partition = records[0][0]
+        admin = AdminClient(on_cluster.kafka_as("admin"))
+        held = admin.list_topics(READINGS_TOPIC, timeout=30).topics[READINGS_TOPIC].partitions[partition]
+        assert sorted(held.isrs) == [1, 2, 3], "three copies in sync"
+        # Its leader dies: the reading is still there, on the two others.
+        assert cluster.node(held.leader).kill()
+        survivors = ",".join(node.bootstrap_servers for node in cluster.nodes if node.node_id != held.leader)
+        survivors_admin = AdminClient({**on_cluster.kafka_as("admin"), "bootstrap.servers": survivors})
+        deadline = time.monotonic() + 60
+        while leader_of(survivors_admin, READINGS_TOPIC, partition) in (held.leader, -1):
+            assert time.monotonic() < deadline, "no new leader within 60 s"
+            time.sleep(0.5)
+        survived = [
+            codec.decode(m.value())
+            for m in read_to_end(survivors, READINGS_TOPIC, **material.kafka_client_config("admin"))
+            if m.partition() == partition
+        ]
+        assert [(r["car_id"], r["seq"]) for r in survived] == [(car, 7)]
+    finally:
+        for node in reversed(started):
+            node.stop()
+
+
+def leader_of(admin: AdminClient, topic: str, partition: int) -> int:
+    """The broker that leads `partition` of `topic` now, as the metadata says (-1: none)."""
+    return admin.list_topics(topic, timeout=30).topics[topic].partitions[partition].leader

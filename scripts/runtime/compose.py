@@ -38,6 +38,7 @@ from common.errors import ConfigError, LocalRuntimeError
 from common.logs import setup_logging
 from common.security import write_private
 from scripts.runtime.docker_engine import docker_path
+from scripts.runtime.images import HIVEMQ as HIVEMQ_IMAGE
 from scripts.runtime.local import ROOT, secured_kafka_properties, secured_mosquitto_access, secured_mosquitto_listener
 from scripts.runtime.mqtt_broker import mqtt_broker_name
 from scripts.runtime.schema_registry import CCOMPAT_PATH
@@ -195,8 +196,18 @@ def up(services: list[str], timeout: float = 300, secure: bool = False, cars: in
         prepare_secure(cars)
     if "kafka" in services and brokers() == 3:
         services = [*services, *CLUSTER_BROKERS]
+    if mqtt_broker_name() == "hivemq":
+        require_hivemq_image()
     compose("up", "-d", *services, secure=secure)
     wait_ready(services or started_services(secure), timeout, secure)
+
+
+def require_hivemq_image() -> None:
+    """HiveMQ's image has no official equivalent to pull: without it, say to build it rather than let compose fail
+    on a pull."""
+    image = images_env("HIVEMQ_IMAGE") or HIVEMQ_IMAGE
+    if subprocess.run([docker_path(), "image", "inspect", image], capture_output=True).returncode != 0:
+        raise LocalRuntimeError(f"no image {image} for MQTT_BROKER=hivemq: build it with `make images`")
 
 
 def down(secure: bool = False) -> None:

@@ -86,7 +86,7 @@ $(HIVEMQ_JAR): $(HIVEMQ_SOURCES) | prerequisites
 	mvn -B -q -f scripts/runtime/hivemq/pom.xml package
 	@touch $@
 
-images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, registry, services)
+images: setup ## Build the stack's images without any image registry (Debian base, Kafka, Mosquitto, HiveMQ, registry, services)
 	$(PY) -m scripts.runtime.images
 
 up: setup ## Start the infrastructure (local: Kafka KRaft + Mosquitto processes, REGISTRY=1 adds a schema registry, SECURE=1 secures it; RUNTIME=compose: containers; BROKERS=3: three Kafka brokers)

@@ -9,6 +9,8 @@
     python -m scripts.runtime.compose prepare            # only the secured material (for a bare `docker compose`)
     BROKERS=3 python -m scripts.runtime.compose up ...   # Kafka as three brokers (compose/docker-compose.cluster.yml),
                                                         # or --brokers 3; down/ps need the same choice
+    MQTT_BROKER=hivemq python -m scripts.runtime.compose up ...  # HiveMQ CE in Mosquitto's place
+                                                        # (compose/docker-compose.hivemq.yml); down/ps alike
 
 Docker compose v2 (`docker compose`) is used when installed, otherwise Debian's `docker-compose` 1.29; the compose
 file stays loadable by both. 1.29 has no `up --wait`, so readiness is waited for here, from each container's
@@ -32,11 +34,13 @@ import yaml
 
 from admin.policy import KAFKA_SUPER_USERS, SCRAM_MECHANISM
 from common.defaults import FLEET_CARS, MQTT_PORT, MQTT_TLS_PORT
-from common.errors import LocalRuntimeError
+from common.errors import ConfigError, LocalRuntimeError
 from common.logs import setup_logging
 from common.security import write_private
 from scripts.runtime.docker_engine import docker_path
+from scripts.runtime.images import HIVEMQ as HIVEMQ_IMAGE
 from scripts.runtime.local import ROOT, secured_kafka_properties, secured_mosquitto_access, secured_mosquitto_listener
+from scripts.runtime.mqtt_broker import mqtt_broker_name
 from scripts.runtime.schema_registry import CCOMPAT_PATH
 from scripts.runtime.secured import SecureMaterial, default_material
 from scripts.runtime.services import Containers
@@ -50,6 +54,7 @@ IMAGES_ENV = ROOT / "compose" / "images.env"
 SECURE_FILE = ROOT / "compose" / "docker-compose.secure.yml"
 CLUSTER_FILE = ROOT / "compose" / "docker-compose.cluster.yml"
 CLUSTER_SECURE_FILE = ROOT / "compose" / "docker-compose.cluster.secure.yml"  # last, on the three above
+HIVEMQ_FILE = ROOT / "compose" / "docker-compose.hivemq.yml"  # MQTT_BROKER=hivemq, not secured
 # The brokers CLUSTER_FILE adds beside kafka, and the containers' bootstrap there (its x-bootstrap).
 CLUSTER_BROKERS = ("kafka-2", "kafka-3")
 CLUSTER_BOOTSTRAP = "kafka:19092,kafka-2:19092,kafka-3:19092"
@@ -114,10 +119,17 @@ def compose_cli() -> list[str]:
 def command(*args: str, secure: bool = False) -> list[str]:
     """The compose command line; `secure` layers SECURE_FILE on the stack and names the material (SECURE_DIR, which
     it interpolates) for the compose CLI; three brokers (brokers()) layer CLUSTER_FILE, and CLUSTER_SECURE_FILE last
-    when secured too."""
+    when secured too; MQTT_BROKER=hivemq layers HIVEMQ_FILE (the plain mode only)."""
     env_file = ["--env-file", str(IMAGES_ENV)] if IMAGES_ENV.exists() else []
     cluster = brokers() == 3
-    layers = [COMPOSE_FILE, *([CLUSTER_FILE] if cluster else []), *([SECURE_FILE] if secure else [])]
+    hivemq = mqtt_broker_name() == "hivemq"
+    if hivemq and secure:
+        raise LocalRuntimeError(
+            "MQTT_BROKER=hivemq runs in the compose stack's plain mode only: leave SECURE out, or use the local "
+            "runtime (RUNTIME=local), whose HiveMQ has the secured mode"
+        )
+    layers = [COMPOSE_FILE, *([CLUSTER_FILE] if cluster else []), *([HIVEMQ_FILE] if hivemq else [])]
+    layers += [SECURE_FILE] if secure else []
     layers += [CLUSTER_SECURE_FILE] if cluster and secure else []
     files = [argument for layer in layers for argument in ("-f", str(layer))]
     if secure:
@@ -184,8 +196,18 @@ def up(services: list[str], timeout: float = 300, secure: bool = False, cars: in
         prepare_secure(cars)
     if "kafka" in services and brokers() == 3:
         services = [*services, *CLUSTER_BROKERS]
+    if mqtt_broker_name() == "hivemq":
+        require_hivemq_image()
     compose("up", "-d", *services, secure=secure)
     wait_ready(services or started_services(secure), timeout, secure)
+
+
+def require_hivemq_image() -> None:
+    """HiveMQ's image has no official equivalent to pull: without it, say to build it rather than let compose fail
+    on a pull."""
+    image = images_env("HIVEMQ_IMAGE") or HIVEMQ_IMAGE
+    if subprocess.run([docker_path(), "image", "inspect", image], capture_output=True).returncode != 0:
+        raise LocalRuntimeError(f"no image {image} for MQTT_BROKER=hivemq: build it with `make images`")
 
 
 def down(secure: bool = False) -> None:
@@ -293,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"SECURE_DIR={material.folder} {' '.join(command('up', '-d', secure=True))}")
         else:
             print(compose("ps", secure=args.secure), end="")
-    except LocalRuntimeError as error:
+    except (LocalRuntimeError, ConfigError) as error:
         log.error("%s", error)
         return 1
     return 0

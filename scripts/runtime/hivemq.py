@@ -50,18 +50,20 @@ SERVER_RECEIVE_MAXIMUM = 10_000
 MAX_PACKET_SIZE = 1_048_576  # as Mosquitto's max_packet_size
 
 
-def hivemq_xml(port: int, keystore: Path | None = None, keystore_password: str = "") -> str:
-    """HiveMQ's configuration: one listener on loopback (TLS with `keystore`, plain TCP without), file persistence,
-    the limits above, no statistics sent anywhere."""
+def hivemq_xml(
+    port: int, keystore: Path | None = None, keystore_password: str = "", bind_address: str = "127.0.0.1"
+) -> str:
+    """HiveMQ's configuration: one listener on `bind_address` (loopback here; every interface in its container image),
+    TLS with `keystore`, plain TCP without; file persistence, the limits above, no statistics sent anywhere."""
     if keystore is None:
         listener = f"""<tcp-listener>
             <port>{port}</port>
-            <bind-address>127.0.0.1</bind-address>
+            <bind-address>{bind_address}</bind-address>
         </tcp-listener>"""
     else:
         listener = f"""<tls-tcp-listener>
             <port>{port}</port>
-            <bind-address>127.0.0.1</bind-address>
+            <bind-address>{bind_address}</bind-address>
             <tls>
                 <keystore>
                     <path>{keystore}</path>
@@ -74,7 +76,7 @@ def hivemq_xml(port: int, keystore: Path | None = None, keystore_password: str =
         </tls-tcp-listener>"""
     return f"""\
 <?xml version="1.0"?>
-<!-- Written by scripts/runtime/hivemq.py at every start; edits here are lost. -->
+<!-- Written by scripts/runtime/hivemq.py (at every start; for the image, by `make images`): edits here are lost. -->
 <hivemq>
     <listeners>
         {listener}

@@ -9,7 +9,9 @@ builds equivalents from what the host's package sources and Maven Central provid
 - Mosquitto and Python 3.11 from Debian's packages;
 - Apicurio Registry from its Maven Central artifact (scripts/runtime/schema_registry.py);
 - the services from the repository's Dockerfile on that Python base;
-- the Java serving program from the jar and lib/ that `make setup` built (ml/streams/target/) and a JRE from Debian.
+- the Java serving program from the jar and lib/ that `make setup` built (ml/streams/target/) and a JRE from Debian;
+- HiveMQ CE embedded (MQTT_BROKER=hivemq) from the jar and lib/ that `make setup` built
+  (scripts/runtime/hivemq/target/), the configuration of scripts/runtime/hivemq.py, and a JRE from Debian.
 
 It then writes compose/images.env, which `make` passes to compose and the container tests read, naming these
 images. Built once: the base is reused when present and Docker's layer cache makes a second run take seconds.
@@ -27,8 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.defaults import MQTT_PORT
 from common.errors import DependencyMissingError, LocalRuntimeError
 from common.logs import setup_logging
+from scripts.runtime.hivemq import HIVEMQ_VERSION, build_hivemq, hivemq_xml
 from scripts.runtime.local import ROOT, install_kafka_jars, require
 from scripts.runtime.schema_registry import install_schema_registry
 from scripts.runtime.streams import STREAMS_IMAGE, built_jar
@@ -43,6 +47,7 @@ PYTHON = f"{PREFIX}/python:3.11"
 KAFKA = f"{PREFIX}/kafka:3.9.2"
 MOSQUITTO = f"{PREFIX}/mosquitto:bookworm"
 REGISTRY = f"{PREFIX}/apicurio-registry:3.0.9"
+HIVEMQ = f"{PREFIX}/hivemq:{HIVEMQ_VERSION}"
 APP = "car-stream-ml:0.1.0"
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
@@ -157,7 +162,7 @@ def write_env_file() -> None:
     ENV_FILE.write_text(
         "# Written by `make images`: the compose stack and the container tests use these locally built images.\n"
         f"KAFKA_IMAGE={KAFKA}\nMOSQUITTO_IMAGE={MOSQUITTO}\nSCHEMA_REGISTRY_IMAGE={REGISTRY}\n"
-        f"PYTHON_IMAGE={PYTHON}\nAPP_IMAGE={APP}\nSTREAMS_IMAGE={STREAMS_IMAGE}\n"
+        f"PYTHON_IMAGE={PYTHON}\nAPP_IMAGE={APP}\nSTREAMS_IMAGE={STREAMS_IMAGE}\nHIVEMQ_IMAGE={HIVEMQ}\n"
     )
 
 
@@ -170,7 +175,17 @@ def build_all() -> None:
     build(APP, ROOT, ROOT / "Dockerfile", PYTHON_IMAGE=PYTHON)
     jar = built_jar()
     build_with_files(STREAMS_IMAGE, "streams", {jar.name: jar, "lib": jar.parent / "lib"})
+    build_hivemq_image()
     write_env_file()
+
+
+def build_hivemq_image() -> None:
+    """HiveMQ with the local runtime's configuration, but listening on every interface of its container."""
+    jar = build_hivemq()
+    with tempfile.TemporaryDirectory(prefix="hivemq-config-") as folder:
+        config = Path(folder) / "config.xml"
+        config.write_text(hivemq_xml(MQTT_PORT, bind_address="0.0.0.0"))
+        build_with_files(HIVEMQ, "hivemq", {jar.name: jar, "lib": jar.parent / "lib", config.name: config})
 
 
 def main(argv: list[str] | None = None) -> int:

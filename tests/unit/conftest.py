@@ -1,5 +1,6 @@
 """Fixtures of the unit tests that need a program beside Python: kustomize renders the Kubernetes manifests
-(tests/unit/test_kubernetes.py, tests/unit/test_kubernetes_kafka.py) offline, with no cluster."""
+(tests/unit/test_kubernetes.py, tests/unit/test_kubernetes_kafka.py) offline, with no cluster; the compose CLI
+merges the compose files (tests/unit/test_compose_cluster.py, tests/unit/test_compose_hivemq.py) with no engine."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from scripts.runtime.local import ROOT
+from scripts.testkit.compose_files import compose_cli, merged_services
 
 RENDERERS = (("kubectl", "kustomize"), ("kustomize", "build"))
 
@@ -43,3 +45,15 @@ def render():
         return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
 
     return rendered
+
+
+@pytest.fixture(scope="session")
+def compose_render():
+    """`render(root, *layers, **environment)`: the services of compose/'s `layers` as the compose CLI merges them
+    offline (scripts/testkit/compose_files.py)."""
+    cli = compose_cli()
+    if cli is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no compose CLI: CI must render the compose files")
+        pytest.skip("no compose CLI (docker-compose or the docker compose plugin) to merge the compose files")
+    return lambda root, *layers, **environment: merged_services(cli, root, *layers, **environment)

@@ -5,18 +5,12 @@ every service bootstrapping from the three, and the secured brokers alike."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
-import yaml
 
 from scripts.runtime import compose
 from scripts.runtime.secured import ENV_IDENTITIES, SERVER_HOSTS
+from scripts.testkit.compose_files import mounts, published_ports, settings
 
-ROOT = Path(__file__).resolve().parents[2]
 BROKERS = ("kafka", *compose.CLUSTER_BROKERS)
 REPLICATION = {
     "KAFKA_DEFAULT_REPLICATION_FACTOR": "3",
@@ -29,44 +23,13 @@ REPLICATION = {
 OWN_SETTINGS = {"KAFKA_NODE_ID", "KAFKA_ADVERTISED_LISTENERS"}
 
 
-def compose_cli() -> list[str] | None:
-    """A compose CLI that renders a file offline: docker-compose 1.29, else the docker compose plugin."""
-    legacy = shutil.which("docker-compose")
-    if legacy:
-        return [legacy]
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
-        return [docker, "compose"]
-    return None
-
-
-def render(root: Path, *layers: Path, **environment: str) -> dict[str, dict]:
-    """The services of compose/'s `layers` as the compose CLI merges them, with every variable at its default
-    (but `environment`). The compose/ folder is copied into `root` beside an empty ml/streams/target (the Java
-    image's build context, which the CLI wants to exist and `make setup` builds)."""
-    cli = compose_cli()
-    if cli is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no compose CLI: CI must render the compose files")
-        pytest.skip("no compose CLI (docker-compose or the docker compose plugin) to merge the compose files")
-    shutil.copytree(ROOT / "compose", root / "compose", ignore=shutil.ignore_patterns("images.env"))
-    (root / "ml" / "streams" / "target").mkdir(parents=True)
-    files = [argument for layer in layers for argument in ("-f", str(root / "compose" / layer.name))]
-    env = {key: value for key, value in os.environ.items() if not key.endswith(("_PORT", "_IMAGE", "SECURE_DIR"))}
-    rendered = subprocess.run(
-        [*cli, *files, "config"], capture_output=True, text=True, timeout=120, cwd=root, env={**env, **environment}
-    )
-    assert rendered.returncode == 0, rendered.stderr
-    return yaml.safe_load(rendered.stdout)["services"]
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, compose_render) -> dict[str, dict]:
+    return compose_render(tmp_path_factory.mktemp("stack"), compose.COMPOSE_FILE, compose.CLUSTER_FILE)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> dict[str, dict]:
-    return render(tmp_path_factory.mktemp("stack"), compose.COMPOSE_FILE, compose.CLUSTER_FILE)
-
-
-@pytest.fixture(scope="module")
-def secured_cluster(tmp_path_factory) -> dict[str, dict]:
+def secured_cluster(tmp_path_factory, compose_render) -> dict[str, dict]:
     """The four files in the order compose.command() layers them, the material's env files present (empty: the
     CLI reads them, nothing here needs their values)."""
     secure_dir = tmp_path_factory.mktemp("secure")
@@ -74,12 +37,7 @@ def secured_cluster(tmp_path_factory) -> dict[str, dict]:
     for identity in ENV_IDENTITIES:
         (secure_dir / "env" / f"{identity}.env").write_text("")
     layers = (compose.COMPOSE_FILE, compose.CLUSTER_FILE, compose.SECURE_FILE, compose.CLUSTER_SECURE_FILE)
-    return render(tmp_path_factory.mktemp("stack"), *layers, SECURE_DIR=str(secure_dir))
-
-
-def settings(service: dict) -> dict[str, str]:
-    env = service.get("environment") or {}
-    return {key: str(value) for key, value in env.items()}
+    return compose_render(tmp_path_factory.mktemp("stack"), *layers, SECURE_DIR=str(secure_dir))
 
 
 def listeners(text: str) -> dict[str, str]:
@@ -108,41 +66,17 @@ def test_three_brokers_form_one_quorum_of_controllers(cluster):
 
 
 def test_each_broker_keeps_its_own_log_and_host_port(cluster):
-    volumes = [tuple(str(mount["source"]) for mount in _mounts(cluster[name])) for name in BROKERS]
+    volumes = [tuple(str(mount["source"]) for mount in mounts(cluster[name])) for name in BROKERS]
     assert len(set(volumes)) == len(BROKERS), "a log each"
     host_listeners = {}
     for name in BROKERS:
         advertised = listeners(settings(cluster[name])["KAFKA_ADVERTISED_LISTENERS"])
         assert advertised["PLAINTEXT"] == f"{cluster[name]['hostname']}:19092", name
-        [(address, published, target)] = _ports(cluster[name])
+        [(address, published, target)] = published_ports(cluster[name])
         assert address == "127.0.0.1" and target == 9092, name
         assert advertised["PLAINTEXT_HOST"] == f"localhost:{published}", name
         host_listeners[name] = published
     assert len(set(host_listeners.values())) == len(BROKERS)
-
-
-def _ports(service: dict) -> list[tuple[str, int, int]]:
-    """(host address, host port, container port) of each published port, in either syntax (as _mounts)."""
-    ports = []
-    for entry in service.get("ports", []):
-        if isinstance(entry, dict):
-            ports.append((entry["host_ip"], int(entry["published"]), int(entry["target"])))
-        else:
-            address, published, target = str(entry).split("/")[0].split(":")
-            ports.append((address, int(published), int(target)))
-    return ports
-
-
-def _mounts(service: dict) -> list[dict]:
-    """The volumes, in the long syntax (docker compose v2) or the short one (docker-compose 1.29)."""
-    mounts = []
-    for entry in service.get("volumes", []):
-        if isinstance(entry, dict):
-            mounts.append(entry)
-        else:
-            source, target, *_ = entry.split(":")
-            mounts.append({"source": source, "target": target})
-    return mounts
 
 
 def test_every_topic_has_three_replicas_two_of_them_in_sync(cluster):
@@ -203,8 +137,7 @@ def test_the_secured_brokers_are_the_secured_kafka_but_for_who_each_is(secured_c
         check = secured_cluster[name]["healthcheck"]["test"][1]
         assert f"--bootstrap-server {secured_cluster[name]['hostname']}:19092 --command-config" in check, name
     logs = [
-        [m["source"] for m in _mounts(secured_cluster[name]) if m["target"] == "/var/lib/kafka/data"]
-        for name in BROKERS
+        [m["source"] for m in mounts(secured_cluster[name]) if m["target"] == "/var/lib/kafka/data"] for name in BROKERS
     ]
     assert len({source for [source] in logs}) == len(BROKERS), "a log each"
     for name in ("topics", "bridge", "trainer", "predictor", "dashboard", "training-data"):

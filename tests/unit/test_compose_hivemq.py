@@ -14,18 +14,18 @@ import pytest
 from common.defaults import MQTT_PORT
 from scripts.runtime import compose, images
 from scripts.runtime.hivemq import hivemq_xml
-from tests.unit.test_compose_cluster import _mounts, _ports, render, settings
+from scripts.testkit.compose_files import mounts, published_ports, settings
 
 DOCKERFILE = images.IMAGES_DIR / "hivemq" / "Dockerfile"
 BROKER = "mosquitto"  # the service's name, whichever broker runs behind it
 
 
 @pytest.fixture(scope="module")
-def stacks(tmp_path_factory) -> dict[str, dict[str, dict]]:
+def stacks(tmp_path_factory, compose_render) -> dict[str, dict[str, dict]]:
     """The stack as compose.command() layers it for each broker."""
     return {
-        "mosquitto": render(tmp_path_factory.mktemp("stack"), compose.COMPOSE_FILE),
-        "hivemq": render(tmp_path_factory.mktemp("stack"), compose.COMPOSE_FILE, compose.HIVEMQ_FILE),
+        "mosquitto": compose_render(tmp_path_factory.mktemp("stack"), compose.COMPOSE_FILE),
+        "hivemq": compose_render(tmp_path_factory.mktemp("stack"), compose.COMPOSE_FILE, compose.HIVEMQ_FILE),
     }
 
 
@@ -37,13 +37,13 @@ def image_home() -> str:
 def test_the_broker_service_runs_the_hivemq_image_with_its_data_on_a_volume(stacks):
     broker = stacks["hivemq"][BROKER]
     assert broker["image"] == images.HIVEMQ  # the default names what `make images` tags
-    data = [mount for mount in _mounts(broker) if mount["target"] == f"{image_home()}/data"]
+    data = [mount for mount in mounts(broker) if mount["target"] == f"{image_home()}/data"]
     assert [mount["source"] for mount in data] == ["hivemq-data"]
     assert "hivemq" in broker["networks"]["default"]["aliases"]
     # The image's configuration listens where the services connect, on every interface of the container.
     listener = ET.fromstring(hivemq_xml(MQTT_PORT, bind_address="0.0.0.0")).find("listeners/tcp-listener")
     assert (listener.findtext("port"), listener.findtext("bind-address")) == (str(MQTT_PORT), "0.0.0.0")
-    assert [target for _, _, target in _ports(broker)] == [MQTT_PORT]
+    assert [target for _, _, target in published_ports(broker)] == [MQTT_PORT]
 
 
 def test_the_health_check_is_a_publish_that_hivemq_acknowledges(stacks):

@@ -9,7 +9,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.errors import KafkaError
@@ -60,8 +60,31 @@ def replication_for(brokers: int) -> tuple[int, int]:
 
 
 # A request in flight when librdkafka drops a connection (it replaces its bootstrap connections by the brokers it has
-# learned, or a broker of a cluster went away) fails with one of these; the same request asked again answers.
-ASK_AGAIN_ON = ("_DESTROY_BROKER", "_TRANSPORT", "NOT_CONTROLLER")
+# learned, or a broker of a cluster went away), or sent to a partition's leader that moved before the client's
+# metadata caught up, fails with one of these; the same request asked again answers.
+ASK_AGAIN_ON = (
+    "_DESTROY_BROKER",
+    "_TRANSPORT",
+    "NOT_CONTROLLER",
+    "NOT_LEADER_FOR_PARTITION",
+    "NOT_LEADER_OR_FOLLOWER",
+    "LEADER_NOT_AVAILABLE",
+)
+ASK_AGAIN_EVERY_S = 0.1
+
+
+def watermarks(
+    consumer: Consumer, partition: TopicPartition, deadline: float, timeout: float = 30.0
+) -> tuple[int, int]:
+    """(low, high) watermark of `partition` (each request waits up to `timeout`), asked again while ASK_AGAIN_ON
+    errors come, until `deadline` (time.monotonic()): a broker of a cluster that died costs the caller no outage."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=timeout)
+        except KafkaException as exc:
+            if exc.args[0].name() not in ASK_AGAIN_ON or time.monotonic() > deadline:
+                raise
+            time.sleep(ASK_AGAIN_EVERY_S)
 
 
 def ensure_topics(

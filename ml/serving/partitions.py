@@ -22,18 +22,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from common.kafka import consumer_config
+from common.kafka import consumer_config, watermarks
 from ml.serving import metrics
 from ml.serving.batch import BatchPredictor
 from ml.serving.settings import PredictorSettings
 from ml.source import ConfluentPartitionReader, RawRecord, TfioPartitionReader, partition_reader
 
 log = logging.getLogger(__name__)
+# How long a watermark query is asked again while a partition's leader moves (a new leader is elected within a
+# broker session of the cluster, 4 s: scripts/runtime/kafka_node.py).
+LEADER_MOVE_S = 5.0
 
 
 @dataclass
@@ -110,7 +114,10 @@ class Partitions:
     # -- ownership ---------------------------------------------------------------------------------------------
 
     def _watermarks(self, partition: int, timeout: float = 30.0) -> tuple[int, int]:
-        return self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=timeout)
+        # A leader that moves (a broker of a cluster died) is asked again for a while; a Kafka that stays away is
+        # the loop's outage (logged, read again from the commits).
+        moving_for = time.monotonic() + LEADER_MOVE_S
+        return watermarks(self.consumer, TopicPartition(self.topic, partition), moving_for, timeout=timeout)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._closing:  # served by consumer.close(), which is leaving the group: confluent-kafka applies it

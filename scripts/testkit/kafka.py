@@ -14,10 +14,10 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
-from common.kafka import consumer_config
+from common.kafka import consumer_config, watermarks
 from common.settings import PLAINTEXT, KafkaSecurity
 
 
@@ -106,27 +106,6 @@ def read_to_end(
         return [message for p in sorted(by_partition) for message in by_partition[p] if message.offset() < ends[p]]
     finally:
         consumer.close()
-
-
-# A partition's leader moved (a broker of a cluster died or came back) and the client's metadata has not caught up:
-# asked again once it has, the query answers.
-LEADER_MOVING = (
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError._DESTROY_BROKER,
-    KafkaError._TRANSPORT,
-)
-
-
-def watermarks(consumer: Consumer, partition: TopicPartition, deadline: float) -> tuple[int, int]:
-    """(low, high) watermark of `partition`, asked again while its leader is moving, until `deadline`."""
-    while True:
-        try:
-            return consumer.get_watermark_offsets(partition, timeout=30)
-        except KafkaException as exc:
-            if exc.args[0].code() not in LEADER_MOVING or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def read_until(

@@ -60,8 +60,9 @@ def replication_for(brokers: int) -> tuple[int, int]:
 
 
 # A request in flight when librdkafka drops a connection (it replaces its bootstrap connections by the brokers it has
-# learned, or a broker of a cluster went away), or sent to a partition's leader that moved before the client's
-# metadata caught up, fails with one of these; the same request asked again answers.
+# learned, or a broker of a cluster went away), sent to a partition's leader that moved before the client's metadata
+# caught up, or to a new leader whose high watermark has not caught up yet, fails with one of these; the same request
+# asked again answers.
 ASK_AGAIN_ON = (
     "_DESTROY_BROKER",
     "_TRANSPORT",
@@ -69,6 +70,7 @@ ASK_AGAIN_ON = (
     "NOT_LEADER_FOR_PARTITION",
     "NOT_LEADER_OR_FOLLOWER",
     "LEADER_NOT_AVAILABLE",
+    "OFFSET_NOT_AVAILABLE",
 )
 ASK_AGAIN_EVERY_S = 0.1
 

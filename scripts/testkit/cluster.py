@@ -31,6 +31,7 @@ class SequenceProducer:
         self.sent = 0
         self.acked: dict[int, float] = {}  # number -> time.monotonic() of its acknowledgement
         self.failed: dict[int, str] = {}
+        self._acked_lock = threading.Lock()  # the producer's thread adds to `acked` while a test reads it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sequence-producer", daemon=True)
 
@@ -41,7 +42,8 @@ class SequenceProducer:
     def _delivered(self, error: KafkaError | None, message) -> None:
         number = int(message.value())
         if error is None:
-            self.acked[number] = time.monotonic()
+            with self._acked_lock:
+                self.acked[number] = time.monotonic()
         else:
             self.failed[number] = error.str()
 
@@ -77,7 +79,9 @@ class SequenceProducer:
     def stall_after(self, moment: float) -> float:
         """The longest wait between two acknowledgements in the minute after `moment` (a kill): how long writes
         stalled."""
-        times = sorted(t for t in self.acked.values() if moment - 1 <= t <= moment + 60)
+        with self._acked_lock:
+            acked = list(self.acked.values())
+        times = sorted(t for t in acked if moment - 1 <= t <= moment + 60)
         return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
     def __str__(self) -> str:

@@ -39,7 +39,14 @@ from common.logs import setup_logging
 from common.security import write_private
 from scripts.runtime.docker_engine import docker_path
 from scripts.runtime.images import HIVEMQ as HIVEMQ_IMAGE
-from scripts.runtime.local import ROOT, secured_kafka_properties, secured_mosquitto_access, secured_mosquitto_listener
+from scripts.runtime.local import (
+    BROKER_CHOICES,
+    ROOT,
+    brokers_asked,
+    secured_kafka_properties,
+    secured_mosquitto_access,
+    secured_mosquitto_listener,
+)
 from scripts.runtime.mqtt_broker import mqtt_broker_name
 from scripts.runtime.schema_registry import CCOMPAT_PATH
 from scripts.runtime.secured import SecureMaterial, default_material
@@ -58,7 +65,6 @@ HIVEMQ_FILE = ROOT / "compose" / "docker-compose.hivemq.yml"  # MQTT_BROKER=hive
 # The brokers CLUSTER_FILE adds beside kafka, and the containers' bootstrap there (its x-bootstrap).
 CLUSTER_BROKERS = ("kafka-2", "kafka-3")
 CLUSTER_BOOTSTRAP = "kafka:19092,kafka-2:19092,kafka-3:19092"
-BROKER_CHOICES = ("1", "3")
 # Where the secure-files service of SECURE_FILE puts each server's copy of the material (a volume, mounted at
 # /secure): the paths written into the files below are those.
 KAFKA_SECURE_DIR = "/secure/kafka"
@@ -92,12 +98,10 @@ def project() -> str:
 
 
 def brokers() -> int:
-    """How many Kafka brokers the stack runs: BROKERS, 1 (the default) or 3 (CLUSTER_FILE layered on). From the
-    environment, as make exports it, so that every compose command of a run (the demo's too) names the same files."""
-    value = os.environ.get("BROKERS") or BROKER_CHOICES[0]
-    if value not in BROKER_CHOICES:
-        raise LocalRuntimeError(f"BROKERS={value}: the compose stack runs 1 or 3 Kafka brokers")
-    return int(value)
+    """How many Kafka brokers the stack runs: BROKERS (local.py's rule, read as the local runtime reads it), 1 (the
+    default) or 3 (CLUSTER_FILE layered on). From the environment, as make exports it, so that every compose command
+    of a run (the demo's too) names the same files."""
+    return brokers_asked() or 1
 
 
 def inside_the_stack() -> dict[str, str]:
@@ -289,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--brokers",
-        choices=[int(choice) for choice in BROKER_CHOICES],
+        choices=BROKER_CHOICES,
         type=int,
         help="Kafka brokers: 3 layers compose/docker-compose.cluster.yml on the stack [env: BROKERS, default 1]",
     )

@@ -154,12 +154,12 @@ def started_brokers(run_dir: Path) -> int:
 
 def brokers_asked() -> int | None:
     """BROKERS (`make up BROKERS=3`, `make demo BROKERS=3`); None when unset."""
-    if not os.environ.get("BROKERS"):
+    value = os.environ.get("BROKERS")
+    if not value:
         return None
-    brokers = int(os.environ["BROKERS"])
-    if brokers not in BROKER_CHOICES:
-        raise LocalRuntimeError(f"BROKERS={brokers}: choose {' or '.join(map(str, BROKER_CHOICES))}")
-    return brokers
+    if value not in map(str, BROKER_CHOICES):
+        raise LocalRuntimeError(f"BROKERS={value}: choose {' or '.join(map(str, BROKER_CHOICES))}")
+    return int(value)
 
 
 def default_nodes(

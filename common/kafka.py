@@ -61,8 +61,8 @@ def replication_for(brokers: int) -> tuple[int, int]:
 
 # A request in flight when librdkafka drops a connection (it replaces its bootstrap connections by the brokers it has
 # learned, or a broker of a cluster went away), sent to a partition's leader that moved before the client's metadata
-# caught up, or to a new leader whose high watermark has not caught up yet, fails with one of these; the same request
-# asked again answers.
+# caught up, or to a new leader whose high watermark has not caught up yet, fails with one of these (or times out,
+# asked of a leader that died: the client learns the new one meanwhile); the same request asked again answers.
 ASK_AGAIN_ON = (
     "_DESTROY_BROKER",
     "_TRANSPORT",
@@ -71,6 +71,7 @@ ASK_AGAIN_ON = (
     "NOT_LEADER_OR_FOLLOWER",
     "LEADER_NOT_AVAILABLE",
     "OFFSET_NOT_AVAILABLE",
+    "_TIMED_OUT",
 )
 ASK_AGAIN_EVERY_S = 0.1
 

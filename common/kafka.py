@@ -5,8 +5,10 @@ its entry point built: nothing here reads the environment."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -62,7 +64,8 @@ def replication_for(brokers: int) -> tuple[int, int]:
 # A request in flight when librdkafka drops a connection (it replaces its bootstrap connections by the brokers it has
 # learned, or a broker of a cluster went away), sent to a partition's leader that moved before the client's metadata
 # caught up, or to a new leader whose high watermark has not caught up yet, fails with one of these (or times out,
-# asked of a leader that died: the client learns the new one meanwhile); the same request asked again answers.
+# asked of a leader that died); the same request asked again, once the client's metadata names the new leader,
+# answers.
 ASK_AGAIN_ON = (
     "_DESTROY_BROKER",
     "_TRANSPORT",
@@ -74,19 +77,35 @@ ASK_AGAIN_ON = (
     "_TIMED_OUT",
 )
 ASK_AGAIN_EVERY_S = 0.1
+# While a leader may be moving, one ask waits this long at most: a request to a dead broker waits in its queue for
+# the whole timeout.
+MOVING_ASK_S = 2.0
 
 
 def watermarks(
-    consumer: Consumer, partition: TopicPartition, deadline: float, timeout: float = 30.0
+    consumer: Consumer,
+    partition: TopicPartition,
+    deadline: float,
+    timeout: float = 30.0,
+    asked_again: Callable[[str], None] = lambda error: None,
 ) -> tuple[int, int]:
-    """(low, high) watermark of `partition` (each request waits up to `timeout`), asked again while ASK_AGAIN_ON
-    errors come, until `deadline` (time.monotonic()): a broker of a cluster that died costs the caller no outage."""
+    """(low, high) watermark of `partition`, asked again while ASK_AGAIN_ON errors come, until `deadline`
+    (time.monotonic()): a broker of a cluster that died costs the caller no outage. Before the deadline each ask
+    waits MOVING_ASK_S at most, the last one `timeout`. `asked_again` hears each error that was asked past.
+
+    librdkafka sends the query to the leader its metadata names, and a consumer whose partitions are paused (the
+    predictor's) fetches nothing, so nothing tells it the leader moved until its periodic refresh (5 min): a
+    predictor once asked a dead leader for 2 minutes. Each error asks for the partition's metadata first."""
     while True:
+        last = time.monotonic() >= deadline
         try:
-            return consumer.get_watermark_offsets(partition, timeout=timeout)
+            return consumer.get_watermark_offsets(partition, timeout=timeout if last else min(timeout, MOVING_ASK_S))
         except KafkaException as exc:
-            if exc.args[0].name() not in ASK_AGAIN_ON or time.monotonic() > deadline:
+            if exc.args[0].name() not in ASK_AGAIN_ON or last:
                 raise
+            asked_again(exc.args[0].name())
+            with contextlib.suppress(KafkaException):
+                consumer.list_topics(partition.topic, timeout=MOVING_ASK_S)
             time.sleep(ASK_AGAIN_EVERY_S)
 
 

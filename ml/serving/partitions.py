@@ -35,9 +35,10 @@ from ml.serving.settings import PredictorSettings
 from ml.source import ConfluentPartitionReader, RawRecord, TfioPartitionReader, partition_reader
 
 log = logging.getLogger(__name__)
-# How long a watermark query is asked again while a partition's leader moves (a new leader is elected within a
-# broker session of the cluster, 4 s: scripts/runtime/kafka_node.py).
-LEADER_MOVE_S = 5.0
+# How long a watermark query is asked again while a partition's leader moves: a new leader is elected within a
+# broker session of the cluster (2.5 s, scripts/runtime/kafka_node.py), after a new quorum leader is elected (1 to 2
+# s) when the dead broker led the quorum too; twice that for a loaded machine.
+LEADER_MOVE_S = 10.0
 
 
 @dataclass
@@ -47,6 +48,9 @@ class PartitionState:
     committed: int
     position: int
     rebuilt: bool = False
+    leader_moved: bool = False
+    """A watermark query was asked again (the partition's leader died): the reader's client may still fetch from
+    the dead one until its metadata catches up (3 s in `make chaos BROKERS=3`); a new client learns the new one."""
 
 
 @dataclass
@@ -117,7 +121,20 @@ class Partitions:
         # A leader that moves (a broker of a cluster died) is asked again for a while; a Kafka that stays away is
         # the loop's outage (logged, read again from the commits).
         moving_for = time.monotonic() + LEADER_MOVE_S
-        return watermarks(self.consumer, TopicPartition(self.topic, partition), moving_for, timeout=timeout)
+        state = self.owned.get(partition)
+
+        def asked_again(error: str) -> None:
+            if state is not None:
+                state.leader_moved = True
+
+        tp = TopicPartition(self.topic, partition)
+        return watermarks(self.consumer, tp, moving_for, timeout=timeout, asked_again=asked_again)
+
+    def _new_reader(self, partition: int) -> TfioPartitionReader | ConfluentPartitionReader:
+        settings = self.settings
+        return partition_reader(
+            settings.kafka_bootstrap_servers, settings.kafka_security, self.topic, partition, settings.reader
+        )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._closing:  # served by consumer.close(), which is leaving the group: confluent-kafka applies it
@@ -139,13 +156,7 @@ class Partitions:
         for tp in self.consumer.committed(asked, timeout=timeout):
             low, _ = self._watermarks(tp.partition, timeout)
             start = tp.offset if tp.offset >= 0 else low
-            reader = partition_reader(
-                self.settings.kafka_bootstrap_servers,
-                self.settings.kafka_security,
-                self.topic,
-                tp.partition,
-                self.settings.reader,
-            )
+            reader = self._new_reader(tp.partition)
             self.owned[tp.partition] = PartitionState(tp.partition, reader, committed=start, position=start)
             self.pending.discard(tp.partition)
             log.info("assigned partition %d, resuming at offset %d", tp.partition, start)
@@ -253,6 +264,8 @@ class Partitions:
         batch = Batch()
         for state in self.owned.values():
             low, high = self._watermarks(state.partition)
+            if state.leader_moved:
+                self._reopen(state)
             if state.position < low:
                 log.error(
                     "partition %d: offsets %d..%d were deleted by retention before they were predicted",
@@ -271,6 +284,12 @@ class Partitions:
             batch.ends[state.partition] = stop
             state.position = stop
         return batch
+
+    def _reopen(self, state: PartitionState) -> None:
+        log.info("partition %d: its leader moved; reading it through a new client", state.partition)
+        reader = self._new_reader(state.partition)  # first: a client that cannot be made leaves the old one
+        state.reader.close()
+        state.reader, state.leader_moved = reader, False
 
     def commit(self, ends: dict[int, int]) -> None:
         """Commit a delivered batch's end offsets of the partitions still owned; a failed commit (e.g. a rebalance

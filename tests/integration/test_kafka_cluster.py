@@ -1,25 +1,29 @@
 """Kafka as a three-broker cluster (scripts/runtime/kafka_cluster.py) on real local processes: the project's topics
 get three replicas and min.insync.replicas=2; no write the project's producer had acknowledged is lost while the
 controller quorum's leader and then another broker are SIGKILLed and restarted; the bridge, given every broker,
-carries every reading through the quorum leader's death."""
+carries every reading through the quorum leader's death; the predictor predicts every reading through the death of
+its partition's leader."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from common.kafka import ASK_AGAIN_ON, ensure_topics
+from common.kafka import ASK_AGAIN_ON, consumer_config, ensure_topics
 from common.settings import PLAINTEXT
+from ml.training.untrained_model import save_untrained_model
 from scripts.runtime.kafka_cluster import KafkaCluster
 from scripts.testkit.bridge import assert_none_missing
 from scripts.testkit.cluster import SequenceProducer, numbers_in, wait_fully_replicated
-from scripts.testkit.kafka import collect, unique
+from scripts.testkit.kafka import collect, create_topic, unique
 from scripts.testkit.mqtt import Publisher
+from scripts.testkit.predictor import Stream, covered, start_predictor
 from scripts.testkit.readings import as_mqtt_messages, decoded, readings
 
 pytestmark = pytest.mark.integration
@@ -124,3 +128,45 @@ def test_the_bridge_given_every_broker_carries_every_reading_through_the_quorum_
         f"\n{len(sent)} readings through {leader.name}'s death (the quorum leader): none lost, "
         f"{sum(duplicates.values())} duplicates"
     )
+
+
+@pytest.fixture
+def cluster_consumers(cluster: KafkaCluster) -> Iterator[Callable[..., Consumer]]:
+    """Consumers of the cluster in a fresh group each, subscribed to `topics`, closed after the test."""
+    consumers: list[Consumer] = []
+
+    def make(*topics: str) -> Consumer:
+        consumer = Consumer(consumer_config(cluster.bootstrap_servers, PLAINTEXT, unique("test-consumer")))
+        consumer.subscribe(list(topics))
+        consumers.append(consumer)
+        return consumer
+
+    yield make
+    for consumer in consumers:
+        consumer.close()
+
+
+def test_the_predictor_predicts_every_reading_through_its_partition_leaders_death(
+    cluster: KafkaCluster, cluster_consumers: Callable[..., Consumer], tmp_path: Path
+) -> None:
+    bootstrap = cluster.bootstrap_servers
+    stream = Stream(
+        bootstrap, lambda prefix, n: create_topic(bootstrap, unique(prefix), n), cluster_consumers,
+        unique("predictors"), partitions=1,
+    )  # fmt: skip
+    save_untrained_model(tmp_path / "models", window=6, horizon=30, threshold=0.5)
+    predictor = start_predictor(stream, tmp_path / "models", tmp_path, "predictor")
+    sent = readings(cars=10, per_car=120)
+    before, after = sent[: len(sent) // 2], sent[len(sent) // 2 :]
+    stream.write(before)
+    stream.collect(covered(before))
+    leader = cluster.node(wait_fully_replicated(bootstrap, stream.input, 3)[0].leader)
+    assert leader.kill()
+    stream.write(after)  # acks=all: acknowledged once the dead leader is fenced and another one took over
+    stream.collect(covered(sent), timeout=120)
+    leader.start()
+    leader.wait_ready(120)
+    predicted = {(p["car_id"], p["seq"]) for p in stream.predictions}
+    missing = [(r["car_id"], r["seq"]) for r in sent if (r["car_id"], r["seq"]) not in predicted]
+    assert not missing, f"{len(missing)} readings have no prediction: {missing[:10]}"
+    predictor.assert_running()

@@ -58,7 +58,9 @@ def test_each_prediction_is_the_models_output_on_its_cars_window(tmp_path):
         (r["car_id"], r["seq"], r["event_time"]) for r in readings
     ]
     expected = model.predict(_reference_windows(readings, model.features))
-    np.testing.assert_array_equal(np.array([p["failure_probability"] for p in scored], dtype=np.float32), expected)
+    # equal up to float rounding: the model's kernels sum in another order for another batch shape (6e-8 seen)
+    got = np.array([p["failure_probability"] for p in scored], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     assert [p["failure_predicted"] or p["alert_suppressed"] for p in scored] == [float(e) >= 0.5 for e in expected]
     assert all(isinstance(p["failure_probability"], float) and type(p["seq"]) is int for p in scored)
 
@@ -77,7 +79,9 @@ def test_a_reading_that_lacks_a_model_feature_is_scored_at_its_training_mean_and
     mean = dict(zip(model.features, model.metadata["scaling"]["mean"], strict=True))
     filled = [{**r, **{name: mean[name] for name in peaks}} if i % 2 else r for i, r in enumerate(readings)]
     expected = model.predict(_reference_windows(filled, model.features))
-    np.testing.assert_array_equal(np.array([p["failure_probability"] for p in scored], dtype=np.float32), expected)
+    # equal up to float rounding: the model's kernels sum in another order for another batch shape (6e-8 seen)
+    got = np.array([p["failure_probability"] for p in scored], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     # the untrained model keeps no training range: only what a reading lacks flags it
     assert [p["ood_features"] for p in scored] == [peaks if i % 2 else [] for i in range(len(readings))]
     assert [p["out_of_distribution"] for p in scored] == [bool(i % 2) for i in range(len(readings))]

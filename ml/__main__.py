@@ -1,4 +1,4 @@
-"""python -m ml, or the console script `car-ml`: `train`, `predict`, `drift`, or the seed's form
+"""python -m ml, or the console script `car-ml`: `train`, `predict`, `drift`, `registry`, or the seed's form
 `<bootstrap servers> <topic> <start offset> [result topic]`."""
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ USAGE = """usage: python -m ml train [options]         train the LSTM on a bound
        python -m ml predict [options]       live predictions from car-sensor to car-sensor-predictions
        python -m ml drift [options]         recent car-sensor data against the serving model's training data:
                                             an HTML report per feature (PSI, KS, share outside the training range)
+       python -m ml registry ACTION [options]
+                                            the model registry: show, register VERSION, promote, reject,
+                                            rollback (the predictor serves the champion)
        python -m ml SERVERS TOPIC START_OFFSET [RESULT_TOPIC] [options]
                                             the seed's form: train on the first records from START_OFFSET
                                             (window and horizon fitted to them), predict the following ones
@@ -39,6 +42,10 @@ def main(argv: list[str]) -> int:
         from ml.training.drift import main as drift_main
 
         return drift_main(rest)
+    if command == "registry":
+        from ml.registry_cli import main as registry_main
+
+        return registry_main(rest)
     from ml.training.seed_form import main as seed_main
 
     return seed_main(argv)

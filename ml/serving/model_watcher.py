@@ -1,8 +1,11 @@
-"""Hot reload: a background thread watches the model directory and loads a newer version while the predictor
+"""Hot reload: a background thread watches the model directory and loads the version to serve while the predictor
 keeps predicting with the current one; the predictor swaps models between two batches.
 
-Versions are sortable UTC times and each is renamed into place only when complete (ml/artifact.py), so the
-newest directory is always whole. A version that fails to load is logged and skipped until a newer one appears.
+The version to serve is ml/registry.py's `serving_version`: the registry's champion alias, else the newest complete
+version. A version is loaded whenever it differs from the one served, newer or not, so that a promotion and a
+rollback switch a running predictor. Versions are renamed into place only when complete (ml/artifact.py) and the
+aliases are replaced whole (ml/registry.py), so what is named is always whole. A version that fails to load is
+logged and skipped, and the current model keeps serving, until another version is to be served.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common.errors import CarStreamError
 from ml import artifact
+from ml.registry import serving_version
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +28,9 @@ class ModelWatcher:
     def __init__(self, model_dir: str | Path, interval: float) -> None:
         self.model_dir = Path(model_dir)
         self.interval = interval
-        self._seen: str | None = None
+        self._served: str | None = None  # the version loaded last (handed to the loop, or waiting to be)
+        self._failed: str | None = None  # a version that failed to load: not tried again while it stays named
+        self._complaint: str | None = None  # why the version to serve is unknown, logged once while it lasts
         self._ready: artifact.LoadedModel | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -52,7 +59,7 @@ class ModelWatcher:
         self._stop.set()
 
     def take(self) -> artifact.LoadedModel | None:
-        """The newer model loaded since the last call, if any."""
+        """The model loaded since the last call, if any."""
         with self._lock:
             model, self._ready = self._ready, None
         return model
@@ -63,22 +70,30 @@ class ModelWatcher:
 
     def _look(self) -> None:
         try:
-            path = artifact.latest(self.model_dir)
-        except OSError as exc:
-            log.warning("cannot list %s: %s", self.model_dir, exc)
+            path = serving_version(self.model_dir)
+        except (OSError, CarStreamError) as exc:  # a registry file unreadable: keep serving the current model
+            if str(exc) != self._complaint:
+                log.error("cannot tell which model to serve from %s, keeping the current one: %s", self.model_dir, exc)
+                self._complaint = str(exc)
             return
-        if path is None or path.name == self._seen or (self._seen and path.name < self._seen):
+        self._complaint = None
+        if path is None:
             return
-        self._seen = path.name
+        if path.name != self._failed:
+            self._failed = None  # named again later, it is tried again
+        if path.name in (self._served, self._failed):
+            return
         try:
             model = artifact.load(path)
             warm_up_s = model.warm_up()
         except Exception as exc:  # a broken artifact must not stop the predictor; keep serving the current one
             log.error("cannot load model %s, keeping the current one: %s", path, exc)
+            self._failed = path.name
             return
         log.info(
             "model %s loaded from %s (window %s), warmed up in %.0f ms",
             model.version, path, model.metadata.get("window"), 1000 * warm_up_s,
         )  # fmt: skip
+        self._served, self._failed = path.name, None
         with self._lock:
             self._ready = model

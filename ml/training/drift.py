@@ -47,7 +47,11 @@ class DriftSettings(MlSettings):
     """`python -m ml drift`: the last records of every partition against the serving model's training data."""
 
     recent_records: int = Field(5000, ge=1, description="Records read from the end of every partition")
-    model_path: str | None = Field(None, description="Model version directory; unset: the newest in --model-dir")
+    model_path: str | None = Field(
+        None,
+        description="Model version directory; unset: the one the predictor serves from --model-dir (the registry's "
+        "champion, else the newest)",
+    )
     drift_dir: str = Field("artifacts/drift", description="Folder of the drift reports (one sub-folder per run)")
     psi_threshold: float = Field(0.25, gt=0, description="PSI from which a feature's verdict is DRIFT")
     ood_share: float = Field(
@@ -154,10 +158,11 @@ def run(settings: DriftSettings) -> Path:
     # TensorFlow loads here (ml/source.py), after --help and the settings check
     from ml import artifact
     from ml.features import feature_matrix
+    from ml.registry import serving_version
     from ml.source import read_records, resolve_range
     from ml.training.drift_report import write_drift_report
 
-    version = Path(settings.model_path) if settings.model_path else artifact.latest(settings.model_dir)
+    version = Path(settings.model_path) if settings.model_path else serving_version(settings.model_dir)
     if version is None:
         raise ConfigError(f"no model in {settings.model_dir}: train one first (python -m ml train)")
     metadata = artifact.read_metadata(version)

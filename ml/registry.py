@@ -1,0 +1,315 @@
+"""The model registry: which version is served (the champion), which waits to be judged (the challenger), and every
+decision that moved them, kept in the model folder beside the versions (no server).
+
+    <model_dir>/registry/
+        aliases.json       {"champion": version | null, "challenger": version | null}: what the predictor reads.
+                           Replaced whole (a temporary file in the same folder, fsynced, os.replace): a reader sees
+                           the old aliases or the new ones, never half of them
+        decisions.jsonl    one JSON decision per line, appended and fsynced: time (UTC), action (register, promote,
+                           reject, rollback), version, previous_champion, reason, figures
+        .lock              taken (fcntl.flock) around every read-modify-write: two writers never interleave
+
+Rules (`Registry`):
+- register_challenger(version): the version must be a complete version of the folder (ml/artifact.py) whose
+  metadata reads, and not the champion. A pending challenger must be promoted or rejected first, so that every
+  challenger ends in a decision.
+- promote: the challenger becomes the champion; the challenger alias is cleared.
+- reject: the challenger alias is cleared; the champion stays.
+- rollback: the champion becomes the one before it on the line of promotions (a second rollback goes one more
+  back; a rolled-back champion comes back only by being registered and promoted again). A pending challenger
+  stays pending. With no champion before the current one: RegistryError.
+- `previous_champion` of a decision is the version served before it: the champion, or, before the first
+  promotion, the version `serving_version` gave (so rolling back the first promotion returns to it).
+
+`serving_version(model_dir)`: the champion when the registry names one, else the newest complete version (what the
+predictor served before the registry existed), the pending challenger excepted: a challenger is never served
+before it is promoted. Register and promote the version in service once to adopt the registry; from then on a
+newly trained version is served only when promoted.
+
+Edge cases:
+- decisions.jsonl is the history and aliases.json its summary. A write works out the aliases from the history
+  (never from aliases.json, which a crash can leave behind), appends its decision, then rewrites aliases.json: a
+  crash between the two leaves aliases.json one decision behind until the next decision rewrites it. A hand-edited
+  aliases.json is likewise put back to what the history says by the next decision.
+- a torn last line of decisions.jsonl (a crash in the middle of an append) is ignored when read, with a warning,
+  and cut off before the next append; a corrupt line anywhere else, or a corrupt aliases.json, is a RegistryError
+  naming the file.
+- a champion whose folder is gone is still named by serving_version: the predictor logs that it cannot load it
+  and keeps serving the model it has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common.errors import CarStreamError
+from ml import artifact
+
+log = logging.getLogger(__name__)
+
+REGISTRY_DIR = "registry"
+ALIASES_FILE = "aliases.json"
+DECISIONS_FILE = "decisions.jsonl"
+LOCK_FILE = ".lock"
+REGISTER, PROMOTE, REJECT, ROLLBACK = "register", "promote", "reject", "rollback"
+ACTIONS = (REGISTER, PROMOTE, REJECT, ROLLBACK)
+
+
+class RegistryError(CarStreamError):
+    """A registry decision breaks a rule, or a registry file is corrupt."""
+
+
+@dataclass(frozen=True)
+class Aliases:
+    champion: str | None = None
+    challenger: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    time: str
+    """UTC, ISO 8601 with a Z."""
+    action: str
+    version: str
+    """The version the action is about: registered, promoted, rejected, or rolled back to."""
+    previous_champion: str | None
+    """The version served before the decision."""
+    reason: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)  # NaN is no JSON other readers take
+
+
+def _decision(line: str, where: str) -> Decision:
+    try:
+        values = json.loads(line)
+        decision = Decision(**values)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise RegistryError(f"{where} is no registry decision: {exc}") from exc
+    if decision.action not in ACTIONS or not isinstance(decision.version, str):
+        what = f"action {decision.action!r}, version {decision.version!r}"
+        raise RegistryError(f"{where} is no registry decision: {what}")
+    return decision
+
+
+def _fsync_folder(folder: Path) -> None:
+    """A new or renamed file survives a crash only once its folder's entry is on disk too."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read_aliases(model_dir: str | Path) -> Aliases | None:
+    """The aliases, or None where no registry exists (no aliases.json)."""
+    path = Path(model_dir) / REGISTRY_DIR / ALIASES_FILE
+    try:
+        values = json.loads(path.read_text())
+        aliases = Aliases(**values)
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise RegistryError(
+            f"{path} is not valid registry aliases ({exc}); the next decision rewrites it from {DECISIONS_FILE}"
+        ) from exc
+    for name in (aliases.champion, aliases.challenger):
+        if name is not None and not (isinstance(name, str) and artifact.VERSION_PATTERN.match(name)):
+            raise RegistryError(f"{path} names {name!r}, which is no model version")
+    return aliases
+
+
+def _newest_but(model_dir: Path, challenger: str | None) -> Path | None:
+    found = [path for path in artifact.versions(model_dir) if path.name != challenger]
+    return found[-1] if found else None
+
+
+def serving_version(model_dir: str | Path) -> Path | None:
+    """The version to serve: the champion alias, else the newest complete version that is not the challenger."""
+    root = Path(model_dir)
+    aliases = read_aliases(root)
+    if aliases is not None and aliases.champion is not None:
+        return root / aliases.champion
+    return _newest_but(root, aliases.challenger if aliases else None)
+
+
+@dataclass
+class _Line:
+    """The aliases a history leads to, and the line of champions that rollbacks walk back (current one last)."""
+
+    champions: list[str] = field(default_factory=list)
+    challenger: str | None = None
+
+    @property
+    def champion(self) -> str | None:
+        return self.champions[-1] if self.champions else None
+
+    def follow(self, decision: Decision) -> None:
+        if decision.action == REGISTER:
+            self.challenger = decision.version
+        elif decision.action == PROMOTE:
+            if not self.champions and decision.previous_champion:
+                self.champions.append(decision.previous_champion)
+            self.champions.append(decision.version)
+            self.challenger = None
+        elif decision.action == REJECT:
+            self.challenger = None
+        else:  # rollback: back one champion, or to the version named where the line does not lead there
+            if self.champions:
+                self.champions.pop()
+            if self.champion != decision.version:
+                self.champions = [decision.version]
+
+
+class Registry:
+    """The aliases and decision history of one model folder; see the module's docstring for the rules."""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        self.model_dir = Path(model_dir)
+        self.folder = self.model_dir / REGISTRY_DIR
+        self.aliases_file = self.folder / ALIASES_FILE
+        self.decisions_file = self.folder / DECISIONS_FILE
+
+    def aliases(self) -> Aliases:
+        return read_aliases(self.model_dir) or Aliases()
+
+    def champion(self) -> str | None:
+        return self.aliases().champion
+
+    def challenger(self) -> str | None:
+        return self.aliases().challenger
+
+    def history(self) -> list[Decision]:
+        """Every decision, oldest first."""
+        return self._read_history()[0]
+
+    def register_challenger(self, version: str, reason: str, figures: dict[str, Any] | None = None) -> Decision:
+        with self._locked() as line:
+            self._require_version(version)
+            if version == line.champion:
+                raise RegistryError(f"{version} is the champion already")
+            if version == line.challenger:
+                raise RegistryError(f"{version} is the challenger already")
+            if line.challenger is not None:
+                raise RegistryError(
+                    f"challenger {line.challenger} is pending: promote or reject it before registering {version}"
+                )
+            return self._decide(line, REGISTER, version, line.champion, reason, figures)
+
+    def promote(self, reason: str, figures: dict[str, Any] | None = None) -> Decision:
+        with self._locked() as line:
+            challenger = self._pending(line, PROMOTE)
+            self._require_version(challenger)
+            served = line.champion or self._served_before_registry(challenger)
+            return self._decide(line, PROMOTE, challenger, served, reason, figures)
+
+    def reject(self, reason: str, figures: dict[str, Any] | None = None) -> Decision:
+        with self._locked() as line:
+            challenger = self._pending(line, REJECT)
+            return self._decide(line, REJECT, challenger, line.champion, reason, figures)
+
+    def rollback(self, reason: str, figures: dict[str, Any] | None = None) -> Decision:
+        with self._locked() as line:
+            if len(line.champions) < 2:
+                current = line.champion or "none"
+                raise RegistryError(
+                    f"no champion before the current one ({current}) in {self.decisions_file}: nothing to roll back to"
+                )
+            target = line.champions[-2]
+            self._require_version(target)
+            return self._decide(line, ROLLBACK, target, line.champion, reason, figures)
+
+    def _served_before_registry(self, challenger: str) -> str | None:
+        newest = _newest_but(self.model_dir, challenger)
+        return newest.name if newest else None
+
+    def _pending(self, line: _Line, action: str) -> str:
+        if line.challenger is None:
+            raise RegistryError(f"no challenger to {action}: register one first")
+        return line.challenger
+
+    def _require_version(self, version: str) -> None:
+        if version not in {path.name for path in artifact.versions(self.model_dir)}:
+            raise RegistryError(f"{version} is no complete model version in {self.model_dir}")
+        artifact.read_metadata(self.model_dir / version)  # ArtifactError when its metadata is missing or broken
+
+    def _decide(
+        self, line: _Line, action: str, version: str, previous: str | None, reason: str, figures: dict | None
+    ) -> Decision:
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        decision = Decision(now, action, version, previous, reason, dict(figures or {}))
+        try:
+            text = decision.to_json()
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"the figures of a decision must be JSON values: {exc}") from exc
+        self._append(text)
+        line.follow(decision)
+        self._write_aliases(Aliases(line.champion, line.challenger))
+        log.info("registry of %s: %s %s (%s)", self.model_dir, action, version, reason)
+        return decision
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[_Line]:
+        """Hold the lock file; yields the line the history leads to."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            line = _Line()
+            for decision in self.history():
+                line.follow(decision)
+            yield line
+
+    def _read_history(self) -> tuple[list[Decision], int]:
+        """The decisions, and the length in bytes of the file's whole lines (a torn last line excluded)."""
+        try:
+            data = self.decisions_file.read_bytes()
+        except FileNotFoundError:
+            return [], 0
+        whole = data.rfind(b"\n") + 1
+        if whole < len(data):
+            log.warning("%s ends in a torn line (a write cut short), ignored: %r", self.decisions_file, data[whole:])
+        decisions = []
+        for number, raw in enumerate(data[:whole].splitlines(), start=1):
+            if raw.strip():
+                where = f"{self.decisions_file} line {number}"
+                decisions.append(_decision(raw.decode("utf-8", errors="replace"), where))
+        return decisions, whole
+
+    def _append(self, text: str) -> None:
+        whole = self._read_history()[1]
+        created = not self.decisions_file.exists()
+        with open(self.decisions_file, "ab") as out:
+            if out.tell() > whole:
+                out.truncate(whole)  # append mode writes at the end, wherever that now is
+            out.write(text.encode() + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        if created:
+            _fsync_folder(self.folder)
+
+    def _write_aliases(self, aliases: Aliases) -> None:
+        handle, temporary = tempfile.mkstemp(prefix=f".{ALIASES_FILE}-", dir=self.folder)
+        try:
+            os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide the aliases from a predictor run as another user
+            with os.fdopen(handle, "w") as out:
+                json.dump(asdict(aliases), out, indent=2)
+                out.write("\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.aliases_file)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        _fsync_folder(self.folder)

@@ -1,4 +1,4 @@
-"""python -m ml, or the console script `car-ml`: `train`, `predict`, `drift`, `registry`, or the seed's form
+"""python -m ml, or the console script `car-ml`: `train`, `predict`, `drift`, `registry`, `judge`, or the seed's form
 `<bootstrap servers> <topic> <start offset> [result topic]`."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ USAGE = """usage: python -m ml train [options]         train the LSTM on a bound
        python -m ml registry ACTION [options]
                                             the model registry: show, register VERSION, promote, reject,
                                             rollback (the predictor serves the champion)
+       python -m ml judge [options]         the challenger's shadow predictions against the champion's on live
+                                            data: promote or reject it by the promotion gate
        python -m ml SERVERS TOPIC START_OFFSET [RESULT_TOPIC] [options]
                                             the seed's form: train on the first records from START_OFFSET
                                             (window and horizon fitted to them), predict the following ones
@@ -46,6 +48,10 @@ def main(argv: list[str]) -> int:
         from ml.registry_cli import main as registry_main
 
         return registry_main(rest)
+    if command == "judge":
+        from ml.continual.cli import main as judge_main
+
+        return judge_main(rest)
     from ml.training.seed_form import main as seed_main
 
     return seed_main(argv)

@@ -15,6 +15,8 @@ Rules (`Registry`):
   challenger ends in a decision.
 - promote: the challenger becomes the champion; the challenger alias is cleared.
 - reject: the challenger alias is cleared; the champion stays.
+- promote and reject given `judged` (the version a program judged, `python -m ml judge`): refused when another
+  challenger is pending by then, so that a verdict on one version never moves another registered meanwhile.
 - rollback: the champion becomes the one before it on the line of promotions (a second rollback goes one more
   back; a rolled-back champion comes back only by being registered and promoted again). A pending challenger
   stays pending. With no champion before the current one: RegistryError.
@@ -207,16 +209,18 @@ class Registry:
                 )
             return self._decide(line, REGISTER, version, line.champion, reason, figures)
 
-    def promote(self, reason: str, figures: dict[str, Any] | None = None) -> Decision:
+    def promote(self, reason: str, figures: dict[str, Any] | None = None, *, judged: str | None = None) -> Decision:
+        """`judged`: the version a program judged; RegistryError when another one is pending now."""
         with self._locked() as line:
-            challenger = self._pending(line, PROMOTE)
+            challenger = self._pending(line, PROMOTE, judged)
             self._require_version(challenger)
             served = line.champion or self._served_before_registry(challenger)
             return self._decide(line, PROMOTE, challenger, served, reason, figures)
 
-    def reject(self, reason: str, figures: dict[str, Any] | None = None) -> Decision:
+    def reject(self, reason: str, figures: dict[str, Any] | None = None, *, judged: str | None = None) -> Decision:
+        """`judged`: as in `promote`."""
         with self._locked() as line:
-            challenger = self._pending(line, REJECT)
+            challenger = self._pending(line, REJECT, judged)
             return self._decide(line, REJECT, challenger, line.champion, reason, figures)
 
     def rollback(self, reason: str, figures: dict[str, Any] | None = None) -> Decision:
@@ -234,9 +238,14 @@ class Registry:
         newest = _newest_but(self.model_dir, challenger)
         return newest.name if newest else None
 
-    def _pending(self, line: _Line, action: str) -> str:
+    def _pending(self, line: _Line, action: str, judged: str | None = None) -> str:
         if line.challenger is None:
             raise RegistryError(f"no challenger to {action}: register one first")
+        if judged is not None and judged != line.challenger:
+            # the aliases changed between the judging and the decision: a verdict on one version never moves another
+            raise RegistryError(
+                f"{judged} was judged, but the pending challenger is now {line.challenger}: no {action}"
+            )
         return line.challenger
 
     def _require_version(self, version: str) -> None:

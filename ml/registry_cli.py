@@ -18,15 +18,14 @@ import json
 import logging
 from pathlib import Path
 
-from confluent_kafka import KafkaException, Producer
 from pydantic import Field
 
 from common.cli import add_settings_arguments, describe, doc_parser, settings_from_args
-from common.kafka import ensure_topics, producer_config
 from common.lifecycle import EXIT_FAILED, EXIT_OK
 from common.logs import setup_logging
 from common.settings import env_alias
 from common.topics import MODEL_DECISIONS_TOPIC
+from ml.decisions_topic import publish_decision
 from ml.registry import PROMOTE, REGISTER, REJECT, ROLLBACK, Decision, Registry, serving_version
 from ml.settings import MlSettings
 
@@ -106,30 +105,10 @@ def decide(registry: Registry, args: argparse.Namespace) -> Decision:
 def publish(decision: Decision, settings: RegistrySettings, history_file: Path) -> bool:
     """Produce `decision` (already in `history_file`) to the decisions topic; True once Kafka confirmed it (a
     failure is logged)."""
-    servers, security, timeout = settings.kafka_bootstrap_servers, settings.kafka_security, settings.decisions_timeout
-    topic = settings.decisions_topic
-    failures: list[str] = []
-    try:
-        ensure_topics(servers, security, {topic: 1}, timeout=timeout)
-        producer = Producer(producer_config(servers, security, **{"message.timeout.ms": int(timeout * 1000)}))
-        producer.produce(
-            topic,
-            decision.to_json().encode(),
-            decision.version.encode(),
-            on_delivery=lambda error, _message: failures.append(str(error)) if error else None,
-        )
-        if producer.flush(timeout + 5):
-            failures.append(f"not confirmed within {timeout + 5:.0f} s")
-    except (KafkaException, BufferError) as exc:
-        failures.append(str(exc))
-    if failures:
-        log.error(
-            "decision %s %s is in %s but not on Kafka topic %s (%s): %s",
-            decision.action, decision.version, history_file, topic, servers, "; ".join(failures),
-        )  # fmt: skip
-        return False
-    log.info("decision %s %s produced to %s", decision.action, decision.version, topic)
-    return True
+    servers = settings.kafka_bootstrap_servers or ""
+    return publish_decision(
+        decision, servers, settings.kafka_security, settings.decisions_topic, settings.decisions_timeout, history_file
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -59,8 +59,16 @@ def write_readings(
 ) -> int:
     """Readings to `topic` (created with `partitions` when missing) as the bridge writes them: Avro single-object
     encoding, key = car_id; returns how many."""
+    return write_records(bootstrap, security, topic, records, schemas.READING, partitions)
+
+
+def write_records(
+    bootstrap: str, security: KafkaSecurity, topic: str, records: Iterable[dict], schema: str, partitions: int = 3
+) -> int:
+    """Records of `schema` (readings, or predictions with schema=PREDICTION) to `topic` (created with `partitions`
+    when missing), Avro single-object encoding, key = car_id; returns how many."""
     ensure_topics(bootstrap, security, {topic: partitions})
-    codec = AvroCodec(schemas.READING, topic)
+    codec = AvroCodec(schema, topic)
     producer = Producer(producer_config(bootstrap, security, **{"linger.ms": 20}))
     count = 0
     for record in records:
@@ -69,7 +77,7 @@ def write_readings(
         if count % 5000 == 0:
             producer.poll(0)
     if producer.flush(60):
-        raise KafkaError(f"readings for {topic} were not all delivered")
+        raise KafkaError(f"records for {topic} were not all delivered")
     return count
 
 

@@ -103,3 +103,18 @@ def shuffled(predictions: list[dict[str, Any]], seed: int, window: int, records:
     values = rng.permutation([p["failure_probability"] for p in predictions])
     keys = [(p["car_id"], p["seq"]) for p in predictions]
     return publish(records, dict(zip(keys, values.tolist(), strict=True)), version, window)
+
+
+def as_written(predictions: list[dict[str, Any]], records: list[dict[str, Any]], horizon: int) -> list[dict]:
+    """`predictions` with the schema's other fields, as a predictor writes them to Kafka: the reading's event_time,
+    predicted_at (the reading's event_time here), the model's horizon, in distribution."""
+    times = {(r["car_id"], r["seq"]): r["event_time"] for r in records}
+    return [
+        {
+            **p,
+            "event_time": times[(p["car_id"], p["seq"])],
+            "predicted_at": times[(p["car_id"], p["seq"])],
+            "horizon": horizon,
+        }
+        for p in predictions
+    ]

@@ -251,3 +251,17 @@ def test_the_command_decides_shows_and_exits_1_when_kafka_does_not_confirm(model
     assert registry_main(["register", B, *given]) == 1
     assert Registry(models).challenger() == B, "the file is the source of truth: written before Kafka"
     assert Registry(models).history()[-1].version == B
+
+
+def test_a_verdict_on_one_challenger_never_moves_another_registered_meanwhile(models):
+    registry = Registry(models)
+    promoted(registry, A)
+    registry.register_challenger(B, "retrained")
+    registry.reject("by hand")  # while a program judged B, someone rejected it and registered C
+    registry.register_challenger(C, "another")
+    for decide in (registry.promote, registry.reject):
+        with pytest.raises(RegistryError, match=f"{B} was judged, but the pending challenger is now {C}"):
+            decide("the gate", judged=B)
+    assert (registry.champion(), registry.challenger()) == (A, C)
+    assert registry.history()[-1].action == "register"
+    assert registry.promote("the gate", judged=C).version == C

@@ -26,7 +26,8 @@ Rules (`Registry`):
 `serving_version(model_dir)`: the champion when the registry names one, else the newest complete version (what the
 predictor served before the registry existed), the pending challenger excepted: a challenger is never served
 before it is promoted. Register and promote the version in service once to adopt the registry; from then on a
-newly trained version is served only when promoted.
+newly trained version is served only when promoted. The Java serving program restates this rule and the aliases'
+format (ml/streams/.../ModelRegistry.java): a change here is a change there.
 
 Edge cases:
 - decisions.jsonl is the history and aliases.json its summary. A write works out the aliases from the history

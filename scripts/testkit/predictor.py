@@ -3,8 +3,10 @@ writes readings (keeping the offset each got) and reads the predictions back, co
 
 from __future__ import annotations
 
+import collections
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -13,6 +15,7 @@ from common import schemas
 from common.avro import AvroCodec
 from scripts.runtime.local import free_port
 from scripts.runtime.streams import java_serving_command
+from scripts.testkit.kafka import read_to_end
 from scripts.testkit.services import ChildService, python_env
 
 WAIT_S = 90
@@ -97,6 +100,30 @@ def covered(readings: list[dict]) -> Callable[[list[dict]], bool]:
     """A Stream.collect condition: every reading of `readings` has a prediction."""
     wanted = {(r["car_id"], r["seq"]) for r in readings}
     return lambda predictions: wanted <= {(p["car_id"], p["seq"]) for p in predictions}
+
+
+def assert_served_in_phases(
+    stream: Stream, partitions: int, phases: Sequence[list[dict]], versions: Sequence[str]
+) -> None:
+    """The output topic of `partitions` partitions, read to its end, holds exactly one prediction of every reading
+    of `phases` (each phase written once the version to serve had switched to the next), the readings of
+    `phases[i]` predicted by `versions[i]`, and each partition's predictions, in offset order, go through the
+    versions in that order: a reading predicted before a switch never comes after one predicted after it."""
+    messages = read_to_end(stream.bootstrap, stream.output)
+    predictions = [(m.partition(), stream.prediction_codec.decode(m.value())) for m in messages]
+    counts = collections.Counter((p["car_id"], p["seq"]) for _, p in predictions)
+    assert set(counts) == {(r["car_id"], r["seq"]) for phase in phases for r in phase}
+    assert max(counts.values()) == 1, "every reading has exactly one prediction"
+    served = {(p["car_id"], p["seq"]): p["model_version"] for _, p in predictions}
+    for number, (phase, expected) in enumerate(zip(phases, versions, strict=True)):
+        assert {served[(r["car_id"], r["seq"])] for r in phase} == {expected}, f"phase {number}"
+    by_partition = collections.defaultdict(list)
+    for partition, prediction in predictions:
+        by_partition[partition].append(prediction["model_version"])
+    order = [version for version, _ in itertools.groupby(versions)]
+    assert sorted(by_partition) == list(range(partitions)), "every partition holds predictions"
+    for partition, found in by_partition.items():
+        assert [version for version, _ in itertools.groupby(found)] == order, f"partition {partition}"
 
 
 def serving_settings(stream: Stream, model_dir: Path, port: int, **env: str) -> dict[str, str]:

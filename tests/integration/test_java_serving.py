@@ -7,6 +7,8 @@ Kafka: the artifact's SavedModel contract holds for a second program in another 
   the Python side reads, and undecodable records, which both send to their DLQ under the same contract.
 - The car told us: no alert on a reading whose car reported a failure in it or in its previous W readings, in both
   programs alike, by the rule of ml/episodes.py; the first reading past W alerts again.
+- The model registry: promoted and rolled back (ml/registry.py), the version it serves switches without a restart,
+  each reading predicted once; an aliases file that does not parse leaves the current model serving.
 - Exactly once: SIGKILLed while readings it had committed were not predicted yet, and restarted, the program gives
   every reading exactly one prediction (counted by (car_id, seq) at read_committed), and the windows restored from
   its changelogs give the probabilities of a run without the kill.
@@ -34,9 +36,10 @@ from common.settings import PLAINTEXT
 from ml import artifact
 from ml.episodes import suppressed
 from ml.features import series_from_records
+from ml.registry import ALIASES_FILE, REGISTRY_DIR, Registry
 from ml.training.untrained_model import save_untrained_model
 from scripts.testkit.kafka import delete_topics, read_until, unique
-from scripts.testkit.predictor import TOLERANCE, Stream, assert_same_as_reference, covered
+from scripts.testkit.predictor import TOLERANCE, Stream, assert_same_as_reference, assert_served_in_phases, covered
 from scripts.testkit.readings import readings, write_readings
 from scripts.testkit.services import run_module
 from simulator.fleet import generate_readings
@@ -303,3 +306,44 @@ def test_a_new_model_version_is_served_without_a_restart(
     assert {p["model_version"] for p in later} == {new}
     assert service.metric("predictor_model_info", version=new) == 1
     service.stop_ok()
+
+
+def test_it_serves_the_registrys_champion_and_follows_promotion_and_rollback_without_a_restart(
+    kafka_bootstrap, topic_factory, consumer_factory, group_id, tmp_path, java_predictors
+):
+    models = tmp_path / "models"
+    registry = Registry(models)
+    a = save_untrained_model(models, window=6, threshold=0.3, seed=1).name
+    registry.register_challenger(a, "the first model")
+    registry.promote("adopting the registry")
+    b = save_untrained_model(models, window=6, threshold=0.3, seed=2).name  # newer, but not served until promoted
+    assert b > a
+    readings = list(generate_readings(cars=8, readings_per_car=40, seed=4))  # car by car within each step
+    phases = [readings[:80], readings[80:160], readings[160:240], readings[240:]]
+    stream = Stream(kafka_bootstrap, topic_factory, consumer_factory, group_id, partitions=2)
+    service = java_predictors(stream, models)
+    stream.write(phases[0])
+    stream.collect(covered(phases[0]))
+
+    registry.register_challenger(b, "retrained")
+    registry.promote("better on the test cars")
+    service.wait_for_log(f"model {b} loaded")
+    stream.write(phases[1])
+    stream.collect(covered(phases[1]))
+
+    registry.rollback("too many alerts live")
+    service.wait_for_log(f"model {a} loaded", times=2)  # once at the start, once after the rollback
+    stream.write(phases[2])
+    stream.collect(covered(phases[2]))
+
+    # Half an aliases file: were it read as no registry, the newest version (B) would be served.
+    (models / REGISTRY_DIR / ALIASES_FILE).write_text('{"champion": ')
+    complaint = "cannot tell which model to serve"
+    service.wait_for_log(complaint)
+    stream.write(phases[3])
+    stream.collect(covered(readings))
+    assert sum(complaint in line for line in service.log_lines()) == 1, "logged once while it lasts"
+    assert service.running(), "the program must not restart to switch models"
+    assert service.metric("predictor_model_info", version=a) == 1
+    service.stop_ok()
+    assert_served_in_phases(stream, 2, phases, (a, b, a, a))

@@ -7,18 +7,14 @@ what is tested is which version serves each reading, counted by (car_id, seq).
 
 from __future__ import annotations
 
-import collections
 import functools
-import itertools
 import json
 from pathlib import Path
 
-from common import schemas
-from common.avro import AvroCodec
 from ml.registry import Registry
 from ml.training.untrained_model import save_untrained_model
 from scripts.testkit.kafka import read_to_end
-from scripts.testkit.predictor import Stream, covered
+from scripts.testkit.predictor import Stream, assert_served_in_phases, covered
 from scripts.testkit.services import run_module
 from simulator.fleet import generate_readings
 
@@ -68,21 +64,7 @@ def test_promotion_and_rollback_switch_a_running_predictor_and_every_decision_re
     assert predictor.running(), "the predictor must not restart to switch models"
     predictor.stop_ok()
 
-    codec = AvroCodec(schemas.PREDICTION, stream.output)
-    messages = read_to_end(kafka_bootstrap, stream.output)
-    predictions = [(m.partition(), codec.decode(m.value())) for m in messages]
-    counts = collections.Counter((p["car_id"], p["seq"]) for _, p in predictions)
-    assert set(counts) == {(r["car_id"], r["seq"]) for r in readings}
-    assert max(counts.values()) == 1, "every reading has exactly one prediction"
-    served = {(p["car_id"], p["seq"]): p["model_version"] for _, p in predictions}
-    for phase, expected in zip(phases, (a, b, a), strict=True):
-        assert {served[(r["car_id"], r["seq"])] for r in phase} == {expected}
-    by_partition = collections.defaultdict(list)
-    for partition, prediction in predictions:  # each partition's predictions in offset order
-        by_partition[partition].append(prediction["model_version"])
-    assert len(by_partition) == 2
-    for partition, versions in by_partition.items():
-        assert [version for version, _ in itertools.groupby(versions)] == [a, b, a], partition
+    assert_served_in_phases(stream, 2, phases, (a, b, a))
 
     records = read_to_end(kafka_bootstrap, decisions)
     values = [json.loads(m.value().decode("utf-8")) for m in records]

@@ -1,37 +1,32 @@
 package io.carstream.streams;
 
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.time.LocalDateTime;
-import java.time.ZoneOffset;
-import java.time.format.DateTimeFormatter;
-import java.time.format.DateTimeParseException;
+import java.util.Objects;
 import java.util.Optional;
 import java.util.concurrent.atomic.AtomicReference;
-import java.util.regex.Pattern;
-import java.util.stream.Stream;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Hot reload, as ml/serving/model_watcher.py does it: a thread looks for a newer version in the model folder, loads
- * and warms it up while the current one keeps serving, and hands it over; the processors take it between two
- * batches. Versions are sortable UTC times renamed into place only when complete (ml/artifact.py); one named more
- * than 10 minutes ahead of the clock is ignored, one that fails to load is logged and skipped.
+ * Hot reload, as ml/serving/model_watcher.py does it: a thread looks every reload interval for the version to serve
+ * ({@link ModelRegistry#servingVersion}: the registry's champion, else the newest complete version), loads and warms
+ * it up while the current one keeps serving, and hands it over; the processors take it between two batches. A
+ * version is loaded whenever it differs from the one served, newer or not, so that a promotion and a rollback switch
+ * a running program. A version that fails to load is logged and skipped, and the current model keeps serving, until
+ * another version is to be served; an unreadable registry is logged once and the current model keeps serving.
  */
 final class ModelWatcher implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(ModelWatcher.class);
-    private static final Pattern VERSION = Pattern.compile("^\\d{8}T\\d{6}Z$");
-    private static final DateTimeFormatter FORMAT = DateTimeFormatter.ofPattern("yyyyMMdd'T'HHmmss'Z'");
-    private static final long MAX_CLOCK_AHEAD_S = 600;
 
     private final Path folder;
     private final double oodThreshold;
     private final int threads;
     private final AtomicReference<ServedModel> current = new AtomicReference<>();
     private ServedModel retired;
-    private String seen = "";
+    private String served; // the version loaded last
+    private String failed; // a version that failed to load: not tried again while it stays the one to serve
+    private String complaint; // why the version to serve is unknown, logged once while it lasts
     private final Thread thread;
     private volatile boolean stopped;
 
@@ -80,12 +75,29 @@ final class ModelWatcher implements AutoCloseable {
     }
 
     synchronized void look() {
-        Optional<Path> newest = latest();
-        if (newest.isEmpty() || newest.get().getFileName().toString().compareTo(seen) <= 0) {
+        Optional<Path> chosen;
+        try {
+            chosen = ModelRegistry.servingVersion(folder);
+        } catch (IOException e) {
+            if (!Objects.equals(e.getMessage(), complaint)) {
+                log.error("cannot tell which model to serve from {}, keeping the current one: {}", folder,
+                        e.getMessage());
+                complaint = e.getMessage();
+            }
             return;
         }
-        Path path = newest.get();
-        seen = path.getFileName().toString();
+        complaint = null;
+        if (chosen.isEmpty()) {
+            return;
+        }
+        Path path = chosen.get();
+        String version = path.getFileName().toString();
+        if (!version.equals(failed)) {
+            failed = null; // named again later, it is tried again
+        }
+        if (version.equals(served) || version.equals(failed)) {
+            return;
+        }
         ServedModel model;
         long warmUp;
         try {
@@ -93,37 +105,18 @@ final class ModelWatcher implements AutoCloseable {
             warmUp = model.warmUpMillis();
         } catch (IOException | RuntimeException e) { // a broken artifact must not stop serving the current one
             log.error("cannot load model {}, keeping the current one: {}", path, e.toString());
+            failed = version;
             return;
         }
         log.info("model {} loaded from {} (window {}, horizon {}, threshold {}), warmed up in {} ms",
                 model.version, path, model.window, model.horizon, model.threshold, warmUp);
+        served = version;
         // The model replaced two versions ago is closed now: a batch holds its model for far less than a reload
         // interval, so no processor can still be using it.
         if (retired != null) {
             retired.close();
         }
         retired = current.getAndSet(model);
-    }
-
-    private Optional<Path> latest() {
-        LocalDateTime limit = LocalDateTime.now(ZoneOffset.UTC).plusSeconds(MAX_CLOCK_AHEAD_S);
-        try (Stream<Path> entries = Files.list(folder)) {
-            return entries.filter(Files::isDirectory)
-                    .filter(p -> VERSION.matcher(p.getFileName().toString()).matches())
-                    .filter(p -> {
-                        try {
-                            return !LocalDateTime.parse(p.getFileName().toString(), FORMAT).isAfter(limit);
-                        } catch (DateTimeParseException e) {
-                            return false;
-                        }
-                    })
-                    .max(Path::compareTo);
-        } catch (IOException e) {
-            if (Files.exists(folder)) {
-                log.warn("cannot list {}: {}", folder, e.toString());
-            }
-            return Optional.empty();
-        }
     }
 
     @Override

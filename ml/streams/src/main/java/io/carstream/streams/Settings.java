@@ -47,8 +47,8 @@ record Settings(
                     "Confluent-compatible schema registry URL: predictions are written in Confluent framing and "
                             + "readings in it are decoded by their schema id; unset means Avro single-object encoding"),
             new Option("model-dir", "ML_MODEL_DIR", "artifacts/models",
-                    "Folder of versioned model artifacts; the newest complete version is served and a newer one is "
-                            + "loaded without a restart"),
+                    "Folder of versioned model artifacts; its registry's champion is served, else the newest "
+                            + "complete version, and a change is loaded without a restart"),
             new Option("topic", "ML_TOPIC", "car-sensor", "Topic of the readings"),
             new Option("output-topic", "ML_OUTPUT_TOPIC", "car-sensor-predictions",
                     "Topic the predictions go to (Avro, key = car_id)"),
@@ -67,7 +67,7 @@ record Settings(
                     "Out of distribution when a feature lies more than this many training-range widths outside the "
                             + "training range (ml/ood.py)"),
             new Option("reload-interval", "ML_RELOAD_INTERVAL", "5",
-                    "Seconds between looks for a newer model version"),
+                    "Seconds between looks for the model version to serve"),
             new Option("max-batch", "ML_MAX_BATCH", "5000",
                     "Most readings per model call: a task's buffer is predicted when it holds this many"),
             new Option("batch-linger", "ML_BATCH_LINGER", "0.1",
@@ -231,7 +231,7 @@ record Settings(
     static String help() {
         StringBuilder text = new StringBuilder();
         text.append("usage: java -jar car-failure-streams.jar [--setting value ...]\n\n")
-                .append("Serves the newest model artifact of the model folder (its SavedModel) to every reading of the\n")
+                .append("Serves the model folder's champion, else its newest version (its SavedModel) to every reading of the\n")
                 .append("readings topic: a Kafka Streams application, exactly once (processing.guarantee=exactly_once_v2),\n")
                 .append("each car's last W readings in a state store backed by a changelog topic. Writes one prediction\n")
                 .append("per reading (the prediction schema, key = car_id), and undecodable records to the DLQ.\n\n")

@@ -91,3 +91,12 @@ def test_the_check_lets_the_kit_fixtures_and_conftests_helper_through() -> None:
     assert violations(ROOT / "scripts/bench/e2e.py", allowed) == []
     assert violations(ROOT / "tests/conftest.py", "from tests.containers import kafka_and_mosquitto") == []
     assert violations(ROOT / "tests/integration/test_a.py", "from scripts.testkit.bridge import start_bridge") == []
+
+
+def test_no_two_test_modules_share_a_name() -> None:
+    # pytest imports test modules by their name (rootdir, no packages): a second tests/*/test_x.py stops the whole
+    # suite's collection ("import file mismatch"), as it did twice when a unit and an integration test met.
+    stems: dict[str, list[str]] = {}
+    for path in TESTS.rglob("test_*.py"):
+        stems.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
+    assert not {stem: paths for stem, paths in stems.items() if len(paths) > 1}

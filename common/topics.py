@@ -2,6 +2,9 @@
 
 READINGS_TOPIC = "car-sensor"
 PREDICTIONS_TOPIC = "car-sensor-predictions"
+# The challenger's predictions, scored by the predictor beside the champion's on the same readings (the same schema,
+# its own model_version): never the product, what the promotion gate judges it on (ml/serving/shadow.py).
+SHADOW_PREDICTIONS_TOPIC = "car-sensor-predictions-shadow"
 DLQ_TOPIC = "car-sensor-dlq"
 # `python -m ml registry` produces each model decision (register, promote, reject, rollback) here when Kafka is
 # given (ml/registry_cli.py); the registry's files stay the source of truth.

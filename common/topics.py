@@ -2,13 +2,14 @@
 
 READINGS_TOPIC = "car-sensor"
 PREDICTIONS_TOPIC = "car-sensor-predictions"
+# The challenger's predictions, scored by the predictor beside the champion's on the same readings (the same schema,
+# its own model_version): never the product, what `python -m ml judge` compares with the champion's
+# (ml/serving/shadow.py writes it, ml/continual/ reads it).
+SHADOW_PREDICTIONS_TOPIC = "car-sensor-predictions-shadow"
 DLQ_TOPIC = "car-sensor-dlq"
 # `python -m ml registry` (when Kafka is given) and `python -m ml judge` produce each model decision (register,
 # promote, reject, rollback) here (ml/decisions_topic.py); the registry's files stay the source of truth.
 MODEL_DECISIONS_TOPIC = "car-sensor-model-decisions"
-# The challenger's shadow predictions (schemas/car_failure_prediction.avsc, like the champion's on
-# PREDICTIONS_TOPIC, which stay the product): what `python -m ml judge` compares with the champion's.
-SHADOW_PREDICTIONS_TOPIC = "car-sensor-predictions-shadow"
 # The stack's topics and their partitions, as the demo and the secured mode's set-up create them (the compose
 # stack's `topics` has the same defaults).
 TOPIC_PARTITIONS = {READINGS_TOPIC: 4, PREDICTIONS_TOPIC: 4, DLQ_TOPIC: 1}

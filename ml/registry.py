@@ -26,8 +26,10 @@ Rules (`Registry`):
 `serving_version(model_dir)`: the champion when the registry names one, else the newest complete version (what the
 predictor served before the registry existed), the pending challenger excepted: a challenger is never served
 before it is promoted. Register and promote the version in service once to adopt the registry; from then on a
-newly trained version is served only when promoted. The Java serving program restates this rule and the aliases'
-format (ml/streams/.../ModelRegistry.java): a change here is a change there.
+newly trained version is served only when promoted. `in_service(model_dir)` gives it with the pending challenger,
+from one read of the aliases: the predictor scores that challenger in the shadow (ml/serving/shadow.py). The Java
+serving program restates this rule and the aliases' format (ml/streams/.../ModelRegistry.java): a change here is a
+change there.
 
 Edge cases:
 - decisions.jsonl is the history and aliases.json its summary. A write works out the aliases from the history
@@ -138,13 +140,31 @@ def _newest_but(model_dir: Path, challenger: str | None) -> Path | None:
     return found[-1] if found else None
 
 
-def serving_version(model_dir: str | Path) -> Path | None:
-    """The version to serve: the champion alias, else the newest complete version that is not the challenger."""
+@dataclass(frozen=True)
+class InService:
+    """What a predictor runs, from one read of the aliases: the version it serves and the challenger it scores in
+    the shadow (None: no such version)."""
+
+    serving: Path | None
+    challenger: Path | None
+
+
+def in_service(model_dir: str | Path) -> InService:
+    """The version to serve (`serving_version`) and the pending challenger, from the same aliases: a promotion is
+    seen as both at once, never as a champion that is still the challenger."""
     root = Path(model_dir)
     aliases = read_aliases(root)
+    challenger = aliases.challenger if aliases else None
     if aliases is not None and aliases.champion is not None:
-        return root / aliases.champion
-    return _newest_but(root, aliases.challenger if aliases else None)
+        serving: Path | None = root / aliases.champion
+    else:
+        serving = _newest_but(root, challenger)
+    return InService(serving, root / challenger if challenger else None)
+
+
+def serving_version(model_dir: str | Path) -> Path | None:
+    """The version to serve: the champion alias, else the newest complete version that is not the challenger."""
+    return in_service(model_dir).serving
 
 
 @dataclass

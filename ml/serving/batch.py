@@ -7,8 +7,11 @@ reading enters its car's ring (ml/serving/ring_buffer.py) and gets the window th
 "the car told us"): failure_predicted false, alert_suppressed true where the probability reached the threshold.
 Nothing here talks to Kafka: the loop (ml/serving/loop.py) delivers the predictions and commits.
 
-The windows are sized by the served model (its metadata's window and features), never by the settings. A model
-with another window or feature list starts them empty, and the loop has every partition's history rebuilt.
+The windows are sized by the models scored (their metadata's window and features), never by the settings: the
+rings hold the longest window of the champion and of the challenger scored in the shadow (ml/serving/shadow.py),
+and each model takes its last W rows (ml/serving/scoring.py). When that length or the feature list changes (a new
+champion, a challenger of a longer window registered or cleared), the rings start empty and the loop has every
+partition's history rebuilt.
 Their memory is bounded by ML_MAX_STATE_BYTES (ml/serving/ring_buffer.py); cars evicted under it and seen again
 are `returning`: the loop has their history re-read (ml/serving/partitions.py) before `predict`.
 """
@@ -30,11 +33,13 @@ from common.errors import DecodeError
 from common.schemas import SEQ_FROM_CONTENT
 from ml.artifact import LoadedModel
 from ml.features import fill_missing, missing_values
-from ml.ood import OodScorer, OodScores, out_of_range
+from ml.ood import OodScores, out_of_range
 from ml.serving import metrics
 from ml.serving.progress import Progress
 from ml.serving.ring_buffer import CarWindows
+from ml.serving.scoring import ModelScorer, Pushed
 from ml.serving.settings import PredictorSettings
+from ml.serving.shadow import Challenger
 from ml.source import RawRecord
 
 log = logging.getLogger(__name__)
@@ -65,11 +70,14 @@ class Scored(NamedTuple):
     """int8 per prediction: the reading's failure_occurred (1 or 0), UNLABELLED where it is null."""
     ordered: np.ndarray
     """bool per prediction: seq is the sender's sequence number, not a content hash (which counts nothing)."""
+    pushed: Pushed | None = None
+    """The batch as it entered the rings: what the challenger is scored on (ml/serving/shadow.py)."""
 
 
 class BatchPredictor:
-    """The served model and the last W readings of every car of the owned partitions (a car's partition is its
-    group in the windows, so that a revoked partition's cars can be forgotten together)."""
+    """The served model (the champion), the challenger scored in the shadow, and the last L readings of every car
+    of the owned partitions, L the longest window of the two (a car's partition is its group in the windows, so that
+    a revoked partition's cars can be forgotten together)."""
 
     def __init__(
         self, settings: PredictorSettings, progress: Progress, dead_letter: Callable[[RawRecord, str], None]
@@ -78,39 +86,58 @@ class BatchPredictor:
         self.progress = progress
         self.dead_letter = dead_letter
         self.decoder = AvroCodec(schemas.READING, settings.topic, settings.schema_registry_url)
-        self.model: LoadedModel | None = None
+        self.scorer: ModelScorer | None = None
+        """The served model (the champion): its predictions are the product."""
+        self.challenger = Challenger(settings.ood_threshold, settings.shadow_topic)
         self.windows: CarWindows | None = None
         self.features: list[str] = []
         self.mean = np.zeros(0, dtype=np.float32)
-        """The model's training mean per feature: the value of a feature a reading lacks (ml/features.py)."""
-        self.threshold = 0.5
-        self.horizon = 0
-        self.ood = OodScorer(self.features, None, None)
+        """The served model's training mean per feature: the value of a feature a reading lacks (ml/features.py)."""
+
+    @property
+    def threshold(self) -> float:
+        assert self.scorer is not None
+        return self.scorer.threshold
 
     def use_model(self, model: LoadedModel) -> bool:
-        """Serve `model` from the next batch on. True when the windows start empty (the first model, or one with
-        another window or feature list): every owned partition's history must be rebuilt."""
-        meta = model.metadata
-        features, window = list(meta["features"]), int(meta["window"])
-        renewed = self.windows is None or features != self.features or window != self.windows.window
-        if renewed:
-            if self.windows is not None:
-                log.info("model %s has another window or features: rebuilding every car's history", model.version)
-            self.windows = self._new_windows(window, len(features))
-            self.features = features
-        self.model = model
-        self.mean = np.asarray(meta["scaling"]["mean"], dtype=np.float32)
-        self.threshold = self.settings.threshold if self.settings.threshold is not None else float(meta["threshold"])
-        self.horizon = int(meta["horizon"])
-        self.ood = OodScorer.from_metadata(meta, self.settings.ood_threshold)
+        """Serve `model` from the next batch on. True when the windows start empty (the first model, or another
+        longest window or feature list): every owned partition's history must be rebuilt."""
+        threshold = self.settings.threshold if self.settings.threshold is not None else model.threshold
+        self.scorer = ModelScorer(model, threshold, self.settings.ood_threshold)
+        self.mean = np.asarray(model.metadata["scaling"]["mean"], dtype=np.float32)
         metrics.set_model_version(model.version)
         log.info(
             "serving model %s (window %d, horizon %d, threshold %.3f)",
             model.version,
-            window,
-            self.horizon,
-            self.threshold,
+            model.window,
+            model.horizon,
+            threshold,
         )
+        self.challenger.match(self.scorer)
+        return self._fit_windows()
+
+    def use_challenger(self, model: LoadedModel | None) -> bool:
+        """Score `model` in the shadow from the next batch on (None: no challenger any more). True when the windows
+        start empty (its window is longer than the champion's, or was): every owned partition's history must be
+        rebuilt."""
+        self.challenger.use(model, self.scorer)
+        return self._fit_windows() if self.scorer is not None else False
+
+    def _fit_windows(self) -> bool:
+        """Rings of the longest window scored and the served model's features; new ones when either changed."""
+        assert self.scorer is not None
+        length, features = max(self.scorer.window, self.challenger.window), self.scorer.features
+        renewed = self.windows is None or features != self.features or length != self.windows.window
+        if renewed:
+            if self.windows is not None:
+                log.info(
+                    "the windows now hold %d readings of %d features (the longest window scored): rebuilding every "
+                    "car's history",
+                    length,
+                    len(features),
+                )
+            self.windows = self._new_windows(length, len(features))
+            self.features = features
         return renewed
 
     def _new_windows(self, window: int, features: int) -> CarWindows:
@@ -195,71 +222,44 @@ class BatchPredictor:
             return self._decode(records)
 
     def predict(self, decoded: list[tuple[RawRecord, dict]]) -> Scored:
-        """The prediction records (prediction schema) of every decoded reading, in the order read, with their
-        OOD scores and the readings' ground truth."""
-        assert self.windows is not None and self.model is not None
+        """The served model's prediction records (prediction schema) of every decoded reading, in the order read,
+        with their OOD scores and the readings' ground truth."""
+        assert self.scorer is not None
+        with self.progress.phase("windows"):
+            pushed = self._push(decoded)
+        with self.progress.phase("model"):
+            probabilities = self._call_model(pushed)
+        with self.progress.phase("ood"):
+            ood = self.scorer.ood_scores(pushed)
+        predictions = self.scorer.records(pushed, probabilities, ood)
+        return Scored(predictions, ood, pushed.failure, ~pushed.hashed, pushed)
+
+    def _push(self, decoded: list[tuple[RawRecord, dict]]) -> Pushed:
+        """Each reading into its car's ring, per partition, and the window that ends at it."""
+        assert self.windows is not None
         readings = [reading for _, reading in decoded]
         by_partition: dict[int, list[int]] = {}
         for i, (record, _) in enumerate(decoded):
             by_partition.setdefault(record.partition, []).append(i)
-        with self.progress.phase("windows"):
-            cars, seqs, rows, hashed, times, missing = self._columns(readings)
-            failure = _failure(readings)
-            windows = np.empty((len(readings), self.windows.window, self.windows.features), dtype=np.float32)
-            suppressed = np.zeros(len(readings), dtype=bool)
-            for partition, indices in by_partition.items():
-                quiet = np.zeros(len(indices), dtype=bool)
-                windows[indices] = self.windows.push(
-                    [cars[i] for i in indices],
-                    seqs[indices],
-                    rows[indices],
-                    hashed[indices],
-                    group=partition,
-                    times=times[indices],
-                    failed=failure[indices] == 1,
-                    suppressed=quiet,
-                )
-                suppressed[indices] = quiet
-            self._state_metrics()
-        with self.progress.phase("model"):
-            probabilities = self._call_model(windows)
-        with self.progress.phase("ood"):
-            ood = self.ood.score(rows, out_of_range(readings), missing)
-        # Python values (tolist) build the records several times faster than numpy scalars; the alert compares
-        # the float32 probability as float64, as `float(p) >= threshold` does
-        above = probabilities.astype(np.float64) >= self.threshold
-        alert, quieted = above & ~suppressed, above & suppressed
-        predicted_at, version, horizon = int(time.time() * 1000), self.model.version, self.horizon
-        predictions = [
-            {
-                "car_id": car,
-                "seq": seq,
-                "event_time": event_time,
-                "predicted_at": predicted_at,
-                "failure_probability": probability,
-                "failure_predicted": alerting,
-                "model_version": version,
-                "horizon": horizon,
-                "ood_score": score,
-                "out_of_distribution": flagged,
-                "ood_features": ood.features_of(i) if flagged else [],
-                "alert_suppressed": held_back,
-            }
-            for i, (car, seq, event_time, probability, alerting, score, flagged, held_back) in enumerate(
-                zip(
-                    cars,
-                    seqs.tolist(),
-                    times.tolist(),
-                    probabilities.tolist(),
-                    alert.tolist(),
-                    ood.score.tolist(),
-                    ood.flagged.tolist(),
-                    quieted.tolist(),
-                    strict=True,
-                )
+        cars, seqs, rows, hashed, times, missing = self._columns(readings)
+        failure = _failure(readings)
+        windows = np.empty((len(readings), self.windows.window, self.windows.features), dtype=np.float32)
+        since_failure = np.zeros(len(readings), dtype=np.int64)
+        for partition, indices in by_partition.items():
+            since = np.zeros(len(indices), dtype=np.int64)
+            windows[indices] = self.windows.push(
+                [cars[i] for i in indices],
+                seqs[indices],
+                rows[indices],
+                hashed[indices],
+                group=partition,
+                times=times[indices],
+                failed=failure[indices] == 1,
+                since_failure=since,
             )
-        ]
-        return Scored(predictions, ood, failure, ~hashed)
+            since_failure[indices] = since
+        self._state_metrics()
+        return Pushed(cars, seqs, times, rows, missing, out_of_range(readings), hashed, failure, windows, since_failure)
 
     def _decode(self, records: list[RawRecord], dead_letter: bool = True) -> list[tuple[RawRecord, dict]]:
         decoded = []
@@ -292,14 +292,14 @@ class BatchPredictor:
             if count:
                 metrics.EVICTIONS.labels(reason=reason).inc(count)
 
-    def _call_model(self, windows: np.ndarray) -> np.ndarray:
-        assert self.model is not None
-        if not len(windows):
+    def _call_model(self, pushed: Pushed) -> np.ndarray:
+        assert self.scorer is not None
+        if not len(pushed.windows):
             return np.empty(0, dtype=np.float32)
         started = time.perf_counter()
-        probabilities = self.model.predict(windows)  # in calls of at most artifact.SIGNATURE_BATCH windows
+        probabilities = self.scorer.probabilities(pushed)
         metrics.MODEL_LATENCY.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(windows))
+        metrics.BATCH_SIZE.observe(len(pushed.windows))
         return probabilities
 
 

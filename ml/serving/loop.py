@@ -2,10 +2,11 @@
 reader (tensorflow-io by default), model calls in batches, predictions back to Kafka.
 
 Each step, between batches and so with nothing in flight: rebalance callbacks run and newly assigned partitions
-are taken on (ml/serving/partitions.py), a newer model is swapped in (ml/serving/model_watcher.py), newly owned
-partitions get their cars' history rebuilt, then one batch is read from the owned partitions, predicted
-(ml/serving/batch.py) and written (ml/serving/writer.py). After a batch's predictions are all confirmed by
-Kafka, the batch's end offsets are committed, then its alerts are counted and logged in episodes
+are taken on (ml/serving/partitions.py), a newer model or challenger is swapped in (ml/serving/model_watcher.py),
+newly owned partitions get their cars' history rebuilt, then one batch is read from the owned partitions, predicted
+(ml/serving/batch.py) and written (ml/serving/writer.py); the registry's challenger, when there is one, is scored
+on the same windows and written to the shadow topic (ml/serving/shadow.py). After a batch's predictions are all
+confirmed by Kafka, the batch's end offsets are committed, then its alerts are counted and logged in episodes
 (ml/serving/alerts.py). A crash before that commit means the batch is read and predicted again: at least one
 prediction per reading, duplicates recognisable by (car_id, seq). Cars that were evicted under the per-car state
 bound and are back in a batch get their history re-read from Kafka before it is predicted.
@@ -38,10 +39,11 @@ from ml.artifact import LoadedModel
 from ml.serving import metrics
 from ml.serving.alerts import AlertLog
 from ml.serving.batch import BatchPredictor, use_model_threads
-from ml.serving.model_watcher import ModelWatcher
+from ml.serving.model_watcher import ChallengerChange, ModelWatcher
 from ml.serving.partitions import Batch, Partitions, is_fatal
 from ml.serving.progress import Progress
 from ml.serving.settings import PredictorSettings
+from ml.serving.shadow import ShadowOutput
 from ml.serving.writer import PredictionWriter
 from ml.source import RawRecord
 
@@ -74,6 +76,7 @@ class Predictor:
             settings.topic,
             settings.schema_registry_url,
         )
+        self.shadow = ShadowOutput(settings)
         self.batch_predictor = BatchPredictor(settings, self.progress, self._dead_letter)
         self.partitions = Partitions(settings, on_revoke=self.batch_predictor.forget)
         self.alerts = AlertLog(settings.alert_repeat, settings.ood_threshold)
@@ -100,13 +103,14 @@ class Predictor:
         model = self.watcher.wait_first(self.stop, self.health.beat)
         if model is None:
             return EXIT_OK
-        self._use_model(model)
+        self._use_models(model, self.watcher.take_challenger())
         gc.freeze()  # TensorFlow's and the model's objects live as long as the process: out of every scan
         gc.set_threshold(GC_YOUNG_ALLOCATIONS, *gc.get_threshold()[1:])
         self.watcher.start()
         partitions = self.partitions.topic_partitions()
         s = self.settings
         ensure_topics(s.kafka_bootstrap_servers, s.kafka_security, {s.output_topic: partitions})
+        self.shadow.ensure_topic(partitions)
         self.partitions.subscribe()
         self._in_group = True
         log.info(
@@ -163,9 +167,7 @@ class Predictor:
             return
         self.partitions.poll()
         self.partitions.take_on()
-        model = self.watcher.take()
-        if model is not None:
-            self._use_model(model)
+        self._use_models(self.watcher.take(), self.watcher.take_challenger())
         self.partitions.rebuild(self.batch_predictor)
         self._read_at = time.monotonic()
         with self.progress.phase("read"):
@@ -178,9 +180,14 @@ class Predictor:
         else:
             self.stop.wait(self.settings.idle_wait)
 
-    def _use_model(self, model: LoadedModel) -> None:
-        self._model_loaded = True
-        if self.batch_predictor.use_model(model):
+    def _use_models(self, model: LoadedModel | None, challenger: ChallengerChange | None) -> None:
+        renewed = False
+        if model is not None:
+            self._model_loaded = True
+            renewed = self.batch_predictor.use_model(model)
+        if challenger is not None:
+            renewed |= self.batch_predictor.use_challenger(challenger.model)
+        if renewed:
             self.partitions.forget_history()
 
     def _predict(self, batch: Batch) -> None:
@@ -192,8 +199,11 @@ class Predictor:
         scored = self.batch_predictor.predict(decoded)
         with self.progress.phase("produce"):
             self.writer.predictions(scored.predictions)
+        with self.progress.phase("shadow"):  # the challenger's model call while the product's records are on their way
+            self.shadow.produce(self.batch_predictor.challenger, scored.pushed)
         with self.progress.phase("deliver"):
             failure = self.writer.deliver()
+            self.shadow.deliver()
         if failure is not None:
             metrics.UNDELIVERED.inc()
             self.partitions.rewind(batch.ends)
@@ -201,6 +211,7 @@ class Predictor:
         with self.progress.phase("commit"):
             self.partitions.commit(batch.ends)
         metrics.count_delivered(scored.predictions, scored.ood, self.rate)
+        self.shadow.count_delivered()
         self.alerts.account(scored, self.batch_predictor.threshold)
         self.progress.batch_done(len(scored.predictions))
 
@@ -213,6 +224,7 @@ class Predictor:
         log.info("stopping: leaving group %s", self.settings.group_id)
         self.watcher.stop()
         self.writer.close()
+        self.shadow.close()
         self.partitions.close()
 
 

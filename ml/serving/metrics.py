@@ -74,6 +74,16 @@ UNDELIVERED = Counter(
 LAG = Gauge("predictor_consumer_lag", "Records not yet predicted (high watermark - position)", ["partition"])
 ASSIGNED = Gauge("predictor_assigned_partitions", "Partitions this predictor owns")
 MODEL_VERSION = Gauge("predictor_model_info", "The model version being served (value 1)", ["version"])
+SHADOW_PREDICTIONS = Counter(
+    "predictor_shadow_predictions_total", "Challenger predictions delivered to the shadow topic (ML_SHADOW_TOPIC)"
+)
+SHADOW_UNDELIVERED = Counter(
+    "predictor_shadow_undelivered_batches_total",
+    "Batches whose challenger predictions Kafka did not confirm: dropped, the batch committed all the same",
+)
+CHALLENGER_VERSION = Gauge(
+    "predictor_challenger_info", "The challenger scored in the shadow (value 1); no series while none is", ["version"]
+)
 # The Java serving program (ml/streams/) exports the same metric names with program="java": the dashboard says which.
 SERVING = Gauge("predictor_serving_info", "Which program serves the model (value 1)", ["program"])
 
@@ -115,3 +125,9 @@ def serve_metrics(port: int, health: Health, host: str) -> None:
 def set_model_version(version: str) -> None:
     MODEL_VERSION.clear()
     MODEL_VERSION.labels(version=version).set(1)
+
+
+def set_challenger_version(version: str | None) -> None:
+    CHALLENGER_VERSION.clear()
+    if version is not None:
+        CHALLENGER_VERSION.labels(version=version).set(1)

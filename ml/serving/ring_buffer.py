@@ -21,6 +21,12 @@ reported failure (`failed`), capped at W + 1 (none within W), so that a push tel
 suppressed: the reading itself or one of its previous W readings reported a failure. One number per car; a
 duplicate takes the car's current count, a reset car (a new sequence) keeps it: the car still told us.
 
+A ring may be longer than a model's window: the predictor keeps one ring of the longest window it scores (the
+champion's, or a challenger's in the shadow, ml/serving/shadow.py), and a model of window w takes the last w rows
+of each window (exactly the window a ring of w gives, its left padding included) and `since_failure` <= w for the
+suppression rule. The ring's own length W then decides when a car's sequence started again and which hashes are
+redeliveries.
+
 Bounded in bytes (`max_bytes`, the predictor's ML_MAX_STATE_BYTES): the arrays are sized once for the most cars
 the bound holds (`max_cars`) and np.zeros maps their pages lazily, so memory grows with the cars held, never past
 the bound, and never copies. A new car past the bound evicts the least recently seen car (by push, not by event
@@ -240,13 +246,16 @@ class CarWindows:
         times: Sequence[int] | np.ndarray | None = None,
         failed: Sequence[bool] | np.ndarray | None = None,
         suppressed: np.ndarray | None = None,
+        since_failure: np.ndarray | None = None,
     ) -> np.ndarray | None:
         """Append readings in arrival order and return the window ending at each: float32 [N, window, features]
         (None with windows=False, for re-reading history). `hashed` marks readings whose seq is a content hash;
         `times` are their event times (ms): they move the group's clock, and idle cars are evicted, only when
         predicting (windows=True): history re-read from Kafka is old by nature. `failed`: the readings that report
         a failure (failure_occurred true); `suppressed`, a bool array of N, is filled with whether the car reported
-        one in each reading or in its previous W readings."""
+        one in each reading or in its previous W readings; `since_failure`, an int64 array of N, with how many
+        readings before each one its car last reported one (0: in the reading itself; at most W + 1), so that a
+        model of a shorter window w than the ring's applies the same rule: suppressed when since_failure <= w."""
         self._push += 1
         times = None if times is None else np.asarray(times, dtype=np.int64)
         slots = self._slots(cars, group, times if windows else None)
@@ -266,8 +275,12 @@ class CarWindows:
             self._append(slots[picked], seqs[picked], rows[picked], hashed[picked], failed[picked])
             if out is not None:
                 out[picked] = self._gather(slots[picked])
-            if suppressed is not None:
-                suppressed[picked] = failed[picked] | (self._since_failure[slots[picked]] <= self.window)
+            if suppressed is not None or since_failure is not None:
+                since = np.where(failed[picked], 0, self._since_failure[slots[picked]])
+                if since_failure is not None:
+                    since_failure[picked] = since
+                if suppressed is not None:
+                    suppressed[picked] = since <= self.window
         return out
 
     def _append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from common.defaults import LOCALHOST, PREDICTOR_METRICS_PORT
-from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP
+from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, SHADOW_PREDICTIONS_TOPIC
 from ml.ood import DEFAULT_THRESHOLD
 from ml.settings import MlSettings
 
@@ -23,6 +23,11 @@ class PredictorSettings(MlSettings):
         None, description="Static group membership id (e.g. the pod name): a restart takes its partitions back at once"
     )
     output_topic: str = Field(PREDICTIONS_TOPIC, description="Topic the predictions go to (Avro, key = car_id)")
+    shadow_topic: str = Field(
+        SHADOW_PREDICTIONS_TOPIC,
+        description="Topic the registry's challenger's predictions go to (the same schema and key), scored on the "
+        "same readings as the champion's: never the product",
+    )
     dlq_topic: str = Field(DLQ_TOPIC, description="Topic for records that cannot be decoded")
     metrics_port: int = Field(PREDICTOR_METRICS_PORT, ge=0, description="Port of the Prometheus endpoint (0 = off)")
     metrics_host: str = Field(

@@ -91,5 +91,12 @@ class PredictionWriter:
         self._failed, self._first_error = 0, ""
         return failure
 
+    def drop_pending(self) -> None:
+        """Give up on what Kafka has not confirmed yet (failed or not): the next `deliver()` does not wait on it.
+        For the shadow topic only: a product prediction is never given up on."""
+        self._producer.purge()
+        self._producer.flush(0)  # serves the purged records' reports, which must not count against the next batch
+        self._failed, self._first_error = 0, ""
+
     def close(self, timeout: float = 10.0) -> None:
         self._producer.flush(timeout)

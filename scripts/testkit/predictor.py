@@ -1,5 +1,6 @@
 """The predictor under test: `python -m ml predict` as a child service, and a Stream of one test's topics that
-writes readings (keeping the offset each got) and reads the predictions back, counted by (car_id, seq)."""
+writes readings (keeping the offset each got) and reads the predictions back, counted by (car_id, seq); the
+challenger's shadow predictions go to a topic of the stream's own too (`shadow_predictions`)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class Stream:
         self.bootstrap = bootstrap
         self.input = input_topic or topic_factory("readings", partitions)
         self.output = topic_factory("predictions", partitions)
+        self.shadow = topic_factory("shadow", partitions)
         self.dlq = topic_factory("dlq", 1)
         self.group = group
         self.codec = AvroCodec(schemas.READING, self.input)
@@ -95,6 +97,11 @@ class Stream:
                     self.predictions.append(prediction)
         return self.predictions
 
+    def shadow_predictions(self) -> list[tuple[bytes, dict]]:
+        """Every shadow prediction written so far, with its key (read to the end of the shadow topic)."""
+        codec = AvroCodec(schemas.PREDICTION, self.shadow)
+        return [(m.key(), codec.decode(m.value())) for m in read_to_end(self.bootstrap, self.shadow)]
+
 
 def covered(readings: list[dict]) -> Callable[[list[dict]], bool]:
     """A Stream.collect condition: every reading of `readings` has a prediction."""
@@ -134,6 +141,7 @@ def serving_settings(stream: Stream, model_dir: Path, port: int, **env: str) -> 
         "ML_MODEL_DIR": str(model_dir),
         "ML_TOPIC": stream.input,
         "ML_OUTPUT_TOPIC": stream.output,
+        "ML_SHADOW_TOPIC": stream.shadow,
         "ML_DLQ_TOPIC": stream.dlq,
         "ML_METRICS_PORT": str(port),
         "ML_RELOAD_INTERVAL": "0.5",

@@ -181,7 +181,7 @@ def test_a_kafka_crash_under_the_predictor_loses_no_prediction(
     kafka = kafka_node_factory()
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
     names = {"readings": f"crash-readings-{group_id}", "predictions": f"crash-predictions-{group_id}"}
-    names["dlq"] = f"crash-dlq-{group_id}"
+    names["dlq"], names["shadow"] = f"crash-dlq-{group_id}", f"crash-shadow-{group_id}"
     for future in admin.create_topics([NewTopic(name, 2, 1) for name in names.values()]).values():
         future.result(timeout=30)
     consumers: list[Consumer] = []

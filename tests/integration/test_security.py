@@ -45,6 +45,7 @@ from common.topics import (
     PREDICTIONS_TOPIC,
     PREDICTOR_GROUP,
     READINGS_TOPIC,
+    SHADOW_PREDICTIONS_TOPIC,
     STREAMS_APPLICATION_ID,
     car_id,
     mqtt_topic,
@@ -493,7 +494,12 @@ def start_streams(
     """The Java serving program (ml/streams/) on the stack's topics, which the ACLs name, as `streams-predictor`;
     application_id "": its own default, which the policy names too."""
     topics = SimpleNamespace(  # what start_java_predictor reads of a Stream
-        bootstrap=secured.bootstrap, input=READINGS_TOPIC, output=PREDICTIONS_TOPIC, dlq=DLQ_TOPIC, group=application_id
+        bootstrap=secured.bootstrap,
+        input=READINGS_TOPIC,
+        output=PREDICTIONS_TOPIC,
+        dlq=DLQ_TOPIC,
+        group=application_id,
+        shadow=SHADOW_PREDICTIONS_TOPIC,
     )
     return start_java_predictor(topics, model_dir, log_dir, name, **secured.material.env(STREAMS_IDENTITY))
 

@@ -23,8 +23,9 @@ from scripts.testkit.bridge import assert_none_missing
 from scripts.testkit.cluster import SequenceProducer, numbers_in, wait_fully_replicated
 from scripts.testkit.kafka import collect, create_topic, unique
 from scripts.testkit.mqtt import Publisher
-from scripts.testkit.predictor import Stream, covered, start_predictor
+from scripts.testkit.predictor import Stream, covered
 from scripts.testkit.readings import as_mqtt_messages, decoded, readings
+from scripts.testkit.services import ChildService
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -147,7 +148,10 @@ def cluster_consumers(cluster: KafkaCluster) -> Iterator[Callable[..., Consumer]
 
 
 def test_the_predictor_predicts_every_reading_through_its_partition_leaders_death(
-    cluster: KafkaCluster, cluster_consumers: Callable[..., Consumer], tmp_path: Path
+    cluster: KafkaCluster,
+    cluster_consumers: Callable[..., Consumer],
+    predictors: Callable[..., ChildService],
+    tmp_path: Path,
 ) -> None:
     bootstrap = cluster.bootstrap_servers
     stream = Stream(
@@ -155,7 +159,7 @@ def test_the_predictor_predicts_every_reading_through_its_partition_leaders_deat
         unique("predictors"), partitions=1,
     )  # fmt: skip
     save_untrained_model(tmp_path / "models", window=6, horizon=30, threshold=0.5)
-    predictor = start_predictor(stream, tmp_path / "models", tmp_path, "predictor")
+    predictor = predictors(stream, tmp_path / "models")
     sent = readings(cars=10, per_car=120)
     before, after = sent[: len(sent) // 2], sent[len(sent) // 2 :]
     stream.write(before)

@@ -33,6 +33,7 @@ from scripts.runtime.local import ROOT, ServerProcess, port_in_use
 from scripts.runtime.mqtt_broker import mqtt_broker_name
 from scripts.testkit.kafka import read_until
 from scripts.testkit.readings import decoded
+from scripts.testkit.services import ChildService
 from simulator.fleet import generate_readings
 
 pytestmark = pytest.mark.timeout(120)
@@ -156,6 +157,16 @@ def report(what: str, acknowledged: dict, old: set, recent: set, arrived: set, k
     )
 
 
+def diagnosis(bridge: ChildService, broker: ServerProcess) -> str:
+    """What a loss needs to be told apart (never received, or received and not produced): the bridge's counters,
+    its connection log and the broker's log tail."""
+    counters = {name: bridge.metric(name) for name in ("bridge_received_total", "bridge_produced_total")}
+    connections = [line for line in bridge.log_lines() if "bridge.mqtt" in line]
+    broker_log = broker.run_dir / "logs" / "mosquitto.log"
+    tail = broker_log.read_text(errors="replace").splitlines()[-40:] if broker_log.exists() else []
+    return "\n".join([f"bridge counters: {counters}", "bridge MQTT log:", *connections, "broker log:", *tail])
+
+
 def test_bridge_away_readings_acknowledged_before_the_window_survive_a_sigkill(
     kafka_bootstrap, mosquitto_node_factory, bridge_factory, bridge_topics
 ):
@@ -219,7 +230,9 @@ def test_bridge_running_nothing_acknowledged_before_the_window_is_lost_when_mosq
     assert not missing, f"{len(missing)} readings acknowledged over {WINDOW_S} s before the SIGKILL are lost"
     # Whatever is lost was acknowledged inside the window before the kill, never after the restart.
     lost_after_restart = {k for k in recent - arrived if acknowledged[k][1] > killed_at}
-    assert not lost_after_restart, f"{len(lost_after_restart)} readings acknowledged after the restart are lost"
+    assert not lost_after_restart, (
+        f"{len(lost_after_restart)} readings acknowledged after the restart are lost\n{diagnosis(bridge, broker)}"
+    )
     metrics = bridge.wait_for_metrics(lambda m: m.get("bridge_mqtt_subscribed") == 1.0, "the subscription again")
     assert metrics["bridge_mqtt_reconnects_total"] >= 1
 

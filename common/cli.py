@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import logging
 import textwrap
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -17,6 +18,8 @@ from pydantic import AliasChoices, BaseModel
 from pydantic.fields import FieldInfo
 
 from common.errors import ConfigError
+from common.lifecycle import EXIT_OK, stop_on_signals
+from common.logs import setup_logging
 from common.settings import StackSettings
 
 S = TypeVar("S", bound=StackSettings)
@@ -88,3 +91,23 @@ def settings_from_args(settings_cls: type[S], args: argparse.Namespace, **overri
 def describe(settings: StackSettings) -> str:
     """The effective settings on one line, secrets masked (SecretStr prints as ***)."""
     return ", ".join(f"{name}={getattr(settings, name)}" for name in type(settings).model_fields)
+
+
+def run_service(
+    parser: argparse.ArgumentParser,
+    argv: list[str],
+    settings_cls: type[S],
+    finishing: str,
+    run: Callable[[S, threading.Event], int | None],
+) -> int:
+    """A long-running command's main: parse, set up logging, settings (logged), then `run(settings, stop)` until
+    SIGTERM or Ctrl-C sets `stop` (`finishing`: what it completes first, for the log). Returns run's exit code
+    (0 when it returns None)."""
+    args = parser.parse_args(argv)
+    setup_logging()
+    settings = settings_from_args(settings_cls, args)
+    log.info("settings: %s", describe(settings))
+    stop = threading.Event()
+    with stop_on_signals(stop, finishing):
+        code = run(settings, stop)
+    return EXIT_OK if code is None else code

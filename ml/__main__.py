@@ -1,5 +1,5 @@
-"""python -m ml, or the console script `car-ml`: `train`, `predict`, `drift`, `registry`, `judge`, or the seed's form
-`<bootstrap servers> <topic> <start offset> [result topic]`."""
+"""python -m ml, or the console script `car-ml`: `train`, `predict`, `drift`, `registry`, `judge`, `continual`, or
+the seed's form `<bootstrap servers> <topic> <start offset> [result topic]`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ USAGE = """usage: python -m ml train [options]         train the LSTM on a bound
                                             rollback (the predictor serves the champion)
        python -m ml judge [options]         the challenger's shadow predictions against the champion's on live
                                             data: promote or reject it by the promotion gate
+       python -m ml continual [options]     the judge, and a trainer that registers a challenger trained on the
+                                            live readings when the fleet drifts, new failures come, or on a period
        python -m ml SERVERS TOPIC START_OFFSET [RESULT_TOPIC] [options]
                                             the seed's form: train on the first records from START_OFFSET
                                             (window and horizon fitted to them), predict the following ones
@@ -48,6 +50,10 @@ def main(argv: list[str]) -> int:
         from ml.registry_cli import main as registry_main
 
         return registry_main(rest)
+    if command == "continual":
+        from ml.continual.continual_cli import main as continual_main
+
+        return continual_main(rest)
     if command == "judge":
         from ml.continual.cli import main as judge_main
 

@@ -13,15 +13,10 @@ Ctrl-C stops it after the current round (exit 0). See ml/README.md, "The judge".
 from __future__ import annotations
 
 import argparse
-import logging
 import threading
 
-from common.cli import add_settings_arguments, describe, doc_parser, settings_from_args
-from common.lifecycle import EXIT_OK, stop_on_signals
-from common.logs import setup_logging
+from common.cli import add_settings_arguments, doc_parser, run_service
 from ml.continual.settings import NOT_JUDGE_SETTINGS, JudgeSettings
-
-log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,13 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    settings = settings_from_args(JudgeSettings, args)
-    log.info("settings: %s", describe(settings))
-    stop = threading.Event()
-    with stop_on_signals(stop, "the current round"):
-        from ml.continual.judge import run_judge  # scikit-learn loads here, after --help and the settings check
+    return run_service(build_parser(), argv, JudgeSettings, "the current round", _judge)
 
-        run_judge(settings, stop)
-    return EXIT_OK
+
+def _judge(settings: JudgeSettings, stop: threading.Event) -> None:
+    from ml.continual.judge import run_judge  # scikit-learn loads here, after --help and the settings check
+
+    run_judge(settings, stop)

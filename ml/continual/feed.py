@@ -19,6 +19,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
@@ -42,12 +44,20 @@ KAFKA_TIMEOUT_S = 10.0
 
 
 class Feed:
-    """Reads the three topics into `lookback`; `poll()` once per turn of the judge's loop."""
+    """Reads the three topics into `lookback` (and each reading to `on_reading`, the continual trainer's history);
+    `poll()` once per turn of the judge's loop."""
 
-    def __init__(self, settings: JudgeSettings, lookback: Lookback, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: JudgeSettings,
+        lookback: Lookback,
+        stop: threading.Event,
+        on_reading: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.lookback = lookback
         self.stop = stop
+        self.on_reading = on_reading
         self.roles = {settings.topic: READINGS, settings.predictions_topic: PRODUCT, settings.shadow_topic: SHADOW}
         registry = settings.schema_registry_url
         self.codecs = {
@@ -161,6 +171,8 @@ class Feed:
         for role, record in decoded:
             if role == READINGS:
                 self.lookback.add_reading(record)
+                if self.on_reading is not None:
+                    self.on_reading(record)
             else:
                 self.lookback.add_prediction(role, record)
         return len(decoded)

@@ -30,8 +30,10 @@ from typing import Any
 
 from ml import artifact
 from ml.continual.feed import Feed
+from ml.continual.history import History
 from ml.continual.lookback import PRODUCT, SHADOW, Lookback
-from ml.continual.settings import JudgeSettings
+from ml.continual.settings import ContinualSettings, JudgeSettings
+from ml.continual.trainer import Retrainer
 from ml.decisions_topic import publish_decision
 from ml.gate import GateRule, Verdict, decide
 from ml.live_eval import head_to_head
@@ -101,6 +103,30 @@ class Judge:
 
 def run_judge(settings: JudgeSettings, stop: threading.Event) -> None:
     """Read the topics and judge every `settings.judge_interval` seconds until `stop` is set."""
+    _run(settings, stop)
+
+
+def run_continual(settings: ContinualSettings, stop: threading.Event) -> None:
+    """The judge's loop, with the continual trainer (ml/continual/trainer.py) fed by the same reading of the
+    readings topic and checked on each turn once the backlog is read."""
+    history = History(
+        settings.history_readings, settings.history_cars, settings.lookback_idle_seconds, settings.drift_readings
+    )
+    log.info(
+        "continual training: history %d readings per car of %d cars; retrain on drift >= %.0f%% of %d readings, "
+        ">= %d new failure episodes, every %.0f s (0: never), at most every %.0f s; warm start %s",
+        settings.history_readings, settings.history_cars, settings.retrain_drift_share * 100, settings.drift_readings,
+        settings.retrain_episodes, settings.retrain_period, settings.retrain_min_interval, settings.warm_start,
+    )  # fmt: skip
+    _run(settings, stop, lambda registry, publish: Retrainer(settings, registry, history, publish), history.add)
+
+
+def _run(
+    settings: JudgeSettings,
+    stop: threading.Event,
+    retrainer: Callable[[Registry, Callable[[Decision], object]], Retrainer] | None = None,
+    on_reading: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
     rule = GateRule()
     registry = Registry(settings.model_dir)
     publish = functools.partial(
@@ -113,7 +139,8 @@ def run_judge(settings: JudgeSettings, stop: threading.Event) -> None:
     )
     lookback = Lookback(settings.lookback_readings, settings.lookback_cars, settings.lookback_idle_seconds)
     judge = Judge(registry, lookback, rule, publish)
-    feed = Feed(settings, lookback, stop)
+    trainer = retrainer(registry, publish) if retrainer else None
+    feed = Feed(settings, lookback, stop, on_reading)
     log.info(
         "judging %s (product) against %s (shadow) on %s every %.0f s, lookback %d readings per car of %d cars "
         "(idle after %.0f s), from %.0f s back; gate %s; model folder %s",
@@ -125,6 +152,11 @@ def run_judge(settings: JudgeSettings, stop: threading.Event) -> None:
     try:
         while not stop.is_set():
             feed.poll()
+            if trainer is not None and feed.caught_up:
+                try:
+                    trainer.check()
+                except (RegistryError, artifact.ArtifactError) as exc:
+                    log.error("retraining not checked: %s", exc)
             if time.monotonic() < next_round or stop.is_set():
                 continue
             next_round = time.monotonic() + settings.judge_interval
@@ -142,3 +174,6 @@ def run_judge(settings: JudgeSettings, stop: threading.Event) -> None:
                 )  # fmt: skip
     finally:
         feed.close()
+        if trainer is not None and trainer.training:
+            log.info("the training under way is abandoned (its version is never registered)")
+        log.info("stopped")

@@ -6,10 +6,8 @@ Bounds (the memory stays bounded whatever arrives, a flood of readings, of new c
   side, the first to arrive of each (seq, model_version) kept (live_eval keeps the first of duplicates too), the
   oldest to arrive dropped past the bound;
 - at most `max_cars` cars, the first ones seen: a record of another car is ignored (`ignored` counts them) unless
-  the car seen least recently has been silent for `idle_seconds`, which then makes room for it. A sample that
-  stays put, rather than the cars seen last: in a fleet larger than the cap, where every car reports in turn,
-  forgetting the least recent car at each new one would keep no car long enough for a reading to mature, and a
-  flood of new car ids would push the real cars out.
+  the car seen least recently has been silent for `idle_seconds`, which then makes room for it (ml/continual/cars.py
+  says why a sample that stays put).
 
 Only what the live figures need is kept: of a reading seq, event_time, failure_occurred and seq_origin, of a
 prediction seq, model_version, failure_probability, failure_predicted and alert_suppressed. Measured (resident set):
@@ -21,10 +19,12 @@ are judged is the registry's answer at each round (`predictions(side, version)`,
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from ml.continual.cars import BoundedCars
 
 PRODUCT, SHADOW = "product", "shadow"
 Side = Literal["product", "shadow"]
@@ -45,7 +45,6 @@ come, so that a flood of made-up versions grows nothing else)."""
 @dataclass(slots=True)
 class _Car:
     readings: deque[_Reading]
-    seen: float
     predictions: dict[Side, dict[_PredictionKey, _Prediction]] = field(
         default_factory=lambda: {side: {} for side in SIDES}
     )
@@ -57,36 +56,25 @@ class Lookback:
     def __init__(
         self, per_car: int, max_cars: int, idle_seconds: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if per_car < 1 or max_cars < 1:
-            raise ValueError(f"a lookback keeps at least one reading of one car, got {per_car} and {max_cars}")
+        if per_car < 1:
+            raise ValueError(f"a lookback keeps at least one reading per car, got {per_car}")
         self.per_car = per_car
-        self.max_cars = max_cars
-        self.idle_seconds = idle_seconds
-        self.clock = clock
-        self.evicted_cars = 0
-        """Cars forgotten to make room for another."""
-        self.ignored = 0
-        """Records of cars not kept (the lookback full of cars that are not idle)."""
-        self._cars: OrderedDict[str, _Car] = OrderedDict()  # least recently seen first
+        self._cars: BoundedCars[_Car] = BoundedCars(max_cars, idle_seconds, clock)
         self._versions: dict[str, str] = {}
+
+    @property
+    def evicted_cars(self) -> int:
+        """Cars forgotten to make room for another."""
+        return self._cars.evicted
+
+    @property
+    def ignored(self) -> int:
+        """Records of cars not kept (the lookback full of cars that are not idle)."""
+        return self._cars.ignored
 
     def _car(self, car_id: str) -> _Car | None:
         """The car's memory (a new one when there is room), or None when the car is not kept."""
-        now = self.clock()
-        car = self._cars.get(car_id)
-        if car is not None:
-            car.seen = now
-            self._cars.move_to_end(car_id)
-            return car
-        if len(self._cars) >= self.max_cars:
-            oldest = next(iter(self._cars.values()))
-            if now - oldest.seen < self.idle_seconds:
-                self.ignored += 1
-                return None
-            self._cars.popitem(last=False)
-            self.evicted_cars += 1
-        car = self._cars[car_id] = _Car(deque(maxlen=self.per_car), now)
-        return car
+        return self._cars.get(car_id, lambda: _Car(deque(maxlen=self.per_car)))
 
     def _version(self, name: str) -> str:
         """One string object per known version, not one per prediction (a version name is 16 characters)."""
@@ -172,7 +160,7 @@ class Lookback:
 
     def counts(self) -> dict[str, int]:
         """Cars, readings and predictions of each side held now: for the log."""
-        cars = self._cars.values()
+        cars = list(self._cars.values())
         counts = {"cars": len(self._cars), "readings": sum(len(car.readings) for car in cars)}
         counts |= {side: sum(len(car.predictions[side]) for car in cars) for side in SIDES}
         return counts

@@ -1,4 +1,5 @@
-"""Settings of the judge (`python -m ml judge`): flags, ML_* environment variables, defaults (in that order).
+"""Settings of the judge (`python -m ml judge`) and of the continual trainer (`python -m ml continual`): flags,
+ML_* environment variables, defaults (in that order).
 
 The gate's own rule (min_episodes and the margins) is `ml.gate.GateRule`'s: ML_GATE_* variables only. The
 decisions topic and its timeout have the names `python -m ml registry` gives them (ML_DECISIONS_TOPIC,
@@ -10,7 +11,9 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from common.topics import MODEL_DECISIONS_TOPIC, PREDICTIONS_TOPIC, SHADOW_PREDICTIONS_TOPIC
+from ml.ood import DEFAULT_THRESHOLD
 from ml.settings import MlSettings
+from ml.training.settings import FitSettings
 
 # The judge reads with a confluent-kafka consumer of its own: the training readers' choice means nothing to it.
 NOT_JUDGE_SETTINGS = ("reader",)
@@ -61,3 +64,50 @@ class JudgeSettings(MlSettings):
         if len(set(topics)) != len(topics):
             raise ValueError(f"the readings, predictions and shadow topics must differ, got {topics}")
         return self
+
+
+class ContinualSettings(JudgeSettings, FitSettings):
+    """`python -m ml continual`: the judge's settings, how a challenger is fitted (FitSettings: epochs, units, ...;
+    the window and horizon are the champion's) and when one is trained."""
+
+    retrain_episodes: int = Field(
+        20,
+        ge=1,
+        description="Retrain once this many failure episodes started after the newest reading any version in the "
+        "model folder was trained on",
+    )
+    retrain_drift_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Retrain once this share of the newest readings (drift_readings of them) lies out of the "
+        "champion's training distribution (ml/ood.py, ML_OOD_THRESHOLD widths beyond its training range)",
+    )
+    drift_readings: int = Field(
+        1000, ge=10, description="Newest readings of any car the drift check scores (counted from the last training)"
+    )
+    ood_threshold: float = Field(
+        DEFAULT_THRESHOLD, gt=0, description="Widths of the training range beyond which a value is out of distribution"
+    )
+    retrain_period: float = Field(
+        86400.0, ge=0, description="Retrain when this many seconds passed since the last training; 0: never by time"
+    )
+    retrain_min_interval: float = Field(
+        300.0, ge=0, description="Seconds at least between the starts of two trainings (and after one that failed)"
+    )
+    warm_start: bool = Field(
+        True,
+        description="Start from the champion's weights (the layers its architecture shares) rather than from "
+        "random ones; features that differ from the champion's start from random ones",
+    )
+    history_readings: int = Field(
+        720, ge=2, description="Readings kept per car for training, the newest (720: two hours at one per 10 s)"
+    )
+    history_cars: int = Field(
+        300, ge=3, description="Most cars kept for training, the first ones seen (as lookback_cars)"
+    )
+    check_interval: float = Field(30.0, gt=0, description="Seconds between two checks of whether to retrain")
+
+
+# Read from the champion, or meaningless for a trainer fed by the live topic.
+NOT_CONTINUAL_SETTINGS = (*NOT_JUDGE_SETTINGS, "window", "horizon", "start_offset", "start_time", "max_records")

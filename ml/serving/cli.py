@@ -10,15 +10,10 @@ ml/serving/README.md.
 from __future__ import annotations
 
 import argparse
-import logging
 import threading
 
-from common.cli import add_settings_arguments, describe, doc_parser, settings_from_args
-from common.lifecycle import stop_on_signals
-from common.logs import setup_logging
+from common.cli import add_settings_arguments, doc_parser, run_service
 from ml.serving.settings import NOT_PREDICTOR_SETTINGS, PredictorSettings
-
-log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,12 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    settings = settings_from_args(PredictorSettings, args)
-    log.info("settings: %s", describe(settings))
-    stop = threading.Event()
-    with stop_on_signals(stop, "the current batch and its commit"):
-        from ml.serving.loop import Predictor  # TensorFlow loads here, after --help and the settings check
+    return run_service(build_parser(), argv, PredictorSettings, "the current batch and its commit", _predict)
 
-        return Predictor(settings, stop).run()
+
+def _predict(settings: PredictorSettings, stop: threading.Event) -> int:
+    from ml.serving.loop import Predictor  # TensorFlow loads here, after --help and the settings check
+
+    return Predictor(settings, stop).run()

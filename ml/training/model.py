@@ -24,6 +24,7 @@ import numpy as np
 from ml.artifact import INPUT_NAME, OUTPUT_NAME
 
 LOGIT_LAYER = "logit"
+SCALING_LAYER = "scaling"
 
 
 def build_model(
@@ -42,7 +43,7 @@ def build_model(
     n_features = len(mean)
     inputs = keras.Input(shape=(window, n_features), name=INPUT_NAME, dtype="float32")
     scaled = keras.layers.Normalization(
-        axis=-1, mean=np.asarray(mean, "float32"), variance=np.square(np.asarray(std, "float32")), name="scaling"
+        axis=-1, mean=np.asarray(mean, "float32"), variance=np.square(np.asarray(std, "float32")), name=SCALING_LAYER
     )(inputs)
     scaled = keras.layers.GaussianNoise(noise, name="noise")(scaled)  # active in training only
     later = keras.layers.Cropping1D((1, 0), name="readings_1_on")(scaled)  # x_1 .. x_{W-1}
@@ -80,3 +81,22 @@ def with_calibration(model: keras.Model, slope: float, intercept: float) -> kera
     )
     platt.set_weights([np.array([[slope]], "float32"), np.array([intercept], "float32")])
     return keras.Model(model.inputs, calibrated, name="failure_lstm_calibrated")
+
+
+def copy_learned_weights(source: keras.Model, target: keras.Model) -> list[str]:
+    """A warm start: the weights of `source`'s layers into `target`'s layers of the same name and shapes, the
+    scaling excepted (the target keeps the scaling of its own training data). Returns the layers copied; none when
+    the models read other features (the LSTM's input width differs)."""
+    copied = []
+    for layer in target.layers:
+        weights = layer.get_weights()
+        if not weights or layer.name == SCALING_LAYER:
+            continue
+        try:
+            theirs = source.get_layer(layer.name).get_weights()
+        except ValueError:  # no layer of that name
+            continue
+        if [w.shape for w in theirs] == [w.shape for w in weights]:
+            layer.set_weights(theirs)
+            copied.append(layer.name)
+    return copied

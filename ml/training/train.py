@@ -158,11 +158,24 @@ def prepare(series: Series, settings: FitSettings) -> Prepared:
     return Prepared(series, split, parts, sets, *_scaling(parts["train"]), features)
 
 
-def _builder(settings: FitSettings, mean: np.ndarray, std: np.ndarray) -> Callable[[], keras.Model]:
+Initial = Callable[[keras.Model], object]
+"""Sets a freshly built model's starting weights (a warm start, ml/continual/trainer.py); None: random ones."""
+
+
+def _builder(
+    settings: FitSettings, mean: np.ndarray, std: np.ndarray, initial: Initial | None = None
+) -> Callable[[], keras.Model]:
     keras.utils.set_random_seed(settings.seed)
-    return lambda: build_model(
-        settings.window, mean, std, settings.units, settings.dropout, settings.noise, settings.learning_rate
-    )
+
+    def build() -> keras.Model:
+        model = build_model(
+            settings.window, mean, std, settings.units, settings.dropout, settings.noise, settings.learning_rate
+        )
+        if initial is not None:
+            initial(model)
+        return model
+
+    return build
 
 
 def _fit(
@@ -172,8 +185,9 @@ def _fit(
     std: np.ndarray,
     train: WindowSet,
     validation: WindowSet | None = None,
+    initial: Initial | None = None,
 ) -> Fitted:
-    build = _builder(settings, mean, std)
+    build = _builder(settings, mean, std, initial)
     return fit(
         collective, build, train, validation, settings.epochs, settings.patience, settings.batch_size, settings.seed
     )
@@ -190,10 +204,11 @@ def fit_and_evaluate(
     source: dict[str, Any],
     collective: Collective | None = None,
     share_cars: set[str] | None = None,
+    initial: Initial | None = None,
 ) -> TrainedModel:
     """Split cars; fit scaling, the LSTM and the baselines on the training cars; calibrate and choose thresholds
     on the validation cars; report every model on the test cars. `source` describes where the data came from
-    (metadata's `training`).
+    (metadata's `training`); `initial` sets the starting weights (random ones when None).
 
     In a cluster this runs on the chief, which holds every car: it hands the others the training cars and the
     scaling, trains on the training cars of its own partitions (`share_cars`), and evaluates alone."""
@@ -206,7 +221,7 @@ def fit_and_evaluate(
         collective.from_chief(_kept_scaling(prepared))
         mine = parts["train"].select_cars(set(split.train) & (share_cars or set()))
         train = window_set(mine, settings.window, settings.horizon)
-    fitted = _fit(collective, settings, prepared.mean, prepared.std, train, sets["validation"])
+    fitted = _fit(collective, settings, prepared.mean, prepared.std, train, sets["validation"], initial)
     return _evaluated(prepared, fitted, settings, source, collective.cluster)
 
 

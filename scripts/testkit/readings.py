@@ -28,6 +28,19 @@ BRIDGE_DEFAULTS = {
 """The fields the bridge fills in, at the schema's defaults: a reader of a record written without them gets these."""
 
 
+OTHER_UNITS = {
+    "battery_voltage": lambda volts: volts * 100,  # centivolts
+    "current_draw": lambda amperes: amperes * 10,  # deciamperes
+    "coolant_temp": lambda celsius: celsius + 273.15,  # kelvin
+    "engine_vibration_amplitude": lambda amplitude: amplitude * 0.75,  # a sensor of another scale, in range
+}
+"""Another fleet's units for the simulator's fields: the data of a fleet that drifted (tests, studies)."""
+
+
+def in_other_units(reading: dict) -> dict:
+    return reading | {name: convert(reading[name]) for name, convert in OTHER_UNITS.items()}
+
+
 def readings(cars: int, per_car: int, seed: int = 7, **fleet: Any) -> list[dict]:
     """The simulator's readings, car by car within each step: every field a sender publishes
     (common.schemas.payload_fields). `fleet`: FleetConfig's options (failure_rate, interval_s, ...)."""

@@ -32,16 +32,15 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from common import dlq, schemas
 from common.avro import AvroCodec, legacy_single_object_header
 from common.schemas import SEQ_FROM_CONTENT
-from common.settings import PLAINTEXT
 from ml import artifact
 from ml.episodes import suppressed
 from ml.features import series_from_records
 from ml.registry import ALIASES_FILE, REGISTRY_DIR, Registry
 from ml.training.untrained_model import save_untrained_model
-from scripts.testkit.kafka import delete_topics, read_until, unique
+from scripts.testkit.kafka import read_until
 from scripts.testkit.predictor import TOLERANCE, Stream, assert_same_as_reference, assert_served_in_phases, covered
-from scripts.testkit.readings import readings, write_readings
-from scripts.testkit.services import run_module
+from scripts.testkit.readings import readings
+from scripts.testkit.training import train_small_model
 from simulator.fleet import generate_readings
 
 WINDOW = 10
@@ -51,16 +50,8 @@ GARBAGE = (b"\xc3\x01 not an avro reading", b"\x07\x07\x07\x07\x07\x07")
 @pytest.fixture(scope="module")
 def trained(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model trained here (20 cars x 200 readings, window 10): its folder, holding that one version."""
-    topic = unique("java-serving-train")
-    write_readings(kafka_bootstrap, PLAINTEXT, topic, generate_readings(20, 200, seed=42, failure_rate=4.0), 2)
     model_dir = tmp_path_factory.mktemp("java-serving-models")
-    options = ("--window", str(WINDOW), "--horizon", "3", "--epochs", "2", "--patience", "1", "--reader", "confluent")
-    try:
-        run_module("ml", "train", "--topic", topic, "--model-dir", str(model_dir), *options,
-                   KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)  # fmt: skip
-    finally:
-        delete_topics(kafka_bootstrap, [topic])
-    assert artifact.latest(model_dir) is not None
+    train_small_model(kafka_bootstrap, generate_readings(20, 200, seed=42, failure_rate=4.0), model_dir, WINDOW)
     return model_dir
 
 

@@ -18,18 +18,12 @@ import pytest
 
 from common.settings import PLAINTEXT
 from ml import artifact, ood
-from scripts.testkit.kafka import delete_topics, unique
 from scripts.testkit.predictor import Stream, covered, start_predictor
-from scripts.testkit.readings import write_readings
+from scripts.testkit.readings import OTHER_UNITS, in_other_units, write_readings
 from scripts.testkit.services import run_module
+from scripts.testkit.training import train_small_model
 from simulator.fleet import generate_readings
 
-OTHER_UNITS = {
-    "battery_voltage": lambda volts: volts * 100,
-    "current_draw": lambda amperes: amperes * 10,
-    "coolant_temp": lambda celsius: celsius + 273.15,
-    "engine_vibration_amplitude": lambda amplitude: amplitude * 0.75,
-}
 FAR_OUT = ("battery_voltage", "current_draw", "coolant_temp")
 
 
@@ -42,23 +36,9 @@ def fleet() -> list[dict]:
     return list(generate_readings(20, 200, seed=42, failure_rate=4.0))
 
 
-def in_other_units(reading: dict) -> dict:
-    return reading | {name: convert(reading[name]) for name, convert in OTHER_UNITS.items()}
-
-
 @pytest.fixture(scope="module")
 def trained(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    topic = unique("ml-ood-train")
-    write_readings(kafka_bootstrap, PLAINTEXT, topic, fleet(), partitions=2)
-    model_dir = tmp_path_factory.mktemp("ood-models")
-    options = ("--window", "6", "--horizon", "3", "--epochs", "2", "--patience", "1", "--reader", "confluent")
-    try:
-        run_ml(kafka_bootstrap, "train", "--topic", topic, "--model-dir", str(model_dir), *options)
-    finally:
-        delete_topics(kafka_bootstrap, [topic])
-    path = artifact.latest(model_dir)
-    assert path is not None
-    return path
+    return train_small_model(kafka_bootstrap, fleet(), tmp_path_factory.mktemp("ood-models"), window=6)
 
 
 def test_the_artifact_keeps_training_statistics_of_the_training_cars(trained):

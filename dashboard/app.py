@@ -9,9 +9,10 @@
     GET /metrics              the dashboard's own Prometheus metrics
 
 A snapshot carries the fleet's counts, one page of the grid (filtered by state and a car-id search), the latest
-alerts, the stages' totals and rates, the lag, the chart's history, the DLQ by reason, the serving model and the
-services' endpoints; dashboard/README.md lists its fields. Building one takes the fleet's lock for a few ms at
-100,000 cars; the grid's order is computed once per push interval and shared by every open page.
+alerts, the stages' totals and rates, the lag, the chart's history, the DLQ by reason, the serving model, the
+model registry's champion and challenger (dashboard/registry_panel.py) and the services' endpoints;
+dashboard/README.md lists its fields. Building one takes the fleet's lock for a few ms at 100,000 cars; the grid's
+order is computed once per push interval and shared by every open page.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dashboard.feed import Feed
 from dashboard.fleet import Fleet, page_of
 from dashboard.history import CarHistory
 from dashboard.model import ModelReports
+from dashboard.registry_panel import RegistryPanel
 from dashboard.settings import DashboardSettings
 from dashboard.sources import Sampler
 
@@ -52,6 +54,7 @@ class Dashboard:
         self.feed = Feed(settings, self.fleet)
         self.sampler = Sampler(settings, self.fleet)
         self.reports = ModelReports(settings.model_dir)
+        self.model_registry = RegistryPanel(settings.model_dir, self.reports)
         self._orders: dict[tuple[str, str], tuple[int, list[str]]] = {}
         self.registry = CollectorRegistry()
         self.clients = Gauge("dashboard_clients", "Pages receiving updates", registry=self.registry)
@@ -112,6 +115,7 @@ class Dashboard:
             "history": self.sampler.chart(),
             "dlq": dlq,
             "model": model,
+            "registry": self.model_registry.describe(),
             "services": self.sampler.services(),
             "serving": self.sampler.serving(),
         }

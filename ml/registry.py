@@ -7,6 +7,11 @@ decision that moved them, kept in the model folder beside the versions (no serve
                            the old aliases or the new ones, never half of them
         decisions.jsonl    one JSON decision per line, appended and fsynced: time (UTC), action (register, promote,
                            reject, rollback), version, previous_champion, reason, figures
+        judgement.json     the judge's latest round that judged (`python -m ml judge`, ml/continual/judge.py): time
+                           (UTC), the champion and challenger judged, the gate's verdict (wait, promote, reject), its
+                           reason and figures (each model's live figures and the gate's H, W and rule, as a decision
+                           of the judge keeps them). Replaced whole like aliases.json after every such round, for
+                           others to read (the dashboard); no decision: decisions.jsonl alone is the history
         .lock              taken (fcntl.flock) around every read-modify-write: two writers never interleave
 
 Rules (`Registry`):
@@ -41,6 +46,10 @@ Edge cases:
   naming the file.
 - a champion whose folder is gone is still named by serving_version: the predictor logs that it cannot load it
   and keeps serving the model it has.
+- judgement.json may name versions that are no longer the champion and challenger (a decision came after it): a
+  reader compares its versions with the aliases. A judgement.json that does not read is a RegistryError naming it.
+- `recent(n)` reads the history's last n decisions from the end of decisions.jsonl (a reader that refreshes, the
+  dashboard, never reads a long history whole); a torn last line is left out without a warning.
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common.errors import CarStreamError
 from ml import artifact
@@ -65,9 +74,12 @@ log = logging.getLogger(__name__)
 REGISTRY_DIR = "registry"
 ALIASES_FILE = "aliases.json"
 DECISIONS_FILE = "decisions.jsonl"
+JUDGEMENT_FILE = "judgement.json"
 LOCK_FILE = ".lock"
 REGISTER, PROMOTE, REJECT, ROLLBACK = "register", "promote", "reject", "rollback"
 ACTIONS = (REGISTER, PROMOTE, REJECT, ROLLBACK)
+Record = TypeVar("Record")
+TAIL_CHUNK = 64 * 1024  # `recent` reads the history backwards in parts of this size
 
 
 class RegistryError(CarStreamError):
@@ -96,6 +108,26 @@ class Decision:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False)  # NaN is no JSON other readers take
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """The judge's latest round that judged (judgement.json)."""
+
+    time: str
+    """UTC, ISO 8601 with a Z."""
+    champion: str
+    challenger: str
+    """The versions judged: the aliases when the round began."""
+    verdict: str
+    """The gate's: wait, promote or reject (ml/gate.py)."""
+    reason: str
+    figures: dict[str, Any]
+    """{"champion": ..., "challenger": ...: each model's LiveFigures.as_dict(); "gate": {horizon, window, rule}}."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _decision(line: str, where: str) -> Decision:
     try:
         values = json.loads(line)
@@ -117,22 +149,35 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def read_aliases(model_dir: str | Path) -> Aliases | None:
-    """The aliases, or None where no registry exists (no aliases.json)."""
-    path = Path(model_dir) / REGISTRY_DIR / ALIASES_FILE
+def _read(path: Path, kind: type[Record], invalid: str, fix: str) -> Record | None:
+    """The file's JSON object as a `kind`, or None where there is no such file; RegistryError naming it."""
     try:
-        values = json.loads(path.read_text())
-        aliases = Aliases(**values)
+        return kind(**json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
-        raise RegistryError(
-            f"{path} is not valid registry aliases ({exc}); the next decision rewrites it from {DECISIONS_FILE}"
-        ) from exc
-    for name in (aliases.champion, aliases.challenger):
+        raise RegistryError(f"{path} {invalid} ({exc}); {fix}") from exc
+
+
+def read_aliases(model_dir: str | Path) -> Aliases | None:
+    """The aliases, or None where no registry exists (no aliases.json)."""
+    path = Path(model_dir) / REGISTRY_DIR / ALIASES_FILE
+    aliases = _read(
+        path, Aliases, "is not valid registry aliases", f"the next decision rewrites it from {DECISIONS_FILE}"
+    )
+    for name in (aliases.champion, aliases.challenger) if aliases else ():
         if name is not None and not (isinstance(name, str) and artifact.VERSION_PATTERN.match(name)):
             raise RegistryError(f"{path} names {name!r}, which is no model version")
     return aliases
+
+
+def read_judgement(model_dir: str | Path) -> Judgement | None:
+    """The judge's latest judgement, or None where it has written none."""
+    path = Path(model_dir) / REGISTRY_DIR / JUDGEMENT_FILE
+    judgement = _read(path, Judgement, "is no judgement of the judge", "the judge's next round rewrites it")
+    if judgement is not None and not (isinstance(judgement.figures, dict) and isinstance(judgement.verdict, str)):
+        raise RegistryError(f"{path} is no judgement of the judge: verdict {judgement.verdict!r}, figures not a map")
+    return judgement
 
 
 def _newest_but(model_dir: Path, challenger: str | None) -> Path | None:
@@ -203,6 +248,7 @@ class Registry:
         self.folder = self.model_dir / REGISTRY_DIR
         self.aliases_file = self.folder / ALIASES_FILE
         self.decisions_file = self.folder / DECISIONS_FILE
+        self.judgement_file = self.folder / JUDGEMENT_FILE
 
     def aliases(self) -> Aliases:
         return read_aliases(self.model_dir) or Aliases()
@@ -216,6 +262,41 @@ class Registry:
     def history(self) -> list[Decision]:
         """Every decision, oldest first."""
         return self._read_history()[0]
+
+    def recent(self, count: int) -> list[Decision]:
+        """The last `count` decisions, oldest first, read from the end of the file: a long history is not read."""
+        try:
+            with open(self.decisions_file, "rb") as file:
+                start = file.seek(0, os.SEEK_END)
+                data = b""
+                while start > 0 and data.count(b"\n") <= count:  # more newlines than lines wanted: enough whole ones
+                    step = min(TAIL_CHUNK, start)
+                    start -= step
+                    file.seek(start)
+                    data = file.read(step) + data
+        except FileNotFoundError:
+            return []
+        lines = data[: data.rfind(b"\n") + 1].splitlines()  # a torn last line left out
+        if start > 0:
+            lines = lines[1:]  # the first may begin before the part read
+        found = [(back, raw) for back, raw in enumerate(reversed(lines), start=1) if raw.strip()][:count]
+        return [
+            _decision(raw.decode("utf-8", errors="replace"), f"{self.decisions_file} line {back} from the end")
+            for back, raw in reversed(found)
+        ]
+
+    def write_judgement(
+        self, champion: str, challenger: str, verdict: str, reason: str, figures: dict[str, Any]
+    ) -> Judgement:
+        """Replace judgement.json with this round's; RegistryError when the figures are no JSON values."""
+        judgement = Judgement(_now(), champion, challenger, verdict, reason, dict(figures))
+        try:
+            text = json.dumps(asdict(judgement), indent=2, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"the figures of a judgement must be JSON values: {exc}") from exc
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._replace(self.judgement_file, text)
+        return judgement
 
     def register_challenger(self, version: str, reason: str, figures: dict[str, Any] | None = None) -> Decision:
         with self._locked() as line:
@@ -277,8 +358,7 @@ class Registry:
     def _decide(
         self, line: _Line, action: str, version: str, previous: str | None, reason: str, figures: dict | None
     ) -> Decision:
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        decision = Decision(now, action, version, previous, reason, dict(figures or {}))
+        decision = Decision(_now(), action, version, previous, reason, dict(figures or {}))
         try:
             text = decision.to_json()
         except (TypeError, ValueError) as exc:
@@ -329,15 +409,18 @@ class Registry:
             _fsync_folder(self.folder)
 
     def _write_aliases(self, aliases: Aliases) -> None:
-        handle, temporary = tempfile.mkstemp(prefix=f".{ALIASES_FILE}-", dir=self.folder)
+        self._replace(self.aliases_file, json.dumps(asdict(aliases), indent=2))
+
+    def _replace(self, path: Path, text: str) -> None:
+        """Replace `path` whole with `text`: a reader sees the old file or the new one, never half of either."""
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=self.folder)
         try:
-            os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide the aliases from a predictor run as another user
+            os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide the file from a reader run as another user
             with os.fdopen(handle, "w") as out:
-                json.dump(asdict(aliases), out, indent=2)
-                out.write("\n")
+                out.write(text + "\n")
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(temporary, self.aliases_file)
+            os.replace(temporary, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)

@@ -28,6 +28,7 @@ const LAG_SERIES = { key: "lag", label: "lag", stroke: "#ea580c" };
 
 import { bindCarPage, carLink } from "./car.js";
 import { renderModelPanel } from "./model.js";
+import { renderRegistryPanel } from "./registry.js";
 import {
   $, SIM, WALL, fmtClock, fmtDateTime, fmtDuration, fmtLead, fmtProb, make, plainInt, plainRate,
   rowFactory, setData, setText, slug, syncChildren,
@@ -124,6 +125,7 @@ const PANELS = [
   ["chart", renderChart],
   ["dlq", renderDlq],
   ["model", (snap) => renderModelPanel(snap.model, servedBy(snap))],
+  ["registry", (snap) => renderRegistryPanel(snap.registry)],
   ["services", renderServices],
 ];
 

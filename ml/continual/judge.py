@@ -8,7 +8,7 @@ Every `judge_interval` seconds, once the feed (feed.py) has read the backlog it 
 2. the champion's horizon H and window W from its metadata (ml/artifact.py): one H and W judge both models;
 3. `ml.live_eval.head_to_head` on the lookback's readings, the champion's predictions of the product topic and the
    challenger's of the shadow topic, then `ml.gate.decide` with the GateRule (ML_GATE_* variables); the verdict,
-   its reason and figures, logged every round;
+   its reason and figures, logged every round and written to the registry's judgement.json (ml/registry.py);
 4. "promote": `Registry.promote`, "reject": `Registry.reject`, each only if the challenger judged is still the one
    pending (another decision may have come meanwhile, by hand); the decision goes to decisions.jsonl (the registry
    writes it) and then to the decisions topic (ml/decisions_topic.py; a record Kafka does not confirm is logged,
@@ -83,12 +83,16 @@ class Judge:
             return "wait"
         verdict = decide(*head_to_head(readings, ours, theirs, horizon, window), self.rule)
         log.info("%s (H=%d, W=%d; lookback: %s)", verdict.reason, horizon, window, counts)
-        if verdict.verdict == "wait":
-            return "wait"
         figures: dict[str, Any] = {
             **verdict.figures,
             "gate": {"horizon": horizon, "window": window, "rule": self.rule.model_dump()},
         }
+        try:  # for others to read (the dashboard); the verdict stands without it
+            self.registry.write_judgement(champion, challenger, verdict.verdict, verdict.reason, figures)
+        except (OSError, RegistryError) as exc:
+            log.error("this round's judgement is not written to %s: %s", self.registry.judgement_file, exc)
+        if verdict.verdict == "wait":
+            return "wait"
         act = self.registry.promote if verdict.verdict == "promote" else self.registry.reject
         try:
             decision = act(verdict.reason, figures, judged=challenger)

@@ -5,11 +5,18 @@ against what is in Kafka: the cars and their states, an alert and its lead, each
 chart (their sum over time is the stage's total), the MQTT-in rate above 0 while the fleet publishes, the DLQ by
 reason; then a car's page, opened from its cell: its readings and predictions, the threshold, its alert and its
 failure onset marked. Screenshots of both pages are saved under the test's output.
+
+The champion/challenger panel on a real registry in the model folder: "not in use" before there is one; the served
+version adopted as champion and a challenger registered, which the predictor scores in the shadow while the fleet
+publishes; a round of the judge (ml/continual/judge.py) on what Kafka holds writes judgement.json, and the panel
+shows both versions' offline figures (their reports), their live figures, the verdict and reason, the decisions
+newest first; a reject by hand then makes the judgement an earlier pair's.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -21,6 +28,10 @@ import pytest
 from common import dlq, schemas
 from common.avro import AvroCodec
 from common.topics import PREDICTOR_GROUP, car_id, mqtt_topic
+from ml.continual.judge import Judge
+from ml.continual.lookback import PRODUCT, SHADOW, Lookback
+from ml.gate import GateRule
+from ml.registry import Registry, read_judgement
 from ml.training.untrained_model import save_untrained_model
 from scripts.runtime.local import ROOT, free_port
 from scripts.testkit.kafka import read_to_end
@@ -57,7 +68,7 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
 ) -> None:
     _, mqtt_port = mqtt_endpoint
     readings_topic, predictions_topic = topic_factory("readings", 2), topic_factory("predictions", 2)
-    dlq_topic = topic_factory("dlq", 1)
+    dlq_topic, shadow_topic = topic_factory("dlq", 1), topic_factory("shadow", 2)
     group = f"{PREDICTOR_GROUP}-{readings_topic}"
     models = tmp_path / "models"
     # Threshold 0: every prediction is an alert, so each car's alert starts with its first prediction.
@@ -68,7 +79,8 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
     predictor = service_factory(
         "predictor", "ml", "predict",
         **kafka, ML_MODEL_DIR=str(models), ML_TOPIC=readings_topic, ML_OUTPUT_TOPIC=predictions_topic,
-        ML_DLQ_TOPIC=dlq_topic, ML_GROUP_ID=group, ML_METRICS_PORT=str(predictor_port),
+        ML_DLQ_TOPIC=dlq_topic, ML_GROUP_ID=group, ML_METRICS_PORT=str(predictor_port), ML_SHADOW_TOPIC=shadow_topic,
+        ML_RELOAD_INTERVAL="1",
     )  # fmt: skip
     metrics = (
         f"bridge=http://127.0.0.1:{bridge.metrics_port}/metrics,predictor=http://127.0.0.1:{predictor_port}/metrics"
@@ -97,6 +109,8 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
         # Every stage rate the page shows, its highest so far: the MQTT-in rate must read above 0 while the fleet
         # publishes (a 1 s window once read 0.0/s there while car-sensor read 580/s).
         page.evaluate(RECORD_HIGHEST_RATES)
+        registry, challenger = adopt_a_registry(page, models, version)
+        predictor.wait_for_log(f"scoring challenger {challenger} in the shadow")  # before the fleet publishes
 
         # The fleet, then payloads nobody here wrote: two that are not JSON, one naming another car than its topic.
         simulator = service_factory(
@@ -118,8 +132,9 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
             lambda: (
                 len(read_to_end(kafka_bootstrap, predictions_topic)) >= READINGS
                 and len(read_to_end(kafka_bootstrap, dlq_topic)) >= 3
+                and len(read_to_end(kafka_bootstrap, shadow_topic)) >= READINGS
             ),
-            "every prediction and dead letter in Kafka",
+            "every prediction, shadow prediction and dead letter in Kafka",
             WAIT_S,
         )
         readings = [codec_r.decode(m.value()) for m in read_to_end(kafka_bootstrap, readings_topic)]
@@ -212,11 +227,14 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
         # Which program serves, from the predictor's metrics (predictor_serving_info), beside the version.
         assert page.inner_text("#model-serving").strip() == "served by python"
         assert page.inner_text("#header-serving").strip() == "served by python"
+        shadow = [codec_p.decode(m.value()) for m in read_to_end(kafka_bootstrap, shadow_topic)]
+        check_a_judgement(page, registry, readings, predictions, shadow)
         assert errors == [], errors
         SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
         screenshot = SCREENSHOT_DIR / "dashboard.png"
         page.screenshot(path=str(screenshot), full_page=True)
         print(f"screenshot: {screenshot}")
+        check_a_decision_after_it(page, registry, challenger)
 
         check_a_cars_page(page, url, readings, predictions, first_alert)
         page.screenshot(path=str(SCREENSHOT_DIR / "dashboard-car.png"), full_page=True)
@@ -225,6 +243,113 @@ def test_the_page_shows_the_cars_an_alert_the_stage_rates_and_the_dlq_that_kafka
         dashboard.stop_ok()
         predictor.stop()
         bridge.stop(60)
+
+
+def write_report(folder: Path, warned: int, pr_auc: float, threshold: float) -> dict:
+    """report/report.json as training writes it, with the keys the panels read (the LSTM at its operating point):
+    what an untrained version lacks. Returns the figures written."""
+    episodes = {
+        "episodes": 20, "warned": warned, "warned_share": warned / 20, "median_lead_s": 240.0, "false_alerts": 3,
+        "healthy_car_hours": 30.0, "false_alerts_per_healthy_car_hour": 0.1,
+    }  # fmt: skip
+    (folder / "report").mkdir(exist_ok=True)
+    (folder / "report" / "report.json").write_text(
+        json.dumps({"models": {"lstm": {"pr_auc": pr_auc, "threshold": threshold, "episodes": episodes}}})
+    )
+    return {**episodes, "pr_auc": pr_auc}
+
+
+def panel_cells(page) -> dict[tuple[str, str, str], str]:
+    """The champion/challenger table's cells: (figure, role, offline|live|fact) -> text."""
+    cells = page.eval_on_selector_all(
+        "#registry-versions tbody td[data-role]",
+        "cells => cells.map(c => [c.parentElement.dataset.figure, c.dataset.role, c.dataset.kind, c.textContent])",
+    )
+    return {(figure, role, kind): text for figure, role, kind, text in cells}
+
+
+def history_rows(page) -> list[tuple[str, str, str]]:
+    return [
+        tuple(row)
+        for row in page.eval_on_selector_all(
+            "#registry-history tr",
+            "rows => rows.map(r => [r.dataset.action, r.dataset.version, r.querySelector('.reason').textContent])",
+        )
+    ]
+
+
+def adopt_a_registry(page, models: Path, served: str) -> tuple[Registry, str]:
+    """No registry: the panel says so and how to adopt one. Then the served version adopted as the champion and a
+    challenger registered, each with a report: the panel shows both, their offline figures, no live judgement."""
+    page.wait_for_selector('#registry[data-state="absent"]', timeout=30_000)
+    assert "python -m ml registry" in page.text_content("#registry-none")
+    offline = {served: write_report(models / served, warned=14, pr_auc=0.61, threshold=0.0)}
+    registry = Registry(models)
+    registry.register_challenger(served, "the version in service")
+    registry.promote("adopting the registry")
+    challenger = save_untrained_model(models, window=6, horizon=30, threshold=0.5, seed=2).name
+    offline[challenger] = write_report(models / challenger, warned=16, pr_auc=0.66, threshold=0.5)
+    registry.register_challenger(challenger, "retrained")
+    page.wait_for_selector(f'#registry[data-state="in-use"] th[data-role="challenger"]:has-text("{challenger}")')
+    assert served in page.text_content('#registry-versions th.side[data-role="champion"]')
+    cells = panel_cells(page)
+    for role, name in (("champion", served), ("challenger", challenger)):
+        figures = offline[name]
+        assert cells[("warned", role, "offline")] == f"{figures['warned']} of {figures['episodes']}"
+        assert cells[("median_lead", role, "offline")] == "240 s"
+        assert cells[("pr_auc", role, "offline")] == f"{figures['pr_auc']:.3f}"
+        assert cells[("threshold", role, "fact")] == ("0.00" if name == served else "0.50")
+        assert cells[("trained", role, "fact")] == "—", "an untrained version's metadata has no created_at"
+        assert cells[("warned", role, "live")] == "—"
+    assert page.text_content('#registry-versions th[data-role="champion"][data-kind="live"]') == "no live judgement yet"
+    assert page.get_attribute("#registry-judgement", "data-verdict") == "none"
+    decisions = [(d.action, d.version, d.reason) for d in reversed(registry.history())]
+    assert history_rows(page) == decisions and len(decisions) == 3
+    return registry, challenger
+
+
+def check_a_judgement(page, registry: Registry, readings: list[dict], product: list[dict], shadow: list[dict]) -> None:
+    """A round of the judge on what Kafka holds: its judgement, in judgement.json, is what the panel shows."""
+    lookback = Lookback(per_car=READINGS, max_cars=CARS, idle_seconds=3600)
+    for reading_ in readings:
+        lookback.add_reading(reading_)
+    for side, records in ((PRODUCT, product), (SHADOW, shadow)):
+        for record in records:
+            lookback.add_prediction(side, record)
+    # A rule no fleet this small meets: the verdict is wait whatever the untrained models' figures, the pair stays.
+    assert Judge(registry, lookback, GateRule(min_episodes=READINGS)).round() == "wait"
+    judgement = read_judgement(registry.model_dir)
+    page.wait_for_selector(f'#registry-judgement[data-time="{judgement.time}"]', timeout=30_000)
+    assert page.get_attribute("#registry-judgement", "data-verdict") == "wait"
+    assert page.get_attribute("#registry-judgement", "data-current") == "true"
+    assert page.text_content(".judgement-reason") == judgement.reason
+    assert f"at least {READINGS} episodes" in page.text_content(".judgement-head")
+    cells = panel_cells(page)
+    for role in ("champion", "challenger"):
+        live = judgement.figures[role]
+        assert live["matured_readings"] > 0, live
+        assert cells[("warned", role, "live")] == f"{live['warned']} of {live['episodes']}"
+        assert cells[("matured_readings", role, "live")] == str(live["matured_readings"])
+        for figure, key, digits in (
+            ("median_lead", "median_lead_s", 0),
+            ("false_alerts", "false_alerts_per_car_hour", 2),
+            ("pr_auc", "pr_auc", 3),
+        ):
+            shown = cells[(figure, role, "live")].removesuffix(" s")
+            if live[key] is None:
+                assert shown == "n/a", (role, figure, shown)
+            else:  # rounded to `digits` by the page
+                assert math.isclose(float(shown), live[key], abs_tol=0.5 * 10**-digits + 1e-9), (role, figure, shown)
+
+
+def check_a_decision_after_it(page, registry: Registry, challenger: str) -> None:
+    """A reject by hand: no challenger pending, the judgement an earlier pair's, the reject on top of the history."""
+    registry.reject("rejected by hand in the test")
+    page.wait_for_selector('#registry-judgement[data-current="false"]', timeout=30_000)
+    assert "none pending" in page.text_content('#registry-versions th.side[data-role="challenger"]')
+    assert "earlier pair" in page.text_content("#registry-judgement")
+    assert history_rows(page)[0] == ("reject", challenger, "rejected by hand in the test")
+    assert len(history_rows(page)) == 4
 
 
 def check_a_cars_page(page, url: str, readings: list[dict], predictions: list[dict], first_alert: dict) -> None:

@@ -21,7 +21,7 @@ from ml.continual.lookback import PRODUCT, SHADOW, Lookback
 from ml.continual.settings import JudgeSettings
 from ml.gate import GateRule
 from ml.live_eval import head_to_head
-from ml.registry import Decision, Registry
+from ml.registry import Decision, Registry, read_judgement
 from scripts.testkit.rule_models import fleet, never, noisy_oracle, oracle, shuffled
 
 H, W = 30, 10
@@ -201,6 +201,9 @@ def test_a_round_judges_the_registry_versions_only_and_promotes_the_better_chall
     assert decision.figures["gate"] == {"horizon": H, "window": W, "rule": GateRule().model_dump()}
     assert published == [decision]
     assert lookback.counts()[SHADOW] == 0, "after a decision the challenger's predictions are forgotten"
+    judgement = read_judgement(registry.model_dir)  # what the dashboard shows: the round, its pair and figures
+    assert (judgement.champion, judgement.challenger, judgement.verdict) == (CHAMPION, CHALLENGER, "promote")
+    assert (judgement.reason, judgement.figures) == (decision.reason, decision.figures)
 
     assert judge.round() is None  # no challenger left: nothing to judge, nothing decided
     assert len(registry.history()) == 4 and published == [decision]
@@ -224,9 +227,23 @@ def test_too_few_episodes_or_no_prediction_of_a_model_is_a_wait_that_decides_not
     published: list[Decision] = []
     judge = Judge(registry, fed(early, champion, oracle(early, H, W, version=CHALLENGER)), GateRule(), published.append)
     assert judge.round() == "wait"
+    judged = read_judgement(registry.model_dir)
+    assert (judged.verdict, judged.champion, judged.challenger) == ("wait", CHAMPION, CHALLENGER)
+    assert judged.reason.startswith("wait: ") and judged.figures["gate"]["rule"] == GateRule().model_dump()
+    assert judged.figures["champion"]["episodes"] < GateRule().min_episodes
     only_stale = Judge(registry, fed(records, champion, oracle(records, H, W, version=STALE)), GateRule())
     assert only_stale.round() == "wait"
+    assert read_judgement(registry.model_dir) == judged, "a round with nothing to judge writes no judgement"
     assert registry.challenger() == CHALLENGER and len(registry.history()) == 3 and published == []
+
+
+def test_a_judgement_that_cannot_be_written_is_logged_and_the_verdict_still_carried_out(records, registry, caplog):
+    registry.judgement_file.mkdir()  # os.replace cannot put a file there
+    champion = noisy_oracle(records, H, W, seed=11, version=CHAMPION)
+    judge = Judge(registry, fed(records, champion, oracle(records, H, W, version=CHALLENGER)), GateRule())
+    assert judge.round() == "promote"
+    assert registry.champion() == CHALLENGER
+    assert f"this round's judgement is not written to {registry.judgement_file}" in caplog.text
 
 
 # -- the command -------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ml import artifact
-from ml.registry import Registry, RegistryError, serving_version
+from ml import registry as registry_module
+from ml.registry import Registry, RegistryError, read_judgement, serving_version
 from ml.registry_cli import main as registry_main
 
 A, B, C = "20240101T000000Z", "20240102T000000Z", "20240103T000000Z"
@@ -265,3 +266,43 @@ def test_a_verdict_on_one_challenger_never_moves_another_registered_meanwhile(mo
     assert (registry.champion(), registry.challenger()) == (A, C)
     assert registry.history()[-1].action == "register"
     assert registry.promote("the gate", judged=C).version == C
+
+
+def test_recent_reads_the_last_decisions_from_the_end_of_a_long_history(models, monkeypatch):
+    monkeypatch.setattr(registry_module, "TAIL_CHUNK", 100)  # a decision line is longer: parts that cut lines
+    registry = Registry(models)
+    assert registry.recent(5) == []
+    for _ in range(6):
+        registry.register_challenger(B, "retrained " + "x" * 150)
+        registry.reject("worse")
+    history = registry.history()
+    assert registry.recent(3) == history[-3:]
+    assert registry.recent(50) == history
+    decisions = models / "registry" / "decisions.jsonl"
+    decisions.write_bytes(decisions.read_bytes() + b'{"time": "2024-01-0')  # torn by a crash: left out
+    assert registry.recent(2) == history[-2:]
+    lines = decisions.read_bytes().splitlines(keepends=True)[:-1]
+    decisions.write_bytes(b"".join([*lines[:-2], b"not json\n", lines[-1]]))  # the second to last corrupt
+    with pytest.raises(RegistryError, match=f"{decisions} line 2 from the end is no registry decision"):
+        registry.recent(2)
+    assert registry.recent(1) == history[-1:]  # the corrupt line lies before the part asked for
+
+
+def test_the_judgement_is_replaced_whole_and_read_back_and_a_corrupt_one_is_a_clear_error(models):
+    registry = Registry(models)
+    assert read_judgement(models) is None
+    figures = {"champion": {"warned": 3, "pr_auc": None}, "challenger": {"warned": 4, "pr_auc": 0.7}, "gate": {}}
+    first = registry.write_judgement(A, B, "wait", "wait: 3 matured failure episodes judged", figures)
+    second = registry.write_judgement(A, B, "promote", f"promote {B} over {A}", figures)
+    assert read_judgement(models) == second != first
+    path = models / "registry" / "judgement.json"
+    assert json.loads(path.read_text())["verdict"] == "promote" and second.time.endswith("Z")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["judgement.json"], "no temporary left"
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by a dashboard run as another user
+    assert (registry.champion(), registry.history()) == (None, []), "a judgement is no decision"
+    with pytest.raises(RegistryError, match="JSON values"):
+        registry.write_judgement(A, B, "wait", "a NaN", {"champion": {"pr_auc": float("nan")}})
+    assert read_judgement(models) == second
+    path.write_text('{"time": "2024')
+    with pytest.raises(RegistryError, match=f"{path} is no judgement of the judge"):
+        read_judgement(models)

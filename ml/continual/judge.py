@@ -156,7 +156,7 @@ def _run(
     try:
         while not stop.is_set():
             feed.poll()
-            if trainer is not None and feed.caught_up:
+            if trainer is not None and feed.caught_up and not stop.is_set():
                 try:
                     trainer.check()
                 except (RegistryError, artifact.ArtifactError) as exc:

@@ -12,11 +12,15 @@ from scripts.testkit.readings import write_readings
 from scripts.testkit.services import run_module
 
 
-def train_small_model(kafka: str, records: Iterable[dict], model_dir: Path, window: int, horizon: int = 3) -> Path:
-    """Train on `records` (2 partitions, 2 epochs: seconds, not quality) into `model_dir`; the new version's path."""
+def train_small_model(
+    kafka: str, records: Iterable[dict], model_dir: Path, window: int, horizon: int = 3, epochs: int = 2
+) -> Path:
+    """Train on `records` (2 partitions; 2 epochs by default: seconds, not quality) into `model_dir`; the new
+    version's path."""
     topic = unique("small-model-train")
     write_readings(kafka, PLAINTEXT, topic, records, partitions=2)
-    options = ("--window", str(window), "--horizon", str(horizon), "--epochs", "2", "--patience", "1")
+    patience = "1" if epochs <= 2 else "3"
+    options = ("--window", str(window), "--horizon", str(horizon), "--epochs", str(epochs), "--patience", patience)
     try:
         run_module("ml", "train", "--topic", topic, "--model-dir", str(model_dir), *options, "--reader", "confluent",
                    KAFKA_BOOTSTRAP_SERVERS=kafka)  # fmt: skip

@@ -28,7 +28,9 @@ def judge(records: list[dict], champion: list[dict], challenger: list[dict], rul
 
 
 def test_the_defaults_and_their_environment_variables(monkeypatch) -> None:
-    assert GateRule().model_dump() == {"min_episodes": 10, "pr_auc_margin": 0.02, "false_alert_margin": 0.0}
+    assert GateRule().model_dump() == {
+        "min_episodes": 10, "pr_auc_margin": 0.02, "false_alert_margin": 0.0, "false_alert_budget": 0.1,
+    }  # fmt: skip
     monkeypatch.setenv("ML_GATE_MIN_EPISODES", "25")
     monkeypatch.setenv("ML_GATE_FALSE_ALERT_MARGIN", "0.5")
     assert (GateRule().min_episodes, GateRule().false_alert_margin) == (25, 0.5)
@@ -100,6 +102,23 @@ def test_as_many_episodes_warned_with_more_false_alerts_is_a_reject(records) -> 
     rate = figures["challenger"]["false_alerts_per_car_hour"]
     allowing = GateRule(false_alert_margin=rate)
     assert judge(records, oracle(records, H, W), publish(records, noisy, "v2", W), allowing).verdict == "promote"
+
+
+def test_warning_more_episodes_may_cost_false_alerts_up_to_the_budget_and_no_more(records) -> None:
+    truth = warning_keys(records, H)
+    cars = sorted({car for car, _ in truth})
+    healthy = sorted({(r["car_id"], r["seq"]) for r in records if not r["failure_occurred"]} - truth)
+    forgetful = {key: 1.0 if cars.index(key[0]) % 2 else 0.0 for key in truth}  # every other car's episodes
+    champion = publish(records, forgetful, "v1", W)
+    better = dict.fromkeys(truth, 1.0) | dict.fromkeys(healthy[100:103], 1.0)  # all of them, one false alarm
+    decision = judge(records, champion, publish(records, better, "v2", W))
+    figures = decision.figures
+    assert figures["challenger"]["warned"] > figures["champion"]["warned"]
+    assert figures["champion"]["false_alerts"] == 0 < figures["challenger"]["false_alerts_per_car_hour"] <= 0.1
+    assert decision.verdict == "promote", decision.reason
+    strict = GateRule(false_alert_budget=0.0)
+    rejected = judge(records, champion, publish(records, better, "v2", W), strict)
+    assert rejected.verdict == "reject" and "more false alerts" in rejected.reason and "budget 0" in rejected.reason
 
 
 def test_a_ranking_that_fell_apart_is_a_reject_naming_pr_auc(records) -> None:

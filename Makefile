@@ -43,7 +43,7 @@ UPGRADE ?=
 .PHONY: help prerequisites setup lock images up down status demo test test-containers test-compose test-unit test-integration bench chaos lint fmt clean
 
 help: ## Show this help
-	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [BROKERS=1|3] [MQTT_BROKER=mosquitto|hivemq] [SECURE=1] [BENCH_OUT=path.json]"
+	@echo "Usage: make <target> [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [BROKERS=1|3] [MQTT_BROKER=mosquitto|hivemq] [SECURE=1] [CONTINUAL=1] [BENCH_OUT=path.json]"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
@@ -106,8 +106,8 @@ endif
 status: ## Show whether the local servers run and answer
 	@$(PY) -m scripts.runtime.local status
 
-demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [BROKERS=1|3] [SECURE=1]
-	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(SERVING),--serving $(SERVING)) $(if $(TRAIN_WORKERS),--train-workers $(TRAIN_WORKERS)) $(if $(SECURE),--secure)
+demo: setup ## Run the whole pipeline: make demo [CARS=25] [DURATION=120] [RUNTIME=local|compose] [SERVING=python|java] [TRAIN_WORKERS=N] [BROKERS=1|3] [SECURE=1] [CONTINUAL=1]
+	$(PY) -m scripts.demo --cars $(CARS) --duration $(DURATION) $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(SERVING),--serving $(SERVING)) $(if $(TRAIN_WORKERS),--train-workers $(TRAIN_WORKERS)) $(if $(SECURE),--secure) $(if $(CONTINUAL),--continual)
 
 # Target-specific: the setup these targets run installs the tests' programs too.
 test test-containers test-compose test-integration: PREREQUISITES = test

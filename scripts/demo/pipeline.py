@@ -1,7 +1,7 @@
 """make demo: the whole pipeline in one command, with a live view and a summary at the end.
 
     python -m scripts.demo [--cars 25] [--duration 120] [--runtime local|compose|external] [--serving python|java]
-                           [--train-workers N]
+                           [--train-workers N] [--continual]
 
 1. Start the infrastructure: Kafka and Mosquitto as local processes (the default, as for `make up`), or the compose
    stack when asked (`--runtime compose`: then the services below run in containers of the services' image too).
@@ -13,6 +13,9 @@
    stage, predictions, alerts and the model.
    The web dashboard (`python -m dashboard`, http://127.0.0.1:8050/) shows the same and more from the start of
    the run to its end: the fleet grid, alerts with their lead, rates and lag, the DLQ, the model's report.
+   With --continual (`make demo CONTINUAL=1`, scripts/demo/continual.py) the trained model becomes the registry's
+   champion and `python -m ml continual` runs beside the predictor: a retraining, the challenger scored in the
+   shadow, the judge's decision; the live fleet drives until that decision.
 5. Wait until every live reading has its prediction, stop everything this run started (also on Ctrl-C) and
    print a summary: readings, predictions, alerts, and the failure episodes of the simulator's ground truth
    that the alerts warned ahead or missed (ml/episodes.py). Exit code 0 when every live reading got a prediction.
@@ -42,9 +45,17 @@ from common.defaults import BRIDGE_METRICS_PORT, DASHBOARD_PORT, FLEET_CARS, MOD
 from common.errors import CarStreamError
 from common.kafka import ensure_topics
 from common.logs import setup_logging
-from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC, TOPIC_PARTITIONS
+from common.topics import (
+    DLQ_TOPIC,
+    MODEL_DECISIONS_TOPIC,
+    PREDICTIONS_TOPIC,
+    PREDICTOR_GROUP,
+    READINGS_TOPIC,
+    SHADOW_PREDICTIONS_TOPIC,
+    TOPIC_PARTITIONS,
+)
+from scripts.demo import continual, serving
 from scripts.demo import runtime as demo_runtime
-from scripts.demo import serving
 from scripts.demo.plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
 from scripts.demo.stream_watch import MqttCounter, StreamWatcher, commit_group_offsets, end_offsets
 from scripts.demo.summary import DemoResult, latest_model_metadata, print_summary
@@ -109,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="training workers (python -m ml train --workers N), at most the readings topic's partitions "
         "(default: TRAIN_WORKERS or 1)",
     )
+    parser.add_argument(
+        "--continual",
+        action="store_true",
+        help="continual training in the live phase: python -m ml continual retrains, the predictor scores the "
+        "challenger in the shadow, the judge decides; the live fleet drives until that decision",
+    )
     parser.add_argument("--model-dir", default=MODEL_DIR, help="model versions (default: %(default)s)")
     parser.add_argument("--readings-topic", default=READINGS_TOPIC, help="default: %(default)s")
     parser.add_argument("--predictions-topic", default=PREDICTIONS_TOPIC, help="default: %(default)s")
@@ -146,6 +163,8 @@ class Demo:
         self.predictor_group = f"{PREDICTOR_GROUP}-demo-{self.run_id}"  # the predictor's prefix (its ACL if secured)
         self.metrics_ports: dict[str, int] = {}
         self.watcher: StreamWatcher | None = None
+        self.started = time.monotonic()
+        self.decisions_before = 0
         self.result = DemoResult(
             cars=plan.cars,
             plan=plan.describe(),
@@ -177,10 +196,12 @@ class Demo:
             self.args.predictions_topic: TOPIC_PARTITIONS[PREDICTIONS_TOPIC],
             DLQ_TOPIC: TOPIC_PARTITIONS[DLQ_TOPIC],
         }
+        if self.args.continual:
+            topics |= {name: TOPIC_PARTITIONS[name] for name in (SHADOW_PREDICTIONS_TOPIC, MODEL_DECISIONS_TOPIC)}
         ensure_topics(bootstrap, self.infra.kafka_security, topics)
         login = self.infra.secure.mqtt_settings("monitor") if self.infra.secure else None
         self.counter = MqttCounter(self.infra.mqtt_host, self.infra.mqtt_port, login=login).start()
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         self._plan_metrics()
         self._start_dashboard()
         self._start_bridge()
@@ -317,6 +338,9 @@ class Demo:
             raise ServiceError(f"the trainer wrote no model into {self.model_dir}; see {trainer.log_file}")
         self.result.model = self.status.model
         log.info("model %s trained", self.status.model.get("version"))
+        if self.args.continual:
+            continual.make_champion(self.model_dir, self.status.model["version"])
+            self.decisions_before = len(continual.decisions_after(self.model_dir, 0))
 
     def _live(self, seconds: float) -> None:
         plan = self.plan
@@ -351,13 +375,42 @@ class Demo:
             "--speedup",
             f"{plan.live_speedup:g}",
             "--duration",
-            f"{seconds:.1f}",
+            f"{continual.CONTINUAL_TIMEOUT_S if self.args.continual else seconds:.1f}",
             **self.infra.identity("simulator"),
         )
         self.live_started = time.monotonic()
+        if self.args.continual:
+            self._continual(simulator)
         wait_for(lambda: not simulator.running(), seconds + 120, what="the live fleet", check=self.group.check)
         self.result.live_seconds = time.monotonic() - self.live_started
         self.result.published = read_published(self.log_dir / "simulator-summary.json")
+
+    def _continual(self, simulator: Service) -> None:
+        """python -m ml continual beside the predictor; the live fleet stops once the judge decided."""
+        since = time.monotonic() - self.started + 60
+        self.group.start(
+            "continual", "ml", "continual",
+            ML_MODEL_DIR=str(self.model_dir), ML_TOPIC=self.args.readings_topic,
+            ML_PREDICTIONS_TOPIC=self.args.predictions_topic,
+            **continual.settings(self.plan.history_cars, self.plan.cars, since),
+            **self.infra.identity("continual"),
+        )  # fmt: skip
+
+        def decisions() -> list[dict]:
+            made = continual.decisions_after(self.model_dir, self.decisions_before)
+            self.status.detail = continual.describe(made)
+            self.result.decisions = made
+            return made
+
+        wait_for(
+            lambda: continual.decided(decisions()) or not simulator.running(),
+            continual.CONTINUAL_TIMEOUT_S + 60,
+            what="the judge's decision",
+            check=self.group.check,
+        )
+        if not continual.decided(self.result.decisions):
+            raise ServiceError(f"no decision on a challenger within {continual.CONTINUAL_TIMEOUT_S:.0f} s of live data")
+        simulator.stop()
 
     def _drain(self) -> None:
         published = self.result.published
@@ -425,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except CarStreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.continual and args.serving != "python":
+        print("error: CONTINUAL=1 needs SERVING=python: only python -m ml predict scores a challenger in the shadow")
         return 2
     signal.signal(signal.SIGTERM, _raise_interrupt)
     demo = Demo(args, plan, console)

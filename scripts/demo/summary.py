@@ -78,6 +78,8 @@ class DemoResult:
     model: dict[str, Any] | None = None
     serving: str = "python"
     """The program that served the model: python (python -m ml predict) or java (ml/streams/)."""
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    """The model registry's decisions of the live phase (`--continual`): registrations, promotions, rejections."""
     interrupted: bool = False
     error: str | None = None
 
@@ -189,6 +191,8 @@ def print_summary(result: DemoResult, console: Console) -> None:
     for name, value in rows:
         table.add_row(name, _fmt(value))
     console.print(table)
+    for decision in result.decisions:
+        console.print(f"decision {decision['action']} {decision['version']}: {decision['reason']}", highlight=False)
     console.print(f"plan: {result.plan}\nlogs: {result.log_dir}/", highlight=False)
     if result.error:
         console.print(f"[bold red]error:[/] {result.error}")

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from common.topics import (
     DLQ_TOPIC,
     ML_READER_GROUP_PREFIX,
+    MODEL_DECISIONS_TOPIC,
     MQTT_TOPIC_FILTER,
     MQTT_TOPIC_PREFIX,
     PREDICTIONS_TOPIC,
     PREDICTOR_GROUP,
     READINGS_TOPIC,
+    SHADOW_PREDICTIONS_TOPIC,
     STREAMS_APPLICATION_ID,
     TOPIC_PARTITIONS,
 )
@@ -45,14 +47,27 @@ class Grant:
 # services' Kafka users, which `admin` creates.
 KAFKA_ACLS: dict[str, list[Grant]] = {
     "bridge": [Grant("topic", READINGS_TOPIC, "write"), Grant("topic", DLQ_TOPIC, "write")],
+    # The product, and the registry's challenger's predictions beside it (ml/serving/shadow.py).
     "predictor": [
         Grant("topic", READINGS_TOPIC, "read"),
         Grant("topic", PREDICTIONS_TOPIC, "write"),
+        Grant("topic", SHADOW_PREDICTIONS_TOPIC, "write"),
         Grant("topic", DLQ_TOPIC, "write"),
         Grant("group", PREDICTOR_GROUP, "read", prefixed=True),
         Grant("group", ML_READER_GROUP_PREFIX, "read", prefixed=True),
     ],
     "trainer": [Grant("topic", READINGS_TOPIC, "read"), Grant("group", ML_READER_GROUP_PREFIX, "read", prefixed=True)],
+    # Continual training and the judge (`python -m ml continual`, `python -m ml judge`), and the operator's
+    # `python -m ml registry` with Kafka: the readings and both models' predictions, read in the ml readers'
+    # throw-away groups; the decisions written (idempotent: WRITE on a topic is what Kafka asks of it). It writes
+    # no product: neither car-sensor nor any predictions.
+    "continual": [
+        Grant("topic", READINGS_TOPIC, "read"),
+        Grant("topic", PREDICTIONS_TOPIC, "read"),
+        Grant("topic", SHADOW_PREDICTIONS_TOPIC, "read"),
+        Grant("topic", MODEL_DECISIONS_TOPIC, "write"),
+        Grant("group", ML_READER_GROUP_PREFIX, "read", prefixed=True),
+    ],
     # Reads by assign() and never commits: no group READ. DESCRIBE on the predictors' groups is what fetching
     # their committed offsets (OffsetFetch) needs, for the lag chart; it cannot join or commit in them.
     "dashboard": [

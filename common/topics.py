@@ -11,12 +11,19 @@ DLQ_TOPIC = "car-sensor-dlq"
 # promote, reject, rollback) here (ml/decisions_topic.py); the registry's files stay the source of truth.
 MODEL_DECISIONS_TOPIC = "car-sensor-model-decisions"
 # The stack's topics and their partitions, as the demo and the secured mode's set-up create them (the compose
-# stack's `topics` has the same defaults).
-TOPIC_PARTITIONS = {READINGS_TOPIC: 4, PREDICTIONS_TOPIC: 4, DLQ_TOPIC: 1}
+# stack's `topics` has the same defaults, Strimzi's KafkaTopics the same numbers). The shadow as the product;
+# decisions on one partition: a low-rate history read in the order the decisions were made.
+TOPIC_PARTITIONS = {
+    READINGS_TOPIC: 4,
+    PREDICTIONS_TOPIC: 4,
+    SHADOW_PREDICTIONS_TOPIC: 4,
+    DLQ_TOPIC: 1,
+    MODEL_DECISIONS_TOPIC: 1,
+}
 
 PREDICTOR_GROUP = "car-stream-predictor"  # predictors' consumer groups start with it (secured mode's ACLs too)
 # The ml readers' throw-away groups (metadata and assigned reads, never committed) start with it: ml-range-*,
-# ml-reader-* (the secured mode's ACLs name the prefix).
+# ml-reader-*, the judge's ml-judge-* (the secured mode's ACLs name the prefix).
 ML_READER_GROUP_PREFIX = "ml-"
 # The Java serving program's (ml/streams/) default application id: its consumer group, the prefix of its changelog
 # topics and of its transactional ids (the secured mode's ACLs name it; Settings.java has the same default).

@@ -17,11 +17,12 @@ from confluent_kafka import KafkaException, Producer
 from common.errors import KafkaError
 from common.kafka import ensure_topics, producer_config
 from common.settings import KafkaSecurity
+from common.topics import MODEL_DECISIONS_TOPIC, TOPIC_PARTITIONS
 from ml.registry import Decision
 
 log = logging.getLogger(__name__)
 
-DECISIONS_PARTITIONS = 1
+DECISIONS_PARTITIONS = TOPIC_PARTITIONS[MODEL_DECISIONS_TOPIC]  # 1: the records in the decisions' order
 
 
 def publish_decision(

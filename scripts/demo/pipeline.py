@@ -45,15 +45,7 @@ from common.defaults import BRIDGE_METRICS_PORT, DASHBOARD_PORT, FLEET_CARS, MOD
 from common.errors import CarStreamError
 from common.kafka import ensure_topics
 from common.logs import setup_logging
-from common.topics import (
-    DLQ_TOPIC,
-    MODEL_DECISIONS_TOPIC,
-    PREDICTIONS_TOPIC,
-    PREDICTOR_GROUP,
-    READINGS_TOPIC,
-    SHADOW_PREDICTIONS_TOPIC,
-    TOPIC_PARTITIONS,
-)
+from common.topics import PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC, TOPIC_PARTITIONS
 from scripts.demo import continual, serving
 from scripts.demo import runtime as demo_runtime
 from scripts.demo.plan import HISTORY_CARS, HISTORY_READINGS_PER_CAR, DemoPlan, make_plan
@@ -190,14 +182,10 @@ class Demo:
         else:
             env = service_env(bootstrap, self.infra.mqtt_host, self.infra.mqtt_port, self.infra.registry_url)
             self.group = ServiceGroup(env, self.log_dir)
-        # This process reads Kafka as the operator (`admin` when secured): topics, offsets, the live view.
-        topics = {
-            self.args.readings_topic: TOPIC_PARTITIONS[READINGS_TOPIC],
-            self.args.predictions_topic: TOPIC_PARTITIONS[PREDICTIONS_TOPIC],
-            DLQ_TOPIC: TOPIC_PARTITIONS[DLQ_TOPIC],
-        }
-        if self.args.continual:
-            topics |= {name: TOPIC_PARTITIONS[name] for name in (SHADOW_PREDICTIONS_TOPIC, MODEL_DECISIONS_TOPIC)}
+        # This process reads Kafka as the operator (`admin` when secured): topics, offsets, the live view. The
+        # stack's topics, the readings and the predictions under the names this run gives them.
+        named = {READINGS_TOPIC: self.args.readings_topic, PREDICTIONS_TOPIC: self.args.predictions_topic}
+        topics = {named.get(topic, topic): partitions for topic, partitions in TOPIC_PARTITIONS.items()}
         ensure_topics(bootstrap, self.infra.kafka_security, topics)
         login = self.infra.secure.mqtt_settings("monitor") if self.infra.secure else None
         self.counter = MqttCounter(self.infra.mqtt_host, self.infra.mqtt_port, login=login).start()

@@ -40,7 +40,7 @@ from common.topics import car_id
 log = logging.getLogger(__name__)
 
 # The identities with an env file (env/<identity>.env): the services and the operator's tools.
-ENV_IDENTITIES = ("bridge", "simulator", "predictor", "streams-predictor", "trainer", "dashboard", "admin")
+ENV_IDENTITIES = ("bridge", "simulator", "predictor", "streams-predictor", "trainer", "continual", "dashboard", "admin")
 # The names clients reach the servers by, in every runtime: the certificate names each (hostname verification).
 SERVER_HOSTS = [
     *("localhost", "127.0.0.1", "kafka", "mosquitto"),
@@ -189,7 +189,7 @@ class SecureMaterial:
             return {**self.kafka_env("bridge"), **self.mqtt_env("bridge")}
         if identity == "simulator":
             return {**self.mqtt_env(), "SIMULATOR_FLEET_SECRET": self.fleet_secret}
-        if identity in ("predictor", "streams-predictor", "trainer", "dashboard", "admin"):
+        if identity in ("predictor", "streams-predictor", "trainer", "continual", "dashboard", "admin"):
             return self.kafka_env(identity)
         raise ConfigError(f"unknown identity {identity!r}: {', '.join(ENV_IDENTITIES)}")
 

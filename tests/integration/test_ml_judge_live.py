@@ -11,29 +11,17 @@ hold more matured failure episodes than the gate's default min_episodes (10): ML
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from common import schemas
 from common.settings import PLAINTEXT
 from ml.registry import Registry
-from ml.training.untrained_model import save_untrained_model
 from scripts.testkit.kafka import read_to_end
 from scripts.testkit.readings import write_readings, write_records
+from scripts.testkit.registry import champion_and_challenger
 from scripts.testkit.rule_models import as_written, fleet, never, noisy_oracle, oracle, shuffled
 
 H, W = 30, 10
 OLD_CHAMPION = "20200101T000000Z"  # a version whose predictions are still on the product topic: never judged
-
-
-def models_with_a_challenger(models: Path) -> tuple[str, str]:
-    """(champion, challenger): two versions, the first registered and promoted, the second registered."""
-    champion = save_untrained_model(models, window=W, horizon=H, seed=1).name
-    challenger = save_untrained_model(models, window=W, horizon=H, seed=2).name
-    registry = Registry(models)
-    registry.register_challenger(champion, "the first model")
-    registry.promote("the first model")
-    registry.register_challenger(challenger, "retrained")
-    return champion, challenger
 
 
 def start_judge(service_factory, kafka_bootstrap, topic_factory, models, records, product, shadow):
@@ -66,7 +54,7 @@ def test_a_better_challenger_is_promoted_and_the_decision_reaches_the_file_and_k
     kafka_bootstrap, topic_factory, service_factory, tmp_path
 ):
     models = tmp_path / "models"
-    champion, challenger = models_with_a_challenger(models)
+    champion, challenger = champion_and_challenger(models, W, H)
     records = fleet(cars=20, per_car=360, seed=11)
     product = never(records, W, version=OLD_CHAMPION) + noisy_oracle(records, H, W, seed=11, version=champion)
     shadow = oracle(records, H, W, version=challenger)
@@ -97,7 +85,7 @@ def test_a_shuffled_challenger_is_rejected_and_the_reason_names_the_failed_condi
     kafka_bootstrap, topic_factory, service_factory, tmp_path
 ):
     models = tmp_path / "models"
-    champion, challenger = models_with_a_challenger(models)
+    champion, challenger = champion_and_challenger(models, W, H)
     records = fleet(cars=20, per_car=360, seed=11)
     product = noisy_oracle(records, H, W, seed=11, version=champion)
     shadow = shuffled(product, 11, W, records, challenger)

@@ -41,22 +41,28 @@ from common.kafka import ensure_topics
 from common.security import car_password, client_tls_context, make_certificates
 from common.topics import (
     DLQ_TOPIC,
+    ML_READER_GROUP_PREFIX,
+    MODEL_DECISIONS_TOPIC,
     MQTT_TOPIC_FILTER,
     PREDICTIONS_TOPIC,
     PREDICTOR_GROUP,
     READINGS_TOPIC,
     SHADOW_PREDICTIONS_TOPIC,
     STREAMS_APPLICATION_ID,
+    TOPIC_PARTITIONS,
     car_id,
     mqtt_topic,
 )
+from ml.registry import Registry
 from scripts.runtime.local import ROOT, KafkaNode, MosquittoNode, free_port, start_nodes
 from scripts.runtime.secured import SecureMaterial
 from scripts.testkit.bridge import start_bridge
 from scripts.testkit.kafka import end_offsets, read_to_end, read_until
-from scripts.testkit.predictor import start_java_predictor
-from scripts.testkit.readings import reading, readings, write_readings
-from scripts.testkit.services import ChildService
+from scripts.testkit.predictor import start_java_predictor, start_predictor
+from scripts.testkit.readings import reading, readings, write_readings, write_records
+from scripts.testkit.registry import champion_and_challenger
+from scripts.testkit.rule_models import as_written, fleet, noisy_oracle, oracle
+from scripts.testkit.services import ChildService, run_module
 
 pytestmark = pytest.mark.integration
 
@@ -330,6 +336,18 @@ def group_offsets_refusal(config: dict[str, str], group: str) -> str | None:
     return None
 
 
+def commit_readings_ends(secured: Secured, group: str) -> list[TopicPartition]:
+    """As the predictor, `group`'s offsets committed at car-sensor's ends now; returns them."""
+    ends = end_offsets(secured.bootstrap, READINGS_TOPIC, **secured.admin)
+    commits = [TopicPartition(READINGS_TOPIC, p, end) for p, end in ends.items()]
+    predictor = Consumer({**secured.kafka_as("predictor"), "group.id": group, "log_level": 0})
+    try:
+        assert all(tp.error is None for tp in predictor.commit(offsets=commits, asynchronous=False))
+    finally:
+        predictor.close()
+    return commits
+
+
 def test_each_kafka_identity_may_do_its_job_and_nothing_else(secured: Secured) -> None:
     group = {
         "predictor": "car-stream-predictor-test",
@@ -373,13 +391,7 @@ def test_each_kafka_identity_may_do_its_job_and_nothing_else(secured: Secured) -
     # The lag chart: the predictors' committed offsets (OffsetFetch, DESCRIBE on their groups), fetched as the
     # dashboard; any other group's are refused to it, and the predictors' to the trainer.
     predictor_group = f"{PREDICTOR_GROUP}-{uuid.uuid4().hex[:6]}"
-    ends = end_offsets(secured.bootstrap, READINGS_TOPIC, **secured.admin)
-    commits = [TopicPartition(READINGS_TOPIC, p, end) for p, end in ends.items()]
-    predictor = Consumer({**secured.kafka_as("predictor"), "group.id": predictor_group, "log_level": 0})
-    try:
-        assert all(tp.error is None for tp in predictor.commit(offsets=commits, asynchronous=False))
-    finally:
-        predictor.close()
+    commits = commit_readings_ends(secured, predictor_group)
     expected = {(tp.topic, tp.partition): tp.offset for tp in commits}
     partitions = [TopicPartition(topic, p) for topic, p in expected]
     assert committed_offsets(secured.kafka_as("dashboard"), predictor_group, partitions) == expected
@@ -485,6 +497,140 @@ def test_the_bridge_identity_reads_every_car_through_a_shared_subscription(secur
         client.loop_stop()
 
 
+CONTINUAL_IDENTITY = "continual"
+
+
+def test_the_continual_identity_reads_the_readings_and_both_predictions_and_writes_the_decisions_only(
+    secured: Secured,
+) -> None:
+    """`python -m ml continual`'s and `python -m ml judge`'s identity: the stack's topics as admin made them, the
+    three it judges on read in the ml readers' groups, the decisions written; the readings, the product, the shadow
+    and the DLQ never written, nothing else read, no topic created. The shadow is the predictor's alone to write."""
+    admin_view = AdminClient({**secured.kafka_as("admin"), "log_level": 0}).list_topics(timeout=10).topics
+    assert {name: len(admin_view[name].partitions) for name in TOPIC_PARTITIONS} == TOPIC_PARTITIONS
+    continual = secured.kafka_as(CONTINUAL_IDENTITY)
+    tag = uuid.uuid4().hex[:6]
+    in_its_groups = {**continual, "group.id": f"{ML_READER_GROUP_PREFIX}judge-{tag}"}
+    for topic in (READINGS_TOPIC, PREDICTIONS_TOPIC, SHADOW_PREDICTIONS_TOPIC):
+        assert assigned_read_error(in_its_groups, topic) is None, topic
+    assert read_error({**continual, "group.id": f"not-ml-{tag}"}, READINGS_TOPIC) == "GROUP_AUTHORIZATION_FAILED"
+    for topic in (DLQ_TOPIC, MODEL_DECISIONS_TOPIC):
+        assert assigned_read_error(in_its_groups, topic) == "TOPIC_AUTHORIZATION_FAILED", topic
+    assert write_error(continual, MODEL_DECISIONS_TOPIC) is None
+    for topic in (READINGS_TOPIC, PREDICTIONS_TOPIC, SHADOW_PREDICTIONS_TOPIC, DLQ_TOPIC):
+        assert write_error(continual, topic) == "TOPIC_AUTHORIZATION_FAILED", topic
+    assert create_error(continual, f"not-continual-s-{tag}") == "TOPIC_AUTHORIZATION_FAILED"
+    # The shadow and the decisions have one writer each.
+    assert write_error(secured.kafka_as("predictor"), SHADOW_PREDICTIONS_TOPIC) is None
+    for identity in ("bridge", "trainer", "dashboard", STREAMS_IDENTITY):
+        for topic in (SHADOW_PREDICTIONS_TOPIC, MODEL_DECISIONS_TOPIC):
+            assert write_error(secured.kafka_as(identity), topic) == "TOPIC_AUTHORIZATION_FAILED", (identity, topic)
+    assert write_error(secured.kafka_as("predictor"), MODEL_DECISIONS_TOPIC) == "TOPIC_AUTHORIZATION_FAILED"
+
+
+def decisions_of(secured: Secured, versions: set[str]) -> list[tuple[str, dict]]:
+    """The decisions topic's records of `versions` (key, value), in order, read as admin (probes left out)."""
+    messages = read_to_end(secured.bootstrap, MODEL_DECISIONS_TOPIC, **secured.admin)
+    keyed = [(m.key().decode(), m.value()) for m in messages if m.key() and m.key().decode() in versions]
+    return [(key, json.loads(value.decode("utf-8"))) for key, value in keyed]
+
+
+def test_the_judge_as_continual_promotes_on_the_stack_s_topics_and_the_registry_command_produces_as_continual(
+    secured: Secured, service_factory, tmp_path: Path
+) -> None:
+    """`python -m ml judge` as `continual`, on the stack's topics under their default names: a fleet's readings
+    written as the bridge, the champion's predictions and the challenger's shadow predictions written as the
+    predictor (an idempotent producer, as its shadow output's), and the better challenger promoted, the decision on
+    car-sensor-model-decisions as in the registry's file. Then the operator's `python -m ml registry rollback` with
+    Kafka, as `continual`, produces its decision there too. The cars are this test's own: the other tests of the
+    module leave readings and predictions in the same topics, which the judge reads too and cannot judge."""
+    horizon, window = 30, 10  # the rule models' (as tests/integration/test_ml_judge_live.py)
+    models = tmp_path / "models"
+    champion, challenger = champion_and_challenger(models, window, horizon)
+    tag = uuid.uuid4().hex[:6]
+    records = [{**r, "car_id": f"judged-{tag}-{r['car_id']}"} for r in fleet(cars=20, per_car=360, seed=11)]
+    write_readings(secured.bootstrap, secured.material.kafka_security("bridge"), READINGS_TOPIC, records)
+    predictor = secured.material.kafka_security("predictor")
+    for topic, written in (
+        (PREDICTIONS_TOPIC, noisy_oracle(records, horizon, window, seed=11, version=champion)),
+        (SHADOW_PREDICTIONS_TOPIC, oracle(records, horizon, window, version=challenger)),
+    ):
+        write_records(secured.bootstrap, predictor, topic, as_written(written, records, horizon), schemas.PREDICTION)
+    identity = secured.material.env(CONTINUAL_IDENTITY)
+    judge = service_factory(
+        "judge", "ml", "judge", KAFKA_BOOTSTRAP_SERVERS=secured.bootstrap, ML_MODEL_DIR=str(models),
+        ML_JUDGE_INTERVAL="1", **identity,
+    )  # fmt: skip
+    registry = Registry(models)
+    judge.wait_until(lambda: registry.champion() == challenger, f"{challenger} promoted", timeout=240)
+    judge.wait_for_log(f"decision promote {challenger} produced to {MODEL_DECISIONS_TOPIC}")
+    judge.stop_ok()
+    assert f"SASL_SSL (SCRAM-SHA-512) as {CONTINUAL_IDENTITY}" in judge.log()
+    run_module(
+        "ml", "registry", "rollback", "--reason", "the operator's", "--decisions-timeout", "20",
+        KAFKA_BOOTSTRAP_SERVERS=secured.bootstrap, ML_MODEL_DIR=str(models), **identity,
+    )  # fmt: skip
+    promoted, rolled_back = registry.history()[-2:]
+    assert (promoted.action, promoted.version, rolled_back.action, rolled_back.version) == (
+        "promote", challenger, "rollback", champion,
+    )  # fmt: skip
+    assert decisions_of(secured, {champion, challenger}) == [
+        (challenger, json.loads(promoted.to_json())),
+        (champion, json.loads(rolled_back.to_json())),
+    ], "the file's decisions, in its order"
+
+
+def stack_topics(secured: Secured, group: str) -> SimpleNamespace:
+    """The stack's own topics, which the ACLs name, as the test kit's serving programs read a Stream, and `group`."""
+    return SimpleNamespace(
+        bootstrap=secured.bootstrap,
+        input=READINGS_TOPIC,
+        output=PREDICTIONS_TOPIC,
+        shadow=SHADOW_PREDICTIONS_TOPIC,
+        dlq=DLQ_TOPIC,
+        group=group,
+    )
+
+
+def predicted_by(messages: list, version: str, keys: set[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The (car_id, seq) of `keys` that `version` predicted in `messages` of a predictions topic (probes skipped)."""
+    codec = AvroCodec(schemas.PREDICTION, "predictions")
+    found = set()
+    for message in messages:
+        with contextlib.suppress(DecodeError):
+            prediction = codec.decode(message.value())
+            if prediction["model_version"] == version and (key := (prediction["car_id"], prediction["seq"])) in keys:
+                found.add(key)
+    return found
+
+
+def test_the_predictor_writes_the_challenger_s_shadow_predictions_under_its_own_identity(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """`python -m ml predict` as `predictor` with a challenger in the registry, on the stack's topics: the shadow
+    topic, made by admin, is its to write (it may create none), so it scores the challenger beside the champion on
+    the same readings."""
+    models = tmp_path / "models"
+    champion, challenger = champion_and_challenger(models, window=6, horizon=5)
+    group = f"{PREDICTOR_GROUP}-shadow-{uuid.uuid4().hex[:6]}"
+    commit_readings_ends(secured, group)  # the readings other tests left are not this test's
+    topics = stack_topics(secured, group)
+    predictor = start_predictor(topics, models, tmp_path, "predictor", **secured.material.env("predictor"))
+    try:
+        predictor.wait_for_log(f"scoring challenger {challenger} in the shadow")  # from the first batch on
+        written = new_cars(secured, uuid.uuid4().hex[:6])
+        shadow = collect_as_admin(
+            secured, SHADOW_PREDICTIONS_TOPIC, lambda ms: predicted_by(ms, challenger, written) == written, timeout=180
+        )
+        assert predictor.metric("predictor_shadow_undelivered_batches_total") == 0
+        predictor.stop_ok(timeout=60)
+    finally:
+        predictor.kill()
+    assert predicted_by(shadow, challenger, written) == written, "the challenger scored every reading"
+    product = read_to_end(secured.bootstrap, PREDICTIONS_TOPIC, **secured.admin)
+    assert predicted_by(product, champion, written) == written, "the champion served them"
+
+
 STREAMS_IDENTITY = "streams-predictor"
 
 
@@ -493,14 +639,7 @@ def start_streams(
 ) -> ChildService:
     """The Java serving program (ml/streams/) on the stack's topics, which the ACLs name, as `streams-predictor`;
     application_id "": its own default, which the policy names too."""
-    topics = SimpleNamespace(  # what start_java_predictor reads of a Stream
-        bootstrap=secured.bootstrap,
-        input=READINGS_TOPIC,
-        output=PREDICTIONS_TOPIC,
-        dlq=DLQ_TOPIC,
-        group=application_id,
-        shadow=SHADOW_PREDICTIONS_TOPIC,
-    )
+    topics = stack_topics(secured, application_id)
     return start_java_predictor(topics, model_dir, log_dir, name, **secured.material.env(STREAMS_IDENTITY))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from admin.policy import SECURED_TOPICS
+from admin.policy import KAFKA_ACLS, SECURED_TOPICS
 from admin.settings import parse_topics
 from common.defaults import (
     BRIDGE_METRICS_PORT,
@@ -29,7 +29,7 @@ from common.defaults import (
     PREDICTOR_METRICS_PORT,
     SCHEMA_REGISTRY_PORT,
 )
-from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC
+from common.topics import READINGS_TOPIC, TOPIC_PARTITIONS
 from ml.training.cluster import DNS_PREFIX
 from scripts.runtime.streams import STREAMS_IMAGE, STREAMS_JAR
 
@@ -42,14 +42,18 @@ POM = ROOT / "scripts" / "runtime" / "kafka" / "pom.xml"
 HEALTHY = "service_healthy"
 COMPLETED = "service_completed_successfully"
 ONE_SHOTS = {"topics", "training-data", "trainer"}
-APP_SERVICES = {"simulator", "bridge", "trainer", "predictor"}
+APP_SERVICES = {"simulator", "bridge", "trainer", "predictor", "continual"}
 REQUIRED_SERVICES = {"kafka", "mosquitto", "schema-registry", *ONE_SHOTS, *APP_SERVICES}
 APP_COMMANDS = {
     "simulator": ["python", "-m", "simulator"],
     "bridge": ["python", "-m", "bridge"],
     "trainer": ["python", "-m", "ml", "train"],
     "predictor": ["python", "-m", "ml", "predict"],
+    "continual": ["python", "-m", "ml", "continual"],
 }
+# Long-running services that serve no HTTP endpoint and open no connection a check could see at all times: their
+# health is their process (compose restarts it when it exits), and nothing waits for them to be healthy.
+PROCESS_ONLY = {"continual"}
 # Who waits for whom, and for what; a service may wait for more, never for less.
 DEPENDENCIES = {
     "schema-registry": {"kafka": HEALTHY},
@@ -59,6 +63,7 @@ DEPENDENCIES = {
     "training-data": {"topics": COMPLETED, "simulator": HEALTHY},
     "trainer": {"kafka": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED, "training-data": COMPLETED},
     "predictor": {"kafka": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED, "trainer": COMPLETED},
+    "continual": {"kafka": HEALTHY, "schema-registry": HEALTHY, "topics": COMPLETED},
 }
 # The ports a user reaches from the host (docs/contracts.md, README.md "Ports").
 # service: (container port, host port), published on loopback only.
@@ -235,6 +240,11 @@ def test_every_long_running_service_has_a_healthcheck(services):
         if name in ONE_SHOTS:
             assert service.get("restart") == "no", f"{name} is a one-shot and must not restart"
             continue
+        if name in PROCESS_ONLY:
+            assert "healthcheck" not in service and service["restart"] == "unless-stopped", name
+            waiting = [other for other, s in services.items() if name in (s.get("depends_on") or {})]
+            assert not waiting, f"{waiting} wait for {name}, which has no health check to wait for"
+            continue
         check = service.get("healthcheck")
         assert check and not check.get("disable") and check["test"][0] in ("CMD", "CMD-SHELL"), name
 
@@ -307,13 +317,14 @@ def test_dependency_graph_is_complete_and_acyclic(services):
 
 
 def test_topics_are_created_with_partitions_from_variables(raw, services):
+    """The stack's topics (common/topics.py), each with a variable whose default is its partitions there."""
     script = "\n".join(command(services["topics"]))
-    for topic in (READINGS_TOPIC, PREDICTIONS_TOPIC, DLQ_TOPIC):
-        assert re.search(rf"create {re.escape(topic)} \"\$(\w+)\"", script), topic
+    created = dict(re.findall(r"create ([\w-]+) \"\$(\w+)\"", script))
+    assert set(created) == set(TOPIC_PARTITIONS)
     raw_env = raw["services"]["topics"]["environment"]
-    for variable in re.findall(r"create [\w-]+ \"\$(\w+)\"", script):
+    for topic, variable in created.items():
         assert defaulted_variable(raw_env[variable]), f"{variable} is not a variable with a default"
-        assert int(environment(services["topics"])[variable]) >= 1
+        assert int(environment(services["topics"])[variable]) == TOPIC_PARTITIONS[topic], topic
 
 
 def test_training_waits_for_enough_readings(raw, services):
@@ -357,14 +368,15 @@ def volume_mounts(service: dict) -> dict[str, tuple[str, bool]]:
 
 
 def test_model_directory_is_a_named_volume_shared_by_trainer_and_predictor(stack, services):
+    """The trainer and continual training write model versions (continual the registry too), the predictor reads."""
     sources = {}
-    for name in ("trainer", "predictor"):
+    for name in ("trainer", "predictor", "continual"):
         model_dir = environment(services[name])["ML_MODEL_DIR"]
         source, read_only = volume_mounts(services[name])[model_dir]
         assert source in stack["volumes"], f"{name}: {source} is not a named volume"
         assert read_only == (name == "predictor")
         sources[name] = source
-    assert sources["trainer"] == sources["predictor"]
+    assert len(set(sources.values())) == 1, sources
 
 
 def test_the_java_serving_program_takes_the_predictors_place_in_the_profile_java(raw, stack, services):
@@ -388,6 +400,22 @@ def test_the_java_serving_program_takes_the_predictors_place_in_the_profile_java
     instructions = [line.split(None, 1) for line in dockerfile.read_text().splitlines() if line[:1].isupper()]
     copied = {arguments.split()[0] for keyword, arguments in instructions if keyword == "COPY"}
     assert copied == {"lib/", STREAMS_JAR.name}, "the context holds the jar and its lib/ only"
+
+
+def test_continual_training_runs_once_beside_the_stack_in_the_profile_continual(services):
+    """Not in the default stack: only with its profile. One container (two would race on the registry), with the
+    predictor's connection settings; the secured override gives it its own identity, `continual`."""
+    continual, predictor = services["continual"], services["predictor"]
+    assert continual["profiles"] == ["continual"]
+    assert not {"deploy", "scale"} & set(continual) and "container_name" not in continual
+    assert continual["image"] == predictor["image"] and "ports" not in continual
+    assert environment(continual) == {
+        key: value for key, value in environment(predictor).items() if not key.startswith("ML_METRICS_")
+    }
+    secured = yaml.safe_load(SECURE_FILE.read_text())["services"]
+    assert secured["continual"]["env_file"] == "${SECURE_DIR}/env/continual.env" and "continual" in KAFKA_ACLS
+    assert secured["continual"]["environment"] == secured["predictor"]["environment"], "the CA where it is mounted"
+    assert secured["continual"]["volumes"] == secured["predictor"]["volumes"]
 
 
 WORKER_SETTINGS = {"ML_WORKERS", "ML_WORKER_HOSTS", "ML_WORKER_INDEX", "TF_CONFIG"}

@@ -95,7 +95,8 @@ def test_every_service_bootstraps_from_the_three_brokers(cluster):
     assert compose.CLUSTER_BOOTSTRAP.split(",") == internal
     with_kafka = {name: settings(service) for name, service in cluster.items() if name not in BROKERS}
     users = {name for name, env in with_kafka.items() if "KAFKA_BOOTSTRAP_SERVERS" in env}
-    assert {"topics", "bridge", "training-data", "trainer", "predictor", "predictor-java", "dashboard"} <= users
+    clients = ("topics", "bridge", "training-data", "trainer", "predictor", "predictor-java", "continual", "dashboard")
+    assert set(clients) <= users
     for name in users:
         assert with_kafka[name]["KAFKA_BOOTSTRAP_SERVERS"] == compose.CLUSTER_BOOTSTRAP, name
     assert with_kafka["schema-registry"]["APICURIO_KAFKASQL_BOOTSTRAP_SERVERS"] == compose.CLUSTER_BOOTSTRAP
@@ -140,5 +141,5 @@ def test_the_secured_brokers_are_the_secured_kafka_but_for_who_each_is(secured_c
         [m["source"] for m in mounts(secured_cluster[name]) if m["target"] == "/var/lib/kafka/data"] for name in BROKERS
     ]
     assert len({source for [source] in logs}) == len(BROKERS), "a log each"
-    for name in ("topics", "bridge", "trainer", "predictor", "dashboard", "training-data"):
+    for name in ("topics", "bridge", "trainer", "predictor", "continual", "dashboard", "training-data"):
         assert settings(secured_cluster[name])["KAFKA_BOOTSTRAP_SERVERS"] == compose.CLUSTER_BOOTSTRAP, name

@@ -23,8 +23,11 @@ DEPLOYMENTS = {
     "bridge": ["python", "-m", "bridge"],
     "predictor": ["python", "-m", "ml", "predict"],
     "predictor-java": ["java", "-jar", "/opt/car-failure-streams/car-failure-streams.jar"],
+    "continual": ["python", "-m", "ml", "continual"],
     "dashboard": ["python", "-m", "dashboard"],
 }
+# Deployments that serve no endpoint a probe could ask: the kubelet restarts them when their process exits.
+PROCESS_ONLY = {"continual"}
 # The serving programs: the Python predictor serves by default, the Java one (its own image) in its place when asked.
 SERVING = {"predictor": 1, "predictor-java": 0}
 JOBS = {"trainer": ["python", "-m", "ml", "train"], "admin": ["python", "-m", "admin", "apply"]}
@@ -35,13 +38,16 @@ METRICS = {
 }
 # The Service in front of each workload's metrics: both serving programs' pods are behind predictor-metrics.
 METRICS_SERVICES = {"bridge": "bridge-metrics", "predictor": "predictor-metrics", "predictor-java": "predictor-metrics"}
-# Who mounts the model claim, where its setting says: the trainer writes versions, the others only read them.
+# Who mounts the model claim, where its setting says: the trainer and continual write versions (continual the
+# registry too), the others only read them.
 MODEL_DIRS = {
     "trainer": "ML_MODEL_DIR",
+    "continual": "ML_MODEL_DIR",
     "predictor": "ML_MODEL_DIR",
     "predictor-java": "ML_MODEL_DIR",
     "dashboard": "DASHBOARD_MODEL_DIR",
 }
+MODEL_WRITERS = {"trainer", "continual"}
 # The identity (Secret car-stream-ml-<identity>) of each workload whose name is not its identity's.
 IDENTITIES = {"predictor-java": "streams-predictor"}
 CONNECTION_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS", "MQTT_HOST", "MQTT_PORT", "SCHEMA_REGISTRY_URL"}
@@ -131,6 +137,9 @@ def test_every_container_has_requests_within_limits(resources):
 def test_every_deployment_is_probed(resources):
     for name in DEPLOYMENTS:
         container = main_container(resources[("Deployment", name)])
+        if name in PROCESS_ONLY:  # a probe of a port it does not open would restart it for ever
+            assert not {"livenessProbe", "readinessProbe", "startupProbe", "ports"} & set(container), name
+            continue
         for probe in ("livenessProbe", "readinessProbe"):
             assert probe in container and ({"httpGet", "exec", "tcpSocket"} & set(container[probe])), f"{name}"
 
@@ -165,7 +174,7 @@ def test_connection_settings_come_from_the_config_map(resources):
         assert sources and set(sources) <= config_maps, f"{name} takes its connection settings from nowhere"
 
 
-def test_trainer_predictor_and_dashboard_share_the_model_volume(resources):
+def test_trainer_continual_predictor_and_dashboard_share_the_model_volume(resources):
     claims = set()
     for name, setting in MODEL_DIRS.items():
         workload = workloads(resources)[name]
@@ -177,7 +186,7 @@ def test_trainer_predictor_and_dashboard_share_the_model_volume(resources):
         container = main_container(workload)
         model_dir = env(container)[setting]
         [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == model_dir]
-        assert mount.get("readOnly", False) == (name != "trainer"), f"only the trainer writes model versions: {name}"
+        assert mount.get("readOnly", False) == (name not in MODEL_WRITERS), f"{name}: who writes model versions"
         claims.add(volumes[mount["name"]])
     assert len(claims) == 1 and ("PersistentVolumeClaim", claims.pop()) in resources
 
@@ -310,7 +319,31 @@ def test_the_readme_s_replicas_put_the_java_program_in_the_predictor_s_place(ren
         for doc in render(kustomization.parent)
         if doc["kind"] == "Deployment"
     }
-    assert counts == {"simulator": 1, "bridge": 1, "predictor": 0, "predictor-java": 1, "dashboard": 1}
+    assert counts == {
+        "simulator": 1,
+        "bridge": 1,
+        "predictor": 0,
+        "predictor-java": 1,
+        "continual": 1,
+        "dashboard": 1,
+    }
+
+
+def test_continual_is_one_pod_at_a_time_on_the_predictor_s_claim(resources):
+    """Two continual pods would race on the registry: one replica, and a new pod only once the old one has
+    stopped (Recreate; a rolling update starts the new pod first). It mounts the claim of the trainer and the
+    predictor, with the predictor's settings but its metrics (it serves none)."""
+    deployment = resources[("Deployment", "continual")]
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    [claim] = {
+        volume["persistentVolumeClaim"]["claimName"]
+        for name in ("continual", "predictor")
+        for volume in resources[("Deployment", name)]["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in volume
+    }
+    assert ("PersistentVolumeClaim", claim) in resources
+    served = env(main_container(resources[("Deployment", "predictor")]))
+    assert env(main_container(deployment)) == {key: value for key, value in served.items() if "METRICS" not in key}
 
 
 def check_training_cluster(job: dict, service: dict) -> int:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from admin.policy import KAFKA_ACLS
+from admin.settings import AdminSettings, parse_topics
 from common.topics import TOPIC_PARTITIONS
 from scripts.runtime.secured import SERVER_HOSTS
 
@@ -208,6 +209,10 @@ def test_the_statefulset_s_bootstrap_is_its_service_and_the_admin_job_makes_the_
     [service_port] = service["ports"]
     assert service_port["port"] == int(port) == ports[service_port["targetPort"]]
     assert ("Job", "admin") in documents, "users, topics and ACLs: python -m admin apply"
+    # The stack's topics, every one: the Job names none, so admin's default, which is common/topics.py's.
+    [admin] = documents[("Job", "admin")]["spec"]["template"]["spec"]["containers"]
+    assert "ADMIN_TOPICS" not in {item["name"] for item in admin.get("env", [])}
+    assert parse_topics(AdminSettings.model_fields["topics"].default) == TOPIC_PARTITIONS
 
 
 def test_without_a_component_the_config_map_names_the_reader_s_kafka(variant):

@@ -21,7 +21,16 @@ from common.cli import add_settings_arguments, settings_from_args
 from common.errors import ConfigError
 from common.security import car_password, mosquitto_password_line
 from common.settings import PLAINTEXT, KafkaSecurity, KafkaSettings
-from common.topics import DLQ_TOPIC, PREDICTIONS_TOPIC, PREDICTOR_GROUP, READINGS_TOPIC, STREAMS_APPLICATION_ID
+from common.topics import (
+    DLQ_TOPIC,
+    ML_READER_GROUP_PREFIX,
+    MODEL_DECISIONS_TOPIC,
+    PREDICTIONS_TOPIC,
+    PREDICTOR_GROUP,
+    READINGS_TOPIC,
+    SHADOW_PREDICTIONS_TOPIC,
+    STREAMS_APPLICATION_ID,
+)
 from scripts.runtime.secured import ENV_IDENTITIES, SecureMaterial
 from scripts.runtime.services import IDENTITY_VARIABLES, service_env
 
@@ -129,6 +138,27 @@ def test_the_dashboard_reads_its_topics_and_the_predictors_offsets_and_writes_no
         ],
         key=repr,
     )
+
+
+def test_continual_reads_the_readings_and_both_models_predictions_and_writes_the_decisions_only(tmp_path: Path) -> None:
+    """`python -m ml continual` and `python -m ml judge` (and the operator's `python -m ml registry` with Kafka): no
+    write to the readings or to any predictions; the predictor writes the shadow beside the product."""
+    env = SecureMaterial(tmp_path / "secure").ensure(cars=1).env("continual")
+    assert env["KAFKA_SASL_USERNAME"] == "continual" and not any(key.startswith("MQTT_") for key in env)
+    assert len(KAFKA_ACLS["continual"]) == 5 and set(KAFKA_ACLS["continual"]) == {
+        Grant("topic", READINGS_TOPIC, "read"),
+        Grant("topic", PREDICTIONS_TOPIC, "read"),
+        Grant("topic", SHADOW_PREDICTIONS_TOPIC, "read"),
+        Grant("topic", MODEL_DECISIONS_TOPIC, "write"),
+        Grant("group", ML_READER_GROUP_PREFIX, "read", prefixed=True),
+    }
+
+    def writers(topic: str) -> set[str]:
+        return {
+            user for user, grants in KAFKA_ACLS.items() for g in grants if (g.name, g.operation) == (topic, "write")
+        }
+
+    assert writers(SHADOW_PREDICTIONS_TOPIC) == {"predictor"} and writers(MODEL_DECISIONS_TOPIC) == {"continual"}
 
 
 def test_the_java_serving_program_has_an_identity_of_its_own_that_names_nothing_but_its_own(tmp_path: Path) -> None:

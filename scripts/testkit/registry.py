@@ -1,10 +1,12 @@
-"""A model folder whose registry (ml/registry.py) names a champion and a pending challenger: what the shadow and the
-judge work on."""
+"""Model folders for registry tests (ml/registry.py): a champion and a pending challenger (what the shadow and the
+judge work on), and versions of metadata alone."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from ml import artifact
 from ml.registry import Registry
 from ml.training.untrained_model import save_untrained_model
 
@@ -19,3 +21,13 @@ def champion_and_challenger(models: Path, window: int, horizon: int) -> tuple[st
     registry.promote("the first model")
     registry.register_challenger(challenger, "retrained")
     return champion, challenger
+
+
+def metadata_version(model_dir: Path, name: str, **metadata: object) -> Path:
+    """A version folder holding only a metadata.json that reads (window 4, horizon 2, one feature, unless
+    `metadata` says otherwise): enough for the registry, which never loads a model."""
+    folder = model_dir / name
+    folder.mkdir(parents=True)
+    base = dict.fromkeys(artifact.REQUIRED_METADATA, {}) | {"window": 4, "horizon": 2, "features": ["a"]}
+    (folder / artifact.METADATA_FILE).write_text(json.dumps(base | metadata))
+    return folder

@@ -1,20 +1,15 @@
 """make demo CONTINUAL=1's registry steps (scripts/demo/continual.py) on real model folders: the trained model
 becomes the champion whatever an earlier run left, and the view and summary follow the decisions that come after."""
 
-import json
 from pathlib import Path
 
-from ml import artifact
 from ml.registry import Registry
 from scripts.demo import continual
+from scripts.testkit.registry import metadata_version
 
 
 def version(model_dir: Path, name: str) -> str:
-    folder = model_dir / name
-    folder.mkdir(parents=True)
-    metadata = dict.fromkeys(artifact.REQUIRED_METADATA, {}) | {"window": 4, "horizon": 2, "features": ["a"]}
-    (folder / artifact.METADATA_FILE).write_text(json.dumps(metadata))
-    return name
+    return metadata_version(model_dir, name).name
 
 
 def test_the_demos_model_becomes_the_champion_and_a_challenger_left_pending_is_rejected(tmp_path):

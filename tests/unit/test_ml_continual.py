@@ -2,19 +2,19 @@
 the drift share against a champion's training statistics, the retraining rule, the registry's adoption of the
 version in service, and the warm start's weight copy (ml/training/model.py)."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from common.schemas import SENSOR_FIELDS
-from ml import artifact, ood
+from ml import ood
 from ml.continual.history import History
 from ml.continual.settings import ContinualSettings
 from ml.continual.trainer import Retrainer, adopt_champion, drift_share, due, trained_through
 from ml.registry import Registry
 from scripts.testkit.readings import in_other_units
+from scripts.testkit.registry import metadata_version
 from simulator.fleet import generate_readings
 
 HOUR_MS = 3600 * 1000
@@ -130,14 +130,8 @@ def test_no_period_when_it_is_zero():
 
 
 def version(model_dir: Path, name: str, last: str | None = None) -> Path:
-    folder = model_dir / name
-    folder.mkdir(parents=True)
     training = {"time_range": {"first": "2020-01-01T00:00:00Z", "last": last}} if last else {}
-    metadata = dict.fromkeys(artifact.REQUIRED_METADATA, {}) | {
-        "window": 4, "horizon": 2, "features": list(SENSOR_FIELDS), "training": training,
-    }  # fmt: skip
-    (folder / artifact.METADATA_FILE).write_text(json.dumps(metadata))
-    return folder
+    return metadata_version(model_dir, name, features=list(SENSOR_FIELDS), training=training)
 
 
 def test_trained_through_is_the_newest_reading_any_version_was_trained_on(tmp_path):

@@ -5,7 +5,6 @@ No Kafka here: tests/integration/test_ml_judge.py runs `python -m ml judge` agai
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 
 from common.errors import ConfigError
 from common.topics import MODEL_DECISIONS_TOPIC, PREDICTIONS_TOPIC, READINGS_TOPIC, SHADOW_PREDICTIONS_TOPIC
-from ml import artifact
 from ml.__main__ import main as ml_main
 from ml.continual.cli import build_parser
 from ml.continual.judge import Judge
@@ -22,6 +20,7 @@ from ml.continual.settings import JudgeSettings
 from ml.gate import GateRule
 from ml.live_eval import head_to_head
 from ml.registry import Decision, Registry, read_judgement
+from scripts.testkit.registry import metadata_version
 from scripts.testkit.rule_models import fleet, never, noisy_oracle, oracle, shuffled
 
 H, W = 30, 10
@@ -143,11 +142,8 @@ def test_predictions_are_handed_out_by_model_version_and_side() -> None:
 
 
 def version(model_dir: Path, name: str) -> None:
-    """A version folder whose metadata reads, with the rule models' window and horizon (no model is loaded)."""
-    folder = model_dir / name
-    folder.mkdir(parents=True)
-    metadata = dict.fromkeys(artifact.REQUIRED_METADATA, {}) | {"window": W, "horizon": H, "features": ["a"]}
-    (folder / artifact.METADATA_FILE).write_text(json.dumps(metadata))
+    """With the rule models' window and horizon (no model is loaded)."""
+    metadata_version(model_dir, name, window=W, horizon=H)
 
 
 @pytest.fixture(scope="module")

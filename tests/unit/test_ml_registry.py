@@ -12,17 +12,13 @@ from ml import artifact
 from ml import registry as registry_module
 from ml.registry import Registry, RegistryError, read_judgement, serving_version
 from ml.registry_cli import main as registry_main
+from scripts.testkit.registry import metadata_version
 
 A, B, C = "20240101T000000Z", "20240102T000000Z", "20240103T000000Z"
 
 
 def version(model_dir: Path, name: str) -> Path:
-    """A version folder whose metadata reads (enough for the registry, which never loads a model)."""
-    folder = model_dir / name
-    folder.mkdir(parents=True)
-    metadata = dict.fromkeys(artifact.REQUIRED_METADATA, {}) | {"window": 4, "horizon": 2, "features": ["a"]}
-    (folder / artifact.METADATA_FILE).write_text(json.dumps(metadata))
-    return folder
+    return metadata_version(model_dir, name)
 
 
 @pytest.fixture

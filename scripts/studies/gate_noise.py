@@ -100,6 +100,8 @@ def main() -> None:
         horizon, window = int(models["A"].metadata["horizon"]), int(models["A"].metadata["window"])
         rng = np.random.default_rng(seed)
         for pair in (("A", "B"), ("L", "A")):
+            whole = decide(*head_to_head(live, predictions[pair[0]], predictions[pair[1]], horizon, window))
+            print(json.dumps({"seed": seed, "whole_fleet": f"{pair[0]} against {pair[1]}", "reason": whole.reason}))
             for episodes in (int(e) for e in args.episodes.split(",")):
                 rows = _samples(live, predictions[pair[0]], predictions[pair[1]], horizon, window, episodes,
                                 args.samples, rng)  # fmt: skip

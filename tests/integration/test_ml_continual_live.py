@@ -29,6 +29,7 @@ CARS, PER_CAR = 20, 200
 HOUR_MS = 3600 * 1000
 DAY_MS = 24 * HOUR_MS
 NEW_EPISODES = 5
+STOP_S = 60.0  # SIGTERM to exit 0 for a process that trained with TensorFlow: once over 30 s on a loaded machine
 FAST_FIT = {"ML_EPOCHS": "2", "ML_PATIENCE": "1", "ML_BOOTSTRAP": "10"}
 
 
@@ -91,7 +92,7 @@ def test_a_fleet_replayed_in_other_units_triggers_a_retraining_whose_decision_sa
         service_factory, kafka_bootstrap, topic_factory, models, other_units, ML_RETRAIN_EPISODES="100000"
     )
     registry, decision, on_kafka = registered_challenger(service, models, decisions, kafka_bootstrap)
-    service.stop_ok()
+    service.stop_ok(timeout=STOP_S)
 
     assert registry.champion() == champion, "the version in service was adopted as the champion"
     assert [d.action for d in registry.history()] == ["register", "promote", "register"]
@@ -122,7 +123,7 @@ def test_new_failure_episodes_trigger_a_retraining_and_the_champions_own_do_not(
     assert Registry(models).challenger() is None, "the champion's own episodes trigger nothing"
     write_readings(kafka_bootstrap, PLAINTEXT, readings, newer, partitions=2)
     registry, decision, _ = registered_challenger(service, models, decisions, kafka_bootstrap)
-    service.stop_ok()
+    service.stop_ok(timeout=STOP_S)
 
     assert registry.champion() == champion
     assert decision.reason.startswith("episodes: ") and "failure episodes started after" in decision.reason
@@ -192,7 +193,7 @@ def test_a_challenger_trained_on_more_history_is_promoted_by_the_gate_on_live_da
     live = live_fleet(9, DEFAULT_START_MS + 60 * DAY_MS)
     stream.write(live)
     decision = judged(continual, registry, challenger, decisions)
-    continual.stop_ok()
+    continual.stop_ok(timeout=STOP_S)
     predictor.stop_ok()
 
     assert registry.history()[-2].reason.startswith("episodes: "), "trained because new failures came"

@@ -12,12 +12,12 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException
 
 from common import dlq, schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError, RegistryUnavailable
-from common.kafka import consumer_config
+from common.kafka import consumer_config, new_partitions_from
 from dashboard.fleet import Fleet
 from dashboard.settings import DashboardSettings
 
@@ -91,26 +91,13 @@ class Feed:
 
     def _assign_new_partitions(self) -> None:
         """Every partition of the three topics not assigned yet, from the lookback's first record."""
-        try:
-            metadata = self.consumer.list_topics(timeout=5)
-        except KafkaException as exc:
-            self._warn(f"Kafka metadata: {exc}")
-            return
         since = int((time.time() - self.settings.lookback_seconds) * 1000)
-        new = [
-            TopicPartition(topic, partition, since)
-            for topic in self.roles
-            if topic in metadata.topics and metadata.topics[topic].error is None
-            for partition in metadata.topics[topic].partitions
-            if (topic, partition) not in self.assigned
-        ]
-        if new:
-            try:
-                # offset -1 (no record since then) is OFFSET_END: the partition is read from now on
-                starts = self.consumer.offsets_for_times(new, timeout=10)
-            except KafkaException as exc:
-                self._warn(f"Kafka offsets for the lookback: {exc}")
-                return
+        try:
+            starts = new_partitions_from(self.consumer, self.roles, self.assigned, since, timeout=10)
+        except KafkaException as exc:
+            self._warn(f"Kafka metadata or offsets for the lookback: {exc}")
+            return
+        if starts:
             self.consumer.incremental_assign(starts)
             self.assigned |= {(tp.topic, tp.partition) for tp in starts}
             log.info("reading %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in starts))

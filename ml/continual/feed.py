@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from common import schemas
 from common.avro import AvroCodec
 from common.errors import DecodeError, RegistryUnavailable
-from common.kafka import consumer_config
+from common.kafka import consumer_config, new_partitions_from
 from common.topics import ML_READER_GROUP_PREFIX
 from ml.continual.lookback import PRODUCT, SHADOW, Lookback
 from ml.continual.settings import JudgeSettings
@@ -108,30 +108,17 @@ class Feed:
         self.consumer.close()
 
     def _assign_new_partitions(self) -> None:
-        try:
-            metadata = self.consumer.list_topics(timeout=KAFKA_TIMEOUT_S)
-        except KafkaException as exc:
-            self._warn(f"Kafka metadata: {exc}")
-            return
         since = int((time.time() - self.settings.lookback_seconds) * 1000)
-        new = [
-            TopicPartition(topic, partition, since)
-            for topic in self.roles
-            if topic in metadata.topics and metadata.topics[topic].error is None
-            for partition in metadata.topics[topic].partitions
-            if (topic, partition) not in self.assigned
-        ]
-        if new:
-            try:
-                # offset -1 (no record since then) is OFFSET_END: the partition is read from now on
-                starts = self.consumer.offsets_for_times(new, timeout=KAFKA_TIMEOUT_S)
-                ends = {
-                    (tp.topic, tp.partition): self.consumer.get_watermark_offsets(tp, timeout=KAFKA_TIMEOUT_S)[1]
-                    for tp in starts
-                }
-            except KafkaException as exc:
-                self._warn(f"Kafka offsets for the lookback: {exc}")
-                return
+        try:
+            starts = new_partitions_from(self.consumer, self.roles, self.assigned, since, KAFKA_TIMEOUT_S)
+            ends = {
+                (tp.topic, tp.partition): self.consumer.get_watermark_offsets(tp, timeout=KAFKA_TIMEOUT_S)[1]
+                for tp in starts
+            }
+        except KafkaException as exc:
+            self._warn(f"Kafka metadata or offsets for the lookback: {exc}")
+            return
+        if starts:
             self.consumer.incremental_assign(starts)
             for tp in starts:
                 key = (tp.topic, tp.partition)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
-from common.kafka import consumer_config, watermarks
+from common.kafka import ASK_AGAIN_ON, consumer_config, watermarks
 from common.settings import PLAINTEXT, KafkaSecurity
 
 
@@ -26,12 +26,31 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1, **config: str) -> str:
-    """Create `name` (the brokers' replication, as ensure_topics; topic `config` such as max.message.bytes);
-    returns the name."""
+# Asked again while the deadline allows: Kafka's own transient errors, and a cluster whose brokers have not all
+# registered with the controller yet (it refuses the default replication of 3 until they have).
+CREATE_AGAIN_ON = (*ASK_AGAIN_ON, "INVALID_REPLICATION_FACTOR")
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout: float = 60.0, **config: str) -> str:
+    """Create `name` (the brokers' replication, as ensure_topics; topic `config` such as max.message.bytes),
+    asking again on transient refusals until `timeout`; returns the name."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, replication_factor=-1, config=config)])[name].result(timeout=30)
-    return name
+    deadline = time.monotonic() + timeout
+    while True:
+        topic = NewTopic(name, partitions, replication_factor=-1, config=config)
+        try:
+            admin.create_topics([topic], operation_timeout=10)[name].result(timeout=30)
+            return name
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.name() == "TOPIC_ALREADY_EXISTS":  # an earlier ask's, which timed out on our side
+                return name
+            if error.name() not in CREATE_AGAIN_ON or time.monotonic() > deadline:
+                raise
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 def delete_topics(bootstrap: str, names: list[str]) -> None:

@@ -269,8 +269,3 @@ class Retrainer:
             self._said = text
             log.info("%s", text)
         return None
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Until the training under way (if any) ends."""
-        if self._thread is not None:
-            self._thread.join(timeout)

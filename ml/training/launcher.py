@@ -13,12 +13,12 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 from common.lifecycle import EXIT_FAILED, EXIT_INTERRUPTED
+from common.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +26,6 @@ POLL_S = 0.2
 STOP_GRACE_S = 15.0
 PR_SET_PDEATHSIG = 1
 LAUNCHER_PID = "ML_TRAIN_LAUNCHER_PID"
-
-
-def free_loopback_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def follow_launcher() -> None:
@@ -77,7 +66,7 @@ def _stop(workers: list[subprocess.Popen]) -> None:
 
 def launch_local_workers(count: int, python_args: list[str]) -> int:
     """Run `python <python_args>` as `count` workers of one cluster; 0 when all succeed, else EXIT_FAILED."""
-    hosts = ",".join(f"127.0.0.1:{port}" for port in free_loopback_ports(count))
+    hosts = ",".join(f"127.0.0.1:{port}" for port in (free_port() for _ in range(count)))
     log.info("starting %d training workers on %s", count, hosts)
     workers = []
     for index in range(count):

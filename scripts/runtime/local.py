@@ -35,6 +35,7 @@ from common.defaults import (
 )
 from common.errors import CarStreamError, LocalRuntimeError
 from common.logs import setup_logging
+from common.ports import free_port, port_in_use  # noqa: F401  (re-exported)
 from scripts.runtime.kafka_cluster import PORT_STEP, KafkaCluster
 from scripts.runtime.kafka_node import (  # noqa: F401  (re-exported: the runtime's users import them from here)
     KAFKA_CONTROLLER_PORT,
@@ -48,9 +49,7 @@ from scripts.runtime.secured import SecureMaterial, default_material
 from scripts.runtime.server_process import (  # noqa: F401  (re-exported)
     ROOT,
     ServerProcess,
-    free_port,
     pid_alive,
-    port_in_use,
     require,
 )
 

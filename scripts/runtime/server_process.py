@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from common.errors import DependencyMissingError, LocalRuntimeError
+from common.ports import port_in_use
 from scripts.runtime.port_holder import port_taken_message
 from scripts.runtime.prerequisites import TOOLS, find, install_hint
 
@@ -29,22 +29,6 @@ def require(program: str) -> str:
     if not found:
         raise DependencyMissingError(f"`{program}` not found. Install {install_hint(tool)}.")
     return found
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pid_alive(pid: int) -> bool:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from common.ports import free_port
 from common.settings import PLAINTEXT
 from ml import artifact
 from ml.training.cluster import STRATEGY
-from ml.training.launcher import free_loopback_ports
 from scripts.runtime.local import ROOT
 from scripts.testkit.kafka import delete_topics, unique
 from scripts.testkit.predictor import Stream, covered
@@ -163,7 +163,7 @@ def test_a_worker_killed_in_a_cluster_without_launcher_makes_the_other_exit_1_wi
     """Workers started one by one with ML_WORKER_HOSTS and ML_WORKER_INDEX, as compose and Kubernetes start them:
     nobody watches them but the strategy's coordination service."""
     model_dir = tmp_path / "models"
-    hosts = ",".join(f"127.0.0.1:{port}" for port in free_loopback_ports(2))
+    hosts = ",".join(f"127.0.0.1:{port}" for port in (free_port() for _ in range(2)))
     args = _train_args(fleet_topic, model_dir, "--epochs", "25", "--patience", "25")
     logs = [tmp_path / f"worker-{index}.log" for index in range(2)]
     workers = [

@@ -11,7 +11,7 @@ import pytest
 from common.errors import ConfigError
 from ml.source import PartitionRange, TopicRange
 from ml.training.cluster import SINGLE, Cluster, cluster_from
-from ml.training.launcher import _exit_reason, failure_report, free_loopback_ports
+from ml.training.launcher import _exit_reason, failure_report
 from ml.training.train import car_key, worker_share
 
 
@@ -77,11 +77,6 @@ def test_car_keys_are_stable_exact_in_float64_and_apart():
     assert len(keys) == 100_000
     assert all(key < 2**48 and float(key) == key for key in keys)
     assert car_key("car-00001") == car_key("car-00001")
-
-
-def test_free_loopback_ports_are_distinct():
-    ports = free_loopback_ports(4)
-    assert len(set(ports)) == 4 and all(port > 0 for port in ports)
 
 
 def test_exit_reasons_name_the_signal():

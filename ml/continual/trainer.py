@@ -72,12 +72,19 @@ def trained_through(model_dir: Path) -> int:
     """The newest event time (epoch ms) any version of the folder was trained on; 0 without one."""
     newest = 0
     for version in artifact.versions(model_dir):
-        try:
-            last = artifact.read_metadata(version)["training"]["time_range"]["last"]
-        except (artifact.ArtifactError, KeyError, TypeError):
-            continue
-        newest = max(newest, _epoch_ms(last))
+        if version not in _TRAINED_THROUGH:
+            try:
+                last = artifact.read_metadata(version)["training"]["time_range"]["last"]
+            except (artifact.ArtifactError, KeyError, TypeError):
+                continue
+            _TRAINED_THROUGH[version] = _epoch_ms(last)
+        newest = max(newest, _TRAINED_THROUGH[version])
     return newest
+
+
+# A version is written once (its folder renamed into place complete), so what it was trained on is read once: the
+# check runs every ML_CHECK_INTERVAL seconds over a folder that only grows.
+_TRAINED_THROUGH: dict[Path, int] = {}
 
 
 def _epoch_ms(iso: str) -> int:

@@ -140,6 +140,8 @@ def test_trained_through_is_the_newest_reading_any_version_was_trained_on(tmp_pa
     version(tmp_path, "20240102T000000Z", "2024-01-02T00:00:00Z")
     version(tmp_path, "20240103T000000Z")  # no time range: an untrained artifact
     assert trained_through(tmp_path) == 1704153600000
+    version(tmp_path, "20240105T000000Z", "2024-01-05T00:00:00Z")
+    assert trained_through(tmp_path) == 1704412800000, "a version written since the last check counts"
 
 
 def test_without_a_champion_the_version_in_service_is_adopted_once(tmp_path):
